@@ -1,0 +1,68 @@
+"""The `sprintdeck` command: argument parsing and dispatch to one module per subcommand.
+
+Subcommands import their modules lazily so that `sprintdeck hook` (run on every edit by Claude
+Code) starts without loading the engine or Textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_TASKS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors already; keep its message, drop the traceback risk."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sprintdeck", description="Coordinate coding agents working on one repository.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a sprint plan (dashboard, or --headless)")
+    run.add_argument("plan")
+    run.add_argument("--headless", action="store_true", help="no dashboard; progress on stderr")
+    run.add_argument("--json", action="store_true", help="print the final state and metrics as JSON")
+    run.add_argument("--record", metavar="PATH", help="journal path (default .sprintdeck/runs/...)")
+    run.add_argument("--seed", type=int, default=0, help="seed for simulated agents")
+    run.add_argument("--workspace", metavar="DIR", help="work in DIR instead of a scratch copy")
+    run.add_argument("--speed", type=float, default=None, help="simulated time factor (default 20)")
+    run.add_argument("--theme", default=None, help="dashboard theme")
+
+    validate = sub.add_parser("validate", help="check a sprint plan")
+    validate.add_argument("plan")
+    validate.add_argument("--json", action="store_true")
+
+    export = sub.add_parser("export", help="print the task DAG")
+    export.add_argument("plan")
+    export.add_argument("--format", choices=["mermaid", "dot", "json"], default="mermaid")
+
+    return parser
+
+
+COMMANDS = {
+    "run": "app.commands.run",
+    "validate": "app.commands.validate",
+    "export": "app.commands.export",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command])
+    try:
+        return int(module.main(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

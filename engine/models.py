@@ -1,0 +1,173 @@
+"""State models: the seed's ProjectState and its parts, camelCase in JSON.
+
+These are the record of the sprint, not the decision logic: only the reducer changes them
+(`engine/reducer.py`), and every field is derived from journaled events, so a replayed state
+serialises byte for byte like the live one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from engine.protocol import LockType, Priority
+
+TaskStatus = Literal[
+    "pending", "ready", "blocked", "assigned", "running", "retrying", "completed", "failed", "cancelled"
+]
+TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+AgentStatus = Literal["ready", "busy", "unresponsive", "dead", "paused"]
+AgentKind = Literal["simulated", "shell", "external"]
+FileStatus = Literal["clean", "modified", "conflict"]
+
+
+class StateModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        serialize_by_alias=True,
+        extra="forbid",
+    )
+
+
+class FileState(StateModel):
+    path: str
+    last_modified: datetime | None = None
+    modified_by: str | None = None
+    checksum: str = ""
+    status: FileStatus = "clean"
+    size: int | None = None
+
+
+class TaskResource(StateModel):
+    path: str
+    mode: LockType = "write"
+
+
+class TaskState(StateModel):
+    id: str
+    title: str = ""
+    status: TaskStatus = "pending"
+    agent: str | None = None  # current (or last) owner
+    agents: list[str] = []  # collaborative tasks: every agent taking part
+    pinned_agent: str | None = None
+    requires: list[str] = []
+    coordination: Literal["sequential", "parallel", "collaborative"] = "parallel"
+    attempt: int = 0
+    dependencies: list[str] = []
+    priority: Priority = "medium"
+    estimate: float = 0.0  # seconds
+    resources: list[TaskResource] = []
+    command: str | None = None
+    max_retries: int = 2
+    failures: int = 0  # attempts that failed (not counting agent deaths)
+    agent_deaths: int = 0  # attempts lost to a dead agent
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error: str | None = None
+    progress: float = 0.0
+    last_output: str | None = None
+    blocked_on: list[str] = []  # paths whose locks the task waits for
+
+
+class AgentMetrics(StateModel):
+    tasks_completed: int = 0
+    tasks_in_progress: int = 0
+    tasks_failed: int = 0
+    average_task_duration: float = 0.0  # seconds
+    resource_lock_wait_time: float = 0.0  # seconds, summed
+    messages_sent: int = 0
+    messages_received: int = 0
+    busy_time: float = 0.0  # seconds spent with at least one task
+
+
+class AgentState(StateModel):
+    id: str
+    kind: AgentKind = "simulated"
+    status: AgentStatus = "ready"
+    capabilities: list[str] = []
+    specializations: list[str] = []
+    max_concurrent_tasks: int = 1
+    current_tasks: list[str] = []
+    last_heartbeat: datetime | None = None
+    busy_since: datetime | None = None
+    metrics: AgentMetrics = Field(default_factory=AgentMetrics)
+
+
+class LockWaiter(StateModel):
+    request_id: str
+    agent_id: str
+    lock_type: LockType
+    since: datetime | None = None
+    task_id: str | None = None
+
+
+class ResourceLock(StateModel):
+    resource_id: str
+    lock_type: LockType
+    agent_id: str
+    timestamp: datetime
+    ttl: int  # ms
+    lock_id: str
+    token: int
+    expires_at: datetime
+    task_id: str | None = None
+    waiters: list[LockWaiter] = []
+
+
+class ProjectState(StateModel):
+    version: int = 0
+    files: dict[str, FileState] = {}
+    tasks: dict[str, TaskState] = {}
+    agents: dict[str, AgentState] = {}
+    locks: dict[str, ResourceLock] = {}  # keyed by lockId: several readers may share a path
+    sprint: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    paused: bool = False
+
+
+class ResourceLimits(StateModel):
+    max_concurrent_tasks: int = 1
+    max_memory_usage: int | None = None  # bytes
+    max_execution_time: float | None = None  # seconds
+
+
+class AgentConfig(StateModel):
+    """The seed's AgentConfig, built from a plan's agent entry."""
+
+    agent_id: str
+    kind: AgentKind = "simulated"
+    capabilities: list[str] = []
+    resource_limits: ResourceLimits = Field(default_factory=ResourceLimits)
+    specializations: list[str] = []
+    dependencies: list[str] = []
+    failure_rate: float = 0.0
+
+
+class SprintMetrics(StateModel):
+    total_tasks: int = 0
+    completed_tasks: int = 0
+    failed_tasks: int = 0
+    cancelled_tasks: int = 0
+    agent_utilization: dict[str, float] = {}
+    resource_contention: dict[str, int] = {}
+    communication_latency: float = 0.0  # ms, mean request -> reply
+    elapsed: float = 0.0  # seconds of sprint time
+    retries: int = 0
+    agent_deaths: int = 0
+    messages: int = 0
+
+
+class ActivityLog(StateModel):
+    timestamp: datetime
+    agent_id: str
+    action: str
+    resource_id: str | None = None
+    task_id: str | None = None
+    duration: float | None = None
+    success: bool = True
+    error: str | None = None

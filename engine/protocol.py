@@ -1,0 +1,351 @@
+"""The wire protocol: the seed's IPCMessage with typed payloads per message type.
+
+A message on the wire is one JSON object with the seed's keys (`id`, `type`, `from`, `to`,
+`timestamp`, `payload`, `priority`, `requiresResponse`, `responseTimeout`) plus `correlationId` on
+replies.  Each message type has its own payload model and the envelope is a discriminated union on
+`type`, so a payload is never `Any`: a malformed message fails validation with the offending field
+named (see `ProtocolError`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+
+MANAGER_ID = "sprint_manager"
+BROADCAST = "broadcast"
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+Priority = Literal["low", "medium", "high", "critical"]
+LockType = Literal["read", "write", "exclusive"]
+PRIORITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+class MessageType(StrEnum):
+    """The seed's message types plus `heartbeat` and `task_cancel`."""
+
+    TASK_ASSIGN = "task_assign"
+    TASK_COMPLETE = "task_complete"
+    TASK_FAILED = "task_failed"
+    TASK_UPDATE = "task_update"
+    TASK_CANCEL = "task_cancel"
+    RESOURCE_LOCK = "resource_lock"
+    RESOURCE_UNLOCK = "resource_unlock"
+    RESOURCE_CONFLICT = "resource_conflict"
+    STATE_UPDATE = "state_update"
+    STATE_REQUEST = "state_request"
+    STATE_SYNC = "state_sync"
+    AGENT_READY = "agent_ready"
+    AGENT_BUSY = "agent_busy"
+    AGENT_ERROR = "agent_error"
+    REQUEST_ASSISTANCE = "request_assistance"
+    PROVIDE_ASSISTANCE = "provide_assistance"
+    BROADCAST_INFO = "broadcast_info"
+    HEARTBEAT = "heartbeat"
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown keys are an error, not a silent drop."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        serialize_by_alias=True,
+    )
+
+
+# ---------------------------------------------------------------- payloads
+
+
+class LockRef(WireModel):
+    """A lock as named in fenced mutations: which grant and which token."""
+
+    resource_id: str
+    lock_type: LockType = "write"
+    lock_id: str | None = None
+    token: int | None = None
+
+
+class TaskAssignPayload(WireModel):
+    task_id: str
+    attempt: int = Field(ge=1)
+    title: str = ""
+    command: str | None = None
+    estimate: float | None = None  # seconds
+    agents: list[str] = []  # every agent of a collaborative task
+    locks: list[LockRef] = []  # grants taken for the task's duration
+    max_execution_time: float | None = None  # seconds
+
+
+class TaskCompletePayload(WireModel):
+    task_id: str
+    attempt: int = Field(ge=1)
+    result: str | dict[str, Any] | None = None
+    locks: list[LockRef] = []  # fencing: the grants this completion relies on
+
+
+class TaskFailedPayload(WireModel):
+    task_id: str
+    attempt: int = Field(ge=1)
+    error: str
+    retryable: bool = True
+
+
+class TaskUpdatePayload(WireModel):
+    task_id: str
+    attempt: int = Field(ge=1)
+    progress: float | None = Field(default=None, ge=0.0, le=1.0)
+    message: str | None = None
+    stream: Literal["stdout", "stderr"] | None = None
+
+
+class TaskCancelPayload(WireModel):
+    task_id: str
+    attempt: int = Field(ge=1)
+    reason: str = ""
+
+
+class ResourceLockPayload(WireModel):
+    """A lock request, and (with lockId/token/expiresAt filled) its grant."""
+
+    resource_id: str
+    lock_type: LockType
+    ttl: int | None = Field(default=None, gt=0)  # ms
+    wait_ms: int | None = Field(default=None, ge=0)
+    task_id: str | None = None
+    also: list[LockRef] = []  # further paths granted all at once with resourceId
+    lock_id: str | None = None
+    token: int | None = None
+    expires_at: datetime | None = None
+    grants: list[LockRef] = []  # on a multi-path grant: every path's lockId/token
+
+
+class ResourceUnlockPayload(WireModel):
+    resource_id: str
+    lock_id: str | None = None
+    released: bool | None = None  # on the reply
+
+
+class ResourceConflictPayload(WireModel):
+    resource_id: str
+    lock_type: LockType
+    holder: str | None = None
+    holder_mode: LockType | None = None
+    holder_task: str | None = None
+    reason: str = ""
+
+
+class StateUpdatePayload(WireModel):
+    """A holder's report of a file's new content, fenced with its grant."""
+
+    path: str
+    checksum: str
+    lock_id: str | None = None
+    token: int | None = None
+    attempt: int | None = None
+    task_id: str | None = None
+
+
+class StateRequestPayload(WireModel):
+    sections: list[Literal["files", "tasks", "agents", "locks"]] = []
+
+
+class StateSyncPayload(WireModel):
+    version: int
+    state: dict[str, Any]
+
+
+class AgentReadyPayload(WireModel):
+    capabilities: list[str] = []
+    specializations: list[str] = []
+    max_concurrent_tasks: int | None = Field(default=None, ge=1)
+    token: str | None = None  # binds a remote connection to this agent id
+
+
+class AgentBusyPayload(WireModel):
+    task_id: str | None = None
+    reason: str = ""
+
+
+class AgentErrorPayload(WireModel):
+    error: str
+    field: str | None = None
+    ref_message_id: str | None = None
+
+
+class RequestAssistancePayload(WireModel):
+    topic: str
+    task_id: str | None = None
+    details: str = ""
+
+
+class ProvideAssistancePayload(WireModel):
+    topic: str = ""
+    task_id: str | None = None
+    details: str = ""
+
+
+class BroadcastInfoPayload(WireModel):
+    info: str
+    data: dict[str, Any] = {}
+
+
+class HeartbeatPayload(WireModel):
+    tasks: list[str] = []
+    load: int | None = Field(default=None, ge=0)
+
+
+# ---------------------------------------------------------------- envelope
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class IPCMessage(WireModel):
+    """The seed's envelope; subclasses fix `type` and the payload model."""
+
+    id: str = Field(default_factory=new_id, min_length=1)
+    type: MessageType
+    from_: str = Field(alias="from", min_length=1)
+    to: str = Field(min_length=1)
+    timestamp: datetime = Field(default_factory=utc_now)
+    payload: Any
+    priority: Priority = "medium"
+    requires_response: bool = False
+    response_timeout: int | None = Field(default=None, gt=0)  # ms
+    correlation_id: str | None = None
+
+    def wire(self) -> str:
+        """The compact JSON text of this message as it travels."""
+        return self.model_dump_json(exclude_none=True)
+
+
+def _message_class(kind: MessageType, payload: type[WireModel]) -> type[IPCMessage]:
+    name = "".join(part.title() for part in kind.value.split("_")) + "Message"
+    annotations = {"type": Literal[kind.value], "payload": payload}  # type: ignore[valid-type]
+    return type(name, (IPCMessage,), {"__annotations__": annotations, "__module__": __name__})
+
+
+PAYLOADS: dict[MessageType, type[WireModel]] = {
+    MessageType.TASK_ASSIGN: TaskAssignPayload,
+    MessageType.TASK_COMPLETE: TaskCompletePayload,
+    MessageType.TASK_FAILED: TaskFailedPayload,
+    MessageType.TASK_UPDATE: TaskUpdatePayload,
+    MessageType.TASK_CANCEL: TaskCancelPayload,
+    MessageType.RESOURCE_LOCK: ResourceLockPayload,
+    MessageType.RESOURCE_UNLOCK: ResourceUnlockPayload,
+    MessageType.RESOURCE_CONFLICT: ResourceConflictPayload,
+    MessageType.STATE_UPDATE: StateUpdatePayload,
+    MessageType.STATE_REQUEST: StateRequestPayload,
+    MessageType.STATE_SYNC: StateSyncPayload,
+    MessageType.AGENT_READY: AgentReadyPayload,
+    MessageType.AGENT_BUSY: AgentBusyPayload,
+    MessageType.AGENT_ERROR: AgentErrorPayload,
+    MessageType.REQUEST_ASSISTANCE: RequestAssistancePayload,
+    MessageType.PROVIDE_ASSISTANCE: ProvideAssistancePayload,
+    MessageType.BROADCAST_INFO: BroadcastInfoPayload,
+    MessageType.HEARTBEAT: HeartbeatPayload,
+}
+
+MESSAGE_CLASSES: dict[MessageType, type[IPCMessage]] = {
+    kind: _message_class(kind, payload) for kind, payload in PAYLOADS.items()
+}
+
+AnyMessage = Annotated[
+    Union[tuple(MESSAGE_CLASSES.values())],  # type: ignore[valid-type]
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[IPCMessage] = TypeAdapter(AnyMessage)
+
+
+_TYPE_NAMES = {kind.value for kind in MessageType}
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be accepted; `field` names where it went wrong."""
+
+    def __init__(self, field: str, reason: str, message_id: str | None = None) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+        self.message_id = message_id
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    # Drop the union tag pydantic inserts ("task_assign") so the path reads payload.taskId.
+    if loc and loc[0] in _TYPE_NAMES:
+        loc = loc[1:]
+    if err["type"] == "union_tag_invalid":
+        given = err["input"].get("type") if isinstance(err["input"], dict) else None
+        return "type", f"unknown message type {given!r}"
+    if err["type"] == "union_tag_not_found":
+        return "type", "missing"
+    reason = {"missing": "missing", "extra_forbidden": "unknown field"}.get(err["type"], err["msg"])
+    return ".".join(loc), reason
+
+
+def parse_message(raw: str | bytes | dict[str, Any]) -> IPCMessage:
+    """Validate one message from the wire (text, bytes or an already decoded dict)."""
+    if isinstance(raw, (str, bytes)):
+        size = len(raw.encode() if isinstance(raw, str) else raw)
+        if size > MAX_MESSAGE_BYTES:
+            raise ProtocolError("", f"message of {size} bytes exceeds the {MAX_MESSAGE_BYTES} byte limit")
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ProtocolError("", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("", "a message must be a JSON object")
+    msg_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        field, reason = _first_error(exc)
+        raise ProtocolError(field, reason, msg_id) from None
+
+
+def make_message(
+    kind: MessageType | str,
+    sender: str,
+    to: str,
+    payload: WireModel | dict[str, Any],
+    **envelope: Any,
+) -> IPCMessage:
+    """Build a validated message of `kind`; `envelope` takes the other snake_case fields."""
+    kind = MessageType(kind)
+    if isinstance(payload, dict):
+        payload = PAYLOADS[kind].model_validate(payload)
+    cls = MESSAGE_CLASSES[kind]
+    return cls(type=kind, from_=sender, to=to, payload=payload, **envelope)
+
+
+def reply_to(
+    request: IPCMessage,
+    kind: MessageType | str,
+    payload: WireModel | dict[str, Any],
+    sender: str = MANAGER_ID,
+    **envelope: Any,
+) -> IPCMessage:
+    """A reply carrying the request's id as `correlationId`, at the request's priority."""
+    envelope.setdefault("priority", request.priority)
+    return make_message(kind, sender, request.from_, payload, correlation_id=request.id, **envelope)
