@@ -118,16 +118,31 @@ class ResourceLock(StateModel):
     waiters: list[LockWaiter] = []
 
 
+class SprintMeta(StateModel):
+    """What the reducer tracks beyond the seed's five keys; kept out of the JSON shape."""
+
+    sprint: str = ""
+    journal_epoch: int = 1
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    paused: bool = False
+    waiters: list[tuple[str, LockWaiter]] = []  # (resourceId, waiter) in queue order
+    contention: dict[str, int] = {}  # resourceId -> waits and refusals
+    messages: int = 0
+    rejected_messages: int = 0
+    replies: int = 0
+    reply_latency_total: float = 0.0  # ms
+
+
 class ProjectState(StateModel):
+    """The seed's ProjectState: exactly version, files, tasks, agents, locks on the wire."""
+
     version: int = 0
     files: dict[str, FileState] = {}
     tasks: dict[str, TaskState] = {}
     agents: dict[str, AgentState] = {}
     locks: dict[str, ResourceLock] = {}  # keyed by lockId: several readers may share a path
-    sprint: str = ""
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    paused: bool = False
+    meta: SprintMeta = Field(default_factory=SprintMeta, exclude=True)
 
 
 class ResourceLimits(StateModel):

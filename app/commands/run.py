@@ -1,0 +1,135 @@
+"""`sprintdeck run PLAN`: run a sprint with the embedded engine and in-process agents.
+
+Headless runs report progress on stderr and, with `--json`, print exactly one JSON object on
+stdout: the final ProjectState and the sprint metrics.  Every run records a journal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
+from engine.events import Event, EventType
+from engine.journal import JournalError, JournalWriter
+from engine.manager import SprintManager, SprintResult
+from engine.plan import Plan, PlanError, load_plan
+from engine.workspace import prepare_workspace
+
+DEFAULT_SPEED = 20.0
+RUNS_DIR = Path(".sprintdeck/runs")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        plan = load_plan(Path(args.plan))
+    except PlanError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.speed is not None and args.speed <= 0:
+        print(f"sprintdeck: --speed must be positive, got {args.speed:g}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not args.headless:
+        print("sprintdeck: the dashboard is not available yet; running headless", file=sys.stderr)
+    try:
+        workspace = prepare_workspace(plan, args.workspace)
+        journal_path = Path(args.record) if args.record else default_journal_path(plan)
+        journal = open_journal(journal_path, plan, args.seed)
+    except (OSError, JournalError) as exc:
+        print(f"sprintdeck: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"sprintdeck: workspace {workspace}", file=sys.stderr)
+    print(f"sprintdeck: recording {journal_path}", file=sys.stderr)
+    speed = args.speed or DEFAULT_SPEED
+    try:
+        result = asyncio.run(run_headless(plan, workspace, journal, seed=args.seed, speed=speed))
+    finally:
+        journal.close()
+    if args.json:
+        print(result_json(result))
+    return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
+
+
+def result_json(result: SprintResult) -> str:
+    """The one JSON object of `run --headless --json` (and of replay): state plus metrics."""
+    return json.dumps(
+        {"state": result.state.model_dump(mode="json"), "metrics": result.metrics.model_dump(mode="json")},
+        separators=(",", ":"),
+    )
+
+
+def default_journal_path(plan: Plan) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return RUNS_DIR / f"{plan.sprint}-{stamp}.jsonl"
+
+
+def open_journal(path: Path, plan: Plan, seed: int) -> JournalWriter:
+    header = {
+        "sprint": plan.sprint,
+        "planDigest": plan.digest,
+        "plan": str(plan.source),
+        "startedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "epoch": 1,
+        "seed": seed,
+    }
+    return JournalWriter.create(path, header)
+
+
+async def run_headless(plan: Plan, workspace: Path, journal: JournalWriter, *, seed: int, speed: float) -> SprintResult:
+    manager = SprintManager(plan, workspace=workspace, journal=journal, seed=seed, speed=speed)
+    progress = ProgressLine(sys.stderr, total=len(plan.tasks))
+    manager.subscribe(progress.on_event)
+    result = await manager.execute_sprint()
+    progress.finish()
+    return result
+
+
+class ProgressLine:
+    """A progress bar on stderr: redrawn in place on a terminal, one line per change otherwise."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO, total: int) -> None:
+        self.stream = stream
+        self.total = total
+        self.tty = stream.isatty()
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+        self.done = 0
+        self.failed = 0
+
+    def on_event(self, event: Event) -> None:
+        """Count outcomes from the event stream, so a redraw never scans every task."""
+        if event.type == EventType.TASK_COMPLETED:
+            self.done += 1
+        elif event.type == EventType.TASK_CANCELLED or (
+            event.type == EventType.TASK_FAILED and not event.data.get("willRetry")
+        ):
+            self.failed += 1
+        else:
+            return
+        now = time.monotonic()
+        if self.tty and now - self._last_draw < 0.1:
+            return
+        self._last_draw = now
+        self._draw(self.done, self.failed, end="\r" if self.tty else "\n")
+
+    def finish(self) -> None:
+        """On a terminal, end the redrawn line; elsewhere the last line is already printed."""
+        if self.tty:
+            self._draw(self.done, self.failed, end="\n")
+
+    def _draw(self, done: int, failed: int, *, end: str) -> None:
+        filled = int(self.WIDTH * (done + failed) / self.total) if self.total else self.WIDTH
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        elapsed = time.monotonic() - self.started
+        text = f"[{bar}] {done}/{self.total} done, {failed} failed or cancelled, {elapsed:.1f}s"
+        self.stream.write(text + end)
+        self.stream.flush()

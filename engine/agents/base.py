@@ -1,0 +1,138 @@
+"""LocalAgent: an agent that runs in the manager's process but talks only through the transport.
+
+It goes through exactly the protocol an external agent uses (agent_ready, heartbeat, task_update,
+task_complete/task_failed carrying its attempt and lock tokens), so the in-process run exercises
+the same manager paths as a distributed one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.plan import AgentSpec
+from engine.protocol import (
+    MANAGER_ID,
+    IPCMessage,
+    MessageType,
+    TaskAssignPayload,
+    make_message,
+)
+from engine.transports.base import Transport, TransportError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    result: str | dict[str, Any] | None = None
+    error: str = ""
+    retryable: bool = True
+
+
+class LocalAgent:
+    def __init__(
+        self, spec: AgentSpec, transport: Transport, *, workspace: Path, heartbeat_interval: float
+    ) -> None:
+        self.spec = spec
+        self.id = spec.id
+        self.transport = transport
+        self.workspace = workspace
+        self.heartbeat_interval = heartbeat_interval
+        self.inbox = transport.subscribe(spec.id)
+        self._running: dict[str, tuple[int, asyncio.Task[None]]] = {}  # task -> (attempt, execution)
+        self._loops: list[asyncio.Task[None]] = []
+        self.alive = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.alive = True
+        self._loops = [
+            loop.create_task(self._serve(), name=f"agent-{self.id}"),
+            loop.create_task(self._heartbeat(), name=f"agent-{self.id}-heartbeat"),
+        ]
+        loop.create_task(
+            self.send(
+                MessageType.AGENT_READY,
+                {
+                    "capabilities": self.spec.capabilities,
+                    "specializations": self.spec.specializations,
+                    "maxConcurrentTasks": self.spec.max_concurrent_tasks,
+                },
+            )
+        )
+
+    async def stop(self) -> None:
+        """Stop serving; running executions are cancelled (shell processes are killed)."""
+        self.alive = False
+        tasks = self._loops + [execution for _, execution in self._running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._running.clear()
+        self.transport.unsubscribe(self.id)
+
+    async def crash(self) -> None:
+        """Stop without a word, as a killed process would: no more heartbeats or replies."""
+        await self.stop()
+
+    # ------------------------------------------------------------ messages
+
+    async def send(self, kind: MessageType, payload: dict[str, Any], *, priority: str = "medium") -> None:
+        if not self.alive:
+            return
+        try:
+            await self.transport.send(make_message(kind, self.id, MANAGER_ID, payload, priority=priority))
+        except TransportError as exc:
+            log.warning("agent %s could not send %s: %s", self.id, kind, exc)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self.send(MessageType.HEARTBEAT, {"tasks": sorted(self._running), "load": len(self._running)})
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def _serve(self) -> None:
+        while True:
+            message = await self.inbox.get()
+            self.handle(message)
+
+    def handle(self, message: IPCMessage) -> None:
+        if message.type == MessageType.TASK_ASSIGN:
+            assign: TaskAssignPayload = message.payload
+            execution = asyncio.get_running_loop().create_task(self._run_task(assign))
+            self._running[assign.task_id] = (assign.attempt, execution)
+        elif message.type == MessageType.TASK_CANCEL:
+            attempt, execution = self._running.get(message.payload.task_id, (None, None))
+            if execution is not None and attempt == message.payload.attempt:
+                execution.cancel()
+
+    async def _run_task(self, assign: TaskAssignPayload) -> None:
+        base = {"taskId": assign.task_id, "attempt": assign.attempt}
+        try:
+            await self.send(MessageType.TASK_UPDATE, {**base, "progress": 0.0})
+            outcome = await self.execute(assign)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # an agent bug fails the attempt instead of hanging it
+            log.exception("agent %s crashed on %s", self.id, assign.task_id)
+            outcome = Outcome(ok=False, error=f"agent error: {exc!r}")
+        finally:
+            current = self._running.get(assign.task_id)
+            if current is not None and current[0] == assign.attempt:
+                del self._running[assign.task_id]
+        if outcome.ok:
+            locks = [ref.model_dump() for ref in assign.locks]
+            await self.send(MessageType.TASK_COMPLETE, {**base, "result": outcome.result, "locks": locks})
+        else:
+            await self.send(
+                MessageType.TASK_FAILED, {**base, "error": outcome.error, "retryable": outcome.retryable}
+            )
+
+    async def execute(self, assign: TaskAssignPayload) -> Outcome:
+        raise NotImplementedError

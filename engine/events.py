@@ -1,0 +1,65 @@
+"""Events: the only way state changes.
+
+The manager decides, writes an `Event` to the journal, and then folds it into `ProjectState` with
+the reducer.  An event carries everything the reducer needs (timestamps included), so folding the
+journal again gives the same state without re-running any agent or reading any clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class EventType(StrEnum):
+    SPRINT_STARTED = "sprint_started"
+    SPRINT_PAUSED = "sprint_paused"
+    SPRINT_RESUMED = "sprint_resumed"
+    SPRINT_FINISHED = "sprint_finished"
+    AGENT_REGISTERED = "agent_registered"
+    AGENT_STATUS = "agent_status"  # paused / resumed / unresponsive / recovered
+    AGENT_DEAD = "agent_dead"
+    TASK_READY = "task_ready"
+    TASK_ASSIGNED = "task_assigned"
+    TASK_BLOCKED = "task_blocked"
+    TASK_UNBLOCKED = "task_unblocked"
+    TASK_STARTED = "task_started"
+    TASK_PROGRESS = "task_progress"
+    TASK_COMPLETED = "task_completed"
+    TASK_FAILED = "task_failed"
+    TASK_REQUEUED = "task_requeued"
+    TASK_CANCELLED = "task_cancelled"
+    TASK_PRIORITY = "task_priority"
+    COMPLETION_REFUSED = "completion_refused"
+    LOCK_GRANTED = "lock_granted"
+    LOCK_QUEUED = "lock_queued"
+    LOCK_RELEASED = "lock_released"
+    LOCK_RENEWED = "lock_renewed"
+    LOCK_REFUSED = "lock_refused"
+    WAITER_REMOVED = "waiter_removed"
+    MESSAGE = "message"
+    MESSAGE_REJECTED = "message_rejected"
+    OPERATOR_ACTION = "operator_action"
+    FILE_CHANGED = "file_changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One journaled change. `seq` equals the state version after the event is applied."""
+
+    seq: int
+    ts: str  # ISO 8601 UTC wall time, decided live by the manager
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    mono: float = 0.0  # the manager's monotonic clock at the time (journal only)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Event:
+        return cls(
+            seq=record["seq"],
+            ts=record["ts"],
+            type=record["type"],
+            data=record.get("data", {}),
+            mono=record.get("mono", 0.0),
+        )

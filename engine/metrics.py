@@ -1,0 +1,42 @@
+"""Sprint metrics, computed from ProjectState alone so live runs and replays agree exactly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from engine.models import ProjectState, SprintMetrics
+
+
+def _elapsed(state: ProjectState, now: datetime | None) -> float:
+    meta = state.meta
+    if meta.started_at is None:
+        return 0.0
+    end = meta.finished_at or now or meta.started_at
+    return max(0.0, (end - meta.started_at).total_seconds())
+
+
+def sprint_metrics(state: ProjectState, now: datetime | None = None) -> SprintMetrics:
+    """The seed's SprintMetrics. `now` only matters while the sprint still runs."""
+    elapsed = _elapsed(state, now)
+    statuses = [task.status for task in state.tasks.values()]
+    utilization: dict[str, float] = {}
+    for agent_id, agent in state.agents.items():
+        busy = agent.metrics.busy_time
+        if agent.busy_since is not None and now is not None and state.meta.finished_at is None:
+            busy += max(0.0, (now - agent.busy_since).total_seconds())
+        utilization[agent_id] = round(busy / elapsed, 4) if elapsed > 0 else 0.0
+    meta = state.meta
+    return SprintMetrics(
+        total_tasks=len(statuses),
+        completed_tasks=statuses.count("completed"),
+        failed_tasks=statuses.count("failed"),
+        cancelled_tasks=statuses.count("cancelled"),
+        agent_utilization=utilization,
+        resource_contention=dict(sorted(meta.contention.items())),
+        communication_latency=round(meta.reply_latency_total / meta.replies, 3) if meta.replies else 0.0,
+        elapsed=round(elapsed, 3),
+        # Every failure was followed by a new attempt, except the last one of a task that failed.
+        retries=sum(task.failures - (task.status == "failed") for task in state.tasks.values()),
+        agent_deaths=sum(task.agent_deaths for task in state.tasks.values()),
+        messages=meta.messages,
+    )

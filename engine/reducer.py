@@ -1,0 +1,446 @@
+"""The reducer: `apply(state, event) -> state`, the one place ProjectState changes.
+
+It reads nothing but its arguments: no clock, no randomness, no I/O, so folding a journal gives
+the state the live manager had, byte for byte.  For speed it updates `state` in place and returns
+it (a sprint of 10,000 tasks cannot afford a deep copy per event); callers that need an older
+state keep a copy (`state.model_copy(deep=True)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from engine.events import Event, EventType
+from engine.models import (
+    AgentState,
+    FileState,
+    LockWaiter,
+    ProjectState,
+    ResourceLock,
+    TaskState,
+)
+from engine.protocol import MessageType
+from engine.resources import overlaps
+
+Handler = Callable[[ProjectState, Event], None]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def handles(kind: EventType) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        _HANDLERS[kind.value] = fn
+        return fn
+
+    return register
+
+
+def apply(state: ProjectState, event: Event) -> ProjectState:
+    """Fold one event into the state; unknown event types are an error, never ignored."""
+    if event.seq != state.version + 1:
+        raise ValueError(f"event seq {event.seq} does not follow state version {state.version}")
+    handler = _HANDLERS.get(event.type)
+    if handler is None:
+        raise ValueError(f"event {event.seq}: unknown event type {event.type!r}")
+    handler(state, event)
+    state.version = event.seq
+    return state
+
+
+def fold(events: Iterable[Event], state: ProjectState | None = None) -> ProjectState:
+    state = state if state is not None else ProjectState()
+    for event in events:
+        apply(state, event)
+    return state
+
+
+def _time(event: Event) -> datetime:
+    return datetime.fromisoformat(event.ts)
+
+
+def _seconds_between(start: datetime | None, end: datetime) -> float:
+    return (end - start).total_seconds() if start else 0.0
+
+
+# ---------------------------------------------------------------- sprint
+
+
+@handles(EventType.SPRINT_STARTED)
+def _sprint_started(state: ProjectState, event: Event) -> None:
+    meta = state.meta
+    meta.sprint = event.data["sprint"]
+    meta.started_at = _time(event)
+    meta.journal_epoch = event.data.get("epoch", 1)
+    for raw in event.data["agents"]:
+        agent = AgentState.model_validate(raw)
+        state.agents[agent.id] = agent
+    for raw in event.data["tasks"]:
+        task = TaskState.model_validate(raw)
+        state.tasks[task.id] = task
+    for raw in event.data.get("files", []):
+        file = FileState.model_validate(raw)
+        state.files[file.path] = file
+
+
+@handles(EventType.SPRINT_PAUSED)
+def _sprint_paused(state: ProjectState, event: Event) -> None:
+    state.meta.paused = True
+
+
+@handles(EventType.SPRINT_RESUMED)
+def _sprint_resumed(state: ProjectState, event: Event) -> None:
+    state.meta.paused = False
+
+
+@handles(EventType.SPRINT_FINISHED)
+def _sprint_finished(state: ProjectState, event: Event) -> None:
+    now = _time(event)
+    state.meta.finished_at = now
+    for agent in state.agents.values():
+        _close_busy_period(agent, now)
+
+
+# ---------------------------------------------------------------- agents
+
+
+def _refresh_agent_status(agent: AgentState, now: datetime) -> None:
+    """ready/busy follow the task count; paused, unresponsive and dead are sticky."""
+    if agent.current_tasks and agent.busy_since is None:
+        agent.busy_since = now
+    if not agent.current_tasks:
+        _close_busy_period(agent, now)
+    agent.metrics.tasks_in_progress = len(agent.current_tasks)
+    if agent.status in ("ready", "busy"):
+        agent.status = "busy" if agent.current_tasks else "ready"
+
+
+def _close_busy_period(agent: AgentState, now: datetime) -> None:
+    if agent.busy_since is not None:
+        agent.metrics.busy_time += _seconds_between(agent.busy_since, now)
+        agent.busy_since = None
+
+
+@handles(EventType.AGENT_REGISTERED)
+def _agent_registered(state: ProjectState, event: Event) -> None:
+    agent = AgentState.model_validate(event.data["agent"])
+    previous = state.agents.get(agent.id)
+    if previous is not None:
+        agent.metrics = previous.metrics
+    state.agents[agent.id] = agent
+
+
+@handles(EventType.AGENT_STATUS)
+def _agent_status(state: ProjectState, event: Event) -> None:
+    agent = state.agents[event.data["agentId"]]
+    status = event.data["status"]
+    agent.status = "busy" if status == "ready" and agent.current_tasks else status
+
+
+@handles(EventType.AGENT_DEAD)
+def _agent_dead(state: ProjectState, event: Event) -> None:
+    """Death is one atomic change: its locks go, its waits end, its tasks are ready again."""
+    data = event.data
+    now = _time(event)
+    for lock_id in data.get("releasedLocks", []):
+        state.locks.pop(lock_id, None)
+    touched: list[str] = []
+    for request_id in data.get("cancelledRequests", []):
+        touched += _remove_waiters(state, request_id)
+    _refresh_waiters(state, touched)
+    for task_id in data.get("requeuedTasks", []):
+        task = state.tasks[task_id]
+        _drop_from_agents(state, task, now)
+        task.status = "ready"
+        task.blocked_on = []
+        task.agent_deaths += 1
+    agent = state.agents[data["agentId"]]
+    agent.status = "dead"
+    agent.current_tasks = []
+    _close_busy_period(agent, now)
+    agent.metrics.tasks_in_progress = 0
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def _task(state: ProjectState, event: Event) -> TaskState:
+    return state.tasks[event.data["taskId"]]
+
+
+def _drop_from_agents(state: ProjectState, task: TaskState, now: datetime) -> None:
+    for agent_id in task.agents or ([task.agent] if task.agent else []):
+        agent = state.agents.get(agent_id)
+        if agent is not None and task.id in agent.current_tasks:
+            agent.current_tasks.remove(task.id)
+            _refresh_agent_status(agent, now)
+
+
+@handles(EventType.TASK_READY)
+def _task_ready(state: ProjectState, event: Event) -> None:
+    _task(state, event).status = "ready"
+
+
+@handles(EventType.TASK_ASSIGNED)
+def _task_assigned(state: ProjectState, event: Event) -> None:
+    task = _task(state, event)
+    now = _time(event)
+    agents = event.data["agents"]
+    task.status = "assigned"
+    task.attempt = event.data["attempt"]
+    task.agent = agents[0]
+    if task.coordination == "collaborative":
+        task.agents = list(agents)
+    task.started_at = None
+    task.completed_at = None
+    task.progress = 0.0
+    task.error = None
+    for agent_id in agents:
+        agent = state.agents[agent_id]
+        agent.current_tasks.append(task.id)
+        _refresh_agent_status(agent, now)
+
+
+@handles(EventType.TASK_BLOCKED)
+def _task_blocked(state: ProjectState, event: Event) -> None:
+    task = _task(state, event)
+    task.status = "blocked"
+    task.blocked_on = list(event.data["paths"])
+
+
+@handles(EventType.TASK_UNBLOCKED)
+def _task_unblocked(state: ProjectState, event: Event) -> None:
+    task = _task(state, event)
+    task.status = "assigned"
+    task.blocked_on = []
+    waited = float(event.data.get("waited", 0.0))
+    for agent_id in task.agents or [task.agent]:
+        if agent_id in state.agents:
+            state.agents[agent_id].metrics.resource_lock_wait_time += waited
+
+
+@handles(EventType.TASK_STARTED)
+def _task_started(state: ProjectState, event: Event) -> None:
+    task = _task(state, event)
+    task.status = "running"
+    task.started_at = _time(event)
+
+
+@handles(EventType.TASK_PROGRESS)
+def _task_progress(state: ProjectState, event: Event) -> None:
+    task = _task(state, event)
+    if event.data.get("progress") is not None:
+        task.progress = event.data["progress"]
+    if event.data.get("output") is not None:
+        task.last_output = event.data["output"]
+
+
+def _finish_attempt(state: ProjectState, task: TaskState, now: datetime) -> None:
+    _drop_from_agents(state, task, now)
+    task.completed_at = now
+    task.blocked_on = []
+
+
+@handles(EventType.TASK_COMPLETED)
+def _task_completed(state: ProjectState, event: Event) -> None:
+    task = _task(state, event)
+    now = _time(event)
+    started = task.started_at or now
+    _finish_attempt(state, task, now)
+    task.status = "completed"
+    task.progress = 1.0
+    task.started_at = started
+    duration = _seconds_between(started, now)
+    for agent_id in task.agents or [task.agent]:
+        metrics = state.agents[agent_id].metrics
+        done = metrics.tasks_completed
+        metrics.average_task_duration = (metrics.average_task_duration * done + duration) / (done + 1)
+        metrics.tasks_completed = done + 1
+
+
+@handles(EventType.TASK_FAILED)
+def _task_failed(state: ProjectState, event: Event) -> None:
+    task = _task(state, event)
+    now = _time(event)
+    _finish_attempt(state, task, now)
+    task.failures += 1
+    task.error = event.data["error"]
+    task.status = "retrying" if event.data.get("willRetry") else "failed"
+    for agent_id in task.agents or ([task.agent] if task.agent else []):
+        if agent_id in state.agents:
+            state.agents[agent_id].metrics.tasks_failed += 1
+
+
+@handles(EventType.TASK_REQUEUED)
+def _task_requeued(state: ProjectState, event: Event) -> None:
+    """A running attempt taken away (dead agent, operator reassignment): not a task failure."""
+    task = _task(state, event)
+    now = _time(event)
+    _finish_attempt(state, task, now)
+    task.completed_at = None
+    task.status = "ready"
+    if event.data.get("reason") == "agent_dead":
+        task.agent_deaths += 1
+
+
+@handles(EventType.TASK_CANCELLED)
+def _task_cancelled(state: ProjectState, event: Event) -> None:
+    task = _task(state, event)
+    now = _time(event)
+    _finish_attempt(state, task, now)
+    task.status = "cancelled"
+    task.error = event.data.get("reason")
+
+
+@handles(EventType.TASK_PRIORITY)
+def _task_priority(state: ProjectState, event: Event) -> None:
+    _task(state, event).priority = event.data["priority"]
+
+
+@handles(EventType.COMPLETION_REFUSED)
+def _completion_refused(state: ProjectState, event: Event) -> None:
+    """Recorded so replay shows the refusal; the task itself does not change."""
+
+
+# ---------------------------------------------------------------- locks
+
+
+def _refresh_waiters(state: ProjectState, paths: Iterable[str]) -> None:
+    """Each lock lists, in queue order, the requests waiting on a path it overlaps."""
+    touched = set(paths)
+    for lock in state.locks.values():
+        if any(overlaps(lock.resource_id, path) for path in touched):
+            lock.waiters = [
+                LockWaiter(
+                    request_id=w.request_id,
+                    agent_id=w.agent_id,
+                    lock_type=w.lock_type,
+                    since=w.since,
+                    task_id=w.task_id,
+                )
+                for path, w in state.meta.waiters
+                if overlaps(lock.resource_id, path)
+            ]
+
+
+def _remove_waiters(state: ProjectState, request_id: str | None) -> list[str]:
+    if request_id is None:
+        return []
+    gone = [path for path, w in state.meta.waiters if w.request_id == request_id]
+    if gone:
+        state.meta.waiters = [(p, w) for p, w in state.meta.waiters if w.request_id != request_id]
+    return gone
+
+
+@handles(EventType.LOCK_GRANTED)
+def _lock_granted(state: ProjectState, event: Event) -> None:
+    data: dict[str, Any] = event.data
+    lock = ResourceLock(
+        resource_id=data["resourceId"],
+        lock_type=data["lockType"],
+        agent_id=data["agentId"],
+        timestamp=_time(event),
+        ttl=data["ttl"],
+        lock_id=data["lockId"],
+        token=data["token"],
+        expires_at=datetime.fromisoformat(data["expiresAt"]),
+        task_id=data.get("taskId"),
+    )
+    state.locks[lock.lock_id] = lock
+    touched = _remove_waiters(state, data.get("requestId"))
+    _refresh_waiters(state, [lock.resource_id, *touched])
+
+
+@handles(EventType.LOCK_QUEUED)
+def _lock_queued(state: ProjectState, event: Event) -> None:
+    data = event.data
+    since = _time(event)
+    for item in data["resources"]:
+        waiter = LockWaiter(
+            request_id=data["requestId"],
+            agent_id=data["agentId"],
+            lock_type=item["lockType"],
+            since=since,
+            task_id=data.get("taskId"),
+        )
+        state.meta.waiters.append((item["resourceId"], waiter))
+    for item in data["resources"]:
+        path = item["resourceId"]
+        state.meta.contention[path] = state.meta.contention.get(path, 0) + 1
+    _refresh_waiters(state, [item["resourceId"] for item in data["resources"]])
+
+
+@handles(EventType.WAITER_REMOVED)
+def _waiter_removed(state: ProjectState, event: Event) -> None:
+    _refresh_waiters(state, _remove_waiters(state, event.data["requestId"]))
+
+
+@handles(EventType.LOCK_REFUSED)
+def _lock_refused(state: ProjectState, event: Event) -> None:
+    path = event.data["resourceId"]
+    state.meta.contention[path] = state.meta.contention.get(path, 0) + 1
+
+
+@handles(EventType.LOCK_RELEASED)
+def _lock_released(state: ProjectState, event: Event) -> None:
+    lock = state.locks.pop(event.data["lockId"], None)
+    if lock is None:
+        raise ValueError(f"event {event.seq}: release of unknown lock {event.data['lockId']}")
+
+
+@handles(EventType.LOCK_RENEWED)
+def _lock_renewed(state: ProjectState, event: Event) -> None:
+    for lock_id, expires_at in event.data["expiresAt"].items():
+        if lock_id in state.locks:
+            state.locks[lock_id].expires_at = datetime.fromisoformat(expires_at)
+
+
+# ---------------------------------------------------------------- messages, files, operators
+
+
+@handles(EventType.MESSAGE)
+def _message(state: ProjectState, event: Event) -> None:
+    """Every IPC message is recorded; the state keeps counters and heartbeat times from them."""
+    message = event.data["message"]
+    sender, recipient = message["from"], message["to"]
+    state.meta.messages += 1
+    if sender in state.agents:
+        state.agents[sender].metrics.messages_sent += 1
+        if message["type"] == MessageType.HEARTBEAT:
+            state.agents[sender].last_heartbeat = _time(event)
+    if recipient == "broadcast":
+        for agent_id, agent in state.agents.items():
+            if agent_id != sender:
+                agent.metrics.messages_received += 1
+    elif recipient in state.agents:
+        state.agents[recipient].metrics.messages_received += 1
+    latency = event.data.get("latencyMs")
+    if latency is not None:
+        state.meta.replies += 1
+        state.meta.reply_latency_total += float(latency)
+
+
+@handles(EventType.MESSAGE_REJECTED)
+def _message_rejected(state: ProjectState, event: Event) -> None:
+    state.meta.rejected_messages += 1
+
+
+@handles(EventType.OPERATOR_ACTION)
+def _operator_action(state: ProjectState, event: Event) -> None:
+    """The operator's intent is recorded; its effects follow as their own events."""
+
+
+@handles(EventType.FILE_CHANGED)
+def _file_changed(state: ProjectState, event: Event) -> None:
+    data = event.data
+    if data.get("deleted"):
+        state.files.pop(data["path"], None)
+        return
+    state.files[data["path"]] = FileState(
+        path=data["path"],
+        last_modified=_time(event),
+        modified_by=data.get("modifiedBy"),
+        checksum=data.get("checksum", ""),
+        status=data.get("status", "modified"),
+        size=data.get("size"),
+    )
