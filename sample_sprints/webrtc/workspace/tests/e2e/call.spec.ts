@@ -1,0 +1,2 @@
+// End-to-end: two browsers join one call and see each other's video.
+test.todo("two peers connect");
