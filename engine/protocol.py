@@ -304,16 +304,30 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     return ".".join(loc), reason
 
 
+def _reject_constant(name: str) -> Any:
+    raise ProtocolError("", f"not JSON: {name} is not a JSON number")
+
+
+def _decode_json(raw: str | bytes) -> Any:
+    """Size-check and decode wire text; anything undecodable is a `ProtocolError`, never a crash."""
+    try:
+        data = raw.encode() if isinstance(raw, str) else raw
+        size = len(data)
+        if size > MAX_MESSAGE_BYTES:
+            raise ProtocolError("", f"message of {size} bytes exceeds the {MAX_MESSAGE_BYTES} byte limit")
+        return json.loads(data, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+        raise ProtocolError("", f"not UTF-8 text: {exc.reason} at position {exc.start}") from None
+    except RecursionError:
+        raise ProtocolError("", "not JSON: nested too deeply") from None
+
+
 def parse_message(raw: str | bytes | dict[str, Any]) -> IPCMessage:
     """Validate one message from the wire (text, bytes or an already decoded dict)."""
     if isinstance(raw, (str, bytes)):
-        size = len(raw.encode() if isinstance(raw, str) else raw)
-        if size > MAX_MESSAGE_BYTES:
-            raise ProtocolError("", f"message of {size} bytes exceeds the {MAX_MESSAGE_BYTES} byte limit")
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError("", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raw = _decode_json(raw)
     if not isinstance(raw, dict):
         raise ProtocolError("", "a message must be a JSON object")
     msg_id = raw.get("id") if isinstance(raw.get("id"), str) else None

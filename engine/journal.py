@@ -1,0 +1,420 @@
+"""The append-only journal: one JSON line per event, checksummed, fsynced in groups (DESIGN §8).
+
+File format (readable with `jq`):
+
+    line 1   {"format":"sprintdeck-journal","version":1,"sprint":...,"planDigest":...,
+              "startedAt":"<ISO-8601 UTC>","epoch":1, ...extra header keys}
+    line N+1 {"seq":N,"ts":"<ISO-8601 UTC>","mono":<float>,"type":"...","data":{...},"crc":"<8 hex>"}
+
+`seq` runs from 1 without gaps.  `crc` is `zlib.crc32` of the record's canonical JSON without the crc
+key: `json.dumps({"seq":..,"ts":..,"mono":..,"type":..,"data":..}, separators=(",", ":"))` -- keys in
+that order, `ensure_ascii` and `allow_nan=False` as json's defaults and our setting -- as UTF-8
+bytes, written as 8 lower-case hex digits.  The writer produces exactly those bytes and appends
+`,"crc":"…"}`, so a reader checks a line by hashing its own bytes up to the crc key (plus the closing
+brace) without re-serialising; `json.dumps` of the parsed record gives the same bytes.
+
+A record is complete once its newline is on disk.  A torn or corrupt *last* record is what a crash
+mid-write leaves: `read_journal(recover=True)` keeps a `.broken` copy, cuts it off and reports it.
+Anything wrong *before* the last record is damage a crash cannot cause, so it is always an error.
+
+Durability is group commit: `append` only buffers; `flush` writes the buffer and runs one `os.fsync`
+in a worker thread for every caller waiting at that moment, so under load one fsync acknowledges
+many events.  stdlib `json` is used: serialising an event costs a few microseconds against a
+per-event budget of 50 (20,000 events/s), so orjson would not change the figure that matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+FORMAT = "sprintdeck-journal"
+VERSION = 1
+RECORD_KEYS = ("seq", "ts", "mono", "type", "data", "crc")
+_CRC_PREFIX = b',"crc":"'
+_CRC_SUFFIX_LEN = len(_CRC_PREFIX) + 8 + 2  # ,"crc":"xxxxxxxx"}
+
+
+class JournalError(Exception):
+    """A journal that cannot be written or read as asked; names the file line (1-based)."""
+
+    def __init__(self, path: Path | str, line: int, seq: int | None, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path = Path(path)
+        self.line = line
+        self.seq = seq
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What `read_journal(recover=True)` cut from a torn tail, and where the original went."""
+
+    path: Path
+    kept_records: int
+    cut_bytes: int
+    broken_copy: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: kept {self.kept_records} records, cut {self.cut_bytes} bytes of a torn "
+            f"last record ({self.reason}); the original is in {self.broken_copy}"
+        )
+
+
+def utc_timestamp() -> str:
+    """Now as ISO-8601 UTC with a `Z`, the form every journal timestamp uses."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def encode_record(seq: int, type: str, data: dict[str, Any], ts: str, mono: float) -> bytes:
+    """One journal line, newline included; the crc is over the canonical JSON (module docstring)."""
+    body = json.dumps(
+        {"seq": seq, "ts": ts, "mono": mono, "type": type, "data": data},
+        separators=(",", ":"),
+        allow_nan=False,
+    ).encode()
+    return body[:-1] + b',"crc":"%08x"}\n' % zlib.crc32(body)
+
+
+# ---------------------------------------------------------------- writing
+
+
+class JournalWriter:
+    """Appends records to one journal file; the single writer of that file.
+
+    `append` is synchronous and cheap (it only buffers), so the manager can append an event and
+    then `await flush()` before acknowledging it: durable before acknowledgement, one fsync shared
+    by every event appended meanwhile.
+    """
+
+    def __init__(self, path: Path, file: IO[bytes], last_seq: int) -> None:
+        self.path = path
+        self._file = file
+        self._buffer: list[bytes] = []
+        self._last_seq = last_seq  # appended (maybe only buffered)
+        self._written_seq = last_seq  # handed to the OS
+        self._durable_seq = last_seq  # fsynced
+        self._sync: asyncio.Task[None] | None = None
+        self._failure: OSError | None = None
+        self._closed = False
+        self.fsync_count = 0
+
+    @classmethod
+    def create(cls, path: Path, header: dict[str, Any]) -> JournalWriter:
+        """Start a new journal with its header line; refuses to overwrite a non-empty file.
+
+        `header` gives `sprint` and `planDigest` (written as null when absent, so every header has
+        the same keys); `startedAt` defaults to now and `epoch` to 1; further keys are kept after
+        these.  `format` and `version` are always this module's.
+        """
+        path = Path(path)
+        fields = {
+            "format": FORMAT,
+            "version": VERSION,
+            "sprint": header.get("sprint"),
+            "planDigest": header.get("planDigest"),
+            "startedAt": header.get("startedAt") or utc_timestamp(),
+            "epoch": header.get("epoch", 1),
+        }
+        line = json.dumps(
+            {**fields, **{key: value for key, value in header.items() if key not in fields}},
+            separators=(",", ":"),
+            allow_nan=False,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > 0:
+            raise JournalError(path, 1, None, "journal already exists; refusing to overwrite it")
+        file = open(path, "ab")
+        file.write(line.encode() + b"\n")
+        file.flush()
+        os.fsync(file.fileno())
+        _fsync_directory(path.parent)
+        return cls(path, file, last_seq=0)
+
+    @classmethod
+    def resume(
+        cls, path: Path
+    ) -> tuple[JournalWriter, dict[str, Any], list[dict[str, Any]], Recovery | None]:
+        """Reopen an existing journal to go on appending after a restart.
+
+        The journal is read with `recover=True` (a torn tail is cut and reported); the writer
+        continues at the last record's seq + 1.
+        """
+        path = Path(path)
+        header, records, recovery = read_journal(path, recover=True)
+        last_seq = records[-1]["seq"] if records else 0
+        return cls(path, open(path, "ab"), last_seq), header, records, recovery
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last appended record (durable or not)."""
+        return self._last_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """Every record up to this seq is fsynced."""
+        return self._durable_seq
+
+    def append(self, seq: int, type: str, data: dict[str, Any], ts: str, mono: float) -> None:
+        """Buffer one record; `seq` must be `last_seq + 1`.  Durable only after a flush."""
+        self._check_open()
+        if seq != self._last_seq + 1:
+            raise JournalError(
+                self.path, self._last_seq + 2, seq, f"seq {seq} does not follow {self._last_seq}"
+            )
+        try:
+            line = encode_record(seq, type, data, ts, mono)
+        except (TypeError, ValueError) as exc:
+            raise JournalError(self.path, seq + 1, seq, f"record seq {seq} is not JSON: {exc}") from None
+        self._buffer.append(line)
+        self._last_seq = seq
+
+    async def flush(self) -> int:
+        """Make every record appended so far durable; returns the durable seq.
+
+        Callers share fsyncs: one that arrives while an fsync runs waits for it and, if its own
+        records were not in it, for the next one, which every caller waiting by then shares.
+        """
+        target = self._last_seq
+        while self._durable_seq < target:
+            self._check_failure()
+            if self._sync is None:
+                self._sync = asyncio.get_running_loop().create_task(self._sync_once())
+            await asyncio.shield(self._sync)
+        self._check_failure()
+        return self._durable_seq
+
+    def flush_sync(self) -> int:
+        """`flush` for code without an event loop at hand (shutdown, tests); blocks on fsync."""
+        self._check_failure()
+        if self._durable_seq < self._last_seq:
+            covered = self._write_buffer()
+            self._fsync(self._file.fileno())
+            self._durable_seq = max(self._durable_seq, covered)
+        return self._durable_seq
+
+    def close(self) -> None:
+        """Flush what is buffered and close the file; appends after this raise."""
+        if self._closed:
+            return
+        try:
+            if self._failure is None:
+                self.flush_sync()
+        finally:
+            self._closed = True
+            self._file.close()
+
+    async def _sync_once(self) -> None:
+        try:
+            covered = self._write_buffer()
+            await asyncio.to_thread(self._fsync, self._file.fileno())
+            self._durable_seq = max(self._durable_seq, covered)
+        except OSError as exc:
+            self._failure = exc
+        finally:
+            self._sync = None
+
+    def _write_buffer(self) -> int:
+        """Hand the buffered lines to the OS (in seq order, on the loop thread); returns their last seq."""
+        if self._buffer:
+            lines, self._buffer = self._buffer, []
+            try:
+                self._file.write(b"".join(lines))
+                self._file.flush()
+            except OSError as exc:
+                self._failure = exc
+                raise
+            self._written_seq = self._last_seq
+        return self._written_seq
+
+    def _fsync(self, fd: int) -> None:
+        self.fsync_count += 1
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._failure = exc
+            raise
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JournalError(self.path, self._last_seq + 2, None, "journal is closed")
+
+    def _check_failure(self) -> None:
+        # After a failed write or fsync the file's durable content is unknown (the kernel may have
+        # dropped the dirty pages), so the writer refuses to acknowledge anything more.
+        if self._failure is not None:
+            raise JournalError(
+                self.path, self._durable_seq + 2, None, f"journal write failed: {self._failure}"
+            ) from self._failure
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a new file's directory entry durable (a crash could otherwise lose the whole file)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- reading
+
+
+class _BadRecord(Exception):
+    """A line that is not a valid record; its message says why."""
+
+
+class _SeqGap(_BadRecord):
+    """A valid record with the wrong seq: a crash cannot cause it, so it is never recovered."""
+
+
+def _decode_header(path: Path, raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise JournalError(path, 1, None, "empty file: no journal header")
+    if not raw.endswith(b"\n"):
+        raise JournalError(path, 1, None, "torn header line")
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise JournalError(path, 1, None, f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise JournalError(path, 1, None, f"not a {FORMAT} file")
+    if header.get("version") != VERSION:
+        raise JournalError(path, 1, None, f"unsupported journal version {header.get('version')!r}")
+    return header
+
+
+def _decode_record(raw: bytes) -> dict[str, Any]:
+    """Check one line (newline included) and return its record; raises `_BadRecord`."""
+    if not raw.endswith(b"\n"):
+        raise _BadRecord("torn: no end of line")
+    line = raw[:-1]
+    if len(line) < _CRC_SUFFIX_LEN or line[-_CRC_SUFFIX_LEN:-10] != _CRC_PREFIX or line[-2:] != b'"}':
+        raise _BadRecord("no crc at the end of the record")
+    stored = line[-10:-2]
+    if b"%08x" % zlib.crc32(line[:-_CRC_SUFFIX_LEN] + b"}") != stored:
+        raise _BadRecord(f"crc mismatch (stored {stored.decode(errors='replace')})")
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise _BadRecord(f"not JSON: {exc}") from None
+    if not isinstance(record, dict) or tuple(record) != RECORD_KEYS:
+        raise _BadRecord(f"keys must be {', '.join(RECORD_KEYS)}")
+    if not (
+        isinstance(record["ts"], str)
+        and isinstance(record["mono"], (int, float))
+        and isinstance(record["type"], str)
+        and isinstance(record["data"], dict)
+    ):
+        raise _BadRecord("ts and type must be strings, mono a number and data an object")
+    return record
+
+
+def _records(file: IO[bytes]) -> Iterator[tuple[int, int, dict[str, Any] | _BadRecord]]:
+    """(file line, byte offset, record or why it is bad) for each line after the header.
+
+    The consumer decides what a bad record means: that depends on whether another line follows.
+    The expected seq advances past a bad line too, so the lines after it are judged on their own.
+    """
+    offset = file.tell()
+    for line_no, raw in enumerate(file, start=2):
+        seq = line_no - 1
+        try:
+            record = _decode_record(raw)
+        except _BadRecord as bad:
+            yield line_no, offset, bad
+        else:
+            if record["seq"] == seq:
+                yield line_no, offset, record
+            else:
+                yield line_no, offset, _SeqGap(f"expected seq {seq}, found seq {record['seq']!r} (a gap)")
+        offset += len(raw)
+
+
+def _bad(path: Path, line_no: int, why: _BadRecord, what: str = "record") -> JournalError:
+    seq = line_no - 1
+    reason = str(why) if isinstance(why, _SeqGap) else f"{what} seq {seq}: {why}"
+    return JournalError(path, line_no, seq, reason)
+
+
+def iter_journal(path: Path) -> Iterator[dict[str, Any]]:
+    """Every record of a journal, streamed, validated as `read_journal` does but never recovering.
+
+    The header is checked first (a file that is not a journal fails before any record); the
+    header itself is not yielded (`read_header` gives it).  Any bad record, the last one
+    included, raises `JournalError`.
+    """
+    path = Path(path)
+    with open(path, "rb") as file:
+        _decode_header(path, file.readline())
+        for line_no, _, record in _records(file):
+            if isinstance(record, _BadRecord):
+                raise _bad(path, line_no, record)
+            yield record
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The header of a journal (line 1), validated."""
+    path = Path(path)
+    with open(path, "rb") as file:
+        return _decode_header(path, file.readline())
+
+
+def read_journal(
+    path: Path, *, recover: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]], Recovery | None]:
+    """The header and every record of a journal.
+
+    A bad record before the last raises `JournalError` naming its line and seq.  A bad last record
+    (a torn write) raises too unless `recover`: then the file is copied to `<path>.broken`, cut back
+    to the last good record, and the cut is described by the returned `Recovery`.
+    """
+    path = Path(path)
+    records: list[dict[str, Any]] = []
+    torn: tuple[int, int, _BadRecord] | None = None
+    with open(path, "rb") as file:
+        header = _decode_header(path, file.readline())
+        for line_no, offset, record in _records(file):
+            if torn is not None:  # a bad record with a line after it: damage, not a torn write
+                raise _bad(path, torn[0], torn[2])
+            if isinstance(record, _SeqGap):
+                raise _bad(path, line_no, record)
+            if isinstance(record, _BadRecord):
+                torn = (line_no, offset, record)
+            else:
+                records.append(record)
+        size = file.tell()
+    if torn is None:
+        return header, records, None
+    line_no, offset, why = torn
+    if not recover:
+        raise _bad(path, line_no, why, "torn or corrupt last record,")
+    broken = _cut_tail(path, offset)
+    return header, records, Recovery(path, len(records), size - offset, broken, str(why))
+
+
+def _cut_tail(path: Path, keep_bytes: int) -> Path:
+    """Copy the journal aside, then truncate it to `keep_bytes`; returns the copy's path."""
+    broken = path.with_name(path.name + ".broken")
+    counter = 1
+    while broken.exists():  # never overwrite the evidence of an earlier recovery
+        broken = path.with_name(f"{path.name}.broken.{counter}")
+        counter += 1
+    shutil.copyfile(path, broken)
+    with open(broken, "rb") as copy:
+        os.fsync(copy.fileno())
+    with open(path, "r+b") as file:
+        file.truncate(keep_bytes)
+        os.fsync(file.fileno())
+    _fsync_directory(path.parent)
+    return broken
