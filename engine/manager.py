@@ -117,6 +117,8 @@ class SprintManager:
         self._collab_done: dict[str, set[str]] = {}
         self._requests_seen: dict[str, float] = {}  # request message id -> arrival (for latency)
         self._last_seen: dict[str, float] = {}
+        self._open_tasks: set[str] = set()
+        self._agent_specs = {spec.id: spec for spec in plan.agents}
         self._lease_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.transport.tap(self._record_message)
@@ -137,6 +139,9 @@ class SprintManager:
         if self.journal is not None:
             self.journal.append(event.seq, event.type, event.data, event.ts, event.mono)
         apply(self.state, event)
+        task_id = data.get("taskId")
+        if task_id is not None and task_id in self.state.tasks:
+            self._track_open(task_id)
         for listener in self._listeners:
             listener(event)
         self._wake.set()
@@ -173,7 +178,7 @@ class SprintManager:
         for message in outbox:
             try:
                 await self.transport.send(message)
-            except TransportError as exc:
+            except (TransportError, ProtocolError) as exc:
                 log.warning("could not deliver %s to %s: %s", message.type, message.to, exc)
 
     async def _serve_inbox(self) -> None:
@@ -615,7 +620,7 @@ class SprintManager:
         ]
         recipients = task.agents if task.coordination == "collaborative" else [task.agent]
         for agent_id in recipients:
-            agent_spec = self.plan.agent(agent_id) if agent_id in self._plan_agent_ids else None
+            agent_spec = self._agent_specs.get(agent_id)
             self.post(
                 make_message(
                     MessageType.TASK_ASSIGN,
@@ -634,10 +639,6 @@ class SprintManager:
                     priority=task.priority,
                 )
             )
-
-    @property
-    def _plan_agent_ids(self) -> set[str]:
-        return {agent.id for agent in self.plan.agents}
 
     def _end_attempt(self, task_id: str, *, delay_locks: bool = False) -> None:
         """Give back everything the task's current attempt holds or waits for."""
@@ -727,10 +728,17 @@ class SprintManager:
         self._end_attempt(task.id)
         self.emit(EventType.TASK_REQUEUED, taskId=task.id, attempt=task.attempt, reason=reason)
 
+    def _track_open(self, task_id: str) -> None:
+        """Keep the set of unfinished tasks current, so the end check is O(1) per event."""
+        if self.state.tasks[task_id].status in TERMINAL_TASK_STATUSES:
+            self._open_tasks.discard(task_id)
+        else:
+            self._open_tasks.add(task_id)
+
     def _check_finished(self) -> None:
         if self._finished.is_set():
             return
-        if all(task.status in TERMINAL_TASK_STATUSES for task in self.state.tasks.values()):
+        if not self._open_tasks:
             metrics = sprint_metrics(self.state)
             self.emit(
                 EventType.SPRINT_FINISHED,
@@ -936,6 +944,7 @@ class SprintManager:
             agents=agents,
             tasks=tasks,
         )
+        self._open_tasks = {t.id for t in self.state.tasks.values() if t.status not in TERMINAL_TASK_STATUSES}
 
     async def start(self) -> None:
         """Start serving messages and dispatching; `execute_sprint` waits for the end."""

@@ -111,7 +111,7 @@ class Scheduler:
 
     def place(self, state: ProjectState) -> list[Placement]:
         """Assign as many ready tasks as free capacity allows, best-ranked first."""
-        if state.meta.paused:
+        if state.meta.paused or not self._queued:
             return []
         free = _free_slots(state.agents.values())
         placements: list[Placement] = []

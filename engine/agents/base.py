@@ -18,6 +18,7 @@ from engine.protocol import (
     MANAGER_ID,
     IPCMessage,
     MessageType,
+    ProtocolError,
     TaskAssignPayload,
     make_message,
 )
@@ -89,7 +90,7 @@ class LocalAgent:
             return
         try:
             await self.transport.send(make_message(kind, self.id, MANAGER_ID, payload, priority=priority))
-        except TransportError as exc:
+        except (TransportError, ProtocolError) as exc:
             log.warning("agent %s could not send %s: %s", self.id, kind, exc)
 
     async def _heartbeat(self) -> None:

@@ -19,6 +19,7 @@ from engine.resources import is_named
 from engine.transports.base import Transport
 
 PROGRESS_STEPS = 4
+MIN_PROGRESS_DURATION = 0.2  # seconds of wall time
 
 
 class SimulatedAgent(LocalAgent):
@@ -41,14 +42,16 @@ class SimulatedAgent(LocalAgent):
 
     async def execute(self, assign: TaskAssignPayload) -> Outcome:
         rng = self._rng(assign)
-        duration = (assign.estimate or 1.0) * (0.8 + 0.4 * rng.random()) / self.speed
+        duration = (1.0 if assign.estimate is None else assign.estimate) * (0.8 + 0.4 * rng.random()) / self.speed
         fails = rng.random() < self.spec.failure_rate
-        for step in range(1, PROGRESS_STEPS + 1):
-            await asyncio.sleep(duration / PROGRESS_STEPS)
-            if step < PROGRESS_STEPS:
+        # Short attempts report no intermediate progress: it would be noise, not information.
+        steps = PROGRESS_STEPS if duration >= MIN_PROGRESS_DURATION else 1
+        for step in range(1, steps + 1):
+            await asyncio.sleep(duration / steps)
+            if step < steps:
                 await self.send(
                     MessageType.TASK_UPDATE,
-                    {"taskId": assign.task_id, "attempt": assign.attempt, "progress": step / PROGRESS_STEPS},
+                    {"taskId": assign.task_id, "attempt": assign.attempt, "progress": step / steps},
                 )
         if fails:
             return Outcome(ok=False, error=f"simulated failure of {assign.task_id} attempt {assign.attempt}")

@@ -1,0 +1,112 @@
+"""Operator actions through the manager's public API: each is recorded, refusals change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from conftest import write_plan
+from engine.events import EventType
+from engine.manager import OperatorError, SprintManager
+
+
+def plan_dict() -> dict:
+    return {
+        "sprint": "ops",
+        "settings": {"heartbeat_interval": "100ms"},
+        "agents": [
+            {"id": "one", "capabilities": ["api"]},
+            {"id": "two", "capabilities": ["api"]},
+            {"id": "ui", "capabilities": ["ui"]},
+        ],
+        "tasks": [
+            {"id": "long", "requires": ["api"], "estimate": "60s", "resources": ["server/routes.ts"]},
+            {"id": "next", "requires": ["api"], "depends_on": ["long"], "estimate": "1s"},
+        ],
+    }
+
+
+async def started(tmp_path: Path) -> tuple[SprintManager, asyncio.Task, list]:
+    plan = write_plan(tmp_path, plan_dict())
+    manager = SprintManager(plan, workspace=tmp_path, speed=1.0)
+    events: list = []
+    manager.subscribe(events.append)
+    run = asyncio.create_task(manager.execute_sprint())
+    while "long" not in manager.state.tasks or manager.state.tasks["long"].status != "running":
+        await asyncio.sleep(0.01)
+    return manager, run, events
+
+
+async def finish(manager: SprintManager, run: asyncio.Task) -> None:
+    for task_id, task in manager.state.tasks.items():
+        if task.status not in ("completed", "failed", "cancelled"):
+            manager.op_cancel(task_id)
+    await asyncio.wait_for(run, 10)
+
+
+async def test_reassign_cancels_the_attempt_moves_the_lock_and_records_it(tmp_path: Path) -> None:
+    manager, run, events = await started(tmp_path)
+    task = manager.state.tasks["long"]
+    old_agent, old_lock = task.agent, next(iter(manager.state.locks.values()))
+    target = "two" if old_agent == "one" else "one"
+    manager.op_reassign("long", target)
+    task = manager.state.tasks["long"]
+    assert (task.agent, task.attempt) == (target, 2)
+    (lock,) = manager.state.locks.values()
+    assert lock.agent_id == target and lock.token > old_lock.token
+    assert [e.data["action"] for e in events if e.type == EventType.OPERATOR_ACTION] == ["reassign"]
+    assert "long" not in manager.state.agents[old_agent].current_tasks
+    await asyncio.sleep(0.05)
+    cancels = [e for e in events if e.type == EventType.MESSAGE and e.data["message"]["type"] == "task_cancel"]
+    assert cancels and cancels[0].data["message"]["to"] == old_agent
+    await finish(manager, run)
+
+
+async def test_refused_operations_explain_and_change_nothing(tmp_path: Path) -> None:
+    manager, run, events = await started(tmp_path)
+    before = manager.state.model_dump_json()
+    with pytest.raises(OperatorError, match="lacks the capabilities"):
+        manager.op_reassign("long", "ui")
+    with pytest.raises(OperatorError, match="unknown agent"):
+        manager.op_reassign("long", "ghost")
+    with pytest.raises(OperatorError, match="only failed or cancelled"):
+        manager.op_retry("long")
+    with pytest.raises(OperatorError, match="no lock"):
+        manager.op_force_release("L999")
+    assert manager.state.model_dump_json() == before
+    await finish(manager, run)
+    with pytest.raises(OperatorError, match="already completed|already cancelled"):
+        manager.op_cancel("long")
+
+
+async def test_force_release_is_recorded_as_an_operator_action(tmp_path: Path) -> None:
+    manager, run, events = await started(tmp_path)
+    (lock,) = manager.state.locks.values()
+    manager.op_force_release(lock.lock_id)
+    assert manager.state.locks == {}
+    (action,) = [e for e in events if e.type == EventType.OPERATOR_ACTION]
+    assert action.data == {"action": "force_release", "by": "operator", "lockId": lock.lock_id,
+                           "resourceId": "server/routes.ts", "holder": lock.agent_id}
+    released = [e for e in events if e.type == EventType.LOCK_RELEASED]
+    assert released[-1].data["reason"] == "operator"
+    await finish(manager, run)
+
+
+async def test_paused_agent_gets_no_new_work_and_priority_changes_are_recorded(tmp_path: Path) -> None:
+    manager, run, events = await started(tmp_path)
+    manager.op_pause_agent("ui")
+    assert manager.state.agents["ui"].status == "paused"
+    with pytest.raises(OperatorError, match="already paused"):
+        manager.op_pause_agent("ui")
+    manager.op_set_priority("next", "critical")
+    assert manager.state.tasks["next"].priority == "critical"
+    manager.op_pause_sprint()
+    assert manager.state.meta.paused
+    manager.op_pause_sprint(False)
+    manager.op_pause_agent("ui", False)
+    assert manager.state.agents["ui"].status == "ready"
+    actions = [e.data["action"] for e in events if e.type == EventType.OPERATOR_ACTION]
+    assert actions == ["pause_agent", "priority", "pause_sprint", "resume_sprint", "resume_agent"]
+    await finish(manager, run)

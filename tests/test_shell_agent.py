@@ -1,0 +1,90 @@
+"""Shell agents run real commands in the workspace: output streams, exit status decides."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from conftest import run_sprint, write_plan
+from engine.events import EventType
+from engine.manager import SprintManager
+
+
+def shell_plan(tasks: list[dict], **agent) -> dict:
+    return {
+        "sprint": "shell",
+        "settings": {"heartbeat_interval": "100ms", "max_retries": 0},
+        "agents": [{"id": "sh", "kind": "shell", **agent}],
+        "tasks": tasks,
+    }
+
+
+async def test_exit_status_decides_and_output_streams(tmp_path: Path) -> None:
+    plan = write_plan(
+        tmp_path,
+        shell_plan(
+            [
+                {"id": "ok", "command": "echo hello; echo done > out.txt"},
+                {"id": "bad", "command": "echo oops >&2; exit 3"},
+                {"id": "after", "depends_on": ["bad"], "command": "true"},
+            ]
+        ),
+    )
+    run = await run_sprint(plan, tmp_path)
+    tasks = run.result.state.tasks
+    assert tasks["ok"].status == "completed"
+    assert (run.workspace / "out.txt").read_text() == "done\n"
+    assert tasks["bad"].status == "failed" and tasks["bad"].error == "exit status 3: oops"
+    assert tasks["after"].status == "cancelled"
+    outputs = [e.data["output"] for e in run.events if e.type == EventType.TASK_PROGRESS and e.data["output"]]
+    assert "hello" in outputs and "oops" in outputs
+    assert not run.result.succeeded
+
+
+async def test_max_execution_time_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    plan = write_plan(
+        tmp_path,
+        shell_plan(
+            [{"id": "hang", "command": f"sleep 30 & echo $! > {pidfile}; wait"}],
+            max_execution_time="500ms",
+        ),
+    )
+    run = await run_sprint(plan, tmp_path)
+    task = run.result.state.tasks["hang"]
+    assert task.status == "failed" and "max_execution_time" in task.error
+    child = int(pidfile.read_text())
+    await asyncio.sleep(0.1)
+    assert not _alive(child), "the command's child survived the timeout"
+
+
+async def test_cancel_kills_the_running_command(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    plan = write_plan(tmp_path, shell_plan([{"id": "long", "command": f"sleep 30 & echo $! > {pidfile}; wait"}]))
+    manager = SprintManager(plan, workspace=tmp_path, speed=1.0)
+    run = asyncio.create_task(manager.execute_sprint())
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        await asyncio.sleep(0.02)
+    child = int(pidfile.read_text())
+    assert _alive(child)
+    manager.op_cancel("long")
+    result = await asyncio.wait_for(run, 10)
+    assert result.state.tasks["long"].status == "cancelled"
+    for _ in range(50):
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(child), "cancel left the command's child running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes: its parent shell was killed and it waits to be reaped.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
