@@ -694,7 +694,14 @@ class SprintManager:
 
     def _cancel_task(self, task_id: str, reason: str, *, by: str) -> None:
         task = self.state.tasks[task_id]
-        for agent_id in self._attempt_agents(task):
+        self._stop_attempt(task, reason, self._attempt_agents(task))
+        self.scheduler.discard(task_id)
+        self.emit(EventType.TASK_CANCELLED, taskId=task_id, reason=reason, by=by)
+        self._end_attempt(task_id)
+
+    def _stop_attempt(self, task: TaskState, reason: str, agents: list[str]) -> None:
+        """Tell the agents working on the task's live attempt to stop (a shell agent kills its command)."""
+        for agent_id in agents:
             self.post(
                 make_message(
                     MessageType.TASK_CANCEL,
@@ -704,9 +711,6 @@ class SprintManager:
                     priority="high",
                 )
             )
-        self.scheduler.discard(task_id)
-        self.emit(EventType.TASK_CANCELLED, taskId=task_id, reason=reason, by=by)
-        self._end_attempt(task_id)
 
     def _attempt_agents(self, task: TaskState) -> list[str]:
         if task.status not in ("assigned", "running", "blocked"):
@@ -715,16 +719,7 @@ class SprintManager:
 
     def _requeue(self, task: TaskState, reason: str) -> None:
         """Take a live attempt away (operator reassignment); the next attempt gets attempt+1."""
-        for agent_id in self._attempt_agents(task):
-            self.post(
-                make_message(
-                    MessageType.TASK_CANCEL,
-                    MANAGER_ID,
-                    agent_id,
-                    {"taskId": task.id, "attempt": task.attempt, "reason": reason},
-                    priority="high",
-                )
-            )
+        self._stop_attempt(task, reason, self._attempt_agents(task))
         self._end_attempt(task.id)
         self.emit(EventType.TASK_REQUEUED, taskId=task.id, attempt=task.attempt, reason=reason)
 
@@ -760,16 +755,8 @@ class SprintManager:
         cancelled_requests: list[str] = []
         for task_id in requeued:
             task = self.state.tasks[task_id]
-            for other in self._attempt_agents(task):
-                if other != agent_id:
-                    self.post(
-                        make_message(
-                            MessageType.TASK_CANCEL,
-                            MANAGER_ID,
-                            other,
-                            {"taskId": task_id, "attempt": task.attempt, "reason": f"{agent_id} died"},
-                        )
-                    )
+            others = [a for a in self._attempt_agents(task) if a != agent_id]
+            self._stop_attempt(task, f"{agent_id} died", others)
             request_id = self._task_request.pop(task_id, None)
             if request_id is not None:
                 self._pending.pop(request_id, None)

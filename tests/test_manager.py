@@ -267,3 +267,13 @@ async def test_journal_is_durable_before_assignments_are_sent(tmp_path: Path) ->
     journal.close()
     assert len(checked) == 3
     assert all(durable >= seq for durable, seq in checked), checked
+
+
+async def test_large_generated_sprint_completes_and_replays_exactly(tmp_path: Path) -> None:
+    plan = load_plan(SAMPLES / "large" / "plan.yaml")
+    assert len(plan.tasks) >= 500 and len(plan.agents) >= 20
+    run = await run_sprint(plan, tmp_path, seed=11, speed=50.0)
+    assert run.result.succeeded
+    assert _dump(fold(run.events)) == _dump(run.result.state)
+    busiest = max(run.result.metrics.agent_utilization.values())
+    assert 0 < busiest <= 1.0
