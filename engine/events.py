@@ -31,6 +31,7 @@ class EventType(StrEnum):
     TASK_REQUEUED = "task_requeued"
     TASK_CANCELLED = "task_cancelled"
     TASK_PRIORITY = "task_priority"
+    TASK_RESET = "task_reset"  # an operator's retry: back to pending, to run as a new attempt
     COMPLETION_REFUSED = "completion_refused"
     LOCK_GRANTED = "lock_granted"
     LOCK_QUEUED = "lock_queued"
@@ -41,7 +42,13 @@ class EventType(StrEnum):
     MESSAGE = "message"
     MESSAGE_REJECTED = "message_rejected"
     OPERATOR_ACTION = "operator_action"
-    FILE_CHANGED = "file_changed"
+    FILES_SCANNED = "files_scanned"  # the watcher's initial scan: every file's state
+    FILE_CHANGED = "file_changed"  # created / modified / renamed, judged: modified by a holder or conflict
+    FILE_DELETED = "file_deleted"
+    FILE_UNREADABLE = "file_unreadable"
+    FILE_REPORTED = "file_reported"  # a holder's fenced state_update checksum
+    CONFLICT_RESOLVED = "conflict_resolved"  # accept / revert / merge, naming who
+    CONFLICT_ESCALATED = "conflict_escalated"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.conflicts import FileGuard, ResolutionError
 from engine.dag import build_dag
 from engine.events import Event, EventType
 from engine.journal import JournalWriter
 from engine.locks import AcquireResult, Grant, LockError, LockManager, normalise_resource
+from engine.merge import MergeResult
 from engine.metrics import sprint_metrics
 from engine.models import TERMINAL_TASK_STATUSES, ProjectState, SprintMetrics, TaskState
 from engine.plan import Plan, TaskSpec
@@ -38,6 +40,7 @@ from engine.protocol import (
     reply_to,
 )
 from engine.reducer import apply
+from engine.resources import covers
 from engine.recovery import ErrorRecoveryManager
 from engine.scheduler import Placement, Scheduler
 from engine.transports.base import Transport, TransportError
@@ -106,6 +109,7 @@ class SprintManager:
         self.graph = build_dag(plan)
         self.scheduler = Scheduler(plan, self.graph)
         self.recovery = ErrorRecoveryManager(self)
+        self.files = FileGuard(self)  # watcher, attribution, conflicts (started by `start`)
         self.agents: list[Any] = []  # in-process agent runners started by execute_sprint
         self._listeners: list[Callable[[Event], None]] = []
         self._outbox: list[IPCMessage] = []
@@ -118,6 +122,7 @@ class SprintManager:
         self._requests_seen: dict[str, float] = {}  # request message id -> arrival (for latency)
         self._last_seen: dict[str, float] = {}
         self._open_tasks: set[str] = set()
+        self._explicit_locks: set[str] = set()  # grants an agent asked for itself (resource_lock)
         self._agent_specs = {spec.id: spec for spec in plan.agents}
         self._lease_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -134,11 +139,15 @@ class SprintManager:
         return self.wall().isoformat().replace("+00:00", "Z")
 
     def emit(self, kind: EventType, **data: Any) -> Event:
-        """Journal an event, then apply it: the only way this manager changes state."""
+        """Apply an event and journal it: the only way this manager changes state.
+
+        The reducer runs first so that an event it rejects is never written; nothing is
+        acknowledged until the journal has flushed (see `_deliver_outbox`).
+        """
         event = Event(self.state.version + 1, self._now_iso(), kind.value, data, self.clock())
+        apply(self.state, event)
         if self.journal is not None:
             self.journal.append(event.seq, event.type, event.data, event.ts, event.mono)
-        apply(self.state, event)
         task_id = data.get("taskId")
         if task_id is not None and task_id in self.state.tasks:
             self._track_open(task_id)
@@ -172,9 +181,9 @@ class SprintManager:
 
     async def _deliver_outbox(self) -> None:
         """Make the journal durable first: no agent hears of a decision the journal could lose."""
+        outbox, self._outbox = self._outbox, []  # taken first: a message posted mid-flush waits for the next one
         if self.journal is not None:
             await self.journal.flush()
-        outbox, self._outbox = self._outbox, []
         for message in outbox:
             try:
                 await self.transport.send(message)
@@ -351,6 +360,7 @@ class SprintManager:
             raise ProtocolError("payload.resourceId", str(exc)) from None
         if result.status == "granted":
             self._record_grants(result.grants)
+            self._explicit_locks.update(g.lock_id for g in result.grants)
             self.post(self._grant_reply(message, result.grants))
         elif result.status == "queued":
             self._record_queued(result, message.from_, requests, payload.task_id)
@@ -425,6 +435,9 @@ class SprintManager:
         lock_id = payload.lock_id or self._find_lock(message.from_, payload.resource_id)
         if lock_id is None:
             raise ProtocolError("payload.resourceId", f"{message.from_} holds no lock on {payload.resource_id!r}")
+        grant = self.locks.get(lock_id)
+        if grant is not None and grant.owner == message.from_:
+            self.files.before_release([grant])
         try:
             woken = self.locks.release(message.from_, lock_id)
         except LockError as exc:
@@ -457,10 +470,17 @@ class SprintManager:
     def _on_state_update(self, message: IPCMessage) -> None:
         """A holder reports a file's checksum; it must be fenced by a live grant it holds."""
         payload = message.payload
+        try:
+            path = normalise_resource(payload.path)
+        except LockError as exc:
+            raise ProtocolError("payload.path", str(exc)) from None
         if payload.lock_id is not None:
             grant = self.locks.get(payload.lock_id)
             if grant is None or grant.token != payload.token or grant.owner != message.from_:
                 raise ProtocolError("payload.token", f"stale or foreign lock {payload.lock_id} for {payload.path}")
+            if grant.mode == "read" or not covers(grant.resource_id, path):
+                raise ProtocolError("payload.lockId", f"lock {payload.lock_id} does not let {message.from_} write {path}")
+        self.files.on_report(message.from_, path, payload.checksum, payload.lock_id, payload.token)
 
     _HANDLERS: dict[str, Callable[[SprintManager, IPCMessage], None]] = {
         MessageType.HEARTBEAT: _on_heartbeat,
@@ -477,6 +497,7 @@ class SprintManager:
     # ================================================================ locks
 
     def _record_grants(self, grants: list[Grant]) -> None:
+        self.files.before_grants(grants)
         for grant in grants:
             self.emit(
                 EventType.LOCK_GRANTED,
@@ -498,11 +519,16 @@ class SprintManager:
             requestId=result.request_id,
             agentId=owner,
             taskId=task_id,
-            resources=[{"resourceId": normalise_resource(path), "lockType": mode} for path, mode in requests],
+            resources=[
+                {"resourceId": w.resource_id, "lockType": w.mode}
+                for w in self.locks.waiters()
+                if w.request_id == result.request_id
+            ],
         )
 
     def _handle_woken(self, woken: list[Grant]) -> None:
         """Grants made to queued requests: finish the task's start or answer the agent."""
+        self.files.after_release()  # every release path ends here
         by_request: dict[str | None, list[Grant]] = {}
         for grant in woken:
             by_request.setdefault(grant.request_id, []).append(grant)
@@ -515,10 +541,11 @@ class SprintManager:
             if pending.message is not None:
                 if pending.timer:
                     pending.timer.cancel()
+                self._explicit_locks.update(g.lock_id for g in grants)
                 self.post(self._grant_reply(pending.message, grants))
             elif pending.task_id is not None:
                 self._task_request.pop(pending.task_id, None)
-                self._task_grants[pending.task_id] = [g.lock_id for g in grants]
+                self._task_grants.setdefault(pending.task_id, []).extend(g.lock_id for g in grants)
                 self.emit(EventType.TASK_UNBLOCKED, taskId=pending.task_id, waited=waited)
                 self._send_assignment(self.state.tasks[pending.task_id])
         self.scheduler.undefer_all(self.state)
@@ -539,6 +566,8 @@ class SprintManager:
 
     def _on_lease_timer(self) -> None:
         self._lease_timer = None
+        now = self.clock()
+        self.files.before_release([g for g in self.locks.grants() if g.expires_at <= now])
         expired, woken = self.locks.tick()
         for grant in expired:
             self.emit(EventType.LOCK_RELEASED, lockId=grant.lock_id, reason="expired", by=MANAGER_ID)
@@ -548,6 +577,8 @@ class SprintManager:
         self._dispatch()
 
     def _forget_task_grant(self, lock_id: str) -> None:
+        """A lock ended outside a task's own end (unlock, expiry, operator): nobody uses it now."""
+        self._explicit_locks.discard(lock_id)
         for lock_ids in self._task_grants.values():
             if lock_id in lock_ids:
                 lock_ids.remove(lock_id)
@@ -600,6 +631,7 @@ class SprintManager:
             self._task_grants[task.id] = [g.lock_id for g in result.grants]
             self._send_assignment(task)
         elif result.status == "queued":
+            self._task_grants[task.id] = [g.lock_id for g in result.grants]  # re-asked, already held
             self._record_queued(result, owner, requests, task.id)
             self._pending[request_id] = _PendingLock(owner=owner, since=self.clock(), task_id=task.id, attempt=attempt)
             self._task_request[task.id] = request_id
@@ -650,12 +682,17 @@ class SprintManager:
             self.emit(EventType.WAITER_REMOVED, requestId=request_id, reason="attempt ended")
         for lock_id in self._task_grants.pop(task_id, []):
             grant = self.locks.get(lock_id)
-            if grant is None:
+            if grant is None or self._still_used(lock_id):
                 continue
+            self.files.before_release([grant])
             woken += self.locks.release(grant.owner, lock_id)
             self.emit(EventType.LOCK_RELEASED, lockId=lock_id, reason="task_end", by=grant.owner)
         self._collab_done.pop(task_id, None)
         self._handle_woken(woken)
+
+    def _still_used(self, lock_id: str) -> bool:
+        """A re-asked (reentrant) grant is shared: it stays while another task or the agent uses it."""
+        return lock_id in self._explicit_locks or any(lock_id in ids for ids in self._task_grants.values())
 
     def _fail_attempt(self, task: TaskState, error: str, *, retryable: bool) -> None:
         will_retry = retryable and task.failures < task.max_retries
@@ -764,6 +801,7 @@ class SprintManager:
                 cancelled_requests.append(request_id)
             self._task_grants.pop(task_id, None)
             self._collab_done.pop(task_id, None)
+        self.files.before_release(self.locks.grants_of(agent_id))
         released, woken_by_release = self.locks.release_owner(agent_id, delay=True)
         woken += woken_by_release
         for request_id, pending in list(self._pending.items()):
@@ -804,12 +842,20 @@ class SprintManager:
             raise OperatorError(f"unknown task {task_id!r}")
         return task
 
-    def op_reassign(self, task_id: str, agent_id: str) -> None:
+    def check_reassign(self, task_id: str) -> list[str]:
+        """The agents able to take `task_id`, or OperatorError saying why it cannot move at all."""
         task = self._live_task(task_id)
         if task.status in TERMINAL_TASK_STATUSES:
             raise OperatorError(f"task {task_id} is {task.status}; only unfinished tasks can be reassigned")
         if task.coordination == "collaborative":
             raise OperatorError(f"task {task_id} is collaborative: all of {', '.join(task.agents)} take part")
+        if task.status == "pending":
+            raise OperatorError(f"task {task_id} still waits for its dependencies")
+        return self.scheduler.capable_agents(task_id)
+
+    def op_reassign(self, task_id: str, agent_id: str) -> None:
+        task = self._live_task(task_id)
+        self.check_reassign(task_id)
         agent = self.state.agents.get(agent_id)
         if agent is None:
             raise OperatorError(f"unknown agent {agent_id!r}")
@@ -817,8 +863,6 @@ class SprintManager:
             raise OperatorError(f"agent {agent_id} lacks the capabilities task {task_id} requires")
         if agent.status in ("dead", "paused", "unresponsive"):
             raise OperatorError(f"agent {agent_id} is {agent.status}")
-        if task.status in ("pending",):
-            raise OperatorError(f"task {task_id} still waits for its dependencies")
         self._operator("reassign", taskId=task_id, agentId=agent_id)
         if task.status in ("assigned", "running", "blocked"):
             self._requeue(task, "operator")
@@ -829,15 +873,26 @@ class SprintManager:
         self._dispatch()
 
     def op_retry(self, task_id: str) -> None:
+        """Run a failed or cancelled task again; dependents cancelled because of it come back too."""
         task = self._live_task(task_id)
+        if self.finished:
+            raise OperatorError("the sprint has finished; tasks can be retried while it runs")
         if task.status not in ("failed", "cancelled"):
             raise OperatorError(f"task {task_id} is {task.status}; only failed or cancelled tasks can be retried")
-        blocking = [d for d in task.dependencies if self.state.tasks[d].status != "completed"]
+        dead_ends = [d for d in task.dependencies if self.state.tasks[d].status in ("failed", "cancelled")]
+        if dead_ends:
+            raise OperatorError(f"task {task_id} depends on {', '.join(dead_ends)}, which did not complete; retry that first")
         self._operator("retry", taskId=task_id)
-        if blocking:
-            self.emit(EventType.TASK_READY, taskId=task_id)
-            raise OperatorError(f"task {task_id} waits for {', '.join(blocking)}")
-        self._make_ready(task_id)
+        reopened = [task_id] + [
+            child
+            for child in self.scheduler.descendants(task_id)
+            if self.state.tasks[child].status == "cancelled"
+            and (self.state.tasks[child].error or "").startswith("dependency ")
+        ]
+        for reopened_id in reopened:
+            self.emit(EventType.TASK_RESET, taskId=reopened_id)
+        if all(self.state.tasks[d].status == "completed" for d in task.dependencies):
+            self._make_ready(task_id)
         self._dispatch()
 
     def op_cancel(self, task_id: str) -> None:
@@ -884,11 +939,50 @@ class SprintManager:
         if grant is None:
             raise OperatorError(f"no lock {lock_id!r} is held")
         self._operator("force_release", lockId=lock_id, resourceId=grant.resource_id, holder=grant.owner)
+        self.files.before_release([grant])
         woken = self.locks.release(grant.owner, lock_id, operator=True)
         self.emit(EventType.LOCK_RELEASED, lockId=lock_id, reason="operator", by=OPERATOR_ID)
         self._forget_task_grant(lock_id)
         self._handle_woken(woken)
         self._dispatch()
+
+    # ---------------------------------------------------------------- file conflicts
+
+    def op_accept_file(self, path: str, by: str = OPERATOR_ID) -> None:
+        """Resolve a conflict by accepting the content on disk: it becomes the new base."""
+        self._resolve(path, "accept", by)
+
+    def op_revert_file(self, path: str, by: str = OPERATOR_ID) -> None:
+        """Resolve a conflict by restoring the last good content (removing a file nobody was entitled to create)."""
+        self._resolve(path, "revert", by)
+
+    def op_merge_file(self, path: str, by: str = OPERATOR_ID) -> MergeResult:
+        """Three-way merge (base, last good, current); a merge with conflict markers leaves the conflict."""
+        return self._resolve(path, "merge", by)
+
+    def op_escalate_file(self, path: str, note: str | None = None, by: str = OPERATOR_ID) -> None:
+        """Record that the conflict is left to the operator; `conflict_diff` gives what a modal shows."""
+        self._resolve(path, "escalate", by, note=note)
+
+    def op_resolve_file(self, path: str, how: str, by: str = OPERATOR_ID) -> MergeResult | None:
+        """One entry point for the dashboard: `how` is accept, revert, merge or escalate."""
+        if how not in ("accept", "revert", "merge", "escalate"):
+            raise OperatorError(f"unknown resolution {how!r}; use accept, revert, merge or escalate")
+        return self._resolve(path, how, by)
+
+    def conflict_diff(self, path: str) -> str:
+        """A unified diff from the last good content of `path` to what is on disk now."""
+        return self.files.diff(path)
+
+    def _resolve(self, path: str, how: str, by: str, **detail: Any) -> Any:
+        try:
+            self.files.check(path, how)
+        except ResolutionError as exc:
+            raise OperatorError(str(exc)) from None
+        self.emit(EventType.OPERATOR_ACTION, action=f"{how}_file", by=by, path=path, **detail)
+        if how == "escalate":
+            return self.files.escalate(path, by, detail.get("note"))
+        return getattr(self.files, how)(path, by)
 
     # ================================================================ running
 
@@ -945,19 +1039,27 @@ class SprintManager:
             loop.create_task(self.recovery.run(), name="sprintdeck-recovery"),
         ]
         self.start_event()
+        await self.files.start()
         for task_id in self.scheduler.initially_ready():
             self._make_ready(task_id)
         self._check_finished()
         self._dispatch()
 
-    async def execute_sprint(self) -> SprintResult:
-        """The seed's executeSprint: start local agents, run every task, return the outcome."""
+    async def execute_sprint(self, *, keep_watching: bool = False) -> SprintResult:
+        """The seed's executeSprint: start local agents, run every task, return the outcome.
+
+        With `keep_watching` (the dashboard) only the agents stop at the end: the manager keeps
+        watching files and taking operator actions (conflict resolution) until `stop()`.
+        """
         from engine.agents import start_local_agents
 
         self.agents = start_local_agents(self)
         await self.start()
         await self._finished.wait()
-        await self.stop()
+        if keep_watching:
+            await self._stop_agents()
+        else:
+            await self.stop()
         return SprintResult(self.state, sprint_metrics(self.state))
 
     executeSprint = execute_sprint
@@ -969,15 +1071,25 @@ class SprintManager:
     def finished(self) -> bool:
         return self._finished.is_set()
 
+    async def _stop_agents(self) -> None:
+        """The work is over: stop the agents, and the heartbeat monitor that would call them dead."""
+        for task in [t for t in self._tasks if t.get_name() == "sprintdeck-recovery"]:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self._tasks.remove(task)
+        await self._deliver_outbox()
+        agents, self.agents = self.agents, []
+        for agent in agents:
+            await agent.stop()
+
     async def stop(self) -> None:
         """Deliver what is left, stop agents and the manager's loops, make the journal durable."""
+        await self.files.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        await self._deliver_outbox()
-        for agent in self.agents:
-            await agent.stop()
+        await self._stop_agents()
         if self._lease_timer is not None:
             self._lease_timer.cancel()
         if self.journal is not None:

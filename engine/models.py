@@ -33,6 +33,38 @@ class StateModel(BaseModel):
     )
 
 
+ConflictReason = Literal["no_lock", "read_lock_only", "checksum_mismatch", "several_writers"]
+FileChange = Literal["created", "modified", "deleted", "renamed"]
+
+
+class LockHolder(StateModel):
+    """Who held what on a path at the moment a change was judged (a conflict names them)."""
+
+    agent_id: str
+    lock_type: LockType
+    resource_id: str
+    lock_id: str
+    token: int
+    task_id: str | None = None
+
+
+class FileConflict(StateModel):
+    """Why a change was not one anybody was entitled to make, and what can undo it."""
+
+    reason: ConflictReason
+    detail: str
+    change: FileChange = "modified"
+    holders: list[LockHolder] = []
+    seq: int = 0  # the event that raised it
+    detected_at: datetime | None = None
+    can_revert: bool = False  # last good content kept (revert restores it)
+    can_merge: bool = False  # a base is known (three-way merge possible)
+    escalated: bool = False
+    escalated_by: str | None = None
+    note: str | None = None
+    merge_attempts: int = 0
+
+
 class FileState(StateModel):
     path: str
     last_modified: datetime | None = None
@@ -40,6 +72,15 @@ class FileState(StateModel):
     checksum: str = ""
     status: FileStatus = "clean"
     size: int | None = None
+    mtime: datetime | None = None  # the file system's modification time
+    deleted: bool = False  # gone from disk, kept because the deletion is a conflict
+    renamed_from: str | None = None
+    reported_checksum: str | None = None  # what the lock holder last reported (state_update)
+    reported_by: str | None = None
+    error: str | None = None  # why the file cannot be read (the watcher goes on)
+    conflict: FileConflict | None = None
+    resolution: str | None = None  # last resolution: accept, revert, merge (with resolved_by)
+    resolved_by: str | None = None
 
 
 class TaskResource(StateModel):

@@ -15,6 +15,7 @@ from typing import Any
 from engine.events import Event, EventType
 from engine.models import (
     AgentState,
+    FileConflict,
     FileState,
     LockWaiter,
     ProjectState,
@@ -292,6 +293,15 @@ def _task_cancelled(state: ProjectState, event: Event) -> None:
     task.error = event.data.get("reason")
 
 
+@handles(EventType.TASK_RESET)
+def _task_reset(state: ProjectState, event: Event) -> None:
+    task = _task(state, event)
+    task.status = "pending"
+    task.error = None
+    task.completed_at = None
+    task.progress = 0.0
+
+
 @handles(EventType.TASK_PRIORITY)
 def _task_priority(state: ProjectState, event: Event) -> None:
     _task(state, event).priority = event.data["priority"]
@@ -430,17 +440,139 @@ def _operator_action(state: ProjectState, event: Event) -> None:
     """The operator's intent is recorded; its effects follow as their own events."""
 
 
+# ---------------------------------------------------------------- files and conflicts
+
+
+def _conflict(event: Event, raw: dict[str, Any] | None) -> FileConflict | None:
+    if raw is None:
+        return None
+    conflict = FileConflict.model_validate(raw)
+    conflict.seq = event.seq
+    conflict.detected_at = _time(event)
+    return conflict
+
+
+def _mtime(data: dict[str, Any]) -> datetime | None:
+    return datetime.fromisoformat(data["mtime"]) if data.get("mtime") else None
+
+
+@handles(EventType.FILES_SCANNED)
+def _files_scanned(state: ProjectState, event: Event) -> None:
+    for raw in event.data["files"]:
+        mtime = _mtime(raw)
+        state.files[raw["path"]] = FileState(
+            path=raw["path"], checksum=raw["checksum"], size=raw["size"], mtime=mtime, last_modified=mtime
+        )
+    for raw in event.data.get("unreadable", []):
+        state.files[raw["path"]] = FileState(path=raw["path"], error=raw["error"])
+
+
 @handles(EventType.FILE_CHANGED)
 def _file_changed(state: ProjectState, event: Event) -> None:
+    """A created, modified or renamed file, as judged live: modified by its holder, or a conflict."""
     data = event.data
-    if data.get("deleted"):
-        state.files.pop(data["path"], None)
-        return
-    state.files[data["path"]] = FileState(
-        path=data["path"],
+    path = data["path"]
+    previous = state.files.get(path)
+    source = data.get("renamedFrom")
+    if source is not None:
+        _drop_rename_source(state, event, source)
+    conflict = _conflict(event, data.get("conflict"))
+    if conflict is None and previous is not None and previous.conflict is not None:
+        conflict = previous.conflict  # a conflict stays until it is resolved
+    state.files[path] = FileState(
+        path=path,
         last_modified=_time(event),
         modified_by=data.get("modifiedBy"),
-        checksum=data.get("checksum", ""),
-        status=data.get("status", "modified"),
+        checksum=data["checksum"],
+        status="conflict" if conflict is not None else data.get("status", "modified"),
         size=data.get("size"),
+        mtime=_mtime(data),
+        renamed_from=source,
+        reported_checksum=previous.reported_checksum if previous else None,
+        reported_by=previous.reported_by if previous else None,
+        conflict=conflict,
     )
+
+
+def _drop_rename_source(state: ProjectState, event: Event, source: str) -> None:
+    """The old name goes, unless taking it away was itself a conflict (then it stays, deleted)."""
+    conflict = _conflict(event, event.data.get("sourceConflict"))
+    old = state.files.get(source)
+    if conflict is None and (old is None or old.conflict is None):
+        state.files.pop(source, None)
+        return
+    _mark_deleted(state, event, source, conflict or old.conflict)
+
+
+def _mark_deleted(state: ProjectState, event: Event, path: str, conflict: FileConflict | None) -> None:
+    old = state.files.get(path) or FileState(path=path)
+    old.deleted = True
+    old.status = "conflict"
+    old.conflict = conflict
+    old.last_modified = _time(event)
+    old.modified_by = event.data.get("modifiedBy")
+    old.size = None
+    state.files[path] = old
+
+
+@handles(EventType.FILE_DELETED)
+def _file_deleted(state: ProjectState, event: Event) -> None:
+    data = event.data
+    conflict = _conflict(event, data.get("conflict"))
+    old = state.files.get(data["path"])
+    if conflict is None and (old is None or old.conflict is None):
+        state.files.pop(data["path"], None)
+        return
+    _mark_deleted(state, event, data["path"], conflict or old.conflict)
+
+
+@handles(EventType.FILE_UNREADABLE)
+def _file_unreadable(state: ProjectState, event: Event) -> None:
+    path = event.data["path"]
+    file = state.files.get(path) or FileState(path=path)
+    file.error = event.data["error"]
+    state.files[path] = file
+
+
+@handles(EventType.FILE_REPORTED)
+def _file_reported(state: ProjectState, event: Event) -> None:
+    file = state.files.get(event.data["path"])
+    if file is not None:
+        file.reported_checksum = event.data["checksum"]
+        file.reported_by = event.data["agentId"]
+
+
+@handles(EventType.CONFLICT_RESOLVED)
+def _conflict_resolved(state: ProjectState, event: Event) -> None:
+    """Accept, revert or merge: the content on disk becomes the new base, unless the merge failed."""
+    data = event.data
+    path = data["path"]
+    file = state.files.get(path) or FileState(path=path)
+    file.resolution = data["resolution"]
+    file.resolved_by = data["by"]
+    if data["status"] == "conflict":  # a merge that left conflict markers
+        if file.conflict is not None:
+            file.conflict.merge_attempts += 1
+        return
+    if data.get("deleted"):
+        state.files.pop(path, None)
+        return
+    file.status = "clean"
+    file.conflict = None
+    file.deleted = False
+    file.error = None
+    file.checksum = data["checksum"]
+    file.size = data.get("size")
+    file.mtime = _mtime(data)
+    file.last_modified = _time(event)
+    file.modified_by = data["by"]
+    state.files[path] = file
+
+
+@handles(EventType.CONFLICT_ESCALATED)
+def _conflict_escalated(state: ProjectState, event: Event) -> None:
+    file = state.files[event.data["path"]]
+    if file.conflict is not None:
+        file.conflict.escalated = True
+        file.conflict.escalated_by = event.data["by"]
+        file.conflict.note = event.data.get("note")

@@ -277,3 +277,23 @@ async def test_large_generated_sprint_completes_and_replays_exactly(tmp_path: Pa
     assert _dump(fold(run.events)) == _dump(run.result.state)
     busiest = max(run.result.metrics.agent_utilization.values())
     assert 0 < busiest <= 1.0
+
+
+async def test_two_tasks_of_one_agent_share_a_reentrant_lock_until_both_end(tmp_path: Path) -> None:
+    plan = write_plan(
+        tmp_path,
+        simple_plan(
+            agents=[{"id": "solo", "max_concurrent_tasks": 2}],
+            tasks=[
+                {"id": "short", "estimate": "200ms", "resources": ["src/app.ts"]},
+                {"id": "long", "estimate": "2s", "resources": ["src/app.ts"]},
+            ],
+        ),
+    )
+    run = await run_sprint(plan, tmp_path, speed=1.0)
+    assert run.result.succeeded
+    granted = [e for e in _of(run.events, EventType.LOCK_GRANTED)]
+    assert len({e.data["lockId"] for e in granted}) == 1  # the same grant, re-asked
+    (released,) = _of(run.events, EventType.LOCK_RELEASED)
+    long_done = next(e.seq for e in _of(run.events, EventType.TASK_COMPLETED) if e.data["taskId"] == "long")
+    assert released.seq > long_done  # not released when the short task ended

@@ -110,3 +110,32 @@ async def test_paused_agent_gets_no_new_work_and_priority_changes_are_recorded(t
     actions = [e.data["action"] for e in events if e.type == EventType.OPERATOR_ACTION]
     assert actions == ["pause_agent", "priority", "pause_sprint", "resume_sprint", "resume_agent"]
     await finish(manager, run)
+
+
+async def test_retry_runs_a_failed_task_again_and_reopens_its_cancelled_dependents(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path, {
+        "sprint": "retry",
+        "settings": {"heartbeat_interval": "100ms", "max_retries": 0},
+        "agents": [{"id": "one", "capabilities": ["x"], "failure_rate": 1.0}, {"id": "two"}],
+        "tasks": [
+            {"id": "flaky", "requires": ["x"], "estimate": "20ms"},
+            {"id": "child", "depends_on": ["flaky"], "agent": "two"},
+            {"id": "long", "agent": "two", "estimate": "60s"},
+        ],
+    })
+    manager = SprintManager(plan, workspace=tmp_path, speed=1.0)
+    events: list = []
+    manager.subscribe(events.append)
+    run = asyncio.create_task(manager.execute_sprint())
+    while "child" not in manager.state.tasks or manager.state.tasks["child"].status != "cancelled":
+        await asyncio.sleep(0.01)
+    with pytest.raises(OperatorError, match="depends on flaky, which did not complete"):
+        manager.op_retry("child")
+    manager.op_retry("flaky")
+    assert manager.state.tasks["child"].status == "pending"
+    while manager.state.tasks["flaky"].attempt < 2 or manager.state.tasks["flaky"].status != "failed":
+        await asyncio.sleep(0.01)
+    assert manager.state.tasks["flaky"].failures == 2
+    assert manager.state.tasks["child"].status == "cancelled"  # cancelled again by the second failure
+    assert [e.data["action"] for e in events if e.type == EventType.OPERATOR_ACTION] == ["retry"]
+    await finish(manager, run)

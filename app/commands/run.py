@@ -36,12 +36,10 @@ def main(args: argparse.Namespace) -> int:
     if args.speed is not None and args.speed <= 0:
         print(f"sprintdeck: --speed must be positive, got {args.speed:g}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if not args.headless:
-        print("sprintdeck: the dashboard is not available yet; running headless", file=sys.stderr)
     try:
         workspace = prepare_workspace(plan, args.workspace)
         journal_path = Path(args.record) if args.record else default_journal_path(plan)
-        journal = open_journal(journal_path, plan, args.seed)
+        journal = open_journal(journal_path, plan, args.seed, args.plan)
     except (OSError, JournalError) as exc:
         print(f"sprintdeck: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -49,6 +47,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"sprintdeck: recording {journal_path}", file=sys.stderr)
     speed = args.speed or DEFAULT_SPEED
     try:
+        if not args.headless:
+            return run_dashboard(plan, workspace, journal, journal_path, args)
         result = asyncio.run(run_headless(plan, workspace, journal, seed=args.seed, speed=speed))
     finally:
         journal.close()
@@ -70,16 +70,30 @@ def default_journal_path(plan: Plan) -> Path:
     return RUNS_DIR / f"{plan.sprint}-{stamp}.jsonl"
 
 
-def open_journal(path: Path, plan: Plan, seed: int) -> JournalWriter:
+def open_journal(path: Path, plan: Plan, seed: int, plan_path: str) -> JournalWriter:
     header = {
         "sprint": plan.sprint,
         "planDigest": plan.digest,
-        "plan": str(plan.source),
+        "plan": plan_path,
         "startedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "epoch": 1,
         "seed": seed,
     }
     return JournalWriter.create(path, header)
+
+
+def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_path: Path, args) -> int:
+    """The dashboard with the engine embedded on the same event loop; stays open after the end."""
+    from app.dashboard import SprintDeckApp
+    from app.source import LiveSource
+
+    manager = SprintManager(plan, workspace=workspace, journal=journal, seed=args.seed,
+                            speed=args.speed or DEFAULT_SPEED)
+    app = SprintDeckApp(LiveSource(manager, journal=str(journal_path)), theme_name=args.theme)
+    app.run()
+    if not manager.finished:
+        return EXIT_TASKS_FAILED
+    return EXIT_OK if manager.metrics().completed_tasks == len(plan.tasks) else EXIT_TASKS_FAILED
 
 
 async def run_headless(plan: Plan, workspace: Path, journal: JournalWriter, *, seed: int, speed: float) -> SprintResult:

@@ -4,6 +4,11 @@ Every decision (how long an attempt takes, whether it fails) comes from a random
 with (seed, agent, task, attempt), so a given seed gives the same decisions whatever order the
 event loop happens to run things in.  They change real files: each attempt appends a line to every
 file it holds a write or exclusive lock on.
+
+`settings.rogue_edits: N` makes the simulation misbehave on purpose, N times in a sprint: the first
+attempt of a few tasks (chosen by the seed, tasks holding read locks first) also appends to a file
+it holds no write lock on - a file it only reads, else any other file - which is exactly the
+unnoticed overwrite the file watcher exists to catch (engine/conflicts.py).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import random
 from pathlib import Path
 
 from engine.agents.base import LocalAgent, Outcome
-from engine.plan import AgentSpec
+from engine.plan import AgentSpec, Plan
 from engine.protocol import MessageType, TaskAssignPayload
 from engine.resources import is_named
 from engine.transports.base import Transport
@@ -32,10 +37,12 @@ class SimulatedAgent(LocalAgent):
         heartbeat_interval: float,
         seed: int,
         speed: float,
+        rogue_tasks: dict[str, int] | None = None,
     ) -> None:
         super().__init__(spec, transport, workspace=workspace, heartbeat_interval=heartbeat_interval)
         self.seed = seed
         self.speed = speed
+        self.rogue_tasks = rogue_tasks or {}  # task id -> unlocked edits its first attempt makes
 
     def _rng(self, assign: TaskAssignPayload) -> random.Random:
         return random.Random(f"{self.seed}:{self.id}:{assign.task_id}:{assign.attempt}")
@@ -48,6 +55,8 @@ class SimulatedAgent(LocalAgent):
         steps = PROGRESS_STEPS if duration >= MIN_PROGRESS_DURATION else 1
         for step in range(1, steps + 1):
             await asyncio.sleep(duration / steps)
+            if step == 1 and assign.attempt == 1:
+                self._rogue_edits(assign)
             if step < steps:
                 await self.send(
                     MessageType.TASK_UPDATE,
@@ -73,6 +82,77 @@ class SimulatedAgent(LocalAgent):
                 handle.write(line)
             written.append(target.relative_to(self.workspace).as_posix())
         return written
+
+
+    def _rogue_edits(self, assign: TaskAssignPayload) -> list[str]:
+        """Append to files this attempt holds no write lock on (settings.rogue_edits)."""
+        count = self.rogue_tasks.get(assign.task_id, 0)
+        if not count:
+            return []
+        rng = random.Random(f"{self.seed}:{self.id}:{assign.task_id}:rogue")
+        targets = _rogue_targets(self.workspace, assign)
+        edited = []
+        for _ in range(count):
+            if not targets:
+                break
+            target = targets[rng.randrange(len(targets))]
+            with (self.workspace / target).open("a", encoding="utf-8") as handle:
+                handle.write(f"// {self.id}: unlocked edit during {assign.task_id}\n")
+            edited.append(target)
+        return edited
+
+
+def _rogue_targets(workspace: Path, assign: TaskAssignPayload) -> list[str]:
+    """Files the attempt only reads; failing those, any workspace file outside its write locks."""
+    read = [
+        ref.resource_id
+        for ref in assign.locks
+        if ref.lock_type == "read" and not is_named(ref.resource_id) and (workspace / ref.resource_id).is_file()
+    ]
+    if read:
+        return sorted(read)
+    written = [ref.resource_id for ref in assign.locks if ref.lock_type != "read"]
+    return sorted(
+        path.relative_to(workspace).as_posix()
+        for path in workspace.rglob("*")
+        if path.is_file()
+        and not path.is_symlink()
+        and not path.relative_to(workspace).parts[0].startswith(".")
+        and not any(_under(path.relative_to(workspace).as_posix(), lock) for lock in written)
+    )
+
+
+def _under(path: str, resource: str) -> bool:
+    return path == resource or path.startswith(resource.rstrip("/") + "/")
+
+
+def rogue_edit_plan(plan: Plan, seed: int) -> dict[str, int]:
+    """Spread `settings.rogue_edits` over tasks simulated agents run, deterministically for the seed.
+
+    Tasks holding a read lock on a file go first (editing what one only reads is the classic
+    mistake); among each group the order is a seeded shuffle.
+    """
+    edits = plan.settings.rogue_edits
+    simulated = {agent.id for agent in plan.agents if agent.kind == "simulated"}
+    everyone_simulated = len(simulated) == len(plan.agents)
+    candidates = [
+        task
+        for task in plan.tasks
+        if task.coordination != "collaborative" and (everyone_simulated or task.agent in simulated)
+    ]
+    if not edits or not candidates:
+        return {}
+    rng = random.Random(f"{seed}:rogue_edits")
+    readers = [t.id for t in candidates if any(r.mode == "read" and not is_named(r.path) for r in t.resources)]
+    others = [t.id for t in candidates if t.id not in readers]
+    rng.shuffle(readers)
+    rng.shuffle(others)
+    order = readers + others
+    counts: dict[str, int] = {}
+    for index in range(edits):
+        task_id = order[index % len(order)]
+        counts[task_id] = counts.get(task_id, 0) + 1
+    return counts
 
 
 def _is_directory(target: Path) -> bool:

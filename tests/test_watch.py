@@ -1,0 +1,281 @@
+"""The file watcher end to end: real files in a temporary workspace, the real watchfiles watcher.
+
+Each test ends by folding the journal and comparing every FileState with the live one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from test_watch_support import Engine
+from engine.events import EventType
+from engine.watch import FileIndex, checksum_bytes
+
+
+def _sum(text: str | bytes) -> str:
+    return checksum_bytes(text.encode() if isinstance(text, str) else text)
+
+
+async def test_initial_scan_records_every_file_and_skips_ignored_ones(tmp_path: Path) -> None:
+    files = {
+        "src/app.py": "print('hi')\n",
+        "README.md": "# readme\n",
+        ".gitignore": "build/\n*.log\n!keep.log\n",
+        "build/out.o": "binary",
+        "debug.log": "noise",
+        "keep.log": "kept by negation",
+        "docs/.gitignore": "drafts/\n",
+        "docs/drafts/wip.md": "wip",
+        "docs/guide.md": "guide",
+        ".git/HEAD": "ref: refs/heads/main\n",
+    }
+    async with Engine(tmp_path, files, journal_dir=tmp_path / "ws" / ".sprintdeck" / "runs") as engine:
+        state = engine.manager.state.files
+        expected = {"src/app.py", "README.md", ".gitignore", "keep.log", "docs/.gitignore", "docs/guide.md"}
+        assert set(state) == expected
+        assert state["src/app.py"].checksum == _sum(files["src/app.py"])
+        assert state["src/app.py"].size == len(files["src/app.py"])
+        assert state["src/app.py"].status == "clean" and state["src/app.py"].mtime is not None
+        (scan,) = engine.of(EventType.FILES_SCANNED)
+        assert scan.seq == 2  # right after sprint_started
+        # Live changes to ignored paths (and to the journal, which lives in the workspace here) leave no state.
+        engine.write("build/new.o", "x")
+        engine.write("trace.log", "x")
+        engine.write("docs/drafts/more.md", "x")
+        engine.write(".git/index", "x")
+        await engine.settled()
+        assert set(engine.manager.state.files) == expected | {"zz-sentinel.txt"}
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_change_under_a_write_lock_is_modified_by_the_holder(tmp_path: Path) -> None:
+    async with Engine(tmp_path, {"a.txt": "one\n"}) as engine:
+        await engine.lock("alice", "a.txt", "write")
+        engine.write("a.txt", "one\ntwo\n")
+        await engine.until(lambda: engine.file("a.txt").checksum == _sum("one\ntwo\n"))
+        file = engine.file("a.txt")
+        assert (file.status, file.modified_by, file.conflict) == ("modified", "alice", None)
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_directory_write_lock_covers_the_files_below(tmp_path: Path) -> None:
+    async with Engine(tmp_path, {"src/a.py": "a\n"}) as engine:
+        await engine.lock("bob", "src", "exclusive")
+        engine.write("src/a.py", "b\n")
+        await engine.until(lambda: engine.file("src/a.py").checksum == _sum("b\n"))
+        assert (engine.file("src/a.py").status, engine.file("src/a.py").modified_by) == ("modified", "bob")
+
+
+async def test_change_without_any_lock_is_a_conflict(tmp_path: Path) -> None:
+    async with Engine(tmp_path, {"a.txt": "one\n"}) as engine:
+        engine.write("a.txt", "rogue\n")
+        await engine.until(lambda: engine.file("a.txt").status == "conflict")
+        file = engine.file("a.txt")
+        assert file.conflict.reason == "no_lock" and file.conflict.holders == []
+        assert file.modified_by is None and file.checksum == _sum("rogue\n")
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_change_under_read_locks_only_is_a_conflict_naming_the_readers(tmp_path: Path) -> None:
+    async with Engine(tmp_path, {"a.txt": "one\n"}) as engine:
+        grant = await engine.lock("alice", "a.txt", "read")
+        await engine.lock("bob", "a.txt", "read")
+        engine.write("a.txt", "changed\n")
+        await engine.until(lambda: engine.file("a.txt").status == "conflict")
+        conflict = engine.file("a.txt").conflict
+        assert conflict.reason == "read_lock_only"
+        assert [(h.agent_id, h.lock_type) for h in conflict.holders] == [("alice", "read"), ("bob", "read")]
+        assert conflict.holders[0].lock_id == grant.lock_id and conflict.holders[0].token == grant.token
+        assert conflict.can_revert  # the content at the read grant was kept
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_content_that_differs_from_the_holders_report_is_a_conflict(tmp_path: Path) -> None:
+    async with Engine(tmp_path, {"a.txt": "one\n"}) as engine:
+        grant = await engine.lock("alice", "a.txt", "write")
+        engine.write("a.txt", "alice's\n")
+        await engine.report("alice", grant, "a.txt", _sum("alice's\n"))
+        await engine.until(lambda: engine.file("a.txt").checksum == _sum("alice's\n"))
+        assert engine.file("a.txt").status == "modified"
+        assert engine.file("a.txt").reported_checksum == _sum("alice's\n")
+        # Someone else overwrites the file while alice still holds the lock.
+        engine.write("a.txt", "overwritten\n")
+        await engine.until(lambda: engine.file("a.txt").status == "conflict")
+        conflict = engine.file("a.txt").conflict
+        assert conflict.reason == "checksum_mismatch" and "reported by alice" in conflict.detail
+        assert [h.agent_id for h in conflict.holders] == ["alice"]
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_a_report_that_does_not_match_the_disk_is_a_conflict_at_once(tmp_path: Path) -> None:
+    async with Engine(tmp_path, {"a.txt": "one\n"}) as engine:
+        grant = await engine.lock("alice", "a.txt", "write")
+        await engine.report("alice", grant, "a.txt", "sha256:" + "0" * 64)  # stdlib-only reporters use sha256
+        assert engine.file("a.txt").status == "conflict"
+        assert engine.file("a.txt").conflict.reason == "checksum_mismatch"
+
+
+async def test_a_matching_sha256_report_is_accepted(tmp_path: Path) -> None:
+    import hashlib
+
+    async with Engine(tmp_path, {"a.txt": "one\n"}) as engine:
+        grant = await engine.lock("alice", "a.txt", "write")
+        engine.write("a.txt", "two\n")
+        await engine.report("alice", grant, "a.txt", "sha256:" + hashlib.sha256(b"two\n").hexdigest())
+        await engine.until(lambda: engine.file("a.txt").checksum == _sum("two\n"))
+        await asyncio.sleep(0.3)  # past the report grace: no late conflict
+        assert (engine.file("a.txt").status, engine.file("a.txt").modified_by) == ("modified", "alice")
+
+
+async def test_a_stale_report_is_refused(tmp_path: Path) -> None:
+    async with Engine(tmp_path, {"a.txt": "one\n"}) as engine:
+        grant = await engine.lock("alice", "a.txt", "write")
+        await engine.unlock("alice", grant)
+        await engine.report("alice", grant, "a.txt", _sum("whatever"))
+        (rejected,) = engine.of(EventType.MESSAGE_REJECTED)
+        assert rejected.data["field"] == "payload.token"
+        assert not engine.of(EventType.FILE_REPORTED)
+
+
+async def test_create_delete_and_rename_under_a_lock(tmp_path: Path) -> None:
+    async with Engine(tmp_path, {"src/old.py": "old content\n"}) as engine:
+        await engine.lock("carol", "src", "write")
+        engine.write("src/new.py", "new\n")
+        await engine.until(lambda: engine.file("src/new.py") is not None)
+        assert (engine.file("src/new.py").status, engine.file("src/new.py").modified_by) == ("modified", "carol")
+        os.rename(engine.workspace / "src/old.py", engine.workspace / "src/renamed.py")
+        await engine.until(lambda: engine.file("src/renamed.py") is not None and engine.file("src/old.py") is None)
+        renamed = engine.file("src/renamed.py")
+        assert renamed.renamed_from == "src/old.py" and renamed.modified_by == "carol"
+        assert renamed.checksum == _sum("old content\n")
+        (engine.workspace / "src/new.py").unlink()
+        await engine.until(lambda: engine.file("src/new.py") is None)
+        assert engine.of(EventType.FILE_DELETED)[-1].data["modifiedBy"] == "carol"
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_delete_without_a_lock_is_a_conflict_that_keeps_the_entry(tmp_path: Path) -> None:
+    async with Engine(tmp_path, {"a.txt": "one\n"}) as engine:
+        (engine.workspace / "a.txt").unlink()
+        await engine.until(lambda: engine.file("a.txt").status == "conflict")
+        file = engine.file("a.txt")
+        assert file.deleted and file.conflict.change == "deleted"
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_a_new_directory_moved_in_is_scanned(tmp_path: Path) -> None:
+    outside = tmp_path / "outside_tree"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "x.txt").write_text("x")
+    async with Engine(tmp_path, {}) as engine:
+        await engine.lock("alice", "moved", "write")
+        os.rename(outside, engine.workspace / "moved")
+        await engine.until(lambda: engine.file("moved/deep/x.txt") is not None)
+        assert engine.file("moved/deep/x.txt").modified_by == "alice"
+
+
+async def test_a_burst_of_1000_changes_is_fully_accounted_for(tmp_path: Path) -> None:
+    names = [f"burst/f{i:03}.txt" for i in range(200)]
+    async with Engine(tmp_path, {name: "0" for name in names}) as engine:
+        await engine.lock("alice", "burst", "write")
+        for round_ in range(5):  # 200 files x 5 rewrites, same size each time: the racy-clean case
+            for name in names:
+                engine.write(name, f"{round_}")
+        expected = {name: _sum("4") for name in names}
+        await engine.until(
+            lambda: all(engine.file(n).checksum == c for n, c in expected.items()), timeout=20, what="burst"
+        )
+        assert all(engine.file(n).status == "modified" and engine.file(n).modified_by == "alice" for n in names)
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_an_unreadable_file_is_reported_and_the_watcher_goes_on(tmp_path: Path) -> None:
+    # Tests run as root, for whom chmod 000 does not stop a read; a FIFO is a file the watcher must
+    # not read (it would block), so it stands for every file that cannot be read.
+    async with Engine(tmp_path, {"a.txt": "one\n"}) as engine:
+        os.mkfifo(engine.workspace / "pipe")
+        await engine.until(lambda: engine.file("pipe") is not None and engine.file("pipe").error)
+        assert "named pipe" in engine.file("pipe").error
+        engine.write("a.txt", "still watching\n")
+        await engine.until(lambda: engine.file("a.txt").checksum == _sum("still watching\n"))
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_unreadable_at_scan_time(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    os.mkfifo(workspace / "pipe")
+    (workspace / "ok.txt").write_text("ok")
+    index = FileIndex(workspace)
+    observations = {o.path: o for o in index.scan()}
+    assert observations["pipe"].kind == "unreadable" and "named pipe" in observations["pipe"].error
+    assert observations["ok.txt"].kind == "changed"
+    assert index.scan() == []  # reported once, not at every rescan
+
+
+async def test_symlinks_are_recorded_as_links_and_never_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    engine = Engine(tmp_path, {"a.txt": "one\n"})  # the scan happens when it starts
+    (engine.workspace / "link_dir").symlink_to(outside, target_is_directory=True)
+    (engine.workspace / "link_file").symlink_to(outside / "secret.txt")
+    async with engine:
+        files = engine.manager.state.files
+        assert "link_file" in files and not any(p.startswith("link_dir/") for p in files)
+        assert files["link_file"].checksum == _sum(b"symlink:" + str(outside / "secret.txt").encode())
+        (outside / "secret.txt").write_text("changed outside")
+        (outside / "new.txt").write_text("new outside")
+        await engine.settled()
+        assert not any(p.startswith("link_dir/") for p in engine.manager.state.files)
+        assert engine.file("link_file").checksum == _sum(b"symlink:" + str(outside / "secret.txt").encode())
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_rescan_with_nothing_changed_hashes_nothing(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    for i in range(50):
+        (workspace / f"d{i % 5}").mkdir(parents=True, exist_ok=True)
+        (workspace / f"d{i % 5}" / f"f{i}.txt").write_text(str(i))
+    index = FileIndex(workspace)
+    assert len(index.scan()) == 50
+    for entry in index.entries.values():
+        entry.racy = False  # as if hashed long after the files were written
+    hashed = index.hashed
+    assert index.scan() == []
+    assert index.hashed == hashed
+    (workspace / "d0" / "f0.txt").write_text("changed!")
+    (changed,) = index.scan()
+    assert changed.path == "d0/f0.txt" and changed.checksum == _sum("changed!")
+
+
+def test_a_racily_clean_entry_is_rehashed(tmp_path: Path) -> None:
+    """Same size, same mtime (one coarse timestamp tick), new content: git's racy-clean case."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    target = workspace / "f.txt"
+    target.write_text("aaaa")
+    index = FileIndex(workspace)
+    index.scan()
+    stamp = target.stat().st_mtime_ns
+    target.write_text("bbbb")
+    os.utime(target, ns=(stamp, stamp))  # the rewrite landed in the same tick
+    (changed,) = index.scan()
+    assert changed.checksum == _sum("bbbb")
+    # Once the entry is old enough to trust, an unchanged stat means unchanged content.
+    index.entries["f.txt"].racy = False
+    hashed = index.hashed
+    assert index.scan() == [] and index.hashed == hashed
+
+
+async def test_a_journal_in_the_workspace_root_is_not_watched(tmp_path: Path) -> None:
+    """Otherwise every journaled event would change the journal, and so on without end."""
+    async with Engine(tmp_path, {"a.txt": "one\n"}, journal_dir=tmp_path / "ws") as engine:
+        engine.write("a.txt", "two\n")
+        await engine.until(lambda: engine.file("a.txt").checksum == _sum("two\n"))
+        await engine.settled()
+        assert "journal.jsonl" not in engine.manager.state.files
+        changed = [e.data["path"] for e in engine.of(EventType.FILE_CHANGED)]
+        assert sorted(changed) == ["a.txt", "zz-sentinel.txt"]
