@@ -1,0 +1,512 @@
+"""The dashboard App: the engine's state in six panes, operated from the keyboard.
+
+Engine events arrive through a listener that only appends them to a buffer; a timer drains the
+buffer 15 times a second and hands each pane the batch's changes (Textual redraws once per batch,
+not once per message).  Operations never touch state: they call the manager's `op_*` methods,
+which record an operator action and go through the engine's own paths; a refusal comes back as an
+OperatorError whose reason the App shows in a notification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer
+
+from app.config import load_config, save_config
+from app.screens.confirm import ConfirmScreen
+from app.screens.conflict import ConflictScreen
+from app.screens.details import DetailsScreen
+from app.screens.help import HelpScreen
+from app.screens.reassign import Candidate, ReassignScreen
+from app.source import LiveSource, RecordedSource
+from engine.events import Event, EventType
+from engine.manager import OperatorError
+from engine.message_store import Filter, MessageStore
+from themes.themes import DEFAULT_THEME, THEMES, resolve_theme
+from widgets.agents import AgentsPane
+from widgets.changes import Changes, collect
+from widgets.command_line import CommandLine
+from widgets.files import FilesPane
+from widgets.header import SprintHeader
+from widgets.locks import LocksPane
+from widgets.messages import MessagesPane
+from widgets.metrics import MetricsPane
+from widgets.tasks import TasksPane
+
+BATCH_HZ = 15
+PRIORITIES = ["low", "medium", "high", "critical"]
+PANE_IDS = ["agents", "tasks", "locks", "messages", "files", "metrics"]
+NARROW_WIDTH = 120
+
+Source = LiveSource | RecordedSource
+
+
+class SprintDeckApp(App[int]):
+    CSS_PATH = str(Path(__file__).resolve().parents[1] / "themes" / "dashboard.tcss")
+    TITLE = "sprintdeck"
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
+        Binding("colon", "command_line", "Command", key_display=":", id="app.command"),
+        Binding("slash", "filter", "Filter", key_display="/", id="app.filter"),
+        Binding("p", "pause", "Pause", id="app.pause"),
+        Binding("z", "toggle_maximize", "Maximise", id="app.maximize"),
+        Binding("q", "request_quit", "Quit", id="app.quit"),
+        *[
+            Binding(str(n), f"focus_pane('{pane}')", pane.title(), show=False, id=f"app.focus_{pane}")
+            for n, pane in enumerate(PANE_IDS, start=1)
+        ],
+    ]
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        theme_name: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+        config_file: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.config_file = config_file
+        self.store = MessageStore()
+        self._pending: list[Event] = []
+        self._flushes = 0
+        self._announced_finish = False
+        for theme in THEMES.values():
+            self.register_theme(theme)
+        chosen = resolve_theme(theme_name or load_config(config_file).get("theme", "")) or DEFAULT_THEME
+        self.theme = chosen
+
+    # ------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        # Kept as attributes: App.query_one searches the active screen, which is a modal at times.
+        self.header = SprintHeader(id="header")
+        self.tasks = TasksPane(id="tasks")
+        self.agents = AgentsPane(id="agents")
+        self.messages = MessagesPane(self.store, id="messages")
+        self.locks = LocksPane(id="locks")
+        self.files = FilesPane(id="files")
+        self.metrics = MetricsPane(id="metrics")
+        self.command_line = CommandLine()
+        yield self.header
+        with Grid(id="panes"):  # wide panes on the left, narrow ones on the right
+            yield from (self.tasks, self.agents, self.messages, self.locks, self.files, self.metrics)
+        yield self.command_line
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.source.subscribe(self._on_engine_event)
+        self._pending.extend(self.source.history())
+        self.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        self._apply_width(self.size.width)
+        self._drain_events()
+        self.tasks.focus()
+        self.set_interval(1 / BATCH_HZ, self._drain_events)
+        if self.source.live:
+            self._run_sprint()
+
+    def _on_engine_event(self, event: Event) -> None:
+        """Called by the engine for every event: only buffer it; the timer draws in batches."""
+        self._pending.append(event)
+
+    @work(exclusive=True, group="sprint")
+    async def _run_sprint(self) -> None:
+        await self.source.run()
+
+    def on_resize(self, event) -> None:
+        self._apply_width(event.size.width)
+
+    def _apply_width(self, width: int) -> None:
+        """Narrow terminals split the width evenly; `z` maximises the focused one."""
+        self.screen_stack[0].query_one("#panes").set_class(width < NARROW_WIDTH, "-narrow")
+
+    # ------------------------------------------------------------ batches
+
+    def _drain_events(self) -> None:
+        events, self._pending = self._pending, []
+        self._flushes += 1
+        if not events and self._flushes % BATCH_HZ != 1:
+            return  # nothing new, and clocks shown (ages, TTLs) only move once a second
+        changes = collect(events) if events else Changes()
+        self._ingest_messages(events)
+        self.refresh_panes(changes)
+        if self.source.finished and not self._announced_finish:
+            self._announced_finish = True
+            state = self.source.state
+            done = sum(1 for t in state.tasks.values() if t.status == "completed")
+            self.notify(f"Sprint finished: {done}/{len(state.tasks)} tasks completed", title="sprint finished")
+
+    def _ingest_messages(self, events: Iterable[Event]) -> None:
+        appended = False
+        for event in events:
+            if event.type == EventType.MESSAGE:
+                self.store.append(event.seq, event.data["message"])
+                appended = True
+        if appended:
+            self.messages.messages_appended()
+
+    def refresh_panes(self, changes: Changes) -> None:
+        state, now = self.source.state, self.clock()
+        self.header.show(
+            state, now, transport=self.source.transport, journal=self.source.journal, mode=self.source.mode
+        )
+        once_a_second = self._flushes % BATCH_HZ == 1
+        if changes or once_a_second:
+            self.tasks.refresh_state(state, changes, now)
+            self.agents.refresh_state(state, changes, now)
+            self.locks.refresh_state(state, changes, now)
+            self.files.refresh_state(state, changes, now)
+        if changes.everything or once_a_second:  # metrics summarise the whole sprint: 1 Hz is enough
+            self.metrics.refresh_state(state, changes, now)
+
+    def _on_theme_changed(self, theme) -> None:
+        save_config({"theme": theme.name}, self.config_file)
+        self.tasks.restyle()
+        self.refresh_panes(Changes(everything=True))
+
+    # ------------------------------------------------------------ selection helpers
+
+    def _manager(self):
+        if not self.source.live:
+            self.notify("This is a recorded sprint: operations are disabled.", severity="warning")
+            return None
+        return self.source.manager
+
+    def _selected_task(self) -> str | None:
+        task_id = self.tasks.selected_key()
+        if task_id is None:
+            self.notify("No task is selected.", severity="warning")
+        return task_id
+
+    def _operate(self, operation: Callable[[], Any], done: str | None = None) -> bool:
+        """Run one operator action; a refusal is explained and nothing changes."""
+        try:
+            operation()
+        except OperatorError as exc:
+            self.notify(str(exc), title="not possible", severity="warning")
+            return False
+        if done:
+            self.notify(done)
+        self.refresh_panes(Changes(everything=False, locks=True, tasks=set(self.source.state.tasks)))
+        return True
+
+    # ------------------------------------------------------------ operations
+
+    def action_reassign(self, task_id: str | None = None) -> None:
+        manager = self._manager()
+        task_id = task_id or self._selected_task()
+        if manager is None or task_id is None:
+            return
+        try:
+            capable = manager.check_reassign(task_id)
+        except OperatorError as exc:
+            self.notify(str(exc), title="not possible", severity="warning")
+            return
+        state = manager.state
+        candidates = [
+            Candidate(a, state.agents[a].status, len(state.agents[a].current_tasks),
+                      state.agents[a].max_concurrent_tasks, tuple(state.agents[a].capabilities))
+            for a in capable if a in state.agents
+        ]
+        current = state.tasks[task_id].agent
+
+        def chosen(agent_id: str | None) -> None:
+            if agent_id:
+                self.reassign(task_id, agent_id)
+
+        self.push_screen(ReassignScreen(task_id, current, candidates), chosen)
+
+    def reassign(self, task_id: str, agent_id: str) -> bool:
+        manager = self._manager()
+        return manager is not None and self._operate(
+            lambda: manager.op_reassign(task_id, agent_id), f"{task_id} reassigned to {agent_id}"
+        )
+
+    def action_retry(self, task_id: str | None = None) -> None:
+        manager = self._manager()
+        task_id = task_id or self._selected_task()
+        if manager is not None and task_id is not None:
+            self._operate(lambda: manager.op_retry(task_id), f"{task_id} will run again")
+
+    def action_cancel_task(self, task_id: str | None = None) -> None:
+        manager = self._manager()
+        task_id = task_id or self._selected_task()
+        if manager is None or task_id is None:
+            return
+        status = manager.state.tasks[task_id].status
+        if status in ("completed", "failed", "cancelled"):
+            self.notify(f"task {task_id} is already {status}", title="not possible", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._operate(lambda: manager.op_cancel(task_id), f"{task_id} cancelled")
+
+        self.push_screen(ConfirmScreen(f"Cancel task {task_id} (and the tasks that depend on it)?"), answered)
+
+    def action_priority(self, delta: int, task_id: str | None = None) -> None:
+        manager = self._manager()
+        task_id = task_id or self._selected_task()
+        if manager is None or task_id is None:
+            return
+        current = manager.state.tasks[task_id].priority
+        index = PRIORITIES.index(current) + delta
+        if not 0 <= index < len(PRIORITIES):
+            self.notify(f"task {task_id} is already {current}", title="not possible", severity="warning")
+            return
+        self._operate(lambda: manager.op_set_priority(task_id, PRIORITIES[index]), f"{task_id}: {PRIORITIES[index]}")
+
+    def action_pause(self) -> None:
+        """In the Agents pane: the selected agent. Anywhere else: the whole sprint."""
+        manager = self._manager()
+        if manager is None:
+            return
+        if isinstance(self.focused, AgentsPane):
+            agent_id = self.focused.selected_key()
+            if agent_id is None:
+                return
+            paused = manager.state.agents[agent_id].status != "paused"
+            self._operate(lambda: manager.op_pause_agent(agent_id, paused),
+                          f"{agent_id} {'paused' if paused else 'resumed'}")
+            return
+        paused = not manager.state.meta.paused
+        self._operate(lambda: manager.op_pause_sprint(paused), f"sprint {'paused' if paused else 'resumed'}")
+
+    def action_force_release(self, lock_id: str | None = None) -> None:
+        manager = self._manager()
+        if manager is None:
+            return
+        lock_id = lock_id or self.locks.selected_key()
+        if lock_id is None or lock_id not in manager.state.locks:
+            self.notify("No lock is selected: nothing to release.", title="not possible", severity="warning")
+            return
+        lock = manager.state.locks[lock_id]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._operate(lambda: manager.op_force_release(lock_id), f"released {lock.resource_id}")
+
+        self.push_screen(
+            ConfirmScreen(f"Force-release the {lock.lock_type} lock on {lock.resource_id} held by {lock.agent_id}?"),
+            answered,
+        )
+
+    def action_resolve_file(self, how: str, path: str | None = None) -> None:
+        """Resolve the selected file's conflict; the engine refuses (and says why) when it can't."""
+        manager = self._manager()
+        path = path or self.files.selected_key()
+        if manager is None:
+            return
+        if path is None:
+            self.notify("No file is selected.", title="not possible", severity="warning")
+            return
+        outcome: list = []
+        if not self._operate(lambda: outcome.append(manager.op_resolve_file(path, how))):
+            return
+        merge = outcome[0] if outcome else None
+        if how == "merge" and merge is not None and not merge.clean:
+            self.notify(f"{path}: the merge left conflict markers; it stays a conflict", severity="warning")
+        else:
+            self.notify(f"{path}: {how} done")
+
+    def action_escalate_file(self, path: str | None = None) -> None:
+        """Record the escalation, then show the diff and let the operator choose."""
+        manager = self._manager()
+        path = path or self.files.selected_key()
+        if manager is None or path is None:
+            return
+        if not self._operate(lambda: manager.op_escalate_file(path)):
+            return
+        file = manager.state.files.get(path)
+        reason = file.conflict.detail if file is not None and file.conflict is not None else ""
+
+        def chosen(how: str | None) -> None:
+            if how:
+                self.action_resolve_file(how, path)
+
+        self.push_screen(ConflictScreen(path, reason, manager.conflict_diff(path)), chosen)
+
+    def action_task_details(self) -> None:
+        task_id = self._selected_task()
+        if task_id is not None:
+            record = self.source.state.tasks[task_id].model_dump(mode="json")
+            self.push_screen(DetailsScreen(f"Task {task_id}", record))
+
+    # ------------------------------------------------------------ navigation and prompts
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_focus_pane(self, pane: str) -> None:
+        widget = self.screen_stack[0].query_one(f"#{pane}")
+        if self.screen.maximized is not None:
+            self.screen.maximize(widget, container=False)
+        widget.focus()
+
+    def action_toggle_maximize(self) -> None:
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+        elif isinstance(self.focused, Widget):
+            pane = self._pane_of(self.focused)
+            if pane is not None:
+                self.screen.maximize(pane, container=False)
+
+    def _pane_of(self, widget: Widget) -> Widget | None:
+        for node in (widget, *widget.ancestors):
+            if isinstance(node, Widget) and node.id in PANE_IDS:
+                return node
+        return None
+
+    def action_command_line(self) -> None:
+        self.command_line.open(":")
+
+    def action_filter(self) -> None:
+        self.command_line.open("/", _filter_text(self.messages.filter))
+
+    def action_request_quit(self) -> None:
+        if self.source.live and not self.source.finished:
+            self.push_screen(ConfirmScreen("The sprint is still running. Stop it and quit?"),
+                             lambda yes: self._stop_and_exit() if yes else None)
+        else:
+            self._stop_and_exit()
+
+    @work(exclusive=True, group="shutdown")
+    async def _stop_and_exit(self) -> None:
+        """Stop agents and make the journal durable before the event loop goes away."""
+        self.workers.cancel_group(self, "sprint")
+        await self.source.stop()
+        self.exit(0)
+
+    async def on_command_line_entered(self, message: CommandLine.Entered) -> None:
+        if message.mode == "/":
+            self.apply_filter(message.text)
+        else:
+            self.run_command(message.text)
+
+    def apply_filter(self, text: str) -> None:
+        try:
+            spec = parse_filter(text)
+        except ValueError as exc:
+            self.notify(str(exc), title="filter", severity="warning")
+            return
+        self.messages.set_filter(spec)
+
+    def run_command(self, text: str) -> None:
+        """`:` commands: the same operations as the keys, by name."""
+        words = text.split()
+        if not words:
+            return
+        name, args = words[0], words[1:]
+        commands: dict[str, tuple[int, Callable[..., Any]]] = {
+            "reassign": (2, self.reassign),
+            "retry": (1, lambda t: self.action_retry(t)),
+            "cancel": (1, lambda t: self.action_cancel_task(t)),
+            "release": (1, lambda lock: self.action_force_release(lock)),
+            "priority": (2, self._command_priority),
+            "pause": (-1, lambda *a: self._command_pause(a, True)),
+            "resume": (-1, lambda *a: self._command_pause(a, False)),
+            "filter": (-1, lambda *a: self.apply_filter(" ".join(a))),
+            "theme": (1, self._command_theme),
+            "accept": (1, lambda p: self.action_resolve_file("accept", p)),
+            "revert": (1, lambda p: self.action_resolve_file("revert", p)),
+            "merge": (1, lambda p: self.action_resolve_file("merge", p)),
+            "escalate": (1, lambda p: self.action_escalate_file(p)),
+            "help": (0, self.action_help),
+            "q": (0, lambda: self.action_request_quit()),
+            "quit": (0, lambda: self.action_request_quit()),
+        }
+        if name not in commands:
+            self.notify(f"unknown command {name!r}; try :help", title="command", severity="warning")
+            return
+        arity, handler = commands[name]
+        if arity >= 0 and len(args) != arity:
+            self.notify(f":{name} takes {arity} argument(s)", title="command", severity="warning")
+            return
+        handler(*args)
+
+    def _command_priority(self, task_id: str, level: str) -> None:
+        manager = self._manager()
+        if manager is None:
+            return
+        if level not in PRIORITIES:
+            self.notify(f"priority must be one of {', '.join(PRIORITIES)}", severity="warning")
+            return
+        self._operate(lambda: manager.op_set_priority(task_id, level), f"{task_id}: {level}")
+
+    def _command_pause(self, args: tuple[str, ...], paused: bool) -> None:
+        manager = self._manager()
+        if manager is None:
+            return
+        if args:
+            self._operate(lambda: manager.op_pause_agent(args[0], paused), f"{args[0]} {'paused' if paused else 'resumed'}")
+        else:
+            self._operate(lambda: manager.op_pause_sprint(paused), f"sprint {'paused' if paused else 'resumed'}")
+
+    def _command_theme(self, name: str) -> None:
+        resolved = resolve_theme(name)
+        if resolved is None:
+            self.notify(f"unknown theme {name!r}; themes: dark, light, contrast", severity="warning")
+            return
+        self.theme = resolved
+
+    # ------------------------------------------------------------ palette
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Reassign task", "Move the selected task to another capable agent", self.action_reassign)
+        yield SystemCommand("Retry task", "Run the selected failed task again", self.action_retry)
+        yield SystemCommand("Cancel task", "Cancel the selected task", self.action_cancel_task)
+        yield SystemCommand("Raise priority", "Raise the selected task's priority", lambda: self.action_priority(1))
+        yield SystemCommand("Lower priority", "Lower the selected task's priority", lambda: self.action_priority(-1))
+        yield SystemCommand("Pause or resume sprint", "Stop or restart dispatching work", self.action_pause)
+        yield SystemCommand("Force-release lock", "Release the selected lock", self.action_force_release)
+        yield SystemCommand("Filter messages", "Filter the Messages pane", self.action_filter)
+        for how in ("accept", "revert", "merge"):
+            yield SystemCommand(f"Resolve conflict: {how}", f"{how.title()} the selected file's conflict",
+                                lambda how=how: self.action_resolve_file(how))
+        yield SystemCommand("Escalate conflict", "Show the selected file's diff", self.action_escalate_file)
+        yield SystemCommand("Keys", "Show every key", self.action_help)
+        for name in THEMES:
+            yield SystemCommand(f"Theme: {name}", "Switch and remember the theme",
+                                lambda name=name: setattr(self, "theme", name))
+
+
+def parse_filter(text: str) -> Filter | None:
+    """`agent:backend type:task_assign priority:high some text` → a Filter (empty → none)."""
+    fields: dict[str, str | None] = {"agent": None, "type": None, "priority": None}
+    words = []
+    for word in text.split():
+        key, sep, value = word.partition(":")
+        if sep and key in fields:
+            if not value:
+                raise ValueError(f"filter {key}: needs a value")
+            if key == "priority" and value not in PRIORITIES:
+                raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}")
+            fields[key] = value
+        else:
+            words.append(word)
+    text_part = " ".join(words) or None
+    if not any(fields.values()) and text_part is None:
+        return None
+    return Filter(agent=fields["agent"], type=fields["type"], priority=fields["priority"], text=text_part)
+
+
+def _filter_text(spec: Filter | None) -> str:
+    if spec is None:
+        return ""
+    parts = [f"{key}:{value}" for key in ("agent", "type", "priority") if (value := getattr(spec, key))]
+    if spec.text:
+        parts.append(spec.text)
+    return " ".join(parts)

@@ -1,0 +1,92 @@
+"""Where the dashboard's state comes from: a running engine, or a fixed recorded history.
+
+Both look the same to the App (state, events, journal, whether operations apply), so the same
+widgets serve the live dashboard, snapshot tests and (later) replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from engine.events import Event
+from engine.manager import SprintManager
+from engine.models import ProjectState
+from engine.reducer import apply, fold
+
+
+class LiveSource:
+    live = True
+    mode = "live"
+
+    def __init__(self, manager: SprintManager, *, journal: str | None, transport: str = "in-process") -> None:
+        self.manager = manager
+        self.journal = journal
+        self.transport = transport
+
+    @property
+    def state(self) -> ProjectState:
+        return self.manager.state
+
+    @property
+    def finished(self) -> bool:
+        return self.manager.finished
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        self.manager.subscribe(listener)
+
+    def history(self) -> list[Event]:
+        return []
+
+    async def run(self) -> None:
+        """Run the sprint; afterwards the engine keeps watching files until `stop` (the user quits)."""
+        await self.manager.execute_sprint(keep_watching=True)
+
+    async def stop(self) -> None:
+        await self.manager.stop()
+
+
+@dataclass
+class RecordedSource:
+    """A recorded history folded once: read-only, deterministic (snapshot tests use it).
+
+    `push` appends one more event through the reducer and tells subscribers, so a benchmark,
+    a test or a replay cursor can feed it step by step.
+    """
+
+    events: list[Event]
+    journal: str | None = None
+    transport: str = "recorded"
+    state: ProjectState = field(init=False)
+    listeners: list[Callable[[Event], None]] = field(init=False, default_factory=list)
+    live = False
+    mode = "recorded"
+
+    def __post_init__(self) -> None:
+        self.state = fold(self.events)
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event], **kwargs) -> RecordedSource:
+        return cls(list(events), **kwargs)
+
+    @property
+    def finished(self) -> bool:
+        return self.state.meta.finished_at is not None
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        self.listeners.append(listener)
+
+    def push(self, event: Event) -> None:
+        apply(self.state, event)
+        self.events.append(event)
+        for listener in self.listeners:
+            listener(event)
+
+    def history(self) -> list[Event]:
+        return list(self.events)
+
+    async def run(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None

@@ -1,0 +1,361 @@
+"""The dashboard driven by keys over a live engine: every operation, and every refusal.
+
+Each test presses keys in a real Textual app whose engine runs real simulated agents, then asserts
+on the engine's state and on the operator action recorded in the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from app.dashboard import SprintDeckApp, parse_filter
+from app.screens.confirm import ConfirmScreen
+from app.screens.help import HelpScreen
+from app.screens.reassign import ReassignScreen
+from app.source import LiveSource
+from app.screens.conflict import ConflictScreen
+from conftest import SAMPLES, write_plan
+from engine.plan import load_plan
+from engine.workspace import scratch_copy
+from widgets.files import FilesPane
+from engine.journal import JournalWriter, read_journal
+from engine.manager import SprintManager
+from widgets.agents import AgentsPane
+from widgets.locks import LocksPane
+from widgets.messages import MessagesPane
+from widgets.tasks import TasksPane
+
+FROZEN = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+
+
+def ops_plan(**agent_overrides) -> dict:
+    return {
+        "sprint": "dash",
+        "settings": {"heartbeat_interval": "200ms", "max_retries": 0},
+        "agents": [
+            {"id": "one", "capabilities": ["api"], **agent_overrides},
+            {"id": "two", "capabilities": ["api"]},
+            {"id": "ui", "capabilities": ["ui"]},
+        ],
+        "tasks": [
+            {"id": "long", "requires": ["api"], "estimate": "120s", "resources": ["server/routes.ts"]},
+            {"id": "quick", "requires": ["ui"], "estimate": "10ms"},
+            {"id": "after", "requires": ["api"], "depends_on": ["long"], "estimate": "1s"},
+        ],
+    }
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, plan: dict | Path, *, speed: float = 1.0) -> None:
+        self.plan = load_plan(plan) if isinstance(plan, Path) else write_plan(tmp_path, plan)
+        self.journal_path = tmp_path / "journal.jsonl"
+        self.journal = JournalWriter.create(self.journal_path, {"sprint": "dash"})
+        workspace = scratch_copy(self.plan, tmp_path / "workspace")
+        self.manager = SprintManager(self.plan, workspace=workspace, journal=self.journal, speed=speed)
+        self.app = SprintDeckApp(
+            LiveSource(self.manager, journal=str(self.journal_path)),
+            config_file=tmp_path / "config.json",
+        )
+        self.shown: list[str] = []  # every notification, including toasts Textual already dropped
+        notify = self.app.notify
+        self.app.notify = lambda message, **kw: (self.shown.append(str(message)), notify(message, **kw))[1]
+
+    def operator_actions(self) -> list[dict]:
+        self.journal.flush_sync()
+        _, records, _ = read_journal(self.journal_path)
+        return [r["data"] for r in records if r["type"] == "operator_action"]
+
+    def notes(self) -> list[str]:
+        return list(self.shown)
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await pilot.pause(0.02)
+
+
+async def select_task(pilot, app: SprintDeckApp, task_id: str) -> None:
+    await pilot.press("2")
+    table = app.query_one(TasksPane)
+    await pilot.press("g")
+    for _ in range(table.row_count):
+        if table.selected_key() == task_id:
+            return
+        await pilot.press("j")
+    raise AssertionError(f"{task_id} not in the Tasks pane")
+
+
+async def running(pilot, h: Harness, task_id: str = "long") -> None:
+    await wait_for(pilot, lambda: task_id in h.manager.state.tasks and h.manager.state.tasks[task_id].status == "running")
+    await pilot.pause(0.1)
+
+
+async def test_reassign_modal_lists_capable_agents_and_moves_the_task(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await running(pilot, h)
+        before = h.manager.state.tasks["long"].agent
+        await select_task(pilot, h.app, "long")
+        await pilot.press("r")
+        assert isinstance(h.app.screen, ReassignScreen)
+        offered = [c.agent_id for c in h.app.screen.candidates]
+        assert offered == ["one", "two"]  # ui lacks the api capability
+        target = "two" if before == "one" else "one"
+        # The current owner is disabled in the list, so enter picks the other capable agent.
+        await pilot.press("down", "enter") if offered.index(target) else await pilot.press("enter")
+        await wait_for(pilot, lambda: h.manager.state.tasks["long"].attempt == 2)
+        task = h.manager.state.tasks["long"]
+        assert task.agent == target
+        (lock,) = h.manager.state.locks.values()
+        assert lock.agent_id == target
+        assert h.operator_actions() == [{"action": "reassign", "by": "operator", "taskId": "long", "agentId": target}]
+        await pilot.pause(0.1)
+        assert target in str(h.app.query_one(TasksPane).get_row("long"))
+
+
+async def test_refusals_explain_and_change_nothing(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await running(pilot, h)
+        await wait_for(pilot, lambda: h.manager.state.tasks["quick"].status == "completed")
+        before = h.manager.state.tasks["quick"].model_dump_json()
+        await select_task(pilot, h.app, "quick")
+        await pilot.press("r")
+        assert not isinstance(h.app.screen, ReassignScreen)
+        await pilot.press("R")
+        await pilot.press("x")
+        assert not isinstance(h.app.screen, ConfirmScreen)
+        notes = h.notes()
+        assert any("quick is completed; only unfinished tasks can be reassigned" in n for n in notes)
+        assert any("only failed or cancelled tasks can be retried" in n for n in notes)
+        assert any("already completed" in n for n in notes)
+        assert h.operator_actions() == []
+        assert h.manager.state.tasks["quick"].model_dump_json() == before
+
+
+async def test_cancel_asks_first_and_cascades(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await running(pilot, h)
+        await select_task(pilot, h.app, "long")
+        await pilot.press("x")
+        assert isinstance(h.app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert h.manager.state.tasks["long"].status == "running"
+        await pilot.press("x")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: h.manager.state.tasks["long"].status == "cancelled")
+        assert h.manager.state.tasks["after"].status == "cancelled"
+        assert [a["action"] for a in h.operator_actions()] == ["cancel"]
+
+
+async def test_retry_a_failed_task_while_the_sprint_runs(tmp_path: Path) -> None:
+    plan = {
+        "sprint": "retry",
+        "settings": {"heartbeat_interval": "200ms", "max_retries": 0},
+        "agents": [{"id": "one", "capabilities": ["flaky"], "failure_rate": 1.0}, {"id": "two"}],
+        "tasks": [{"id": "flaky", "requires": ["flaky"], "estimate": "50ms"}, {"id": "long", "agent": "two", "estimate": "120s"}],
+    }
+    h = Harness(tmp_path, plan)
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: "flaky" in h.manager.state.tasks and h.manager.state.tasks["flaky"].status == "failed")
+        await select_task(pilot, h.app, "flaky")
+        await pilot.press("R")
+        await wait_for(pilot, lambda: h.manager.state.tasks["flaky"].attempt == 2)
+        assert [a["action"] for a in h.operator_actions()] == ["retry"]
+        await wait_for(pilot, lambda: h.manager.state.tasks["flaky"].status == "failed")
+        assert h.manager.state.tasks["flaky"].failures == 2
+
+
+async def test_dashboard_stays_open_on_the_final_state(tmp_path: Path) -> None:
+    plan = {"sprint": "short", "agents": [{"id": "one"}], "tasks": [{"id": "t", "estimate": "50ms"}]}
+    h = Harness(tmp_path, plan)
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: h.manager.finished)
+        await pilot.pause(0.2)
+        assert "sprint finished: 1 done" in h.app.query_one("#header").render().plain
+        assert any("Sprint finished" in n for n in h.notes())
+        assert h.app.is_running
+        await select_task(pilot, h.app, "t")
+        await pilot.press("R")
+        assert any("the sprint has finished" in n for n in h.notes())
+        await pilot.press("q")  # finished: no question asked
+        await pilot.pause(0.2)
+    assert not h.app.is_running
+
+
+async def test_pause_agent_sprint_and_priority_keys(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await running(pilot, h)
+        await pilot.press("1")
+        agents = h.app.query_one(AgentsPane)
+        assert h.app.focused is agents
+        await pilot.press("g", "j", "j")
+        assert agents.selected_key() == "ui"
+        await pilot.press("p")
+        assert h.manager.state.agents["ui"].status == "paused"
+        await pilot.press("p")
+        assert h.manager.state.agents["ui"].status == "ready"
+        await select_task(pilot, h.app, "after")
+        await pilot.press("p")
+        assert h.manager.state.meta.paused
+        await pilot.press("p")
+        assert not h.manager.state.meta.paused
+        await pilot.press("plus")
+        assert h.manager.state.tasks["after"].priority == "high"
+        await pilot.press("plus", "plus")
+        assert h.manager.state.tasks["after"].priority == "critical"
+        assert any("already critical" in n for n in h.notes())
+        await pilot.press("minus")
+        assert h.manager.state.tasks["after"].priority == "high"
+        assert [a["action"] for a in h.operator_actions()] == [
+            "pause_agent", "resume_agent", "pause_sprint", "resume_sprint", "priority", "priority", "priority",
+        ]
+
+
+async def test_force_release_selected_lock_after_confirmation(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await running(pilot, h)
+        await pilot.press("3")
+        locks = h.app.query_one(LocksPane)
+        await wait_for(pilot, lambda: locks.row_count == 1)
+        lock_id = locks.selected_key()
+        await pilot.press("u")
+        assert isinstance(h.app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: lock_id not in h.manager.state.locks)
+        (action,) = h.operator_actions()
+        assert action["action"] == "force_release" and action["lockId"] == lock_id
+        await wait_for(pilot, lambda: locks.row_count == 0)
+        await pilot.press("u")
+        assert any("nothing to release" in n for n in h.notes())
+
+
+async def test_help_command_line_theme_and_filter(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await running(pilot, h)
+        await pilot.press("question_mark")
+        assert isinstance(h.app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.press("colon", *"pause ui", "enter")
+        assert h.manager.state.agents["ui"].status == "paused"
+        await pilot.press("colon", *"reassign long ui", "enter")
+        assert any("lacks the capabilities" in n for n in h.notes())
+        await pilot.press("colon", *"theme light", "enter")
+        assert h.app.theme == "sprintdeck-light"
+        assert '"theme": "sprintdeck-light"' in (tmp_path / "config.json").read_text()
+        await pilot.press("colon", *"bogus", "enter")
+        assert any("unknown command 'bogus'" in n for n in h.notes())
+        await pilot.press("slash", *"type:heartbeat", "enter")
+        pane = h.app.query_one(MessagesPane)
+        assert pane.filter is not None and pane.filter.type == "heartbeat"
+        await pilot.press("q")
+        assert isinstance(h.app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert not h.manager.finished
+
+
+async def test_quit_while_running_stops_the_engine_and_keeps_the_journal(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await running(pilot, h)
+        await pilot.press("q", "y")
+        await pilot.pause(0.3)
+    _, records, _ = read_journal(h.journal_path)
+    assert records and records[-1]["seq"] == h.manager.state.version
+
+
+async def test_resize_and_pane_focus_keys(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(200, 60)) as pilot:
+        await running(pilot, h)
+        for size in [(80, 24), (200, 60), (80, 24)]:
+            await pilot.resize_terminal(*size)
+            await pilot.pause(0.1)
+        assert h.app.query_one("#panes").has_class("-narrow")
+        for key, pane in zip("123456", ["agents", "tasks", "locks", "messages", "files", "metrics"]):
+            await pilot.press(key)
+            assert h.app.focused.id == pane
+        await pilot.press("2", "z")
+        assert h.app.screen.maximized is h.app.query_one(TasksPane)
+        await pilot.press("z")
+        assert h.app.screen.maximized is None
+
+
+def test_filter_syntax() -> None:
+    spec = parse_filter("agent:backend type:task_assign priority:high routes")
+    assert (spec.agent, spec.type, spec.priority, spec.text) == ("backend", "task_assign", "high", "routes")
+    assert parse_filter("   ") is None
+    with pytest.raises(ValueError, match="priority must be one of"):
+        parse_filter("priority:urgent")
+
+
+async def test_ten_thousand_tasks_update_by_key_without_rebuilding(tmp_path: Path) -> None:
+    from app.source import RecordedSource
+    from engine.events import Event
+
+    def event(source, kind, **data):
+        return Event(source.state.version + 1, "2026-11-24T12:00:00Z", kind, data)
+
+    source = RecordedSource([])
+    source.push(event(source, "sprint_started", sprint="big", agents=[{"id": "a"}],
+                      tasks=[{"id": f"t{i}", "dependencies": [f"t{i - 1}"] if i % 100 else []} for i in range(10_000)]))
+    app = SprintDeckApp(source, clock=lambda: FROZEN, config_file=tmp_path / "c.json")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.1)
+        tasks = app.query_one(TasksPane)
+        assert tasks.row_count == 10_000
+        rebuilds = []
+        original = tasks._rebuild
+        tasks._rebuild = lambda state: (rebuilds.append(1), original(state))
+        for i in range(50):
+            source.push(event(source, "task_ready", taskId=f"t{i * 100}"))
+        await pilot.pause(0.2)
+        assert rebuilds == []
+        assert "ready" in str(tasks.get_row("t4900")[0])
+        assert "pending" in str(tasks.get_row("t4901")[0])
+
+
+async def conflicted(pilot, h: Harness) -> str:
+    await wait_for(pilot, lambda: any(f.status == "conflict" for f in h.manager.state.files.values()), timeout=30)
+    await pilot.pause(0.2)
+    await pilot.press("5", "g")
+    path = h.app.query_one(FilesPane).selected_key()
+    assert h.manager.state.files[path].status == "conflict"  # conflicts are listed first
+    return path
+
+
+async def test_escalate_shows_the_diff_then_accept_resolves(tmp_path: Path) -> None:
+    h = Harness(tmp_path, SAMPLES / "conflict" / "plan.yaml", speed=20.0)
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        path = await conflicted(pilot, h)
+        await pilot.press("e")
+        assert isinstance(h.app.screen, ConflictScreen)
+        assert h.app.screen.path == path and "+" in h.app.screen.diff
+        await pilot.press("a")
+        await wait_for(pilot, lambda: h.manager.state.files[path].status != "conflict")
+        assert h.manager.state.files[path].resolution == "accept"
+        actions = [(a["action"], a.get("path")) for a in h.operator_actions()]
+        assert ("escalate_file", path) in actions or any(a[0].startswith("escalate") for a in actions)
+        assert any(a[0].startswith("accept") for a in actions)
+
+
+async def test_revert_from_the_files_pane_restores_the_last_good_content(tmp_path: Path) -> None:
+    h = Harness(tmp_path, SAMPLES / "conflict" / "plan.yaml", speed=20.0)
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        path = await conflicted(pilot, h)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: h.manager.state.files[path].status != "conflict")
+        assert h.manager.state.files[path].resolution == "revert"
+        await pilot.press("v")  # nothing to resolve any more: explained, nothing changes
+        assert any("conflict" in n.lower() for n in h.notes()[-1:])

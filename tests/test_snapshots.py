@@ -1,0 +1,90 @@
+"""SVG snapshots of the dashboard at fixed sizes, over a recorded sprint with a frozen clock.
+
+The recorded journal makes the state deterministic (a live run's timing is not); the clock is the
+time of the last shown event, so elapsed times and TTLs print the same on every run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from app.dashboard import SprintDeckApp
+from app.screens.reassign import Candidate, ReassignScreen
+from app.source import RecordedSource
+from conftest import SAMPLES
+from engine.events import Event
+from engine.journal import read_journal
+
+RECORDED = SAMPLES / "webrtc" / "recorded.jsonl"
+SIZES = [(120, 40), (80, 24)]
+
+
+def recorded_events(completed: int | None = 5) -> list[Event]:
+    """The recorded webrtc sprint up to its `completed`-th task completion (None: to the end)."""
+    _, records, _ = read_journal(RECORDED)
+    events = [Event.from_record(r) for r in records]
+    if completed is None:
+        return events
+    seen = 0
+    for index, event in enumerate(events):
+        seen += event.type == "task_completed"
+        if seen == completed:
+            return events[: index + 1]
+    raise AssertionError("the recording has fewer completions")
+
+
+def recorded_app(tmp_path: Path, *, theme: str = "sprintdeck-dark", completed: int | None = 5) -> SprintDeckApp:
+    events = recorded_events(completed)
+    frozen = datetime.fromisoformat(events[-1].ts)
+    source = RecordedSource.from_events(events, journal="sample_sprints/webrtc/recorded.jsonl")
+    return SprintDeckApp(source, theme_name=theme, clock=lambda: frozen, config_file=tmp_path / "config.json")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_main_screen_mid_sprint(snap_compare, tmp_path, size) -> None:
+    assert snap_compare(recorded_app(tmp_path), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help(snap_compare, tmp_path, size) -> None:
+    assert snap_compare(recorded_app(tmp_path), press=["question_mark"], terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_reassign_modal(snap_compare, tmp_path, size) -> None:
+    candidates = [
+        Candidate("backend", "busy", 1, 2, ("api", "websocket")),
+        Candidate("frontend", "ready", 0, 1, ("ui", "websocket")),
+        Candidate("testing", "paused", 0, 1, ("tests",)),
+    ]
+
+    async def open_modal(pilot) -> None:
+        pilot.app.push_screen(ReassignScreen("implement_api", "backend", candidates))
+
+    assert snap_compare(recorded_app(tmp_path), run_before=open_modal, terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_filter_active(snap_compare, tmp_path, size) -> None:
+    async def filter_messages(pilot) -> None:
+        pilot.app.apply_filter("type:task_assign")
+        await pilot.press("4")
+
+    assert snap_compare(recorded_app(tmp_path), run_before=filter_messages, terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_message_details(snap_compare, tmp_path, size) -> None:
+    assert snap_compare(recorded_app(tmp_path), press=["4", "g", "enter"], terminal_size=size)
+
+
+@pytest.mark.parametrize("theme", ["sprintdeck-light", "sprintdeck-contrast"])
+def test_themes(snap_compare, tmp_path, theme) -> None:
+    assert snap_compare(recorded_app(tmp_path, theme=theme), terminal_size=(120, 40))
+
+
+def test_finished_sprint(snap_compare, tmp_path) -> None:
+    assert snap_compare(recorded_app(tmp_path, completed=None), terminal_size=(120, 40))

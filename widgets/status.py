@@ -1,0 +1,57 @@
+"""How statuses look: a symbol and a word beside every colour, so nothing relies on colour alone."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import App
+
+TASK = {
+    "pending": ("·", "pending"),
+    "ready": ("○", "ready"),
+    "assigned": ("◔", "assigned"),
+    "blocked": ("⊘", "blocked"),
+    "running": ("▶", "running"),
+    "retrying": ("↻", "retrying"),
+    "completed": ("✔", "done"),
+    "failed": ("✖", "failed"),
+    "cancelled": ("⊗", "cancelled"),
+}
+TASK_VARIABLE = {"assigned": "status-running"}
+
+AGENT = {
+    "ready": ("●", "ready"),
+    "busy": ("▶", "busy"),
+    "unresponsive": ("?", "unresponsive"),
+    "dead": ("✖", "dead"),
+    "paused": ("‖", "paused"),
+}
+
+LOCK = {"read": ("r", "read"), "write": ("w", "write"), "exclusive": ("X", "exclusive")}
+FILE = {"clean": ("·", "clean"), "modified": ("✎", "modified"), "conflict": ("⚠", "conflict")}
+
+
+def colour(app: App, variable: str) -> str:
+    """The current theme's colour for a semantic variable (themes define every status variable)."""
+    return app.current_theme.variables.get(variable, "")
+
+
+def badge(app: App, table: dict[str, tuple[str, str]], prefix: str, status: str) -> Text:
+    symbol, word = table.get(status, ("?", status))
+    variable = TASK_VARIABLE.get(status, f"{prefix}-{status}") if prefix == "status" else f"{prefix}-{status}"
+    return Text(f"{symbol} {word}", style=colour(app, variable))
+
+
+def task_badge(app: App, status: str) -> Text:
+    return badge(app, TASK, "status", status)
+
+
+def agent_badge(app: App, status: str) -> Text:
+    return badge(app, AGENT, "agent", status)
+
+
+def lock_badge(app: App, mode: str) -> Text:
+    return badge(app, LOCK, "lock", mode)
+
+
+def file_badge(app: App, status: str) -> Text:
+    return badge(app, FILE, "file", status)

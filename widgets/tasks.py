@@ -1,0 +1,135 @@
+"""The Tasks pane: the DAG as a table — status, owner, attempt, what blocks what, the critical path.
+
+Rows are keyed by task id and updated in place from each batch's changed tasks, so a 10,000-task
+sprint costs per batch what its changes cost, not what the whole table costs.  Selecting a task
+marks its upstream (↑) and downstream (↓) tasks in the `Path` column.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import networkx as nx
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+
+from engine.dag import critical_path
+from engine.models import ProjectState, TaskState
+from widgets.changes import Changes
+from widgets.pane_table import PaneTable
+from widgets.status import colour, task_badge
+
+COLUMNS = [("status", "Status"), ("task", "Task"), ("owner", "Owner"), ("attempt", "Try"),
+           ("priority", "Priority"), ("path", "Path"), ("deps", "Depends on")]
+PRIORITY_MARK = {"critical": "!!!", "high": "!!", "medium": "!", "low": "·"}
+
+
+class TasksPane(PaneTable):
+    BORDER_TITLE = "Tasks"
+    COLUMNS = COLUMNS
+    BINDINGS = [
+        Binding("r", "app.reassign", "Reassign", id="tasks.reassign"),
+        Binding("R", "app.retry", "Retry", id="tasks.retry"),
+        Binding("x", "app.cancel_task", "Cancel", id="tasks.cancel"),
+        Binding("plus,equals_sign", "app.priority(1)", "Priority +", key_display="+", id="tasks.priority_up"),
+        Binding("minus", "app.priority(-1)", "Priority -", key_display="-", id="tasks.priority_down"),
+        Binding("enter", "app.task_details", "Details", id="tasks.details"),
+    ]
+
+    class Selected(Message):
+        """The highlighted task changed (the App shows its neighbourhood, operations use it)."""
+
+        def __init__(self, task_id: str | None) -> None:
+            super().__init__()
+            self.task_id = task_id
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._graph = nx.DiGraph()
+        self._critical: set[str] = set()
+        self._related: dict[str, str] = {}  # task -> "↑" or "↓"
+        self._state: ProjectState | None = None
+
+
+    # ------------------------------------------------------------ state
+
+    def refresh_state(self, state: ProjectState, changes: Changes, now: datetime) -> None:
+        self._state = state
+        if changes.everything or len(self._graph) != len(state.tasks):
+            self._rebuild(state)
+            return
+        keys = [key for key, _ in COLUMNS]
+        for task_id in changes.tasks:
+            task = state.tasks.get(task_id)
+            if task is not None:
+                self.upsert(task_id, self._cells(task), keys)
+        # A finished task changes how its dependents' "Depends on" reads.
+        for task_id in changes.tasks:
+            if task_id in self._graph and state.tasks[task_id].status == "completed":
+                for child in self._graph.successors(task_id):
+                    self.upsert(child, self._cells(state.tasks[child]), keys)
+
+    def _rebuild(self, state: ProjectState) -> None:
+        graph = nx.DiGraph()
+        for task in state.tasks.values():
+            graph.add_node(task.id, estimate=task.estimate)
+            for dep in task.dependencies:
+                graph.add_edge(dep, task.id)
+        self._graph = graph
+        self._critical = set(critical_path(graph)) if len(graph) else set()
+        self.clear()
+        for task in state.tasks.values():
+            self.add_row(*self._cells(task), key=task.id)
+
+    def restyle(self) -> None:
+        """Re-render every row, e.g. after a theme change (cell colours come from the theme)."""
+        if self._state is not None:
+            self._rebuild(self._state)
+
+    def _cells(self, task: TaskState) -> list:
+        state = self._state
+        owners = "+".join(task.agents) if task.coordination == "collaborative" and task.agents else task.agent
+        deps = []
+        for dep in task.dependencies:
+            done = state is not None and dep in state.tasks and state.tasks[dep].status == "completed"
+            deps.append(f"{dep}{'✔' if done else ''}")
+        return [
+            task_badge(self.app, task.status),
+            task.id,
+            owners or "—",
+            str(task.attempt or "—"),
+            f"{PRIORITY_MARK[task.priority]} {task.priority}",
+            self._path_mark(task.id),
+            ("← " + ", ".join(deps)) if deps else "—",
+        ]
+
+    def _path_mark(self, task_id: str) -> Text:
+        marks = ("★ " if task_id in self._critical else "") + self._related.get(task_id, "")
+        style = colour(self.app, "critical-path") if task_id in self._critical else ""
+        return Text(marks.strip() or "", style=style)
+
+    # ------------------------------------------------------------ selection
+
+    def on_pane_table_highlighted(self, event: PaneTable.Highlighted) -> None:
+        task_id = event.key
+        self._mark_related(task_id)
+        self.post_message(self.Selected(task_id))
+
+    def _mark_related(self, task_id: str | None) -> None:
+        related: dict[str, str] = {}
+        if task_id is not None and task_id in self._graph:
+            related.update({t: "↑ up" for t in nx.ancestors(self._graph, task_id)})
+            related.update({t: "↓ down" for t in nx.descendants(self._graph, task_id)})
+        touched = set(related) | set(self._related)
+        self._related = related
+        for key in touched:
+            if key in self.rows:
+                self.update_cell(key, "path", self._path_mark(key))
+
+    def related(self) -> dict[str, str]:
+        return dict(self._related)
+
+    @property
+    def critical(self) -> set[str]:
+        return set(self._critical)
