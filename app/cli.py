@@ -36,6 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workspace", metavar="DIR", help="work in DIR instead of a scratch copy")
     run.add_argument("--speed", type=float, default=None, help="simulated time factor (default 20)")
     run.add_argument("--theme", default=None, help="dashboard theme")
+    run.add_argument("--resume", metavar="JOURNAL", help="continue a crashed sprint from its journal")
+
+    replay = sub.add_parser("replay", help="step through a recorded sprint (dashboard, or --headless)")
+    replay.add_argument("journal")
+    replay.add_argument("--headless", action="store_true", help="no dashboard")
+    replay.add_argument("--json", action="store_true", help="print the state and metrics at --at as JSON")
+    replay.add_argument("--at", type=int, default=None, metavar="SEQ", help="event to stop at (default: the end)")
+    replay.add_argument("--theme", default=None, help="dashboard theme")
+
+    diff = sub.add_parser("diff", help="the first event at which two recordings of one plan diverge")
+    diff.add_argument("journal_a")
+    diff.add_argument("journal_b")
 
     validate = sub.add_parser("validate", help="check a sprint plan")
     validate.add_argument("plan")
@@ -52,6 +64,8 @@ COMMANDS = {
     "run": "app.commands.run",
     "validate": "app.commands.validate",
     "export": "app.commands.export",
+    "replay": "app.commands.replay",
+    "diff": "app.commands.diff",
 }
 
 

@@ -83,3 +83,15 @@ def test_existing_journal_is_never_overwritten(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "keep.jsonl" in out.stderr and "Traceback" not in out.stderr
     assert journal.read_text() == '{"format":"sprintdeck-journal"}\n'
+
+
+def test_conflict_sample_ends_with_a_recorded_conflict_in_the_json_state(tmp_path: Path) -> None:
+    journal = tmp_path / "conflict.jsonl"
+    out = sprintdeck("run", str(SAMPLES / "conflict/plan.yaml"), "--headless", "--json", "--record", str(journal))
+    assert out.returncode == 0, out.stderr
+    files = json.loads(out.stdout)["state"]["files"]
+    conflicted = [path for path, f in files.items() if f["status"] == "conflict"]
+    assert conflicted, files
+    _, records, _ = read_journal(journal)
+    recorded = {r["data"].get("path") for r in records if r["type"] == "file_changed" and r["data"].get("status") == "conflict"}
+    assert set(conflicted) <= recorded
