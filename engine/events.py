@@ -17,6 +17,7 @@ class EventType(StrEnum):
     SPRINT_PAUSED = "sprint_paused"
     SPRINT_RESUMED = "sprint_resumed"
     SPRINT_FINISHED = "sprint_finished"
+    SPRINT_RECOVERED = "sprint_recovered"  # a restarted manager continues on the journal: a new epoch
     AGENT_REGISTERED = "agent_registered"
     AGENT_STATUS = "agent_status"  # paused / resumed / unresponsive / recovered
     AGENT_DEAD = "agent_dead"
@@ -49,6 +50,7 @@ class EventType(StrEnum):
     FILE_REPORTED = "file_reported"  # a holder's fenced state_update checksum
     CONFLICT_RESOLVED = "conflict_resolved"  # accept / revert / merge, naming who
     CONFLICT_ESCALATED = "conflict_escalated"
+    STATE_DIGEST = "state_digest"  # sha256 of the state so far, so a replay can prove it matches
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from engine.protocol import (
     make_message,
     reply_to,
 )
-from engine.reducer import apply
+from engine.reducer import apply, state_digest
 from engine.resources import covers
 from engine.recovery import ErrorRecoveryManager
 from engine.scheduler import Placement, Scheduler
@@ -49,6 +49,8 @@ from engine.transports.inproc import InProcessTransport
 log = logging.getLogger(__name__)
 
 OPERATOR_ID = "operator"
+DIGEST_EVERY = 500  # state_digest at every seq that is a multiple of this, at least (docs/journal.md)
+DIGEST_EVENTS_PER_TASK = 10  # ... and at most one per 10 events per task, since a digest is O(state)
 RETRY_BASE = 1.0  # seconds of sprint time before the first retry
 RETRY_CAP = 30.0
 MANAGER_ONLY_TYPES = frozenset(
@@ -144,6 +146,10 @@ class SprintManager:
         The reducer runs first so that an event it rejects is never written; nothing is
         acknowledged until the journal has flushed (see `_deliver_outbox`).
         """
+        if kind is not EventType.STATE_DIGEST and (
+            kind is EventType.SPRINT_FINISHED or (self.state.version + 1) % self._digest_every() == 0
+        ):
+            self._emit_digest()
         event = Event(self.state.version + 1, self._now_iso(), kind.value, data, self.clock())
         apply(self.state, event)
         if self.journal is not None:
@@ -155,6 +161,14 @@ class SprintManager:
             listener(event)
         self._wake.set()
         return event
+
+    def _digest_every(self) -> int:
+        """A digest costs O(state); spacing them by the sprint's size keeps the cost per event flat."""
+        return max(DIGEST_EVERY, DIGEST_EVENTS_PER_TASK * len(self.state.tasks))
+
+    def _emit_digest(self) -> None:
+        """Journal a digest of the state as it stands, so a replay can prove it folds the same state."""
+        self.emit(EventType.STATE_DIGEST, digest=state_digest(self.state), of=self.state.version)
 
     def _wall_at(self, mono: float) -> str:
         return (self.wall() + timedelta(seconds=mono - self.clock())).isoformat().replace("+00:00", "Z")
@@ -1038,10 +1052,14 @@ class SprintManager:
             loop.create_task(self._serve_inbox(), name="sprintdeck-inbox"),
             loop.create_task(self.recovery.run(), name="sprintdeck-recovery"),
         ]
-        self.start_event()
+        fresh = self.state.version == 0  # a resumed manager (engine/resume.py) has its state already
+        if fresh:
+            self.start_event()
         await self.files.start()
-        for task_id in self.scheduler.initially_ready():
-            self._make_ready(task_id)
+        if fresh:
+            for task_id in self.scheduler.initially_ready():
+                self._make_ready(task_id)
+        self._arm_lease_timer()  # recovered leases expire too
         self._check_finished()
         self._dispatch()
 

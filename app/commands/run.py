@@ -17,9 +17,10 @@ from typing import TextIO
 
 from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
 from engine.events import Event, EventType
-from engine.journal import JournalError, JournalWriter
+from engine.journal import JournalError, JournalWriter, read_header
 from engine.manager import SprintManager, SprintResult
 from engine.plan import Plan, PlanError, load_plan
+from engine.resume import ResumeError, check_resumable, resume_manager
 from engine.workspace import prepare_workspace
 
 DEFAULT_SPEED = 20.0
@@ -36,10 +37,12 @@ def main(args: argparse.Namespace) -> int:
     if args.speed is not None and args.speed <= 0:
         print(f"sprintdeck: --speed must be positive, got {args.speed:g}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.resume:
+        return resume(plan, args)
     try:
         workspace = prepare_workspace(plan, args.workspace)
         journal_path = Path(args.record) if args.record else default_journal_path(plan)
-        journal = open_journal(journal_path, plan, args.seed, args.plan)
+        journal = open_journal(journal_path, plan, args.seed, args.plan, workspace)
     except (OSError, JournalError) as exc:
         print(f"sprintdeck: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -70,7 +73,8 @@ def default_journal_path(plan: Plan) -> Path:
     return RUNS_DIR / f"{plan.sprint}-{stamp}.jsonl"
 
 
-def open_journal(path: Path, plan: Plan, seed: int, plan_path: str) -> JournalWriter:
+def open_journal(path: Path, plan: Plan, seed: int, plan_path: str, workspace: Path | None = None) -> JournalWriter:
+    """A new journal; the header names the workspace so that `--resume` continues in the same one."""
     header = {
         "sprint": plan.sprint,
         "planDigest": plan.digest,
@@ -79,16 +83,67 @@ def open_journal(path: Path, plan: Plan, seed: int, plan_path: str) -> JournalWr
         "epoch": 1,
         "seed": seed,
     }
+    if workspace is not None:
+        header["workspace"] = str(workspace)
     return JournalWriter.create(path, header)
 
 
-def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_path: Path, args) -> int:
+def resume(plan: Plan, args: argparse.Namespace) -> int:
+    """`run PLAN --resume JOURNAL`: continue a crashed sprint, appending to the same journal.
+
+    Everything is checked before the journal is touched (the torn-tail cut is the first write),
+    so a wrong plan or a missing workspace leaves the journal exactly as the crash left it.
+    """
+    journal_path = Path(args.resume)
+    if args.record and Path(args.record).resolve() != journal_path.resolve():
+        print("sprintdeck: --record cannot be combined with --resume: the resumed run appends to "
+              f"{journal_path}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        header = read_header(journal_path)
+        workspace_arg = args.workspace or header.get("workspace")
+        if not workspace_arg:
+            raise ResumeError("the journal does not record its workspace; pass --workspace DIR")
+        workspace = Path(workspace_arg).resolve()
+        if not workspace.is_dir():
+            raise ResumeError(f"workspace {workspace} of the crashed run does not exist")
+        if header.get("planDigest") != plan.digest:
+            check_resumable(plan, header, [])  # raises, naming both digests
+        journal, header, records, recovery = JournalWriter.resume(journal_path)
+        check_resumable(plan, header, records)
+    except (OSError, JournalError, ResumeError) as exc:
+        print(f"sprintdeck: cannot resume {journal_path}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if recovery is not None:
+        print(f"sprintdeck: {recovery}", file=sys.stderr)
+    print(f"sprintdeck: workspace {workspace}", file=sys.stderr)
+    print(f"sprintdeck: resuming {journal_path} after seq {journal.last_seq}", file=sys.stderr)
+    seed = args.seed = int(header.get("seed", args.seed))  # the simulation goes on with the recorded seed
+    speed = args.speed or DEFAULT_SPEED
+    try:
+        if not args.headless:
+            return run_dashboard(plan, workspace, journal, journal_path, args, records=records)
+        result = asyncio.run(
+            run_headless(plan, workspace, journal, seed=seed, speed=speed, records=records)
+        )
+    finally:
+        journal.close()
+    if args.json:
+        print(result_json(result))
+    return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
+
+
+def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_path: Path, args,
+                  records: list[dict] | None = None) -> int:
     """The dashboard with the engine embedded on the same event loop; stays open after the end."""
     from app.dashboard import SprintDeckApp
     from app.source import LiveSource
 
-    manager = SprintManager(plan, workspace=workspace, journal=journal, seed=args.seed,
-                            speed=args.speed or DEFAULT_SPEED)
+    manager_args = dict(workspace=workspace, journal=journal, seed=args.seed, speed=args.speed or DEFAULT_SPEED)
+    if records is None:
+        manager = SprintManager(plan, **manager_args)
+    else:  # no loop runs yet: lease timers are armed when the dashboard's loop starts the manager
+        manager = resume_manager(plan, records, **manager_args)
     app = SprintDeckApp(LiveSource(manager, journal=str(journal_path)), theme_name=args.theme)
     app.run()
     if not manager.finished:
@@ -96,9 +151,23 @@ def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_p
     return EXIT_OK if manager.metrics().completed_tasks == len(plan.tasks) else EXIT_TASKS_FAILED
 
 
-async def run_headless(plan: Plan, workspace: Path, journal: JournalWriter, *, seed: int, speed: float) -> SprintResult:
-    manager = SprintManager(plan, workspace=workspace, journal=journal, seed=seed, speed=speed)
+async def run_headless(
+    plan: Plan,
+    workspace: Path,
+    journal: JournalWriter,
+    *,
+    seed: int,
+    speed: float,
+    records: list[dict] | None = None,
+) -> SprintResult:
+    """Run to the end; with `records` (a resumed journal) continue that sprint instead of starting one."""
+    manager_args = dict(workspace=workspace, journal=journal, seed=seed, speed=speed)
+    if records is None:
+        manager = SprintManager(plan, **manager_args)
+    else:
+        manager = resume_manager(plan, records, **manager_args)
     progress = ProgressLine(sys.stderr, total=len(plan.tasks))
+    progress.done = sum(task.status == "completed" for task in manager.state.tasks.values())  # resumed
     manager.subscribe(progress.on_event)
     result = await manager.execute_sprint()
     progress.finish()
