@@ -1,0 +1,237 @@
+"""The replay dashboard: the live dashboard's widgets over a journal cursor, plus a transport bar.
+
+Replay is read-only: it never runs an agent; operations answer with a notice.  Stepping forward a
+little folds the events in between and updates only the rows they touched; any other move (back,
+or far) redraws every pane from the cursor's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+
+from app.dashboard import SprintDeckApp
+from engine.events import Event, EventType
+from engine.models import ProjectState
+from engine.replay import ReplayCursor, parse_time_of_day
+from widgets.changes import Changes, collect
+from widgets.scrubber import Scrubber, TransportState
+
+SPEEDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
+INCREMENTAL_STEP = 200  # a forward step this short updates only what its events touched
+MESSAGE_CHUNK = 20_000  # journal events read per tick while filling the Messages pane
+
+
+class ReplaySource:
+    """The dashboard's state source over a cursor: read-only, moved by the transport keys."""
+
+    live = False
+    mode = "replay"
+    transport = "replay"
+
+    def __init__(self, cursor: ReplayCursor) -> None:
+        self.cursor = cursor
+        self.journal = str(cursor.path)
+
+    @property
+    def state(self) -> ProjectState:
+        return self.cursor.state
+
+    @property
+    def finished(self) -> bool:
+        return self.cursor.position == self.cursor.total and self.state.meta.finished_at is not None
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """A recording does not change; the ReplayApp redraws when the cursor moves."""
+
+    def history(self) -> list[Event]:
+        return []
+
+    async def run(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class ReplayApp(SprintDeckApp):
+    BINDINGS = [
+        Binding("space", "play", "Play/pause", priority=True, id="replay.play"),
+        Binding("left_square_bracket", "step(-1)", "Back", key_display="[", priority=True, id="replay.back"),
+        Binding("right_square_bracket", "step(1)", "Step", key_display="]", priority=True, id="replay.step"),
+        Binding("left_curly_bracket", "step(-100)", "Back 100", key_display="{", priority=True, id="replay.back100"),
+        Binding("right_curly_bracket", "step(100)", "Step 100", key_display="}", priority=True, id="replay.step100"),
+        Binding("home", "seek_to(0)", "Start", priority=True, id="replay.start"),
+        Binding("end", "seek_to(-1)", "End", priority=True, id="replay.end"),
+        Binding("less_than_sign", "speed(-1)", "Slower", key_display="<", priority=True, id="replay.slower"),
+        Binding("greater_than_sign", "speed(1)", "Faster", key_display=">", priority=True, id="replay.faster"),
+    ]
+
+    def __init__(self, cursor: ReplayCursor, *, at: int | None = None, **kwargs) -> None:
+        self.cursor = cursor
+        cursor.seek(cursor.total if at is None else at)
+        super().__init__(ReplaySource(cursor), clock=self._cursor_time, **kwargs)
+        self.speed_index = SPEEDS.index(10)
+        self.playing = False
+        self._filled = 0  # journal events scanned into the message store so far
+        self._play_timer = None
+
+    def _cursor_time(self) -> datetime:
+        position = self.cursor.position
+        return self.cursor.time_of(position) if position else self.cursor.start_time
+
+    def compose(self) -> ComposeResult:
+        yield from super().compose()
+        self.scrubber = Scrubber(id="scrubber")
+        yield self.scrubber
+
+    def on_mount(self) -> None:
+        self._fill_messages()
+        self.set_interval(1 / 15, self._fill_messages)
+        self.show_position()
+        # After first paint: snapshots make every later seek cost at most `snapshot_every` events.
+        self.run_worker(self.cursor.build_snapshots, thread=True, group="snapshots")
+
+    # ------------------------------------------------------------ moving
+
+    def seek(self, seq: int) -> None:
+        old = self.cursor.position
+        seq = max(0, min(seq, self.cursor.total))
+        if 0 < seq - old <= INCREMENTAL_STEP:
+            events = self.cursor.events(old + 1, seq)
+            self.cursor.seek(seq)
+            changes = collect(events)
+        else:
+            self.cursor.seek(seq)
+            changes = Changes(everything=True)
+        self.refresh_panes(changes)
+        self.metrics.refresh_state(self.source.state, changes, self.clock())  # live: 1 Hz; here: every move
+        self.show_position()
+
+    def show_position(self) -> None:
+        cursor = self.cursor
+        position = cursor.position
+        event = cursor.event(position) if position else None
+        started = cursor.start_time
+        elapsed = (self._cursor_time() - started).total_seconds() if started else 0.0
+        self.scrubber.show(
+            TransportState(position, cursor.total, elapsed, SPEEDS[self.speed_index], self.playing, _describe(event))
+        )
+        if event is not None:
+            self.messages.highlight_seq(self._message_at_or_before(position))
+
+    def _message_at_or_before(self, seq: int) -> int | None:
+        store = self.store
+        index = None
+        # The store is in seq order: binary search for the last message at or before seq.
+        low, high = 0, len(store) - 1
+        while low <= high:
+            middle = (low + high) // 2
+            if store.seq(middle) <= seq:
+                index, low = middle, middle + 1
+            else:
+                high = middle - 1
+        return store.seq(index) if index is not None else None
+
+    def _fill_messages(self) -> None:
+        """Load the recording's messages into the store a chunk per tick, so first paint is fast."""
+        total = self.cursor.total
+        if self._filled >= total:
+            return
+        end = min(total, self._filled + MESSAGE_CHUNK)
+        appended = False
+        for event in self.cursor.events(self._filled + 1, end):
+            if event.type == EventType.MESSAGE:
+                self.store.append(event.seq, event.data["message"])
+                appended = True
+        self._filled = end
+        if appended:
+            self.messages.messages_appended()
+            if self.cursor.position:
+                self.messages.highlight_seq(self._message_at_or_before(self.cursor.position))
+
+    # ------------------------------------------------------------ keys
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Transport keys are priority bindings: let them go to the command line while it is open."""
+        if action in ("play", "step", "seek_to", "speed") and self.command_line.display:
+            return False
+        return True
+
+    def action_play(self) -> None:
+        self.playing = not self.playing
+        if self._play_timer is not None:
+            self._play_timer.stop()
+            self._play_timer = None
+        if self.playing:
+            self._play_timer = self.set_interval(1 / 15, self._tick)
+        self.show_position()
+
+    def _tick(self) -> None:
+        step = max(1, round(SPEEDS[self.speed_index] / 15))
+        if self.cursor.position >= self.cursor.total:
+            self.action_play()  # reached the end: pause
+            return
+        self.seek(self.cursor.position + step)
+
+    def action_step(self, n: int) -> None:
+        self.seek(self.cursor.position + n)
+
+    def action_seek_to(self, seq: int) -> None:
+        self.seek(self.cursor.total if seq < 0 else seq)
+
+    def action_speed(self, delta: int) -> None:
+        self.speed_index = max(0, min(len(SPEEDS) - 1, self.speed_index + delta))
+        self.show_position()
+
+    def on_scrubber_seek(self, message: Scrubber.Seek) -> None:
+        self.seek(message.seq)
+
+    def run_command(self, text: str) -> None:
+        """`:seek N` (an event) or `:seek 12:30` (a time of day); everything else as live."""
+        words = text.split()
+        if not words or words[0] != "seek":
+            super().run_command(text)
+            return
+        if len(words) != 2:
+            self.notify(":seek takes an event number or a time like 12:30", severity="warning")
+            return
+        target = words[1]
+        if target.isdigit():
+            self.seek(int(target))
+            return
+        try:
+            when = parse_time_of_day(target, self.cursor.start_time)
+        except ValueError as exc:
+            self.notify(str(exc), title="seek", severity="warning")
+            return
+        self.cursor.seek_time(when)
+        self.seek(self.cursor.position)
+
+    def get_system_commands(self, screen):
+        yield from super().get_system_commands(screen)
+        from textual.app import SystemCommand
+
+        yield SystemCommand("Play / pause replay", "Start or stop stepping through the recording", self.action_play)
+        yield SystemCommand("Go to the start", "Show the state before the first event", lambda: self.action_seek_to(0))
+        yield SystemCommand("Go to the end", "Show the final recorded state", lambda: self.action_seek_to(-1))
+
+
+def _describe(event: Event | None) -> str:
+    if event is None:
+        return "before the first event"
+    data = event.data
+    if event.type == EventType.MESSAGE:
+        message = data["message"]
+        return f"#{event.seq} message {message['type']} {message['from']} → {message['to']}"
+    subject = data.get("taskId") or data.get("path") or data.get("agentId") or data.get("resourceId") or ""
+    return f"#{event.seq} {event.type} {subject}".strip()
+
+
+def run_replay(cursor: ReplayCursor, *, theme: str | None = None, at: int | None = None) -> int:
+    """`sprintdeck replay JOURNAL`: open the replay dashboard; returns the exit code."""
+    ReplayApp(cursor, at=at, theme_name=theme).run()
+    return 0
