@@ -23,6 +23,7 @@ EXIT_DIVERGED = EXIT_TASKS_FAILED  # 1: the recordings differ
 TIME_KEYS = frozenset({
     "ts", "mono", "crc", "timestamp", "expiresAt", "since", "startedAt", "finishedAt", "mtime",
     "lastHeartbeat", "busySince", "lastModified", "latencyMs", "digest", "epoch",
+    "waited",  # seconds a task waited for its locks: measured live, like a timestamp
 })
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?$")
 RANDOM_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex message ids and the correlation ids naming them
