@@ -274,15 +274,18 @@ class SprintDeckApp(App[int]):
         if manager is None:
             return
         if isinstance(self.focused, AgentsPane):
-            agent_id = self.focused.selected_key()
-            if agent_id is None:
-                return
-            paused = manager.state.agents[agent_id].status != "paused"
-            self._operate(lambda: manager.op_pause_agent(agent_id, paused),
-                          f"{agent_id} {'paused' if paused else 'resumed'}")
+            self._toggle_selected_agent()
             return
         paused = not manager.state.meta.paused
         self._operate(lambda: manager.op_pause_sprint(paused), f"sprint {'paused' if paused else 'resumed'}")
+
+    def _toggle_selected_agent(self) -> None:
+        manager = self._manager()
+        agent_id = self.agents.selected_key()
+        if manager is None or agent_id is None:
+            return
+        paused = manager.state.agents[agent_id].status != "paused"
+        self._operate(lambda: manager.op_pause_agent(agent_id, paused), f"{agent_id} {'paused' if paused else 'resumed'}")
 
     def action_force_release(self, lock_id: str | None = None) -> None:
         manager = self._manager()
@@ -471,6 +474,8 @@ class SprintDeckApp(App[int]):
         yield SystemCommand("Raise priority", "Raise the selected task's priority", lambda: self.action_priority(1))
         yield SystemCommand("Lower priority", "Lower the selected task's priority", lambda: self.action_priority(-1))
         yield SystemCommand("Pause or resume sprint", "Stop or restart dispatching work", self.action_pause)
+        yield SystemCommand("Pause or resume agent", "The agent selected in the Agents pane", self._toggle_selected_agent)
+        yield SystemCommand("Follow messages", "Keep the newest message in view", self.messages.action_toggle_follow)
         yield SystemCommand("Force-release lock", "Release the selected lock", self.action_force_release)
         yield SystemCommand("Filter messages", "Filter the Messages pane", self.action_filter)
         for how in ("accept", "revert", "merge"):

@@ -22,7 +22,7 @@ from widgets.scrubber import Scrubber, TransportState
 
 SPEEDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 INCREMENTAL_STEP = 200  # a forward step this short updates only what its events touched
-MESSAGE_CHUNK = 20_000  # journal events read per tick while filling the Messages pane
+MESSAGE_CHUNK = 5_000  # journal events read per tick while filling the Messages pane (~50 ms)
 
 
 class ReplaySource:
@@ -72,7 +72,8 @@ class ReplayApp(SprintDeckApp):
 
     def __init__(self, cursor: ReplayCursor, *, at: int | None = None, **kwargs) -> None:
         self.cursor = cursor
-        cursor.seek(cursor.total if at is None else at)
+        # Open at the start by default: folding a long journal to its end would hold up first paint.
+        cursor.seek(0 if at is None else at)
         super().__init__(ReplaySource(cursor), clock=self._cursor_time, **kwargs)
         self.speed_index = SPEEDS.index(10)
         self.playing = False
@@ -89,10 +90,12 @@ class ReplayApp(SprintDeckApp):
         yield self.scrubber
 
     def on_mount(self) -> None:
-        self._fill_messages()
         self.set_interval(1 / 15, self._fill_messages)
         self.show_position()
         # After first paint: snapshots make every later seek cost at most `snapshot_every` events.
+        self.call_after_refresh(self.set_timer, 0.5, self._build_snapshots)
+
+    def _build_snapshots(self) -> None:
         self.run_worker(self.cursor.build_snapshots, thread=True, group="snapshots")
 
     # ------------------------------------------------------------ moving

@@ -32,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
         if not args.headless:
             from app.replay_dashboard import run_replay  # Textual only when a dashboard is wanted
 
-            return int(run_replay(cursor, theme=args.theme))
+            return int(run_replay(cursor, theme=args.theme, at=args.at))
         return headless(cursor, at=args.at, as_json=args.json)
     except (JournalError, ValueError, KeyError) as exc:
         print(f"sprintdeck: {exc}", file=sys.stderr)
