@@ -37,17 +37,16 @@ from __future__ import annotations
 
 import heapq
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from typing import Generic, Literal, NamedTuple, TypeVar
 
 import networkx as nx
 
 from engine.protocol import LockType
+from engine.resources import LockError, _ancestors, normalise_resource, overlaps
 
 __all__ = [
     "AcquireResult",
@@ -64,73 +63,6 @@ __all__ = [
 
 MODE_RANK: dict[str, int] = {"read": 0, "write": 1, "exclusive": 2}
 _COMPATIBLE = frozenset({("read", "read"), ("read", "write"), ("write", "read")})
-_NAME_PREFIX = re.compile(r"[a-z][a-z0-9_-]*:")
-_DRIVE = re.compile(r"[A-Za-z]:[/\\]")
-
-
-class LockError(ValueError):
-    """A request the lock manager refuses to consider at all (bad id, not the holder, ...)."""
-
-
-# ---------------------------------------------------------------- resource ids
-
-
-def normalise_resource(resource_id: str) -> str:
-    """Return the canonical id, so that `src/./a`, `src\\a` and `src/a/` name one lock."""
-    if not isinstance(resource_id, str):
-        raise LockError(f"resource id {resource_id!r} is not a string")
-    return _normalise(resource_id)
-
-
-@lru_cache(maxsize=16384)
-def _normalise(resource_id: str) -> str:
-    # Cached: agents ask for the same few hundred paths over and over.
-    if not resource_id.strip():
-        raise LockError(f"resource id {resource_id!r} is empty")
-    if "\x00" in resource_id:
-        raise LockError(f"resource id {resource_id!r} contains a NUL character")
-    if _DRIVE.match(resource_id) or resource_id[0] in "/\\":
-        raise LockError(f"resource id {resource_id!r} is an absolute path; use a path relative to the workspace root")
-    prefix = _NAME_PREFIX.match(resource_id)
-    if prefix:
-        if prefix.end() == len(resource_id):
-            raise LockError(f"resource id {resource_id!r} names nothing after the {prefix.group()!r} prefix")
-        return resource_id
-    return _normalise_path(resource_id)
-
-
-def _normalise_path(resource_id: str) -> str:
-    parts: list[str] = []
-    for part in resource_id.replace("\\", "/").split("/"):
-        if part in ("", "."):
-            continue
-        if part != "..":
-            parts.append(part)
-        elif parts:
-            parts.pop()
-        else:
-            raise LockError(f"resource id {resource_id!r} escapes the workspace root")
-    if not parts:
-        raise LockError(f"resource id {resource_id!r} names the workspace root itself, not a resource in it")
-    path = "/".join(parts)
-    if _NAME_PREFIX.match(path):
-        # Otherwise `./db:x` would silently become the named resource `db:x`.
-        raise LockError(f"resource id {resource_id!r} normalises to {path!r}, which reads as a named resource")
-    return path
-
-
-@lru_cache(maxsize=16384)
-def _ancestors(resource_id: str) -> tuple[str, ...]:
-    """The directories above a normalised path (`a/b/c` -> `a`, `a/b`); none for a `name:` id."""
-    if _NAME_PREFIX.match(resource_id):
-        return ()
-    parts = resource_id.split("/")
-    return tuple("/".join(parts[:i]) for i in range(1, len(parts)))
-
-
-def overlaps(a: str, b: str) -> bool:
-    """True when locks on the two normalised ids can conflict: equal, or one is a directory above the other."""
-    return a == b or a in _ancestors(b) or b in _ancestors(a)
 
 
 def compatible(held: LockType, asked: LockType) -> bool:

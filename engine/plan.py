@@ -16,7 +16,6 @@ import difflib
 import hashlib
 import math
 import os
-import posixpath
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -45,13 +44,11 @@ from pydantic import (
 
 from engine.models import AgentConfig, AgentKind, ResourceLimits
 from engine.protocol import LockType, Priority
+from engine.resources import normalise_resource
 
 Coordination = Literal["sequential", "parallel", "collaborative"]
 
 AGENT_ID_PATTERN = re.compile(r"[a-z0-9_-]+")
-# A resource such as `db:schema` names something that is not a file; at least two characters
-# before the colon so that a Windows drive (`C:`) is not mistaken for one.
-NAMED_RESOURCE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]+:.*")
 
 
 # ---------------------------------------------------------------- durations and sizes
@@ -128,23 +125,6 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-def normalize_resource(path: str) -> str:
-    """A workspace-relative POSIX path (or a `name:` resource), refusing escapes from the workspace.
-
-    Locks compare paths by prefix, so `./server//routes.ts` and `server/routes.ts` must be one id.
-    """
-    if NAMED_RESOURCE.fullmatch(path):
-        return path
-    if not path.strip():
-        raise ValueError("an empty path is not a resource")
-    if path.startswith("/"):
-        raise ValueError(f"resource {path!r} is an absolute path; use a path inside the workspace")
-    normal = posixpath.normpath(path)
-    if normal == ".." or normal.startswith("../"):
-        raise ValueError(f"resource {path!r} leaves the workspace")
-    return normal
-
-
 def _resource_entries(value: Any) -> Any:
     """A bare string in `resources` is a write lock on that path."""
     value = _one_or_many(value)
@@ -157,7 +137,7 @@ Text = Annotated[str, BeforeValidator(_text)]
 Names = Annotated[list[str], BeforeValidator(_one_or_many)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
-ResourcePath = Annotated[str, AfterValidator(normalize_resource)]
+ResourcePath = Annotated[str, AfterValidator(normalise_resource)]
 
 
 class SpecModel(BaseModel):

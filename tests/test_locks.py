@@ -83,9 +83,9 @@ def test_normalise_accepts_and_canonicalises(raw: str, expected: str) -> None:
         ("\\server\\share", "absolute"),
         ("C:\\work\\x", "absolute"),
         ("c:/work/x", "absolute"),
-        ("../x", "escapes"),
-        ("a/../../x", "escapes"),
-        ("src/../..", "escapes"),
+        ("../x", "leaves the workspace"),
+        ("a/../../x", "leaves the workspace"),
+        ("src/../..", "leaves the workspace"),
         (".", "workspace root"),
         ("a/..", "workspace root"),
         ("db:", "names nothing"),
@@ -100,7 +100,7 @@ def test_normalise_refuses_with_id_and_reason(raw: str, reason: str) -> None:
 
 
 def test_acquire_refuses_a_bad_id_with_lock_error(lm: LockManager) -> None:
-    with pytest.raises(LockError, match=r"'\.\./secret'.*escapes"):
+    with pytest.raises(LockError, match=r"'\.\./secret'.*leaves the workspace"):
         lm.acquire("a", [("src/ok", "read"), ("../secret", "read")])
     assert lm.grants() == []  # nothing half-granted
 

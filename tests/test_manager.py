@@ -193,7 +193,7 @@ async def test_bad_messages_get_agent_error_and_the_engine_keeps_running(tmp_pat
     rejected = _of(run.events, EventType.MESSAGE_REJECTED)
     fields = [e.data["field"] for e in rejected]
     assert fields == ["from", "type", "payload.taskId", "payload.resourceId"]
-    assert "escapes" in rejected[-1].data["reason"] or "outside" in rejected[-1].data["reason"]
+    assert "leaves the workspace" in rejected[-1].data["reason"]
     assert run.result.state.meta.rejected_messages == 4
 
 
