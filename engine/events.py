@@ -7,9 +7,26 @@ journal again gives the same state without re-running any agent or reading any c
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def iso_utc(epoch: float) -> str:
+    """`2026-11-24T04:30:05.123456Z` for a Unix time.
+
+    Every event carries one, so the date part is formatted once per second and reused;
+    `datetime.isoformat` per event cost more than the rest of a small event's bookkeeping.
+    """
+    global _second_cache
+    second = int(epoch)
+    micro = int((epoch - second) * 1_000_000)
+    if _second_cache[0] != second:
+        _second_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_cache[1]}.{micro:06d}Z"
 
 
 class EventType(StrEnum):

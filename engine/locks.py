@@ -198,6 +198,18 @@ class _PathIndex(Generic[K, V]):
             if not below:
                 del self._below[ancestor]
 
+    def covering(self, path: str) -> list[V]:
+        """Entries on `path` and on the directories above it (not those below)."""
+        at = self._at
+        if not at:
+            return []
+        found = list(at[path].values()) if path in at else []
+        for ancestor in _ancestors(path):
+            bucket = at.get(ancestor)
+            if bucket:
+                found.extend(bucket.values())
+        return found
+
     def overlapping(self, path: str) -> list[V]:
         """Entries on `path`, on the directories above it and on the paths below it."""
         at = self._at
@@ -666,6 +678,11 @@ class LockManager:
         """Grants that bear on `resource_id`: on it, on a directory above it, or on a path below it."""
         path = normalise_resource(resource_id)
         return sorted(self._holders.overlapping(path), key=lambda g: g.token)
+
+    def covering(self, resource_id: str) -> list[Grant]:
+        """Grants whose lock covers `resource_id`: on it or on a directory above it."""
+        path = normalise_resource(resource_id)
+        return sorted(self._holders.covering(path), key=lambda g: g.token)
 
     def waiters(self, resource_id: str | None = None) -> list[Waiter]:
         """Queued paths in queue order, all of them or those overlapping `resource_id`."""

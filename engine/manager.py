@@ -16,13 +16,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from engine.conflicts import FileGuard, ResolutionError
 from engine.dag import build_dag
-from engine.events import Event, EventType
+from engine.events import Event, EventType, iso_utc
 from engine.journal import JournalWriter
 from engine.locks import AcquireResult, Grant, LockError, LockManager, normalise_resource
 from engine.merge import MergeResult
@@ -94,7 +94,7 @@ class SprintManager:
         transport: Transport | None = None,
         journal: JournalWriter | None = None,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        wall: Callable[[], float] = time.time,
         seed: int = 0,
         speed: float = 1.0,
     ) -> None:
@@ -126,6 +126,7 @@ class SprintManager:
         self._open_tasks: set[str] = set()
         self._explicit_locks: set[str] = set()  # grants an agent asked for itself (resource_lock)
         self._agent_specs = {spec.id: spec for spec in plan.agents}
+        self._locks_of: dict[str, list[tuple[str, str]]] = {}
         self._lease_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.transport.tap(self._record_message)
@@ -138,7 +139,7 @@ class SprintManager:
         self._listeners.append(listener)
 
     def _now_iso(self) -> str:
-        return self.wall().isoformat().replace("+00:00", "Z")
+        return iso_utc(self.wall())
 
     def emit(self, kind: EventType, **data: Any) -> Event:
         """Apply an event and journal it: the only way this manager changes state.
@@ -171,7 +172,7 @@ class SprintManager:
         self.emit(EventType.STATE_DIGEST, digest=state_digest(self.state), of=self.state.version)
 
     def _wall_at(self, mono: float) -> str:
-        return (self.wall() + timedelta(seconds=mono - self.clock())).isoformat().replace("+00:00", "Z")
+        return iso_utc(self.wall() + (mono - self.clock()))
 
     # ================================================================ messages
 
@@ -618,7 +619,14 @@ class SprintManager:
         return self.plan.task(task_id)
 
     def _task_locks(self, task: TaskState) -> list[tuple[str, str]]:
-        spec = self._task_spec(task.id)
+        """The (path, mode) pairs a task's attempt locks; the plan never changes, so once per task."""
+        cached = self._locks_of.get(task.id)
+        if cached is None:
+            cached = self._locks_of[task.id] = self._plan_locks(task.id)
+        return cached
+
+    def _plan_locks(self, task_id: str) -> list[tuple[str, str]]:
+        spec = self._task_spec(task_id)
         wanted = [(r.path, r.mode) for r in spec.resources] + [(p, "write") for p in spec.shared_resources]
         merged: dict[str, str] = {}
         strength = {"read": 0, "write": 1, "exclusive": 2}
@@ -1114,7 +1122,7 @@ class SprintManager:
             self.journal.flush_sync()
 
     def metrics(self) -> SprintMetrics:
-        return sprint_metrics(self.state, self.wall())
+        return sprint_metrics(self.state, datetime.fromtimestamp(self.wall(), UTC))
 
     def broadcast_info(self, info: str, **data: Any) -> None:
         self.post(make_message(MessageType.BROADCAST_INFO, MANAGER_ID, BROADCAST, {"info": info, "data": data}))

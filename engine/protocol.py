@@ -9,8 +9,9 @@ named (see `ProtocolError`).
 
 from __future__ import annotations
 
+import itertools
 import json
-import uuid
+import os
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
@@ -215,8 +216,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_ID_PREFIX = os.urandom(8).hex()  # this process's random half of every id it makes
+_id_counter = itertools.count(1)
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A unique message id: 64 random bits per process, then a counter (32 hex digits).
+
+    Unique across processes like a uuid4, without a system call per message.
+    """
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 class IPCMessage(WireModel):

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from engine.events import Event, EventType
 from engine.models import (
     AgentState,
@@ -28,6 +30,9 @@ from engine.protocol import MessageType
 from engine.resources import overlaps
 
 Handler = Callable[[ProjectState, Event], None]
+_AGENT_LIST = TypeAdapter(list[AgentState])
+_TASK_LIST = TypeAdapter(list[TaskState])
+_FILE_LIST = TypeAdapter(list[FileState])
 _HANDLERS: dict[str, Handler] = {}
 
 
@@ -86,14 +91,12 @@ def _sprint_started(state: ProjectState, event: Event) -> None:
     meta.sprint = event.data["sprint"]
     meta.started_at = _time(event)
     meta.journal_epoch = event.data.get("epoch", 1)
-    for raw in event.data["agents"]:
-        agent = AgentState.model_validate(raw)
+    # One validation call per list: per-item model_validate calls dominated a 10,000-task start.
+    for agent in _AGENT_LIST.validate_python(event.data["agents"]):
         state.agents[agent.id] = agent
-    for raw in event.data["tasks"]:
-        task = TaskState.model_validate(raw)
+    for task in _TASK_LIST.validate_python(event.data["tasks"]):
         state.tasks[task.id] = task
-    for raw in event.data.get("files", []):
-        file = FileState.model_validate(raw)
+    for file in _FILE_LIST.validate_python(event.data.get("files", [])):
         state.files[file.path] = file
 
 

@@ -114,9 +114,10 @@ class Scheduler:
         if state.meta.paused or not self._queued:
             return []
         free = _free_slots(state.agents.values())
+        total_free = sum(free.values())
         placements: list[Placement] = []
         skipped: list[tuple[tuple, str]] = []
-        while self._ready and any(free.values()):
+        while self._ready and total_free > 0:
             rank, task_id = heapq.heappop(self._ready)
             if self._queued.get(task_id) != rank:
                 continue  # stale entry: re-ranked, placed or discarded
@@ -126,11 +127,13 @@ class Scheduler:
                 if task_id in self._collaborative:
                     # Reserve its agents so lower-ranked work cannot starve the group.
                     for agent_id in self._capable[task_id]:
+                        total_free -= free.get(agent_id, 0)
                         free[agent_id] = 0
                 continue
             del self._queued[task_id]
             for agent_id in chosen:
                 free[agent_id] -= 1
+            total_free -= len(chosen)
             placements.append(Placement(task_id, chosen))
         for entry in skipped:
             heapq.heappush(self._ready, entry)
@@ -147,9 +150,11 @@ class Scheduler:
 
 
 def _free_slots(agents: Iterable[AgentState]) -> dict[str, int]:
-    return {
-        agent.id: max(0, agent.max_concurrent_tasks - len(agent.current_tasks))
-        if agent.status in PLACEABLE_AGENT_STATUSES
-        else 0
-        for agent in agents
-    }
+    """Agents with room for another task and how much (agents without room are left out)."""
+    free = {}
+    for agent in agents:
+        if agent.status in PLACEABLE_AGENT_STATUSES:
+            room = agent.max_concurrent_tasks - len(agent.current_tasks)
+            if room > 0:
+                free[agent.id] = room
+    return free

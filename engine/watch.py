@@ -178,7 +178,7 @@ class FileIndex:
     def reconcile(self, rel: str) -> list[Observation]:
         """Bring one path (file, directory, or gone) up to date; what changed."""
         absolute = self.root / rel
-        if not self._inside(absolute.parent):
+        if not self._inside(rel):
             return self._forget(rel)  # reached through a symlink: not ours to read
         try:
             info = os.lstat(absolute)
@@ -200,7 +200,7 @@ class FileIndex:
     def read(self, rel: str) -> bytes:
         """The current bytes of a file (a symlink's target text), for snapshots and merges."""
         absolute = self.root / rel
-        if not self._inside(absolute.parent):
+        if not self._inside(rel):
             raise OSError(f"{rel} is reached through a symlink")
         if os.path.islink(absolute):
             return os.readlink(absolute).encode()
@@ -208,9 +208,23 @@ class FileIndex:
 
     # ------------------------------------------------------------ internals
 
-    def _inside(self, directory: Path) -> bool:
-        real = os.path.realpath(directory)
-        return real == self.real_root or real.startswith(self.real_root + os.sep)
+    def _inside(self, rel: str) -> bool:
+        """Whether `rel`'s directory is reached without leaving the root through a symlink.
+
+        Only the components below the root are looked at (one lstat each); `realpath` of the
+        whole absolute path is the slow fallback, needed only when one of them is a link.
+        """
+        parts = rel.split("/")[:-1]
+        current = self.root
+        for part in parts:
+            current = current / part
+            try:
+                if stat.S_ISLNK(os.lstat(current).st_mode):
+                    real = os.path.realpath(self.root.joinpath(*parts))
+                    return real == self.real_root or real.startswith(self.real_root + os.sep)
+            except OSError:
+                return True  # a missing directory: the caller's own lstat reports it
+        return True
 
     def _walk(self, rel_dir: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
         stack = [rel_dir]
@@ -306,6 +320,8 @@ class FileIndex:
         if rel in self.entries and not keep_self:
             known = self.entries.pop(rel)
             return [Observation(rel, "deleted", previous=known.checksum)]
+        if rel in self.entries:
+            return []  # a known file has nothing below it
         prefix = rel + "/"
         below = [p for p in self.entries if p.startswith(prefix)]
         return [Observation(p, "deleted", previous=self.entries.pop(p).checksum) for p in below]
