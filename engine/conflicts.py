@@ -29,7 +29,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from engine.events import EventType
 from engine.locks import Grant, LockError
 from engine.merge import MergeResult, merge3
-from engine.resources import covers, is_named
+from engine.resources import is_named
 from engine.watch import FileIndex, Observation, Watcher, checksum_bytes, checksum_with, pair_renames
 
 if TYPE_CHECKING:
@@ -161,6 +161,7 @@ class FileGuard:
         self.kept: dict[str, Kept] = {}
         self.reports: dict[str, Report] = {}
         self._deferred: dict[str, tuple[asyncio.TimerHandle, tuple[Any, ...]]] = {}
+        self._released: set[str] = set()  # resource ids released since the last `after_release`
 
     @property
     def running(self) -> bool:
@@ -169,24 +170,81 @@ class FileGuard:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Arm the OS watch, then scan (so nothing between the two is missed) and journal the scan."""
-        manager = self.manager
-        if not Path(manager.workspace).is_dir():
-            log.warning("workspace %s is not a directory: files are not watched", manager.workspace)
+        """Arm the OS watch, then scan (so nothing between the two is missed) and journal the scan.
+
+        After `recover` the index already holds the workspace as the journal knew it, so the scan
+        only finds what changed since, and that is judged like any other change.
+        """
+        recovered = self.running
+        if not recovered and not self._open_index():
             return
-        ignore, spill_dir = self._journal_places()
-        self.index = FileIndex(manager.workspace, ignore=ignore)
-        self.store = ContentStore(spill_dir)
         self.watcher = Watcher(self.index, self.on_changes)
         await self.watcher.start()
         observations = await asyncio.to_thread(self.index.scan)
+        if recovered:
+            if observations:
+                self.on_changes(pair_renames(observations))
+            return
         files = [
             {"path": o.path, "checksum": o.checksum, "size": o.size, "mtime": _iso_ns(o.mtime_ns)}
             for o in observations
             if o.kind == "changed"
         ]
         unreadable = [{"path": o.path, "error": o.error} for o in observations if o.kind == "unreadable"]
-        manager.emit(EventType.FILES_SCANNED, files=files, unreadable=unreadable)
+        self.manager.emit(EventType.FILES_SCANNED, files=files, unreadable=unreadable)
+
+    def recover(self) -> None:
+        """A restarted manager: judge what changed in the workspace while it was down, then keep
+        the content of every path still under a lock as that lock's base (for revert and merge).
+
+        Called with the journal's locks restored and before any of them is released, so a change
+        the crashed holder made under its lock is its own, and a change nobody was entitled to
+        make is a conflict, exactly as if the watcher had seen it live.
+        """
+        if not self._open_index():
+            return
+        known = self.manager.state.files
+        changes = []
+        seen = set()
+        for obs in self.index.scan():
+            seen.add(obs.path)
+            file = known.get(obs.path)
+            existed = file is not None and file.status != "deleted" and file.error is None
+            if obs.kind == "changed" and existed and file.checksum == obs.checksum:
+                continue  # as the journal knew it
+            changes.append(replace(obs, created=not existed, previous=file.checksum if existed else ""))
+        for path, file in known.items():
+            if path not in seen and file.status != "deleted" and file.error is None:
+                changes.append(Observation(path, "deleted", previous=file.checksum))
+        self._forget_lost_content(known)
+        if changes:
+            self.on_changes(pair_renames(changes))
+        for grant in self.manager.locks.grants():
+            if not is_named(grant.resource_id):
+                for path in self._paths_under(grant.resource_id):
+                    self._keep_base(path)
+
+    def _forget_lost_content(self, known: dict[str, Any]) -> None:
+        """Conflicts stay after a restart, but the content kept for their revert and merge died
+        with the old process: a rescan of those files says so (the reducer clears canRevert/canMerge)."""
+        files = []
+        for path, file in known.items():
+            entry = self.index.entries.get(path)
+            if file.status == "conflict" and entry is not None and not entry.error:
+                files.append({"path": path, "checksum": entry.checksum, "size": entry.size, "mtime": _iso_ns(entry.mtime_ns)})
+        if files:
+            self.manager.emit(EventType.FILES_SCANNED, files=files, unreadable=[])
+
+    def _open_index(self) -> bool:
+        """The stat/checksum index and the kept-content store (no OS watch yet)."""
+        manager = self.manager
+        if not Path(manager.workspace).is_dir():
+            log.warning("workspace %s is not a directory: files are not watched", manager.workspace)
+            return False
+        ignore, spill_dir = self._journal_places()
+        self.index = FileIndex(manager.workspace, ignore=ignore)
+        self.store = ContentStore(spill_dir)
+        return True
 
     def _journal_places(self) -> tuple[list[str], Path]:
         """Paths the watcher ignores (the journal's directory) and where large kept content goes."""
@@ -228,10 +286,10 @@ class FileGuard:
         """The live grants covering `path` (on it or a directory above), minus `exclude` lock ids."""
         skip = set(exclude)
         try:
-            grants = self.manager.locks.holders(path)
+            grants = self.manager.locks.covering(path)
         except LockError:
             return []
-        return [g for g in grants if covers(g.resource_id, path) and g.lock_id not in skip]
+        return [g for g in grants if g.lock_id not in skip] if skip else grants
 
     def judge(self, path: str, exclude: Iterable[str] = ()) -> Verdict:
         grants = self.holders(path, exclude)
@@ -411,14 +469,27 @@ class FileGuard:
         a change under one is a conflict, and judging it now does not depend on notice timing)."""
         paths = [g.resource_id for g in grants if not is_named(g.resource_id)]
         if paths:
+            self._released.update(paths)
             self.settle(paths)
 
     def after_release(self) -> None:
-        """Drop kept content of paths no longer under any lock and not in conflict."""
-        for path in list(self.kept):
+        """Drop kept content of released paths now under no lock and not in conflict.
+
+        Only paths under the locks released since the last call can have lost their last holder,
+        so only those are looked at: the cost follows the release, not the number of locks held.
+        """
+        released, self._released = self._released, set()
+        for path in self._kept_under(released):
             file = self.manager.state.files.get(path)
             if not self.holders(path) and (file is None or file.status != "conflict"):
                 self._forget_kept(path)
+
+    def _kept_under(self, resource_ids: set[str]) -> list[str]:
+        found = [r for r in resource_ids if r in self.kept]
+        prefixes = tuple(r + "/" for r in resource_ids)
+        if prefixes and len(found) < len(resource_ids):  # some were directories (or kept nothing)
+            found += [p for p in self.kept if p.startswith(prefixes)]
+        return found
 
     def _paths_under(self, resource_id: str) -> list[str]:
         if resource_id in self.index.entries:

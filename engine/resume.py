@@ -13,6 +13,9 @@ recorded, so a replay tells the story too:
   reason `manager_restart`) and runs again as a new attempt, whose number fences any late
   completion of the old one.  Completed tasks stay completed: their effect happens once.
 * external agents live in their own processes: their locks and running attempts are kept.
+* the workspace is rescanned before any lock is released: what changed while the manager was down
+  is judged against the locks of that moment (a deleted file is recorded as deleted), and the
+  content of every path still locked is kept again as the base for revert and merge.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def resume_manager(
         previousVersion=previous_version,
         leases={grant.lock_id: manager._wall_at(grant.expires_at) for grant in manager.locks.grants()},
     )
+    manager.files.recover()  # judged against the restored locks, before any is released
     _drop_waiters(manager)
     for task in _attempts_to_restart(manager.state):
         _restart_attempt(manager, task)

@@ -27,6 +27,7 @@ from engine.manager import SprintManager
 from engine.protocol import MANAGER_ID, MessageType, make_message
 from engine.reducer import fold
 from engine.resume import resume_manager
+from engine.watch import checksum_bytes
 
 SPRINTDECK = [sys.executable, "-m", "app.cli"]
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
@@ -249,3 +250,73 @@ def test_a_rescan_after_a_restart_keeps_a_conflict_until_it_is_resolved() -> Non
     assert file.status == "conflict" and file.checksum == "c2"
     assert file.conflict.reason == "no_lock" and not file.conflict.can_revert and not file.conflict.can_merge
     assert state.meta.journal_epoch == 2
+
+
+# ---------------------------------------------------------------- the workspace while the manager was down
+
+
+async def test_resume_judges_what_changed_while_the_manager_was_down(tmp_path: Path) -> None:
+    """Deleted and changed files are recorded as such, and a lock kept across the restart has
+    its content kept again, so an unlocked change to it can still be reverted."""
+    plan = write_plan(
+        tmp_path,
+        {
+            "sprint": "resume-files",
+            "settings": {"lock_ttl": "60s", "heartbeat_timeout": "60s"},
+            "agents": [{"id": "ext", "kind": "external"}],
+            "tasks": [{"id": "u", "agent": "ext"}],
+        },
+    )
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    for name in ("held.txt", "base.txt", "gone.txt", "edited.txt", "same.txt"):
+        (workspace / name).write_text(f"{name} as recorded\n")
+    path = tmp_path / "journal.jsonl"
+    journal = JournalWriter.create(path, {"sprint": plan.sprint, "planDigest": plan.digest})
+    first = SprintManager(plan, workspace=workspace, journal=journal)
+    await first.start()
+    await first.handle_ipc_message(make_message(MessageType.AGENT_READY, "ext", MANAGER_ID, {}))
+    await first.handle_ipc_message(_lock_request("ext", "held.txt"))
+    await first.handle_ipc_message(_lock_request("ext", "base.txt"))
+    journal.flush_sync()
+    first.journal = None  # the crash
+    await first.stop()
+    journal.close()
+
+    # While the manager is down: one file deleted, one edited without a lock, the held one edited by its holder.
+    (workspace / "gone.txt").unlink()
+    (workspace / "edited.txt").write_text("edited behind everyone's back\n")
+    (workspace / "held.txt").write_text("the holder's own edit\n")
+
+    writer, _, records, _ = JournalWriter.resume(path)
+    manager = resume_manager(plan, records, workspace=workspace, journal=writer)
+    await manager.start()
+    try:
+        files = manager.state.files
+        gone = files["gone.txt"]  # deleted under no lock: recorded, and a conflict as it would be live
+        assert (gone.status, gone.conflict.change, gone.conflict.reason) == ("conflict", "deleted", "no_lock")
+        assert files["edited.txt"].status == "conflict"
+        assert files["edited.txt"].conflict.reason == "no_lock"
+        assert (files["held.txt"].status, files["held.txt"].modified_by) == ("modified", "ext")
+        assert files["same.txt"].status != "conflict"
+
+        # base.txt stayed locked and untouched: the holder reports its content, a different write
+        # is a conflict, and revert can undo it because the content was kept again at the restart.
+        (lock,) = [lock for lock in manager.state.locks.values() if lock.resource_id == "base.txt"]
+        report = {"path": "base.txt", "checksum": checksum_bytes(b"base.txt as recorded\n"),
+                  "lockId": lock.lock_id, "token": lock.token}
+        await manager.handle_ipc_message(make_message(MessageType.STATE_UPDATE, "ext", MANAGER_ID, report))
+        (workspace / "base.txt").write_text("someone else\n")
+        for _ in range(200):
+            if manager.state.files["base.txt"].status == "conflict":
+                break
+            await asyncio.sleep(0.02)
+        base = manager.state.files["base.txt"]
+        assert base.status == "conflict" and base.conflict.can_revert
+        manager.op_revert_file("base.txt")
+        assert (workspace / "base.txt").read_text() == "base.txt as recorded\n"
+    finally:
+        await manager.stop()
+        writer.close()
+    _, records, _ = read_journal(path)
+    assert fold(Event.from_record(r) for r in records).model_dump(mode="json") == manager.state.model_dump(mode="json")
