@@ -3,18 +3,28 @@
 Replay is read-only: it never runs an agent; operations answer with a notice.  Stepping forward a
 little folds the events in between and updates only the rows they touched; any other move (back,
 or far) redraws every pane from the cursor's state.
+
+A move that would fold more than `QUICK_SEEK_SNAPSHOTS` snapshot intervals -- a jump far ahead
+before the snapshot builder has got there -- never runs on the UI thread: a worker waits for (or
+becomes) the builder until the target is covered, folds the last stretch from a snapshot, and posts
+the state back; meanwhile the transport bar says "seeking…" and every key still works.  The newest
+move wins: a quick move or another far one makes a pending seek's result stale, and it is dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
+from textual.worker import get_current_worker
 
 from app.dashboard import SprintDeckApp
 from engine.events import Event, EventType
+from engine.journal import JournalError
 from engine.models import ProjectState
 from engine.replay import ReplayCursor, parse_time_of_day
 from widgets.changes import Changes, collect
@@ -23,6 +33,8 @@ from widgets.scrubber import Scrubber, TransportState
 SPEEDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 INCREMENTAL_STEP = 200  # a forward step this short updates only what its events touched
 MESSAGE_CHUNK = 5_000  # journal events read per tick while filling the Messages pane (~50 ms)
+QUICK_SEEK_SNAPSHOTS = 2  # a seek folding at most this many snapshot intervals runs at once (~30 ms)
+SEEK_STATUS_HZ = 4  # how often "seeking… indexing N%" is redrawn while a worker prepares a seek
 
 
 class ReplaySource:
@@ -70,10 +82,29 @@ class ReplayApp(SprintDeckApp):
         Binding("greater_than_sign", "speed(1)", "Faster", key_display=">", priority=True, id="replay.faster"),
     ]
 
+    class SeekReady(Message):
+        """A worker has the state at `seq` (for the seek numbered `generation`)."""
+
+        def __init__(self, generation: int, seq: int, state: ProjectState) -> None:
+            super().__init__()
+            self.generation, self.seq, self.state = generation, seq, state
+
+    class SeekFailed(Message):
+        """A worker's seek hit a damaged journal or a digest mismatch."""
+
+        def __init__(self, generation: int, error: JournalError) -> None:
+            super().__init__()
+            self.generation, self.error = generation, error
+
     def __init__(self, cursor: ReplayCursor, *, at: int | None = None, **kwargs) -> None:
         self.cursor = cursor
+        self.seeking: int | None = None  # the target of a seek a worker is preparing
+        self._seek_generation = 0  # bumped by every move: a worker's result for an older one is stale
+        self._seek_timer = None
         # Open at the start by default: folding a long journal to its end would hold up first paint.
-        cursor.seek(0 if at is None else at)
+        # An `at` too far to fold quickly is reached after first paint, by a worker.
+        self._deferred_at = at if at is not None and not self._quick(at) else None
+        cursor.seek(0 if at is None or self._deferred_at is not None else at)
         super().__init__(ReplaySource(cursor), clock=self._cursor_time, **kwargs)
         self.speed_index = SPEEDS.index(10)
         self.playing = False
@@ -94,15 +125,43 @@ class ReplayApp(SprintDeckApp):
         self.show_position()
         # After first paint: snapshots make every later seek cost at most `snapshot_every` events.
         self.call_after_refresh(self.set_timer, 0.5, self._build_snapshots)
+        if self._deferred_at is not None:
+            self.call_after_refresh(self.seek, self._deferred_at)
 
     def _build_snapshots(self) -> None:
-        self.run_worker(self.cursor.build_snapshots, thread=True, group="snapshots")
+        self.run_worker(self._build_all, thread=True, group="snapshots")
+
+    def _build_all(self) -> None:
+        """The snapshot builder (a thread): stops at its next snapshot once the App cancels it."""
+        self.cursor.build_snapshots(stop=get_current_worker().cancelled_event)
 
     # ------------------------------------------------------------ moving
 
+    @property
+    def target(self) -> int:
+        """Where the replay is going: a pending seek's target, else the cursor's position.
+
+        Relative moves (steps) start from here, so `end` then `[` means "just before the end".
+        """
+        return self.cursor.position if self.seeking is None else self.seeking
+
+    def _quick(self, seq: int) -> bool:
+        return self.cursor.seek_cost(seq) <= QUICK_SEEK_SNAPSHOTS * self.cursor.snapshot_every
+
     def seek(self, seq: int) -> None:
-        old = self.cursor.position
+        """Go to event `seq`: at once when that is quick, else through a worker (the UI stays live)."""
         seq = max(0, min(seq, self.cursor.total))
+        if seq == self.seeking:
+            return
+        if self._quick(seq):
+            self._end_seek()
+            self._move(seq)
+        else:
+            self._seek_in_background(seq)
+
+    def _move(self, seq: int) -> None:
+        """Seek on the UI thread (cheap: see `_quick`) and redraw what changed."""
+        old = self.cursor.position
         if 0 < seq - old <= INCREMENTAL_STEP:
             events = self.cursor.events(old + 1, seq)
             self.cursor.seek(seq)
@@ -110,9 +169,64 @@ class ReplayApp(SprintDeckApp):
         else:
             self.cursor.seek(seq)
             changes = Changes(everything=True)
+        self._redraw(changes)
+
+    def _redraw(self, changes: Changes) -> None:
         self.refresh_panes(changes)
         self.metrics.refresh_state(self.source.state, changes, self.clock())  # live: 1 Hz; here: every move
         self.show_position()
+
+    def _seek_in_background(self, seq: int) -> None:
+        """Hand a long seek to a worker; a newer one replaces it (the group is exclusive)."""
+        self._seek_generation += 1
+        self.seeking = seq
+        self.run_worker(partial(self._prepare_seek, seq, self._seek_generation),
+                        thread=True, group="seek", exclusive=True)
+        if self._seek_timer is None:
+            self._seek_timer = self.set_interval(1 / SEEK_STATUS_HZ, self.show_position)
+        self.show_position()
+
+    def _prepare_seek(self, seq: int, generation: int) -> None:
+        """The worker (a thread): let the snapshot builder cover `seq`, then fold the last stretch.
+
+        `build_snapshots(seq)` waits for the running builder to pass `seq` (or builds up to it if
+        none runs), so a jump to the end costs no more than the build would anyway, and never
+        twice.  The state goes back to the UI thread in a message: the cursor is only moved there.
+        """
+        worker = get_current_worker()
+        try:
+            self.cursor.build_snapshots(seq, stop=worker.cancelled_event)
+            if worker.is_cancelled:
+                return
+            state = self.cursor.state_at(seq)
+        except JournalError as error:
+            self.post_message(self.SeekFailed(generation, error))
+            return
+        self.post_message(self.SeekReady(generation, seq, state))
+
+    def on_replay_app_seek_ready(self, message: SeekReady) -> None:
+        if message.generation != self._seek_generation:
+            return  # a newer move came after this one was asked for
+        self._end_seek()
+        self.cursor.place(message.seq, message.state)
+        self._redraw(Changes(everything=True))
+
+    def on_replay_app_seek_failed(self, message: SeekFailed) -> None:
+        if message.generation == self._seek_generation:
+            self._end_seek()
+            self.show_position()
+            self.notify(str(message.error), title="seek", severity="error")
+
+    def _end_seek(self) -> None:
+        """Forget a pending seek: a later result for it is dropped, its worker cancelled."""
+        if self.seeking is None:
+            return
+        self._seek_generation += 1
+        self.seeking = None
+        self.workers.cancel_group(self, "seek")
+        if self._seek_timer is not None:
+            self._seek_timer.stop()
+            self._seek_timer = None
 
     def show_position(self) -> None:
         cursor = self.cursor
@@ -120,11 +234,17 @@ class ReplayApp(SprintDeckApp):
         event = cursor.event(position) if position else None
         started = cursor.start_time
         elapsed = (self._cursor_time() - started).total_seconds() if started else 0.0
+        what = _describe(event) if self.seeking is None else self._seek_status(self.seeking)
         self.scrubber.show(
-            TransportState(position, cursor.total, elapsed, SPEEDS[self.speed_index], self.playing, _describe(event))
+            TransportState(position, cursor.total, elapsed, SPEEDS[self.speed_index], self.playing, what)
         )
         if event is not None:
             self.messages.highlight_seq(self._message_at_or_before(position))
+
+    def _seek_status(self, target: int) -> str:
+        """"seeking to #N… indexing P%": how far the snapshot builder is towards the target."""
+        done = min(100, self.cursor.snapshots_until * 100 // max(1, target))
+        return f"seeking to #{target}… indexing {done}%"
 
     def _message_at_or_before(self, seq: int) -> int | None:
         store = self.store
@@ -174,6 +294,8 @@ class ReplayApp(SprintDeckApp):
         self.show_position()
 
     def _tick(self) -> None:
+        if self.seeking is not None:
+            return  # playing resumes from where the pending seek lands
         step = max(1, round(SPEEDS[self.speed_index] / 15))
         if self.cursor.position >= self.cursor.total:
             self.action_play()  # reached the end: pause
@@ -181,7 +303,7 @@ class ReplayApp(SprintDeckApp):
         self.seek(self.cursor.position + step)
 
     def action_step(self, n: int) -> None:
-        self.seek(self.cursor.position + n)
+        self.seek(self.target + n)
 
     def action_seek_to(self, seq: int) -> None:
         self.seek(self.cursor.total if seq < 0 else seq)
@@ -211,8 +333,7 @@ class ReplayApp(SprintDeckApp):
         except ValueError as exc:
             self.notify(str(exc), title="seek", severity="warning")
             return
-        self.cursor.seek_time(when)
-        self.seek(self.cursor.position)
+        self.seek(self.cursor.seq_at_time(when))  # a binary search over the index: no fold here
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)

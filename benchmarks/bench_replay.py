@@ -1,6 +1,8 @@
 """Replay of a generated 1,000,000-event journal: open-to-ready, seeks, linear replay, bytes/event.
 
 Run by hand:  .venv/bin/python benchmarks/bench_replay.py [--events N] [--seeks S] [--dir DIR] [--keep]
+(the dashboard's open -> first paint is measured by `bench_replay_first_paint.py`, which reuses
+`generate` from here)
 
 The journal is synthesised with `JournalWriter`: the first 31 events of the recorded webrtc sample
 (sprint started, agents registered, two tasks running), then heartbeats and `task_update` messages
@@ -13,6 +15,9 @@ Figures, each next to a peer measured in the same run:
 - linear replay (`build_snapshots`: parse, fold, verify digests, snapshot every 1,000) in events/s,
   next to a bare `json.loads` of every line of the same file;
 - seeks to random positions (snapshots built) p50/p95, and cold seeks on a fresh cursor;
+- a jump to the end issued one second into the snapshot build, done the way the dashboard's
+  worker does it (`build_snapshots(total)` waits for the running build, then `state_at`), next
+  to the build alone: the jump should land when the build does, not fold the journal a second time;
 - bytes per event.
 Prints figures; asserts nothing.
 """
@@ -28,6 +33,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -131,6 +137,22 @@ def seek_times(cursor: ReplayCursor, count: int, rng: random.Random) -> list[flo
     return times
 
 
+def end_seek_during_build(path: Path, delay: float = 1.0) -> tuple[float, float]:
+    """(seconds until a jump to the end issued `delay` s into the build lands, seconds the build took)."""
+    cursor = ReplayCursor.open(path)
+    started = time.perf_counter()
+    builder = threading.Thread(target=cursor.build_snapshots)
+    builder.start()
+    time.sleep(delay)
+    cursor.build_snapshots(cursor.total)  # the dashboard's seek worker: wait for the running build
+    cursor.place(cursor.total, cursor.state_at(cursor.total))
+    landed = time.perf_counter() - started
+    builder.join()
+    built = time.perf_counter() - started
+    cursor.close()
+    return landed, built
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -155,6 +177,10 @@ def main() -> None:
 
         cold = seek_times(ReplayCursor.open(path), 5, random.Random(1))
         print(f"cold seeks (no snapshots yet, fold from the nearest point): max {max(cold) * 1000:.0f} ms")
+
+        landed, built = end_seek_during_build(path)
+        print(f"jump to the end 1 s into the snapshot build (a worker's way): landed after {landed:.1f}s; "
+              f"the build took {built:.1f}s")
 
         json_s, _ = timed(bare_json, path)
         build_s, _ = timed(cursor.build_snapshots)
