@@ -53,6 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("plan")
     validate.add_argument("--json", action="store_true")
 
+    serve = sub.add_parser("serve", help="run a sprint whose external agents connect over a socket")
+    serve.add_argument("plan")
+    serve.add_argument("--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT (loopback)")
+    serve.add_argument("--headless", action="store_true", help="no dashboard; progress on stderr")
+    serve.add_argument("--json", action="store_true", help="print the final state and metrics as JSON")
+    serve.add_argument("--record", metavar="PATH", help="journal path (default .sprintdeck/runs/...)")
+    serve.add_argument("--seed", type=int, default=0, help="seed for simulated agents")
+    serve.add_argument("--workspace", metavar="DIR", help="work in DIR instead of a scratch copy")
+    serve.add_argument("--speed", type=float, default=None, help="simulated time factor (default 20)")
+    serve.add_argument("--theme", default=None, help="dashboard theme")
+    serve.add_argument("--resume", metavar="JOURNAL", help="continue a crashed sprint from its journal")
+
+    agent = sub.add_parser("agent", help="be one external agent of a served sprint, in this process")
+    agent.add_argument("--connect", required=True, metavar="ADDR", help="the address serve printed")
+    agent.add_argument("--id", required=True, help="the agent id in the plan")
+    agent.add_argument("--token-file", metavar="F", help="the agent's token file (or set SPRINTDECK_TOKEN)")
+    agent.add_argument("--workspace", metavar="DIR", help="run commands in DIR (default: the server's workspace)")
+    agent.add_argument("--simulate", action="store_true", help="simulate the work instead of running commands")
+    agent.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
+                       help="stop when no server answers for this long (default 300; 0 never)")
+
     export = sub.add_parser("export", help="print the task DAG")
     export.add_argument("plan")
     export.add_argument("--format", choices=["mermaid", "dot", "json"], default="mermaid")
@@ -66,6 +87,8 @@ COMMANDS = {
     "export": "app.commands.export",
     "replay": "app.commands.replay",
     "diff": "app.commands.diff",
+    "serve": "app.commands.serve",
+    "agent": "app.commands.agent",
 }
 
 

@@ -1,0 +1,133 @@
+"""`sprintdeck agent --connect ADDR --id ID`: one external agent of a served sprint, in this process.
+
+It binds to the server with its token, heartbeats at the interval the server names, and runs each
+assignment's command in the workspace (or simulates it with `--simulate`), using the embedded
+agents' code.  When the connection drops it keeps reconnecting, so it carries on with a server
+restarted by `serve --resume`.  Exit codes: 0 the sprint finished, 1 no server answered for
+`--give-up-after` seconds, 2 bad input or a refused token.  SIGTERM stops it cleanly (running
+commands are killed with their process group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
+from engine.agents.remote import RemoteAgentError, serve_agent
+from engine.transports.address import Address, AddressError, parse_address
+from engine.transports.client import ClientEvents, HandshakeRefused, ServerUnreachable, SocketClient
+from engine.transports.tokens import TokenError, read_token
+
+TOKEN_ENV = "SPRINTDECK_TOKEN"
+EXIT_TERMINATED = 143
+
+
+def main(args: argparse.Namespace) -> int:
+    prefix = f"sprintdeck agent {args.id}"
+    try:
+        address = parse_address(args.connect)
+        token = token_source(args.token_file)
+    except (AddressError, TokenError) as exc:
+        print(f"{prefix}: {'--connect ' if isinstance(exc, AddressError) else ''}{exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    workspace = Path(args.workspace).resolve() if args.workspace else None
+    if workspace is not None and not workspace.is_dir():
+        print(f"{prefix}: --workspace {workspace} is not a directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _log_to_stderr(prefix)
+    give_up = args.give_up_after if args.give_up_after and args.give_up_after > 0 else None
+    return asyncio.run(run(address, args.id, token, workspace, simulate=args.simulate, give_up_after=give_up))
+
+
+def token_source(token_file: str | None) -> Callable[[], str]:
+    """How to get the token at each connection: the file is re-read (serve may have rewritten it)."""
+    if token_file:
+        path = Path(token_file)
+        last = [read_token(path)]  # a missing or empty file is bad input now, not a retry loop
+
+        def from_file() -> str:
+            try:
+                last[0] = read_token(path)
+            except TokenError:
+                pass  # keep the token that worked
+            return last[0]
+
+        return from_file
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise TokenError(f"no token: pass --token-file F (serve prints the directory of token files) or set {TOKEN_ENV}")
+    return lambda: token
+
+
+async def run(
+    address: Address,
+    agent_id: str,
+    token: Callable[[], str],
+    workspace: Path | None,
+    *,
+    simulate: bool,
+    give_up_after: float | None,
+) -> int:
+    prefix = f"sprintdeck agent {agent_id}"
+    client = SocketClient(address, agent_id, token=token, give_up_after=give_up_after, events=_events(prefix, address))
+    main_task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if main_task is not None:
+        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+    try:
+        agent = await serve_agent(client, simulate=simulate, workspace=workspace)
+    except HandshakeRefused as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RemoteAgentError as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ServerUnreachable as exc:
+        print(f"{prefix}: giving up: {exc}", file=sys.stderr)
+        return EXIT_TASKS_FAILED
+    except asyncio.CancelledError:
+        print(f"{prefix}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await client.close()
+    done = "" if agent is None else f"; tasks finished here: {', '.join(agent.finished_tasks) or 'none'}"
+    print(f"{prefix}: the sprint has finished{done}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _events(prefix: str, address: Address) -> ClientEvents:
+    """Status lines on stderr: one per connection, loss and outage (not one per retry)."""
+    waiting = [False]
+
+    def connected(reconnected: bool) -> None:
+        waiting[0] = False
+        print(f"{prefix}: {'reconnected' if reconnected else 'connected'} to {address}", file=sys.stderr, flush=True)
+
+    def lost(reason: str) -> None:
+        print(f"{prefix}: connection lost ({reason}); reconnecting", file=sys.stderr, flush=True)
+
+    def retrying(error: str, delay: float) -> None:
+        if not waiting[0]:
+            waiting[0] = True
+            print(f"{prefix}: waiting for the server at {address} ({error})", file=sys.stderr, flush=True)
+
+    return ClientEvents(connected=connected, lost=lost, retrying=retrying)
+
+
+def _log_to_stderr(prefix: str) -> None:
+    """What the agent decides on its own (reconciling after a reconnect) is worth a line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prefix}: %(message)s"))
+    for name in ("engine.agents.remote", "engine.transports.client"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -1,0 +1,309 @@
+"""`sprintdeck serve PLAN --listen ADDR`: the sprint manager on a socket, for agents in other processes.
+
+The same sprint as `run` (journal, exit codes, `--json` object, `--resume`), except that the plan's
+`external` agents join over a Unix socket or loopback TCP (`sprintdeck agent`); its simulated and
+shell agents still run embedded in this process.  Each external agent gets a token, written to a
+0700 directory beside the journal (and found there again by `--resume`, so agents of the crashed
+server reconnect to the new one).  Everything that can be refused - the address, the plan, the
+journal, the tokens - is checked before the journal is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
+from app.commands.run import DEFAULT_SPEED, ProgressLine, default_journal_path, open_journal, result_json
+from app.source import LiveSource
+from engine.events import Event, EventType
+from engine.journal import JournalError, JournalWriter, read_header
+from engine.manager import SprintManager, SprintResult
+from engine.plan import Plan, PlanError, load_plan
+from engine.resume import ResumeError, check_resumable, resume_manager
+from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
+from engine.transports.socket import Refusal, SocketTransport
+from engine.transports.tokens import TokenError, ensure_tokens, token_path, tokens_dir_for
+from engine.workspace import prepare_workspace
+
+SHOWN_AGENT_COMMANDS = 5  # agent command lines printed at start (the rest are alike)
+
+
+@dataclass
+class Served:
+    """Everything a served sprint runs with, prepared before the event loop starts."""
+
+    plan: Plan
+    address: Address
+    listener: socket.socket
+    tokens: dict[str, str]
+    tokens_dir: Path
+    workspace: Path
+    journal: JournalWriter
+    journal_path: Path
+    seed: int
+    speed: float
+    records: list[dict[str, Any]] | None = None  # a resumed journal's records
+
+
+class BadInput(Exception):
+    """Printed as it is and exits 2."""
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        served = prepare(args)
+    except BadInput as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    announce(served)
+    try:
+        if not args.headless:
+            return run_dashboard(served, args.theme)
+        result = asyncio.run(serve_headless(served))
+    finally:
+        served.journal.close()
+        served.listener.close()
+    if args.json:
+        print(result_json(result))
+    return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
+
+
+# ---------------------------------------------------------------- preparing
+
+
+def prepare(args: argparse.Namespace) -> Served:
+    """Check every input, then listen, then write tokens, then open the journal (in that order)."""
+    try:
+        address = parse_address(args.listen, listening=True)
+    except AddressError as exc:
+        raise BadInput(f"sprintdeck: --listen {exc}") from None
+    plan = _load(args.plan)
+    if args.speed is not None and args.speed <= 0:
+        raise BadInput(f"sprintdeck: --speed must be positive, got {args.speed:g}")
+    if args.resume:
+        journal_path, workspace, header = _check_resume(plan, args)
+        seed = int(header.get("seed", args.seed))
+    else:
+        journal_path = Path(args.record) if args.record else default_journal_path(plan)
+        if journal_path.exists() and journal_path.stat().st_size > 0:
+            raise BadInput(f"sprintdeck: {journal_path}: journal already exists; refusing to overwrite it")
+        workspace, seed = None, args.seed
+    listener, address = _listen(address)
+    try:
+        return _open(plan, args, address, listener, journal_path, workspace, seed)
+    except BadInput:
+        listener.close()
+        _remove_socket(address)
+        raise
+
+
+def _load(plan_path: str) -> Plan:
+    try:
+        return load_plan(Path(plan_path))
+    except PlanError as exc:
+        raise BadInput("\n".join(str(problem) for problem in exc.problems)) from None
+
+
+def _check_resume(plan: Plan, args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
+    """What `run --resume` checks before touching the journal (app/commands/run.py, `resume`)."""
+    journal_path = Path(args.resume)
+    if args.record and Path(args.record).resolve() != journal_path.resolve():
+        raise BadInput(f"sprintdeck: --record cannot be combined with --resume: the resumed run appends to {journal_path}")
+    try:
+        header = read_header(journal_path)
+        workspace_arg = args.workspace or header.get("workspace")
+        if not workspace_arg:
+            raise ResumeError("the journal does not record its workspace; pass --workspace DIR")
+        workspace = Path(workspace_arg).resolve()
+        if not workspace.is_dir():
+            raise ResumeError(f"workspace {workspace} of the crashed run does not exist")
+        if header.get("planDigest") != plan.digest:
+            check_resumable(plan, header, [])  # raises, naming both digests
+    except (OSError, JournalError, ResumeError) as exc:
+        raise BadInput(f"sprintdeck: cannot resume {journal_path}: {exc}") from None
+    return journal_path, workspace, header
+
+
+def _listen(address: Address) -> tuple[socket.socket, Address]:
+    try:
+        listener, warning = listen(address)
+    except AddressError as exc:
+        raise BadInput(f"sprintdeck: --listen {exc}") from None
+    if warning:
+        print(f"sprintdeck: warning: {warning}", file=sys.stderr)
+    return listener, bound_address(address, listener)
+
+
+def _open(
+    plan: Plan,
+    args: argparse.Namespace,
+    address: Address,
+    listener: socket.socket,
+    journal_path: Path,
+    workspace: Path | None,
+    seed: int,
+) -> Served:
+    """Tokens, then the journal: a new one, or the crashed run's reopened (its torn tail cut)."""
+    external = [agent.id for agent in plan.agents if agent.kind == "external"]
+    tokens_dir = tokens_dir_for(journal_path)
+    try:
+        tokens = ensure_tokens(tokens_dir, external, reuse=bool(args.resume))
+    except TokenError as exc:
+        raise BadInput(f"sprintdeck: {exc}") from None
+    records = None
+    try:
+        if args.resume:
+            journal, header, records, recovery = JournalWriter.resume(journal_path)
+            check_resumable(plan, header, records)
+            if recovery is not None:
+                print(f"sprintdeck: {recovery}", file=sys.stderr)
+        else:
+            workspace = prepare_workspace(plan, args.workspace)
+            journal = open_journal(journal_path, plan, seed, args.plan, workspace)
+    except (OSError, JournalError, ResumeError) as exc:
+        verb = f"cannot resume {journal_path}" if args.resume else str(journal_path)
+        raise BadInput(f"sprintdeck: {verb}: {exc}") from None
+    assert workspace is not None
+    return Served(
+        plan=plan,
+        address=address,
+        listener=listener,
+        tokens=tokens,
+        tokens_dir=tokens_dir,
+        workspace=workspace,
+        journal=journal,
+        journal_path=journal_path,
+        seed=seed,
+        speed=args.speed or DEFAULT_SPEED,
+        records=records,
+    )
+
+
+def _remove_socket(address: Address) -> None:
+    if address.kind == "unix":
+        Path(address.path).unlink(missing_ok=True)
+
+
+def announce(served: Served) -> None:
+    """Where it listens, where the tokens are, and how an agent joins: all on stderr."""
+    out = sys.stderr
+    print(f"sprintdeck: workspace {served.workspace}", file=out)
+    if served.records is None:
+        print(f"sprintdeck: recording {served.journal_path}", file=out)
+    else:
+        print(f"sprintdeck: resuming {served.journal_path} after seq {served.journal.last_seq}", file=out)
+    print(f"sprintdeck: listening on {served.address}", file=out)
+    if not served.tokens:
+        print("sprintdeck: the plan has no external agents; nobody needs to connect", file=out)
+        return
+    print(f"sprintdeck: agent tokens in {served.tokens_dir}", file=out)
+    for agent_id in list(served.tokens)[:SHOWN_AGENT_COMMANDS]:
+        token_file = token_path(served.tokens_dir, agent_id)
+        print(f"sprintdeck: sprintdeck agent --connect {served.address} --id {agent_id} --token-file {token_file}", file=out)
+    out.flush()
+
+
+# ---------------------------------------------------------------- running
+
+
+def build(served: Served) -> tuple[SprintManager, SocketTransport]:
+    """The manager on a socket transport; refusals are journaled, the end stops taking messages."""
+    transport = SocketTransport(
+        served.listener, served.address, tokens=served.tokens, welcome=lambda agent_id: welcome(served, agent_id)
+    )
+    manager_args: dict[str, Any] = dict(
+        workspace=served.workspace, transport=transport, journal=served.journal, seed=served.seed, speed=served.speed
+    )
+    if served.records is None:
+        manager = SprintManager(served.plan, **manager_args)
+    else:
+        manager = resume_manager(served.plan, served.records, **manager_args)
+    transport.on_refused = lambda refusal: record_refusal(manager, refusal)
+
+    def on_event(event: Event) -> None:
+        if event.type == EventType.SPRINT_FINISHED:
+            transport.stop_inbound()  # nothing more reaches the journal after the final state
+        elif event.type == EventType.AGENT_DEAD:
+            transport.discard_queued(event.data["agentId"])  # its work went elsewhere
+
+    manager.subscribe(on_event)
+    return manager, transport
+
+
+def welcome(served: Served, agent_id: str) -> dict[str, Any]:
+    """What a connecting agent is told: its plan entry, the heartbeat interval, seed and workspace."""
+    settings = served.plan.settings
+    return {
+        "sprint": served.plan.sprint,
+        "agentId": agent_id,
+        "agent": served.plan.agent(agent_id).model_dump(mode="json"),
+        "heartbeatInterval": settings.heartbeat_interval,
+        "heartbeatTimeout": settings.heartbeat_timeout,
+        "seed": served.seed,
+        "speed": served.speed,
+        "workspace": str(served.workspace),
+    }
+
+
+def record_refusal(manager: SprintManager, refusal: Refusal) -> None:
+    """A refused line or message becomes a `message_rejected` event (a security event if `security`)."""
+    data: dict[str, Any] = {
+        "from": refusal.sender,
+        "messageId": refusal.message_id,
+        "field": refusal.field,
+        "reason": refusal.reason,
+        "transport": refusal.peer,
+        "security": refusal.security,
+    }
+    if refusal.claimed and refusal.claimed != refusal.sender:
+        data["claimedFrom"] = refusal.claimed
+    manager.emit(EventType.MESSAGE_REJECTED, **data)
+
+
+async def serve_headless(served: Served) -> SprintResult:
+    manager, transport = build(served)
+    progress = ProgressLine(sys.stderr, total=len(served.plan.tasks))
+    progress.done = sum(task.status == "completed" for task in manager.state.tasks.values())  # resumed
+    manager.subscribe(progress.on_event)
+    await transport.start()
+    try:
+        result = await manager.execute_sprint()
+        await transport.finish()
+    finally:
+        await transport.close()
+    progress.finish()
+    return result
+
+
+class ServedSource(LiveSource):
+    """The live dashboard's source, with the socket server started and ended around the sprint."""
+
+    def __init__(self, manager: SprintManager, server: SocketTransport, *, journal: str) -> None:
+        super().__init__(manager, journal=journal, transport=str(server.address))
+        self.server = server
+
+    async def run(self) -> None:
+        await self.server.start()
+        await self.manager.execute_sprint(keep_watching=True)
+        await self.server.finish()
+
+    async def stop(self) -> None:
+        await self.manager.stop()
+        await self.server.close()
+
+
+def run_dashboard(served: Served, theme: str | None) -> int:
+    from app.dashboard import SprintDeckApp
+
+    manager, transport = build(served)
+    app = SprintDeckApp(ServedSource(manager, transport, journal=str(served.journal_path)), theme_name=theme)
+    app.run()
+    if not manager.finished:
+        return EXIT_TASKS_FAILED
+    return EXIT_OK if manager.metrics().completed_tasks == len(served.plan.tasks) else EXIT_TASKS_FAILED

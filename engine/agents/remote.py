@@ -1,0 +1,220 @@
+"""Agents in a process of their own: the shell and simulated agents, run over a `SocketClient`.
+
+The execution code is the embedded agents' own (engine/agents/shell.py and simulated.py); what a
+separate process adds is the need to agree with the manager after a connection comes back, since
+either side may have lost something while it was down:
+
+* an assignment the manager journaled but never got onto the wire (it crashed first) - the agent
+  takes the attempt from the manager's state and runs it;
+* an outcome the agent sent that never reached the journal - it is sent again while the manager
+  still shows that attempt live (the attempt number fences a duplicate, so nothing completes twice);
+* an attempt the manager gave to someone else meanwhile (the agent was declared dead) - the agent
+  stops it, since its result would be refused anyway.
+
+So after every handshake the agent asks for the manager's tasks and locks (`state_request`, at low
+priority so that the messages it just re-sent are handled first) and reconciles.  An assignment
+that arrives twice (re-sent after a broken write, or adopted and then delivered) runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from engine.agents.base import LocalAgent
+from engine.agents.shell import ShellAgent
+from engine.agents.simulated import SimulatedAgent
+from engine.models import ResourceLock, TaskState
+from engine.plan import AgentSpec
+from engine.protocol import (
+    MANAGER_ID,
+    IPCMessage,
+    LockRef,
+    MessageType,
+    ProtocolError,
+    TaskAssignPayload,
+    make_message,
+)
+from engine.transports.base import TransportError
+from engine.transports.client import SocketClient
+
+log = logging.getLogger(__name__)
+
+RECONCILE_TIMEOUT = 30.0  # seconds to wait for the manager's state after a handshake
+LIVE = frozenset({"assigned", "running"})
+DEFAULT_HEARTBEAT = 1.0
+DEFAULT_SPEED = 20.0
+
+
+class RemoteAgentError(ValueError):
+    """The agent cannot start with what the server said (e.g. no such workspace here)."""
+
+
+class RemoteBehaviour(LocalAgent):
+    """Put before ShellAgent or SimulatedAgent: dedupes assignments, remembers outcomes, reconciles."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._outcomes: dict[str, tuple[int, MessageType, dict[str, Any]]] = {}  # task -> last outcome
+        self._reconciling: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ messages
+
+    def handle(self, message: IPCMessage) -> None:
+        if message.type in (MessageType.TASK_ASSIGN, MessageType.TASK_CANCEL) and message.from_ != MANAGER_ID:
+            log.warning("ignored %s from %s: only the sprint manager assigns work", message.type, message.from_)
+            return
+        if message.type == MessageType.TASK_ASSIGN and self._has_attempt(message.payload.task_id, message.payload.attempt):
+            return
+        super().handle(message)
+
+    def _has_attempt(self, task_id: str, attempt: int) -> bool:
+        running = self._running.get(task_id)
+        outcome = self._outcomes.get(task_id)
+        return (running is not None and running[0] == attempt) or (outcome is not None and outcome[0] == attempt)
+
+    async def send(self, kind: MessageType, payload: dict[str, Any], *, priority: str = "medium") -> None:
+        if kind in (MessageType.TASK_COMPLETE, MessageType.TASK_FAILED):
+            self._outcomes[payload["taskId"]] = (payload["attempt"], MessageType(kind), payload)
+        await super().send(kind, payload, priority=priority)
+
+    async def stop(self) -> None:
+        if self._reconciling is not None:
+            self._reconciling.cancel()
+        await super().stop()
+
+    @property
+    def finished_tasks(self) -> list[str]:
+        """The tasks this process sent an outcome for (completed or failed), in order."""
+        return list(self._outcomes)
+
+    # ------------------------------------------------------------ reconciling
+
+    def schedule_reconcile(self, reconnected: bool = False) -> None:
+        """After a handshake: agree with the manager (a newer handshake supersedes an older one)."""
+        if self._reconciling is not None:
+            self._reconciling.cancel()
+        self._reconciling = asyncio.get_running_loop().create_task(self.reconcile(), name=f"agent-{self.id}-reconcile")
+
+    async def reconcile(self) -> None:
+        """Ask the manager for its tasks and locks, then adopt, re-send or stop attempts to match."""
+        request = make_message(
+            MessageType.STATE_REQUEST, self.id, MANAGER_ID, {"sections": ["tasks", "locks"]}, priority="low"
+        )
+        try:
+            reply = await self.transport.request(request, timeout=RECONCILE_TIMEOUT)
+        except (TransportError, ProtocolError) as exc:
+            log.warning("could not compare notes with the manager: %s", exc)
+            return
+        if reply.type != MessageType.STATE_SYNC:
+            log.warning("the manager answered the state request with %s: %s", reply.type, reply.payload)
+            return
+        state = reply.payload.state
+        locks = [ResourceLock.model_validate(raw) for raw in state.get("locks", {}).values()]
+        for raw in state.get("tasks", {}).values():
+            await self._agree_on(TaskState.model_validate(raw), locks)
+
+    async def _agree_on(self, task: TaskState, locks: list[ResourceLock]) -> None:
+        owners = task.agents if task.coordination == "collaborative" else [task.agent]
+        live_here = self.id in owners and task.status in LIVE
+        running = self._running.get(task.id)
+        if running is not None and (task.attempt > running[0] or (task.attempt == running[0] and not live_here)):
+            log.info("stopping %s attempt %d: the manager has moved on", task.id, running[0])
+            running[1].cancel()
+            return
+        if not live_here:
+            return
+        outcome = self._outcomes.get(task.id)
+        if outcome is not None and outcome[0] == task.attempt:
+            log.info("sending the outcome of %s attempt %d again", task.id, task.attempt)
+            await self.send(outcome[1], outcome[2])
+        elif running is None or running[0] != task.attempt:
+            log.info("taking up %s attempt %d, assigned while the connection was down", task.id, task.attempt)
+            self.handle(make_message(MessageType.TASK_ASSIGN, MANAGER_ID, self.id, self._assignment(task, locks)))
+
+    def _assignment(self, task: TaskState, locks: list[ResourceLock]) -> TaskAssignPayload:
+        """The task_assign payload the manager sent (or would have), rebuilt from its state."""
+        return TaskAssignPayload(
+            task_id=task.id,
+            attempt=task.attempt,
+            title=task.title,
+            command=task.command,
+            estimate=task.estimate,
+            agents=list(task.agents) if task.coordination == "collaborative" else [self.id],
+            locks=[
+                LockRef(resource_id=lock.resource_id, lock_type=lock.lock_type, lock_id=lock.lock_id, token=lock.token)
+                for lock in locks
+                if lock.task_id == task.id
+            ],
+            max_execution_time=self.spec.max_execution_time,
+        )
+
+
+class RemoteShellAgent(RemoteBehaviour, ShellAgent):
+    """Runs each assignment's command in its workspace, like the embedded shell agent."""
+
+
+class RemoteSimulatedAgent(RemoteBehaviour, SimulatedAgent):
+    """Simulates each assignment, deterministically for the sprint's seed, like the embedded one."""
+
+
+def build_agent(client: SocketClient, welcome: dict[str, Any], *, simulate: bool, workspace: Path | None) -> RemoteBehaviour:
+    """The agent the welcome describes (its plan entry, heartbeat interval, seed, workspace)."""
+    spec = _spec(client.agent_id, welcome)
+    where = workspace or (Path(welcome["workspace"]) if welcome.get("workspace") else None)
+    if where is None:
+        raise RemoteAgentError("the server did not name a workspace; pass --workspace DIR")
+    if not where.is_dir():
+        raise RemoteAgentError(f"workspace {where} does not exist here; pass --workspace DIR")
+    interval = float(welcome.get("heartbeatInterval") or DEFAULT_HEARTBEAT)
+    if simulate:
+        return RemoteSimulatedAgent(
+            spec,
+            client,
+            workspace=where,
+            heartbeat_interval=interval,
+            seed=int(welcome.get("seed") or 0),
+            speed=float(welcome.get("speed") or DEFAULT_SPEED),
+        )
+    return RemoteShellAgent(spec, client, workspace=where, heartbeat_interval=interval)
+
+
+def _spec(agent_id: str, welcome: dict[str, Any]) -> AgentSpec:
+    raw = welcome.get("agent")
+    if isinstance(raw, dict):
+        try:
+            return AgentSpec.model_validate(raw)
+        except ValueError as exc:
+            log.warning("the server's description of %s is unusable (%s); using defaults", agent_id, exc)
+    return AgentSpec(id=agent_id, kind="external")
+
+
+async def serve_agent(client: SocketClient, *, simulate: bool, workspace: Path | None) -> RemoteBehaviour | None:
+    """Connect, run assignments until the server says the sprint is over, then stop.
+
+    Raises `HandshakeRefused`, `ServerUnreachable` or `RemoteAgentError`; returns the agent (None
+    when the sprint was already over at the first connection).
+    """
+    welcome = await client.connect()
+    if client.finished:
+        return None
+    agent = build_agent(client, welcome, simulate=simulate, workspace=workspace)
+    client.events.connected = _chain(client.events.connected, agent.schedule_reconcile)
+    agent.start()
+    agent.schedule_reconcile()
+    try:
+        await client.run()
+    finally:
+        await agent.stop()
+        await client.close()
+    return agent
+
+
+def _chain(first: Any, then: Any) -> Any:
+    def both(reconnected: bool) -> None:
+        first(reconnected)
+        then(reconnected)
+
+    return both

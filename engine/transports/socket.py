@@ -1,0 +1,421 @@
+"""The manager's side of the socket transport: Unix domain socket or TCP on loopback (DESIGN §9).
+
+The manager and the plan's embedded agents (simulated, shell) keep their in-process inboxes, as
+with `InProcessTransport`; each external agent of the plan gets an inbox too, from the start,
+which a connection drains onto the wire while that agent is connected.  So a message to an agent
+that is not connected (yet, or any more) waits in its inbox, in priority order, until it
+(re)connects; whether it is dead is the manager's call, from heartbeats, not the transport's.
+
+On the wire each line is one message's `IPCMessage.wire()` JSON.  A connection is bound to an
+agent by its first message, `agent_ready` carrying that agent's token; the server answers with a
+`broadcast_info` "welcome" (the plan's heartbeat interval and the agent's entry) as the reply.
+After that, a message whose `from` is not the bound agent, or of a type only the manager sends, is
+refused.  Refusals (bad token, spoofed sender, malformed or oversize lines, unknown recipients)
+get an `agent_error` reply naming the field and are handed to `on_refused`, which `serve`
+journals; the connection, and the engine, go on.  Tokens never reach the journal: they are
+stripped from `agent_ready` before the manager sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import socket
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.protocol import (
+    MANAGER_ID,
+    IPCMessage,
+    MessageType,
+    ProtocolError,
+    make_message,
+    parse_message,
+)
+from engine.transports.address import Address
+from engine.transports.base import TransportClosed, TransportError, UnknownRecipient
+from engine.transports.framing import Oversize, encode, read_lines
+from engine.transports.inproc import InProcessTransport, PriorityInbox
+
+log = logging.getLogger(__name__)
+
+#: `broadcast_info` `info` values the server itself sends on a connection.
+WELCOME = "welcome"
+SPRINT_FINISHED = "sprint_finished"
+#: Types an agent never sends: they carry the manager's decisions (engine/manager.py refuses them
+#: too when addressed to it; here they are refused whoever they are addressed to).
+SERVER_ONLY_TYPES = frozenset(
+    {MessageType.TASK_ASSIGN, MessageType.TASK_CANCEL, MessageType.RESOURCE_CONFLICT, MessageType.STATE_SYNC}
+)
+DRAIN_TIMEOUT = 5.0  # seconds `finish` waits for connected agents to receive what is queued for them
+HELLO_TIMEOUT = 30.0  # seconds a connection may stay unbound before it is closed
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A line or message the server refused, as `on_refused` (the journal) receives it."""
+
+    field: str
+    reason: str
+    peer: str  # "unix" or "tcp:HOST:PORT" of the connection
+    claimed: str | None = None  # the message's `from`, when the line could be read that far
+    bound: str | None = None  # the agent the connection is bound to, if any
+    message_id: str | None = None
+    security: bool = False  # about identity (token, sender, manager-only type), not form
+
+    @property
+    def sender(self) -> str:
+        return self.bound or self.claimed or ""
+
+
+class _Connection:
+    """One accepted connection: its streams, the agent it is bound to and its writer task."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.agent_id: str | None = None
+        self.pump: asyncio.Task[None] | None = None
+        self.closing = False
+
+    def write(self, message: IPCMessage) -> None:
+        if not self.closing and not self.writer.is_closing():
+            self.writer.write(encode(message))
+
+    def close(self) -> None:
+        self.closing = True
+        if self.pump is not None:
+            self.pump.cancel()
+        self.writer.close()
+
+
+class SocketTransport(InProcessTransport):
+    """In-process inboxes for local parties, socket connections for the plan's external agents.
+
+    `listener` is a bound, listening socket (`engine.transports.address.listen`); `tokens` maps
+    each external agent id to its token; `welcome(agent_id)` gives the data of the welcome reply.
+    """
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        address: Address,
+        *,
+        tokens: Mapping[str, str],
+        welcome: Callable[[str], dict[str, Any]] | None = None,
+        on_refused: Callable[[Refusal], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.address = address
+        self.on_refused = on_refused
+        self._listener = listener
+        self._tokens = dict(tokens)
+        self._welcome = welcome or (lambda agent_id: {})
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[_Connection] = set()
+        self._bound: dict[str, _Connection] = {}
+        self._unsent: dict[str, IPCMessage] = {}  # taken from an inbox, not known to be written
+        self._inbound = True
+        for agent_id in self._tokens:
+            self.subscribe(agent_id)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def connected(self) -> list[str]:
+        """The external agents connected right now."""
+        return sorted(self._bound)
+
+    async def start(self) -> None:
+        """Accept connections (the listener already listens; early clients wait in its backlog)."""
+        if self.address.kind == "unix":
+            self._server = await asyncio.start_unix_server(self._serve, sock=self._listener)
+        else:
+            self._server = await asyncio.start_server(self._serve, sock=self._listener)
+
+    def discard_queued(self, agent_id: str) -> int:
+        """Drop what waits for an agent the manager declared dead: its assignments went elsewhere,
+        and running them on its return would do the work twice.  Returns how many were dropped."""
+        inbox = self._inboxes.get(agent_id)
+        if inbox is None or agent_id not in self._tokens:
+            return 0
+        dropped = len(_drain(inbox)) + (self._unsent.pop(agent_id, None) is not None)
+        if dropped:
+            log.info("dropped %d messages queued for %s, declared dead", dropped, agent_id)
+        return dropped
+
+    def stop_inbound(self) -> None:
+        """The sprint is over: nothing more from agents is taken (or journaled); sending goes on."""
+        self._inbound = False
+
+    async def finish(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """End of sprint: let connected agents receive what is queued, tell them, then close."""
+        self.stop_inbound()
+        try:
+            async with asyncio.timeout(timeout):
+                while any(len(self._inboxes[a]) or a in self._unsent for a in self._bound if a in self._inboxes):
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            log.warning("agents %s did not take all their messages before the end", ", ".join(self.connected))
+        for agent_id, connection in list(self._bound.items()):
+            connection.write(_finished(agent_id))
+            try:
+                async with asyncio.timeout(1.0):
+                    await connection.writer.drain()
+            except (TimeoutError, ConnectionError, OSError):
+                pass
+        await self.close()
+
+    async def close(self) -> None:
+        self._inbound = False
+        if self._server is not None:
+            self._server.close()
+        else:
+            self._listener.close()
+        connections = list(self._connections)
+        for connection in connections:
+            connection.close()
+        await asyncio.gather(*(c.pump for c in connections if c.pump), return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        self._remove_socket_file()
+        await super().close()
+
+    def _remove_socket_file(self) -> None:
+        if self.address.kind != "unix":
+            return
+        try:
+            if stat.S_ISSOCK(os.lstat(self.address.path).st_mode):
+                os.unlink(self.address.path)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------ one connection
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = _Connection(reader, writer, _peer_name(writer))
+        self._connections.add(connection)
+        deadline = asyncio.get_running_loop().call_later(HELLO_TIMEOUT, _close_if_unbound, connection)
+        try:
+            async for line in read_lines(reader):
+                if not self._inbound:
+                    self._after_the_end(connection)
+                elif isinstance(line, Oversize):
+                    self._refuse(connection, "", line.reason(), close=connection.agent_id is None)
+                else:
+                    await self._on_line(connection, line)
+                if connection.closing:
+                    break
+        except Exception:  # a bug must not take the server down; this connection ends
+            log.exception("socket connection %s failed", connection.peer)
+        finally:
+            deadline.cancel()
+            self._drop(connection)
+
+    async def _on_line(self, connection: _Connection, line: bytes) -> None:
+        try:
+            message = parse_message(line)
+        except ProtocolError as exc:
+            self._refuse(connection, exc.field, exc.reason, message_id=exc.message_id, close=connection.agent_id is None)
+            return
+        if connection.agent_id is None:
+            await self._bind(connection, message)
+        else:
+            await self._forward(connection, message)
+
+    def _after_the_end(self, connection: _Connection) -> None:
+        """After the sprint, a newcomer is told it is over; a bound agent's late lines are ignored."""
+        if connection.agent_id is None:
+            connection.write(_finished("unknown"))
+            connection.closing = True
+
+    async def _bind(self, connection: _Connection, message: IPCMessage) -> None:
+        """The first message: agent_ready from an external agent of the plan, with its token."""
+        problem = self._check_hello(message)
+        if problem is not None:
+            field, reason = problem
+            self._refuse(connection, field, reason, message, security=True, close=True)
+            return
+        if not await self._deliver(connection, _without_token(message)):
+            connection.closing = True
+            return
+        agent_id = message.from_
+        self._take_over(agent_id)
+        connection.agent_id = agent_id
+        self._bound[agent_id] = connection
+        connection.pump = asyncio.get_running_loop().create_task(
+            self._pump(connection, agent_id), name=f"socket-pump-{agent_id}"
+        )
+        welcome = make_message(
+            MessageType.BROADCAST_INFO,
+            MANAGER_ID,
+            agent_id,
+            {"info": WELCOME, "data": self._welcome(agent_id)},
+            priority="critical",
+            correlation_id=message.id,
+        )
+        await self.send(welcome)
+
+    def _check_hello(self, message: IPCMessage) -> tuple[str, str] | None:
+        if message.type != MessageType.AGENT_READY:
+            return "type", f"the first message on a connection must be agent_ready with the agent's token, not {message.type}"
+        expected = self._tokens.get(message.from_)
+        if expected is None:
+            known = ", ".join(sorted(self._tokens)) or "none"
+            return "from", f"no external agent {message.from_!r} in this sprint (external agents: {known})"
+        token = message.payload.token
+        if not token:
+            return "payload.token", f"missing: agent {message.from_!r} must send its token"
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            return "payload.token", f"wrong token for agent {message.from_!r}"
+        return None
+
+    def _take_over(self, agent_id: str) -> None:
+        """A reconnecting agent wins over its old connection (which may be half-open)."""
+        old = self._bound.pop(agent_id, None)
+        if old is not None:
+            old.write(
+                make_message(
+                    MessageType.AGENT_ERROR,
+                    MANAGER_ID,
+                    agent_id,
+                    {"error": f"a newer connection of agent {agent_id!r} replaced this one"},
+                )
+            )
+            old.close()
+
+    async def _forward(self, connection: _Connection, message: IPCMessage) -> None:
+        bound = connection.agent_id
+        if message.from_ != bound:
+            reason = f"this connection is bound to agent {bound!r}; a message from {message.from_!r} is refused"
+            self._refuse(connection, "from", reason, message, security=True)
+        elif message.type in SERVER_ONLY_TYPES:
+            self._refuse(connection, "type", f"{message.type} is sent by the sprint manager only", message, security=True)
+        else:
+            if message.type == MessageType.AGENT_READY:
+                message = _without_token(message)
+            await self._deliver(connection, message)
+
+    async def _deliver(self, connection: _Connection, message: IPCMessage) -> bool:
+        """Route a message from the connection as if sent in-process; False if it was refused."""
+        try:
+            await self.send(message)
+            return True
+        except UnknownRecipient as exc:
+            self._refuse(connection, "to", str(exc), message)
+        except ProtocolError as exc:
+            self._refuse(connection, exc.field, exc.reason, message)
+        except TransportClosed:
+            connection.closing = True
+        except TransportError as exc:
+            self._refuse(connection, "", str(exc), message)
+        return False
+
+    async def _pump(self, connection: _Connection, agent_id: str) -> None:
+        """Write the agent's inbox onto its connection, in delivery order, while it lasts.
+
+        The message being written is kept in `_unsent` until the write is drained, so one that a
+        broken connection may have lost goes first on the next connection (at least once: the
+        agent ignores an assignment it already has).
+        """
+        inbox = self._inboxes[agent_id]
+        try:
+            while True:
+                message = self._unsent.get(agent_id) or await inbox.get()
+                self._unsent[agent_id] = message
+                connection.writer.write(encode(message))
+                await connection.writer.drain()
+                if self._unsent.get(agent_id) is message:
+                    del self._unsent[agent_id]
+        except (ConnectionError, OSError):
+            connection.close()
+        except TransportClosed:
+            pass
+
+    def _drop(self, connection: _Connection) -> None:
+        self._connections.discard(connection)
+        if connection.agent_id is not None and self._bound.get(connection.agent_id) is connection:
+            del self._bound[connection.agent_id]
+            log.info("agent %s disconnected; its messages wait in its inbox", connection.agent_id)
+        connection.close()
+
+    # ------------------------------------------------------------ refusals
+
+    def _refuse(
+        self,
+        connection: _Connection,
+        field: str,
+        reason: str,
+        message: IPCMessage | None = None,
+        *,
+        message_id: str | None = None,
+        security: bool = False,
+        close: bool = False,
+    ) -> None:
+        """Tell the peer what was wrong (`agent_error` naming the field) and record it."""
+        message_id = message.id if message is not None else message_id
+        refusal = Refusal(
+            field=field,
+            reason=reason,
+            peer=connection.peer,
+            claimed=message.from_ if message is not None else None,
+            bound=connection.agent_id,
+            message_id=message_id,
+            security=security,
+        )
+        connection.write(
+            make_message(
+                MessageType.AGENT_ERROR,
+                MANAGER_ID,
+                refusal.sender or "unknown",
+                {"error": reason, "field": field or None, "refMessageId": message_id},
+                priority="high",
+                correlation_id=message_id,
+            )
+        )
+        log.warning("refused a message on %s from %s: %s%s", refusal.peer, refusal.sender or "?",
+                    f"{field}: " if field else "", reason)
+        if self.on_refused is not None:
+            try:
+                self.on_refused(refusal)
+            except Exception:
+                log.exception("could not record a refused message")
+        if close:
+            connection.closing = True
+
+
+def _drain(inbox: PriorityInbox) -> list[IPCMessage]:
+    messages = []
+    while (message := inbox.get_nowait()) is not None:
+        messages.append(message)
+    return messages
+
+
+def _close_if_unbound(connection: _Connection) -> None:
+    """A peer that never says who it is does not get to hold a connection open."""
+    if connection.agent_id is None:
+        log.warning("closed a connection on %s that sent no agent_ready within %gs", connection.peer, HELLO_TIMEOUT)
+        connection.close()
+
+
+def _without_token(message: IPCMessage) -> IPCMessage:
+    """agent_ready as the manager (and so the journal) sees it: the token stays on the wire."""
+    payload = message.payload.model_copy(update={"token": None})
+    return message.model_copy(update={"payload": payload, "requires_response": False, "response_timeout": None})
+
+
+def _finished(agent_id: str) -> IPCMessage:
+    return make_message(MessageType.BROADCAST_INFO, MANAGER_ID, agent_id, {"info": SPRINT_FINISHED})
+
+
+def _peer_name(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
+        return f"tcp:{host}:{peer[1]}"
+    return "unix"
