@@ -23,7 +23,6 @@ import hashlib
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -9,7 +9,6 @@ state keep a copy (`state.model_copy(deep=True)`).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any

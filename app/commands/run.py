@@ -13,7 +13,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
 from engine.events import Event, EventType
@@ -88,6 +88,27 @@ def open_journal(path: Path, plan: Plan, seed: int, plan_path: str, workspace: P
     return JournalWriter.create(path, header)
 
 
+def resume_inputs(plan: Plan, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """The workspace a `--resume` continues in and the journal's header, checked without writing.
+
+    Shared by `run` and `serve`: a wrong plan, a missing workspace or a `--record` elsewhere is
+    refused (ResumeError) while the journal is still exactly as the crash left it.
+    """
+    journal_path = Path(args.resume)
+    if args.record and Path(args.record).resolve() != journal_path.resolve():
+        raise ResumeError(f"--record cannot be combined with --resume: the resumed run appends to {journal_path}")
+    header = read_header(journal_path)
+    workspace_arg = args.workspace or header.get("workspace")
+    if not workspace_arg:
+        raise ResumeError("the journal does not record its workspace; pass --workspace DIR")
+    workspace = Path(workspace_arg).resolve()
+    if not workspace.is_dir():
+        raise ResumeError(f"workspace {workspace} of the crashed run does not exist")
+    if header.get("planDigest") != plan.digest:
+        check_resumable(plan, header, [])  # raises, naming both digests
+    return workspace, header
+
+
 def resume(plan: Plan, args: argparse.Namespace) -> int:
     """`run PLAN --resume JOURNAL`: continue a crashed sprint, appending to the same journal.
 
@@ -95,20 +116,8 @@ def resume(plan: Plan, args: argparse.Namespace) -> int:
     so a wrong plan or a missing workspace leaves the journal exactly as the crash left it.
     """
     journal_path = Path(args.resume)
-    if args.record and Path(args.record).resolve() != journal_path.resolve():
-        print("sprintdeck: --record cannot be combined with --resume: the resumed run appends to "
-              f"{journal_path}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     try:
-        header = read_header(journal_path)
-        workspace_arg = args.workspace or header.get("workspace")
-        if not workspace_arg:
-            raise ResumeError("the journal does not record its workspace; pass --workspace DIR")
-        workspace = Path(workspace_arg).resolve()
-        if not workspace.is_dir():
-            raise ResumeError(f"workspace {workspace} of the crashed run does not exist")
-        if header.get("planDigest") != plan.digest:
-            check_resumable(plan, header, [])  # raises, naming both digests
+        workspace, _ = resume_inputs(plan, args)
         journal, header, records, recovery = JournalWriter.resume(journal_path)
         check_resumable(plan, header, records)
     except (OSError, JournalError, ResumeError) as exc:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
-from app.commands.run import DEFAULT_SPEED, ProgressLine, default_journal_path, open_journal, result_json
+from app.commands.run import DEFAULT_SPEED, ProgressLine, default_journal_path, open_journal, result_json, resume_inputs
 from app.source import LiveSource
 from engine.events import Event, EventType
-from engine.journal import JournalError, JournalWriter, read_header
+from engine.journal import JournalError, JournalWriter
 from engine.manager import SprintManager, SprintResult
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, resume_manager
@@ -87,7 +87,11 @@ def prepare(args: argparse.Namespace) -> Served:
     if args.speed is not None and args.speed <= 0:
         raise BadInput(f"sprintdeck: --speed must be positive, got {args.speed:g}")
     if args.resume:
-        journal_path, workspace, header = _check_resume(plan, args)
+        journal_path = Path(args.resume)
+        try:
+            workspace, header = resume_inputs(plan, args)
+        except (OSError, JournalError, ResumeError) as exc:
+            raise BadInput(f"sprintdeck: cannot resume {journal_path}: {exc}") from None
         seed = int(header.get("seed", args.seed))
     else:
         journal_path = Path(args.record) if args.record else default_journal_path(plan)
@@ -108,26 +112,6 @@ def _load(plan_path: str) -> Plan:
         return load_plan(Path(plan_path))
     except PlanError as exc:
         raise BadInput("\n".join(str(problem) for problem in exc.problems)) from None
-
-
-def _check_resume(plan: Plan, args: argparse.Namespace) -> tuple[Path, Path, dict[str, Any]]:
-    """What `run --resume` checks before touching the journal (app/commands/run.py, `resume`)."""
-    journal_path = Path(args.resume)
-    if args.record and Path(args.record).resolve() != journal_path.resolve():
-        raise BadInput(f"sprintdeck: --record cannot be combined with --resume: the resumed run appends to {journal_path}")
-    try:
-        header = read_header(journal_path)
-        workspace_arg = args.workspace or header.get("workspace")
-        if not workspace_arg:
-            raise ResumeError("the journal does not record its workspace; pass --workspace DIR")
-        workspace = Path(workspace_arg).resolve()
-        if not workspace.is_dir():
-            raise ResumeError(f"workspace {workspace} of the crashed run does not exist")
-        if header.get("planDigest") != plan.digest:
-            check_resumable(plan, header, [])  # raises, naming both digests
-    except (OSError, JournalError, ResumeError) as exc:
-        raise BadInput(f"sprintdeck: cannot resume {journal_path}: {exc}") from None
-    return journal_path, workspace, header
 
 
 def _listen(address: Address) -> tuple[socket.socket, Address]:
