@@ -314,7 +314,10 @@ class SprintManager:
             return
         if task.status == "assigned":
             self.emit(EventType.TASK_STARTED, taskId=task.id, attempt=task.attempt)
-        if payload.progress is not None or payload.message is not None:
+        # An update that changes nothing (the usual "started, at 0%") is journaled as its message
+        # only: a task_progress event would record the same state twice.
+        moved = payload.progress is not None and payload.progress != task.progress
+        if moved or payload.message is not None:
             self.emit(
                 EventType.TASK_PROGRESS,
                 taskId=task.id,
