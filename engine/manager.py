@@ -146,6 +146,7 @@ class SprintManager:
         self._open_tasks: set[str] = set()
         self._explicit_locks: set[str] = set()  # grants an agent asked for itself (resource_lock)
         self._agent_specs = {spec.id: spec for spec in plan.agents}
+        self._task_specs = {spec.id: spec for spec in plan.tasks}  # plan.task() goes through pydantic's private-attribute lookup
         self._locks_of: dict[str, list[tuple[str, str]]] = {}
         self._lease_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -639,7 +640,7 @@ class SprintManager:
             self._start_attempt(placement)
 
     def _task_spec(self, task_id: str) -> TaskSpec:
-        return self.plan.task(task_id)
+        return self._task_specs[task_id]
 
     def _task_locks(self, task: TaskState) -> list[tuple[str, str]]:
         """The (path, mode) pairs a task's attempt locks; the plan never changes, so once per task."""
