@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from engine.events import EventType
 from engine.locks import Grant, LockError
 from engine.merge import MergeResult, merge3
+from engine.models import FileState
 from engine.resources import is_named
 from engine.watch import FileIndex, Observation, Watcher, checksum_bytes, checksum_with, pair_renames
 
@@ -224,7 +225,7 @@ class FileGuard:
                 for path in self._paths_under(grant.resource_id):
                     self._keep_base(path)
 
-    def _forget_lost_content(self, known: dict[str, Any]) -> None:
+    def _forget_lost_content(self, known: dict[str, FileState]) -> None:
         """Conflicts stay after a restart, but the content kept for their revert and merge died
         with the old process: a rescan of those files says so (the reducer clears canRevert/canMerge)."""
         files = []
@@ -485,11 +486,9 @@ class FileGuard:
                 self._forget_kept(path)
 
     def _kept_under(self, resource_ids: set[str]) -> list[str]:
-        found = [r for r in resource_ids if r in self.kept]
+        """Kept paths on or below these ids (a string test per kept path; no lock look-ups)."""
         prefixes = tuple(r + "/" for r in resource_ids)
-        if prefixes and len(found) < len(resource_ids):  # some were directories (or kept nothing)
-            found += [p for p in self.kept if p.startswith(prefixes)]
-        return found
+        return [p for p in self.kept if p in resource_ids or p.startswith(prefixes)]
 
     def _paths_under(self, resource_id: str) -> list[str]:
         if resource_id in self.index.entries:

@@ -674,11 +674,6 @@ class LockManager:
 
     # ------------------------------------------------------------ queries
 
-    def holders(self, resource_id: str) -> list[Grant]:
-        """Grants that bear on `resource_id`: on it, on a directory above it, or on a path below it."""
-        path = normalise_resource(resource_id)
-        return sorted(self._holders.overlapping(path), key=lambda g: g.token)
-
     def covering(self, resource_id: str) -> list[Grant]:
         """Grants whose lock covers `resource_id`: on it or on a directory above it."""
         path = normalise_resource(resource_id)

@@ -26,7 +26,7 @@ from engine.conflicts import FileGuard, ResolutionError
 from engine.dag import build_dag
 from engine.events import Event, EventType, iso_utc
 from engine.journal import JournalWriter
-from engine.locks import AcquireResult, Grant, LockError, LockManager, normalise_resource
+from engine.locks import MODE_RANK, AcquireResult, Grant, LockError, LockManager, normalise_resource
 from engine.merge import MergeResult
 from engine.metrics import sprint_metrics
 from engine.models import TERMINAL_TASK_STATUSES, ProjectState, SprintMetrics, TaskState
@@ -85,6 +85,16 @@ class _PendingLock:
     message: IPCMessage | None = None
     timer: asyncio.TimerHandle | None = None
     paths: list[str] = field(default_factory=list)
+
+
+def _lock_requests(spec: TaskSpec) -> list[tuple[str, str]]:
+    """The (path, mode) pairs each attempt of the task locks: a path named twice gets the stronger mode."""
+    wanted = [(r.path, r.mode) for r in spec.resources] + [(p, "write") for p in spec.shared_resources]
+    merged: dict[str, str] = {}
+    for path, mode in wanted:
+        if path not in merged or MODE_RANK[mode] > MODE_RANK[merged[path]]:
+            merged[path] = mode
+    return list(merged.items())
 
 
 @contextmanager
@@ -147,7 +157,7 @@ class SprintManager:
         self._explicit_locks: set[str] = set()  # grants an agent asked for itself (resource_lock)
         self._agent_specs = {spec.id: spec for spec in plan.agents}
         self._task_specs = {spec.id: spec for spec in plan.tasks}  # plan.task() goes through pydantic's private-attribute lookup
-        self._locks_of: dict[str, list[tuple[str, str]]] = {}
+        self._locks_of = {spec.id: _lock_requests(spec) for spec in plan.tasks}  # the plan never changes
         self._lease_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.transport.tap(self._record_message)
@@ -642,29 +652,12 @@ class SprintManager:
     def _task_spec(self, task_id: str) -> TaskSpec:
         return self._task_specs[task_id]
 
-    def _task_locks(self, task: TaskState) -> list[tuple[str, str]]:
-        """The (path, mode) pairs a task's attempt locks; the plan never changes, so once per task."""
-        cached = self._locks_of.get(task.id)
-        if cached is None:
-            cached = self._locks_of[task.id] = self._plan_locks(task.id)
-        return cached
-
-    def _plan_locks(self, task_id: str) -> list[tuple[str, str]]:
-        spec = self._task_spec(task_id)
-        wanted = [(r.path, r.mode) for r in spec.resources] + [(p, "write") for p in spec.shared_resources]
-        merged: dict[str, str] = {}
-        strength = {"read": 0, "write": 1, "exclusive": 2}
-        for path, mode in wanted:
-            if path not in merged or strength[mode] > strength[merged[path]]:
-                merged[path] = mode
-        return list(merged.items())
-
     def _start_attempt(self, placement: Placement) -> None:
         task = self.state.tasks[placement.task_id]
         attempt = task.attempt + 1
         self._collab_done.pop(task.id, None)
         self.emit(EventType.TASK_ASSIGNED, taskId=task.id, attempt=attempt, agents=list(placement.agents))
-        requests = self._task_locks(task)
+        requests = self._locks_of[task.id]
         if not requests:
             self._task_grants[task.id] = []
             self._send_assignment(task)

@@ -317,11 +317,11 @@ class FileIndex:
 
     def _forget(self, rel: str, *, keep_self: bool = False) -> list[Observation]:
         """Deleted: the path itself, or every entry below it when it was a directory."""
-        if rel in self.entries and not keep_self:
+        if rel in self.entries:
+            if keep_self:
+                return []  # a known file has nothing below it
             known = self.entries.pop(rel)
             return [Observation(rel, "deleted", previous=known.checksum)]
-        if rel in self.entries:
-            return []  # a known file has nothing below it
         prefix = rel + "/"
         below = [p for p in self.entries if p.startswith(prefix)]
         return [Observation(p, "deleted", previous=self.entries.pop(p).checksum) for p in below]

@@ -619,12 +619,13 @@ def test_duplicate_request_id_is_refused(lm: LockManager) -> None:
 # ---------------------------------------------------------------- queries
 
 
-def test_holders_include_directories_above_and_paths_below(lm: LockManager) -> None:
+def test_covering_grants_are_on_the_path_or_a_directory_above(lm: LockManager) -> None:
     above = grant(lm, "a", "src", "read")
     exact = grant(lm, "b", "src/x", "read")
-    below = grant(lm, "c", "src/x/y", "read")
+    grant(lm, "c", "src/x/y", "read")  # below: it does not cover src/x
     grant(lm, "d", "src/z", "read")
-    assert lm.holders("src/x/") == [above, exact, below]
+    assert lm.covering("src/x/") == [above, exact]
+    assert lm.covering("src/x/y") == [above, exact, lm.grants_of("c")[0]]
     assert lm.grants_of("b") == [exact]
     assert [g.owner for g in lm.grants()] == ["a", "b", "c", "d"]
 
