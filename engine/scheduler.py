@@ -6,6 +6,11 @@ in the same step) and `place` after any change that could free capacity — neve
 
 Ranking: explicit priority first, then the estimate-weighted critical-path length from the task to
 the end of the sprint (the longer, the sooner), then the number of descendants, then plan order.
+
+Ready tasks wait in one heap per *group*: the tasks that the same agents can take.  Placement
+walks the groups' heads in rank order and skips a whole group when none of its agents has room,
+so a busy sprint does not pop, test and push back every ready task each time one slot frees up:
+the cost of a placement follows the number of groups (capability sets), not the backlog.
 """
 
 from __future__ import annotations
@@ -30,6 +35,17 @@ class Placement:
     agents: tuple[str, ...]
 
 
+class _Group:
+    """Ready tasks that the same agents can take, best-ranked first (lazy deletion, see `Scheduler`)."""
+
+    __slots__ = ("agents", "heap", "collaborative")
+
+    def __init__(self, agents: tuple[str, ...], collaborative: bool) -> None:
+        self.agents = agents
+        self.heap: list[tuple[tuple, str]] = []
+        self.collaborative = collaborative
+
+
 class Scheduler:
     def __init__(self, plan: Plan, graph: nx.DiGraph) -> None:
         critical = critical_path_lengths(graph)
@@ -44,7 +60,8 @@ class Scheduler:
         self._collaborative = {task.id for task in plan.tasks if task.coordination == "collaborative"}
         self._pinned = {task.id for task in plan.tasks if task.agent}
         self._requires = {task.id: set(task.requires) for task in plan.tasks}
-        self._ready: list[tuple[tuple, str]] = []
+        self._groups: dict[tuple[str, bool], _Group] = {}
+        self._group_of: dict[str, _Group] = {}
         self._queued: dict[str, tuple] = {}  # task -> rank it was pushed with (lazy deletion)
         self._deferred: set[str] = set()
 
@@ -60,7 +77,18 @@ class Scheduler:
         """Put a ready task in the queue (again, with its current rank)."""
         rank = self.rank(task)
         self._queued[task.id] = rank
-        heapq.heappush(self._ready, (rank, task.id))
+        heapq.heappush(self._group(task.id).heap, (rank, task.id))
+
+    def _group(self, task_id: str) -> _Group:
+        group = self._group_of.get(task_id)
+        if group is None:
+            collaborative = task_id in self._collaborative
+            key = (tuple(self._capable[task_id]), collaborative)
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = _Group(key[0], collaborative)
+            self._group_of[task_id] = group
+        return group
 
     def discard(self, task_id: str) -> None:
         self._queued.pop(task_id, None)
@@ -98,11 +126,22 @@ class Scheduler:
 
     def agent_joined(self, agent: AgentState) -> None:
         """A late-joining (external) agent can take tasks whose required capabilities it has."""
+        changed = False
         for task_id, capable in self._capable.items():
             if task_id in self._pinned or task_id in self._collaborative or agent.id in capable:
                 continue
             if self._requires[task_id] <= set(agent.capabilities):
                 capable.append(agent.id)
+                changed = True
+        if changed:
+            self._regroup()
+
+    def _regroup(self) -> None:
+        """Capable sets changed: rebuild the groups from the queued tasks (rare: an agent joined)."""
+        self._groups.clear()
+        self._group_of.clear()
+        for task_id, rank in self._queued.items():
+            heapq.heappush(self._group(task_id).heap, (rank, task_id))
 
     def capable_agents(self, task_id: str) -> list[str]:
         return list(self._capable[task_id])
@@ -110,42 +149,58 @@ class Scheduler:
     # ------------------------------------------------------------ placement
 
     def place(self, state: ProjectState) -> list[Placement]:
-        """Assign as many ready tasks as free capacity allows, best-ranked first."""
+        """Assign as many ready tasks as free capacity allows, best-ranked first.
+
+        Each round takes the best head among the groups that have an agent with room; a group
+        whose agents are all full is not looked into.  A collaborative task that cannot start
+        reserves its agents for the rest of the pass, so lower-ranked work cannot starve it.
+        """
         if state.meta.paused or not self._queued:
             return []
         free = _free_slots(state.agents.values())
         total_free = sum(free.values())
         placements: list[Placement] = []
-        skipped: list[tuple[tuple, str]] = []
-        while self._ready and total_free > 0:
-            rank, task_id = heapq.heappop(self._ready)
-            if self._queued.get(task_id) != rank:
-                continue  # stale entry: re-ranked, placed or discarded
-            chosen = self._choose(task_id, free)
-            if chosen is None:
-                skipped.append((rank, task_id))
-                if task_id in self._collaborative:
-                    # Reserve its agents so lower-ranked work cannot starve the group.
-                    for agent_id in self._capable[task_id]:
-                        total_free -= free.get(agent_id, 0)
-                        free[agent_id] = 0
+        skipped: list[tuple[_Group, tuple[tuple, str]]] = []
+        while total_free > 0:
+            group = self._best_group(free)
+            if group is None:
+                break
+            entry = heapq.heappop(group.heap)
+            task_id = entry[1]
+            chosen = self._choose(group, free)
+            if chosen is None:  # a collaborative task whose agents are not all free
+                skipped.append((group, entry))
+                for agent_id in group.agents:
+                    total_free -= free.get(agent_id, 0)
+                    free[agent_id] = 0
                 continue
             del self._queued[task_id]
             for agent_id in chosen:
                 free[agent_id] -= 1
             total_free -= len(chosen)
             placements.append(Placement(task_id, chosen))
-        for entry in skipped:
-            heapq.heappush(self._ready, entry)
+        for group, entry in skipped:
+            heapq.heappush(group.heap, entry)
         return placements
 
-    def _choose(self, task_id: str, free: dict[str, int]) -> tuple[str, ...] | None:
-        capable = self._capable[task_id]
-        if task_id in self._collaborative:
-            return tuple(capable) if all(free.get(a, 0) > 0 for a in capable) else None
-        candidates = [a for a in capable if free.get(a, 0) > 0]
-        if not candidates:
-            return None
+    def _best_group(self, free: dict[str, int]) -> _Group | None:
+        """The group whose head ranks best among those with an agent that has room."""
+        best: _Group | None = None
+        for group in self._groups.values():
+            heap = group.heap
+            while heap and self._queued.get(heap[0][1]) != heap[0][0]:
+                heapq.heappop(heap)  # stale entry: re-ranked, placed or discarded
+            if not heap or (best is not None and heap[0][0] >= best.heap[0][0]):
+                continue
+            if any(free.get(agent_id, 0) > 0 for agent_id in group.agents):
+                best = group
+        return best
+
+    @staticmethod
+    def _choose(group: _Group, free: dict[str, int]) -> tuple[str, ...] | None:
+        if group.collaborative:
+            return group.agents if all(free.get(a, 0) > 0 for a in group.agents) else None
+        candidates = [a for a in group.agents if free.get(a, 0) > 0]
         return (max(candidates, key=lambda a: free[a]),)
 
 

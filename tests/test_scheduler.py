@@ -81,6 +81,61 @@ def test_placement_respects_capacity_and_capabilities(tmp_path: Path) -> None:
     assert scheduler.place(state) == []
 
 
+def test_a_backlog_for_a_full_agent_does_not_hide_work_for_a_free_one(tmp_path: Path) -> None:
+    """Ready tasks wait in groups by who can take them; a group whose agents are full is skipped
+    whole, and across groups the best-ranked placeable task still goes first."""
+    plan = write_plan(
+        tmp_path,
+        {
+            "sprint": "groups",
+            "agents": [
+                {"id": "ui", "capabilities": ["ui"]},
+                {"id": "db", "capabilities": ["db"], "max_concurrent_tasks": 2},
+            ],
+            "tasks": [{"id": f"u{i}", "requires": ["ui"], "priority": "critical"} for i in range(50)]
+            + [
+                {"id": "d_low", "requires": ["db"], "priority": "low"},
+                {"id": "d_high", "requires": ["db"], "priority": "high"},
+                {"id": "d_mid", "requires": ["db"]},
+            ],
+        },
+    )
+    scheduler = Scheduler(plan, build_dag(plan))
+    state = _state_for(plan)
+    for task_id in scheduler.initially_ready():
+        scheduler.push(state.tasks[task_id])
+    first = scheduler.place(state)
+    assert [(p.task_id, p.agents) for p in first] == [("u0", ("ui",)), ("d_high", ("db",)), ("d_mid", ("db",))]
+    for placement in first:
+        state.agents[placement.agents[0]].current_tasks.append(placement.task_id)
+    assert scheduler.place(state) == []  # everyone is full: 49 ui tasks and d_low wait
+    state.agents["db"].current_tasks.remove("d_high")
+    assert [p.task_id for p in scheduler.place(state)] == ["d_low"]  # not one of the 49 critical ui tasks
+    assert len(scheduler) == 49
+
+
+def test_an_agent_joining_late_takes_queued_work_it_can_do(tmp_path: Path) -> None:
+    plan = write_plan(
+        tmp_path,
+        {
+            "sprint": "join",
+            "agents": [{"id": "ui", "capabilities": ["ui"]}],
+            "tasks": [{"id": "u1", "requires": ["ui"]}, {"id": "u2", "requires": ["ui"]}],
+        },
+    )
+    scheduler = Scheduler(plan, build_dag(plan))
+    state = _state_for(plan)
+    for task_id in scheduler.initially_ready():
+        scheduler.push(state.tasks[task_id])
+    (placed,) = scheduler.place(state)
+    state.agents["ui"].current_tasks.append(placed.task_id)
+    from engine.models import AgentState
+
+    late = state.agents["late"] = AgentState(id="late", kind="external", capabilities=["ui", "db"])
+    scheduler.agent_joined(late)
+    assert [(p.task_id, p.agents) for p in scheduler.place(state)] == [("u2", ("late",))]
+
+
 @st.composite
 def random_plans(draw):
     n_agents = draw(st.integers(1, 4))
