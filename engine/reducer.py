@@ -349,21 +349,31 @@ def _completion_refused(state: ProjectState, event: Event) -> None:
 
 
 def _refresh_waiters(state: ProjectState, paths: Iterable[str]) -> None:
-    """Each lock lists, in queue order, the requests waiting on a path it overlaps."""
+    """Each lock lists, in queue order, the requests waiting on a path it overlaps.
+
+    Only locks overlapping a path whose queue changed are rebuilt; with no such path (the usual
+    uncontended grant) no lock is looked at.
+    """
     touched = set(paths)
+    if not touched:
+        return
     for lock in state.locks.values():
         if any(overlaps(lock.resource_id, path) for path in touched):
-            lock.waiters = [
-                LockWaiter(
-                    request_id=w.request_id,
-                    agent_id=w.agent_id,
-                    lock_type=w.lock_type,
-                    since=w.since,
-                    task_id=w.task_id,
-                )
-                for path, w in state.meta.waiters
-                if overlaps(lock.resource_id, path)
-            ]
+            lock.waiters = _waiters_on(state, lock.resource_id)
+
+
+def _waiters_on(state: ProjectState, resource_id: str) -> list[LockWaiter]:
+    return [
+        LockWaiter(
+            request_id=w.request_id,
+            agent_id=w.agent_id,
+            lock_type=w.lock_type,
+            since=w.since,
+            task_id=w.task_id,
+        )
+        for path, w in state.meta.waiters
+        if overlaps(resource_id, path)
+    ]
 
 
 def _remove_waiters(state: ProjectState, request_id: str | None) -> list[str]:
@@ -390,8 +400,11 @@ def _lock_granted(state: ProjectState, event: Event) -> None:
         task_id=data.get("taskId"),
     )
     state.locks[lock.lock_id] = lock
-    touched = _remove_waiters(state, data.get("requestId"))
-    _refresh_waiters(state, [lock.resource_id, *touched])
+    # The granted request leaves the queue (locks that listed it are rebuilt); the new lock lists
+    # whoever still waits on its path.  No other lock's list changes.
+    _refresh_waiters(state, _remove_waiters(state, data.get("requestId")))
+    if state.meta.waiters:
+        lock.waiters = _waiters_on(state, lock.resource_id)
 
 
 @handles(EventType.LOCK_QUEUED)
