@@ -8,9 +8,8 @@ journal again gives the same state without re-running any agent or reading any c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 _second_cache: tuple[int, str] = (-1, "")
 
@@ -70,22 +69,19 @@ class EventType(StrEnum):
     STATE_DIGEST = "state_digest"  # sha256 of the state so far, so a replay can prove it matches
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One journaled change. `seq` equals the state version after the event is applied."""
+class Event(NamedTuple):
+    """One journaled change. `seq` equals the state version after the event is applied.
+
+    A named tuple rather than a frozen dataclass: every message, lock and task step makes one,
+    and a frozen dataclass pays an `object.__setattr__` per field to be built.
+    """
 
     seq: int
     ts: str  # ISO 8601 UTC wall time, decided live by the manager
     type: str
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any]
     mono: float = 0.0  # the manager's monotonic clock at the time (journal only)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Event:
-        return cls(
-            seq=record["seq"],
-            ts=record["ts"],
-            type=record["type"],
-            data=record.get("data", {}),
-            mono=record.get("mono", 0.0),
-        )
+        return cls(record["seq"], record["ts"], record["type"], record.get("data", {}), record.get("mono", 0.0))

@@ -297,3 +297,24 @@ async def test_two_tasks_of_one_agent_share_a_reentrant_lock_until_both_end(tmp_
     (released,) = _of(run.events, EventType.LOCK_RELEASED)
     long_done = next(e.seq for e in _of(run.events, EventType.TASK_COMPLETED) if e.data["taskId"] == "long")
     assert released.seq > long_done  # not released when the short task ended
+
+
+async def test_the_collector_is_tuned_while_a_sprint_runs_and_restored_after(tmp_path: Path) -> None:
+    """Long-lived sprint structures are frozen out of full collections and young collections are
+    spaced out during the sprint (engine/manager.py: collector_tuned_for_sprint); stop undoes both."""
+    import gc
+
+    from engine.manager import SPRINT_GC_THRESHOLD
+
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    seen: list[tuple[int, int]] = []
+    plan = write_plan(tmp_path, simple_plan())
+
+    def watch(manager: SprintManager) -> None:
+        manager.subscribe(lambda event: seen.append((gc.get_threshold()[0], gc.get_freeze_count())))
+
+    run = await run_sprint(plan, tmp_path, setup=watch)
+    assert run.result.succeeded
+    during = seen[-2]  # the last event before the sprint finished
+    assert during[0] >= SPRINT_GC_THRESHOLD and during[1] > 0
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
