@@ -18,6 +18,15 @@ While a path is under any lock, its content when the lock period began (`base`) 
 content (`good`) are kept in a `ContentStore`: small blobs in memory up to a budget, the rest
 spilled to a directory beside the journal.  That is what revert restores and what a three-way
 merge (base, good, current) works from.
+
+Keeping content costs no more reads than judging it: blobs are named by the same xxh3 checksum
+the index computes, so content the index just read is stored under the checksum it already has
+(`Observation.content_key`, and the bytes a settle re-hashed, collected by
+`FileIndex.remembering`).  A file the settle did not need to read (its entry is clean: not racy,
+stat unchanged) is kept by reference when the store holds its checksum, and the store keeps the
+last few MiB of blobs whose last reference was dropped (`RECENT_BUDGET`), so a file released and
+locked again unchanged is not read again.  Only the index's judgment "unchanged" lets such a blob
+stand for the file: a racy entry is re-hashed by the settle first, exactly as before.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ log = logging.getLogger(__name__)
 
 MEMORY_BUDGET = 32 << 20  # bytes of kept content held in memory, all files together
 SPILL_OVER = 256 << 10  # a single blob larger than this always goes to disk
+RECENT_BUDGET = 4 << 20  # bytes of dropped in-memory blobs kept for a re-lock of unchanged files
 KEEP_PER_GRANT = 64 << 20  # at most this much content is kept when one (directory) lock is granted
 REPORT_GRACE = 0.25  # seconds a change may wait for its holder's state_update before it is a conflict
 ABSENT = None  # kept content of a path that did not exist
@@ -61,34 +71,56 @@ class ResolutionError(ValueError):
 
 
 class ContentStore:
-    """Content-addressed blobs with reference counts: in memory up to a budget, spilled beyond it."""
+    """Content-addressed blobs with reference counts: in memory up to a budget, spilled beyond it.
 
-    def __init__(self, spill_dir: Path, *, memory_budget: int = MEMORY_BUDGET, spill_over: int = SPILL_OVER) -> None:
+    A blob whose last reference goes is not freed at once when it was in memory: it waits in a
+    small least-recently-dropped cache (`recent_budget` bytes, not counted in `memory_bytes`),
+    from which `holds`/`ref` bring it back, so content the index says is unchanged need not be
+    read again when its path is locked again.
+    """
+
+    def __init__(
+        self,
+        spill_dir: Path,
+        *,
+        memory_budget: int = MEMORY_BUDGET,
+        spill_over: int = SPILL_OVER,
+        recent_budget: int = RECENT_BUDGET,
+    ) -> None:
         self.spill_dir = spill_dir
         self.memory_budget = memory_budget
         self.spill_over = spill_over
+        self.recent_budget = recent_budget
         self._memory: dict[str, bytes] = {}
         self._spilled: set[str] = set()
         self._refs: dict[str, int] = {}
+        self._recent: dict[str, bytes] = {}  # unreferenced, oldest drop first
         self.memory_bytes = 0
+        self.recent_bytes = 0
 
-    def put(self, data: bytes) -> str:
-        key = checksum_bytes(data)
+    def put(self, data: bytes, key: str | None = None) -> str:
+        """One more reference to `data`; its key.  A caller that already has `checksum_bytes(data)`
+        (the index computed it reading the file) passes it as `key` so the bytes are not hashed twice."""
+        if key is None:
+            key = checksum_bytes(data)
+        if key not in self._refs:
+            self._unrecent(key)  # the same bytes, by their checksum: hold the ones given
+            self._hold(key, data)
         self._refs[key] = self._refs.get(key, 0) + 1
-        if key in self._memory or key in self._spilled:
-            return key
-        if len(data) > self.spill_over or self.memory_bytes + len(data) > self.memory_budget:
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
-            (self.spill_dir / _blob_name(key)).write_bytes(data)
-            self._spilled.add(key)
-        else:
-            self._memory[key] = data
-            self.memory_bytes += len(data)
         return key
 
+    def holds(self, key: str) -> bool:
+        """Whether `ref(key)` can take a reference without the content (held, or recently dropped)."""
+        return key in self._refs or key in self._recent
+
     def ref(self, key: str) -> None:
-        """One more holder of a stored blob."""
-        self._refs[key] += 1
+        """One more holder of a stored (or recently dropped) blob."""
+        if key not in self._refs:
+            data = self._unrecent(key)
+            if data is None:
+                raise KeyError(key)
+            self._hold(key, data)
+        self._refs[key] = self._refs.get(key, 0) + 1
 
     def get(self, key: str) -> bytes:
         if key in self._memory:
@@ -103,7 +135,9 @@ class ContentStore:
             return
         del self._refs[key]
         if key in self._memory:
-            self.memory_bytes -= len(self._memory.pop(key))
+            data = self._memory.pop(key)
+            self.memory_bytes -= len(data)
+            self._recently_dropped(key, data)
         elif key in self._spilled:
             self._spilled.discard(key)
             (self.spill_dir / _blob_name(key)).unlink(missing_ok=True)
@@ -113,7 +147,35 @@ class ContentStore:
         return len(self._spilled)
 
     def close(self) -> None:
+        self._recent.clear()
+        self.recent_bytes = 0
         shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+    def _hold(self, key: str, data: bytes) -> None:
+        """Place a blob that has no holder yet: in memory within the budget, else on disk."""
+        self._refs[key] = 0
+        if len(data) > self.spill_over or self.memory_bytes + len(data) > self.memory_budget:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            (self.spill_dir / _blob_name(key)).write_bytes(data)
+            self._spilled.add(key)
+        else:
+            self._memory[key] = data
+            self.memory_bytes += len(data)
+
+    def _recently_dropped(self, key: str, data: bytes) -> None:
+        """Keep an unreferenced blob for a while; the oldest go once the cache is over budget."""
+        if len(data) > self.recent_budget:
+            return
+        self._recent[key] = data
+        self.recent_bytes += len(data)
+        while self.recent_bytes > self.recent_budget:
+            self.recent_bytes -= len(self._recent.pop(next(iter(self._recent))))
+
+    def _unrecent(self, key: str) -> bytes | None:
+        data = self._recent.pop(key, None)
+        if data is not None:
+            self.recent_bytes -= len(data)
+        return data
 
 
 def _blob_name(key: str) -> str:
@@ -335,7 +397,7 @@ class FileGuard:
         if verdict.reason is not None:
             conflict = self._conflict_data(obs.path, verdict, change, unlocked_base=obs.created)
         elif verdict.owner is not None:
-            self._keep_good(obs.path, obs.content)
+            self._keep_good(obs.path, obs.content, obs.content_key)
         if obs.renamed_from is not None and source_conflict is None:
             self._forget_kept(obs.renamed_from)
         self.manager.emit(
@@ -455,7 +517,8 @@ class FileGuard:
         grants = [g for g in grants if not is_named(g.resource_id)]
         if not self.running or not grants:
             return
-        self.settle([g.resource_id for g in grants], exclude=[g.lock_id for g in grants])
+        with self.index.remembering() as fresh:  # what the settle reads, the base need not read again
+            self.settle([g.resource_id for g in grants], exclude=[g.lock_id for g in grants])
         for grant in grants:
             budget = KEEP_PER_GRANT  # a lock on a huge directory must not copy the repository
             for path in self._paths_under(grant.resource_id):
@@ -463,7 +526,7 @@ class FileGuard:
                 budget -= entry.size if entry is not None and entry.size > 0 else 0
                 if budget < 0:
                     break
-                self._keep_base(path)
+                self._keep_base(path, fresh)
 
     def before_release(self, grants: Iterable[Grant]) -> None:
         """Settle what changed under these locks while they are still held (read locks too:
@@ -493,24 +556,45 @@ class FileGuard:
     def _paths_under(self, resource_id: str) -> list[str]:
         if resource_id in self.index.entries:
             return [resource_id]
-        prefix = resource_id + "/"
-        below = [p for p in self.index.entries if p.startswith(prefix)]
+        below = self.index.below(resource_id)
         is_dir = below or (self.manager.workspace / resource_id).is_dir()
         return below if is_dir else [resource_id]
 
-    def _keep_base(self, path: str) -> None:
+    def _keep_base(self, path: str, fresh: dict[str, tuple[str, bytes]] | None = None) -> None:
+        """Keep `path`'s content as the base (and good) of a lock period starting now.
+
+        Called right after `path` was reconciled (a settle, a scan, our own write), so its index
+        entry is the file as it is now; `fresh` holds what that reconcile read (`remembering`).
+        """
         if path in self.kept:
             return
         try:
-            key = self.store.put(self.index.read(path)) if path in self.index.entries else ABSENT
+            key = self._store_current(path, fresh or {})
         except OSError:
             return
         self.kept[path] = Kept(key, key)
         if key is not None:
             self.store.ref(key)  # base and good each hold a reference
 
-    def _keep_good(self, path: str, content: bytes | None) -> None:
-        """The holder's change is the new last good content (not while a conflict waits: revert needs the old)."""
+    def _store_current(self, path: str, fresh: dict[str, tuple[str, bytes]]) -> str | None:
+        """A store reference to the content of a just-reconciled `path` (ABSENT when not a file),
+        reading the file only when neither the reconcile nor the store already has its bytes."""
+        entry = self.index.entries.get(path)
+        if entry is None:
+            return ABSENT
+        checksum, data = fresh.get(path, ("", b""))
+        if checksum and checksum == entry.checksum:
+            return self.store.put(data, key=checksum)  # read and hashed by the settle a moment ago
+        clean = self.index.clean_checksum(path)
+        if clean is not None and self.store.holds(clean):
+            self.store.ref(clean)  # unchanged by the index's own test, and its bytes are held
+            return clean
+        return self.store.put(self.index.read(path))
+
+    def _keep_good(self, path: str, content: bytes | None, key: str | None = None) -> None:
+        """The holder's change is the new last good content (not while a conflict waits: revert needs the old).
+
+        `key` is the checksum of `content` when the caller has it (the index hashed it reading it)."""
         file = self.manager.state.files.get(path)
         if file is not None and file.status == "conflict":
             return
@@ -519,11 +603,11 @@ class FileGuard:
             kept = self.kept[path] = Kept(ABSENT, ABSENT)
         if content is None and path in self.index.entries:
             try:
-                content = self.index.read(path)
+                content, key = self.index.read(path), None
             except OSError:
                 return
         self.store.drop(kept.good)
-        kept.good = self.store.put(content) if content is not None else ABSENT
+        kept.good = self.store.put(content, key) if content is not None else ABSENT
 
     def _forget_kept(self, path: str) -> None:
         kept = self.kept.pop(path, None)

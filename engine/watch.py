@@ -6,6 +6,13 @@ fraction of a second).  Like git it distrusts "racily clean" entries: a file has
 `RACY_NS` of its mtime may be rewritten with the same size inside one timestamp tick, so such an
 entry is re-hashed at its next notification instead of trusted.
 
+A caller that is about to keep what it just settled (the sprint manager keeping a lock's base
+content) wraps the reconcile in `FileIndex.remembering()`: the bytes of every regular file the
+index reads inside the block are handed back with their checksum, so the same file is not read and
+hashed a second time a moment later.  Nothing is remembered outside such a block, so the index
+never answers with stale bytes.  `FileIndex.clean_checksum` says when an entry just reconciled can
+stand for the content without any read (a regular file, no error, not racy).
+
 `Watcher` runs `watchfiles.awatch` over the workspace and turns each batch of notifications into
 `Observation`s (changed, deleted, renamed, unreadable) for the sprint manager, which attributes
 them (engine/conflicts.py).  What is never looked at: paths `.gitignore` files ignore (matched by
@@ -17,12 +24,14 @@ git stores it) and never followed, so nothing outside the workspace is read.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -45,6 +54,7 @@ RACY_NS = 50_000_000  # an mtime this close to the hashing time is not trusted (
 DEBOUNCE_MS = 50  # watchfiles groups changes for at most this long...
 STEP_MS = 3  # ...and yields once nothing new arrived for this long (measured: bench_watch.py)
 ALWAYS_IGNORED = (".git",)
+REMEMBER_LIMIT = 64 << 20  # bytes one `remembering` block holds at most (the rest is read again)
 
 ObservationKind = Literal["changed", "deleted", "unreadable"]
 
@@ -60,7 +70,7 @@ def checksum_with(algorithm: str, data: bytes) -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
-def read_and_hash(path: Path, size: int) -> tuple[str, bytes | None]:
+def read_and_hash(path: str | os.PathLike[str], size: int) -> tuple[str, bytes | None]:
     """The file's checksum, and its content when it is small enough to keep in one read."""
     with open(path, "rb", buffering=0) as handle:
         if size <= READ_WHOLE_LIMIT:
@@ -82,6 +92,7 @@ class Entry:
     checksum: str
     racy: bool = False
     error: str | None = None
+    link: bool = False  # a symlink: `checksum` is that of b"symlink:" + target, not of the target text
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,14 @@ class Observation:
     error: str | None = None
     content: bytes | None = field(default=None, repr=False, compare=False)
     previous: str = ""  # checksum before the change ("" when new)
+    link: bool = field(default=False, compare=False)  # a symlink: `content` is its target text
+
+    @property
+    def content_key(self) -> str | None:
+        """`checksum` when it is the checksum of `content` itself (a regular file read whole), so
+        whoever stores the content need not hash it again; None otherwise (a link's checksum
+        covers a prefix, a large file's content is not carried)."""
+        return self.checksum if self.content is not None and not self.link else None
 
 
 # ---------------------------------------------------------------- ignore rules
@@ -159,10 +178,14 @@ class FileIndex:
 
     def __init__(self, root: Path, *, ignore: Iterable[str] = ()) -> None:
         self.root = Path(root)
+        self._root = os.fspath(self.root)  # string joins: a Path per call costs more than the lstat
         self.real_root = os.path.realpath(self.root)
         self.rules = IgnoreRules(self.root, ignore)
         self.entries: dict[str, Entry] = {}
         self.hashed = 0  # files read and hashed (the stat cache's misses), for tests and benchmarks
+        self._fresh: dict[str, tuple[str, bytes]] | None = None  # see `remembering`
+        self._fresh_room = 0
+        self._dirs: set[str] = set()  # every directory an entry was ever added below (see `below`)
 
     def relative(self, absolute: str) -> str | None:
         """The POSIX path of `absolute` below the root, or None when it is the root or outside."""
@@ -177,7 +200,7 @@ class FileIndex:
 
     def reconcile(self, rel: str) -> list[Observation]:
         """Bring one path (file, directory, or gone) up to date; what changed."""
-        absolute = self.root / rel
+        absolute = os.path.join(self._root, rel)
         if not self._inside(rel):
             return self._forget(rel)  # reached through a symlink: not ours to read
         try:
@@ -198,13 +221,62 @@ class FileIndex:
         return gone + ([observed] if observed else [])
 
     def read(self, rel: str) -> bytes:
-        """The current bytes of a file (a symlink's target text), for snapshots and merges."""
-        absolute = self.root / rel
+        """The current bytes of a file (a symlink's target text), for snapshots and merges.
+
+        A special file raises OSError instead of being opened: a named pipe would block the
+        manager until some writer came, a device could be read without end.
+        """
+        absolute = os.path.join(self._root, rel)
         if not self._inside(rel):
             raise OSError(f"{rel} is reached through a symlink")
-        if os.path.islink(absolute):
+        mode = os.lstat(absolute).st_mode
+        if stat.S_ISLNK(mode):
             return os.readlink(absolute).encode()
-        return absolute.read_bytes()
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({_kind(mode)}); not read", rel)
+        with open(absolute, "rb") as handle:
+            return handle.read()
+
+    @contextmanager
+    def remembering(self, limit: int = REMEMBER_LIMIT) -> Iterator[dict[str, tuple[str, bytes]]]:
+        """Collect, for the length of the block, `path -> (checksum, bytes)` of every regular file
+        that `reconcile` or `scan` reads whole, changed or not (at most `limit` bytes in all).
+
+        A settle re-hashes racy entries and discards the bytes of those found unchanged; a caller
+        that keeps the content right after (a lock's base) takes it from here instead of reading
+        and hashing the file again.  The dict stays valid after the block but stops growing, and
+        each pair is consistent by construction (the checksum is of those very bytes).
+        """
+        outer = self._fresh, self._fresh_room
+        self._fresh, self._fresh_room = {}, limit
+        try:
+            yield self._fresh
+        finally:
+            self._fresh, self._fresh_room = outer
+
+    def below(self, rel_dir: str) -> list[str]:
+        """The entries on paths below directory `rel_dir`.
+
+        Deciding that a path never indexed (a file about to be created, a lock on a new path)
+        has nothing below it would otherwise cost a pass over every entry; `_dirs` answers it.
+        It only grows, so it may name a directory with nothing left below: then the pass is made.
+        """
+        if rel_dir not in self._dirs:
+            return []
+        prefix = rel_dir + "/"
+        return [p for p in self.entries if p.startswith(prefix)]
+
+    def clean_checksum(self, rel: str) -> str | None:
+        """The checksum of `rel`'s content when its entry can stand for it without a read: a
+        regular file, readable, and not racy.
+
+        Only meaningful for a path reconciled a moment ago (its stat was compared then): the same
+        trust a rescan puts in an unchanged stat, no more.
+        """
+        entry = self.entries.get(rel)
+        if entry is None or entry.error is not None or entry.racy or entry.link:
+            return None
+        return entry.checksum
 
     # ------------------------------------------------------------ internals
 
@@ -215,9 +287,9 @@ class FileIndex:
         whole absolute path is the slow fallback, needed only when one of them is a link.
         """
         parts = rel.split("/")[:-1]
-        current = self.root
+        current = self._root
         for part in parts:
-            current = current / part
+            current = os.path.join(current, part)
             try:
                 if stat.S_ISLNK(os.lstat(current).st_mode):
                     real = os.path.realpath(self.root.joinpath(*parts))
@@ -258,15 +330,15 @@ class FileIndex:
             except OSError as exc:
                 changes += self._unreadable(rel, _reason(exc))
                 continue
-            observed = self._observe(rel, self.root / rel, info)
+            observed = self._observe(rel, os.path.join(self._root, rel), info)
             if observed is not None:
                 changes.append(observed)
-        prefix = rel_dir + "/" if rel_dir else ""
-        for rel in [p for p in self.entries if p.startswith(prefix) and p not in seen]:
+        known = self.below(rel_dir) if rel_dir else list(self.entries)
+        for rel in [p for p in known if p not in seen]:
             changes += self._forget(rel)
         return changes
 
-    def _observe(self, rel: str, absolute: Path, info: os.stat_result) -> Observation | None:
+    def _observe(self, rel: str, absolute: str, info: os.stat_result) -> Observation | None:
         """Re-hash only when size, mtime or inode moved (or the cached entry was racy)."""
         known = self.entries.get(rel)
         if (
@@ -279,8 +351,9 @@ class FileIndex:
         if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
             found = self._unreadable(rel, f"not a regular file ({_kind(info.st_mode)}); not read")
             return found[0] if found else None
+        link = stat.S_ISLNK(info.st_mode)
         try:
-            if stat.S_ISLNK(info.st_mode):
+            if link:
                 content: bytes | None = os.readlink(absolute).encode()
                 checksum = checksum_bytes(b"symlink:" + content)
             else:
@@ -292,7 +365,9 @@ class FileIndex:
             return found[0] if found else None
         self.hashed += 1
         racy = time.time_ns() - info.st_mtime_ns < RACY_NS
-        self.entries[rel] = Entry(info.st_size, info.st_mtime_ns, info.st_ino, checksum, racy)
+        self._set(rel, Entry(info.st_size, info.st_mtime_ns, info.st_ino, checksum, racy, None, link))
+        if not link:
+            self._remember(rel, checksum, content)
         if known is not None and known.error is None and known.checksum == checksum:
             return None  # touched, not changed
         return Observation(
@@ -304,7 +379,24 @@ class FileIndex:
             created=known is None or known.error is not None and not known.checksum,
             content=content,
             previous=known.checksum if known else "",
+            link=link,
         )
+
+    def _set(self, rel: str, entry: Entry) -> None:
+        """Record an entry; a new path's directories join `_dirs` (ancestors of a member are members)."""
+        if rel not in self.entries:
+            parent = rel.rpartition("/")[0]
+            while parent and parent not in self._dirs:
+                self._dirs.add(parent)
+                parent = parent.rpartition("/")[0]
+        self.entries[rel] = entry
+
+    def _remember(self, rel: str, checksum: str, content: bytes | None) -> None:
+        """Hand a regular file's bytes to the open `remembering` block, if any and within its limit."""
+        if self._fresh is None or content is None or len(content) > self._fresh_room:
+            return
+        self._fresh[rel] = (checksum, content)
+        self._fresh_room -= len(content)
 
     def _unreadable(self, rel: str, reason: str) -> list[Observation]:
         """Record why a path cannot be read; report it once (again only if the reason changes)."""
@@ -312,7 +404,7 @@ class FileIndex:
         if known is not None and known.error == reason:
             return []
         checksum = known.checksum if known else ""
-        self.entries[rel] = Entry(-1, -1, -1, checksum, False, reason)
+        self._set(rel, Entry(-1, -1, -1, checksum, False, reason))
         return [Observation(rel, "unreadable", checksum=checksum, error=reason, created=known is None)]
 
     def _forget(self, rel: str, *, keep_self: bool = False) -> list[Observation]:
@@ -322,9 +414,7 @@ class FileIndex:
                 return []  # a known file has nothing below it
             known = self.entries.pop(rel)
             return [Observation(rel, "deleted", previous=known.checksum)]
-        prefix = rel + "/"
-        below = [p for p in self.entries if p.startswith(prefix)]
-        return [Observation(p, "deleted", previous=self.entries.pop(p).checksum) for p in below]
+        return [Observation(p, "deleted", previous=self.entries.pop(p).checksum) for p in self.below(rel)]
 
 
 def _reason(exc: OSError) -> str:
@@ -371,6 +461,7 @@ def _renamed(obs: Observation, source: str) -> Observation:
         renamed_from=source,
         content=obs.content,
         previous=obs.checksum,
+        link=obs.link,
     )
 
 

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from test_watch_support import Engine
 from engine.events import EventType
@@ -279,3 +284,124 @@ async def test_a_journal_in_the_workspace_root_is_not_watched(tmp_path: Path) ->
         assert "journal.jsonl" not in engine.manager.state.files
         changed = [e.data["path"] for e in engine.of(EventType.FILE_CHANGED)]
         assert sorted(changed) == ["a.txt", "zz-sentinel.txt"]
+
+
+def test_a_deleted_or_replaced_directory_reports_every_file_below(tmp_path: Path) -> None:
+    """`below` skips the pass over every entry only for directories nothing was ever indexed under."""
+    workspace = tmp_path / "ws"
+    for rel in ("a/b/c/deep.txt", "a/d.txt", "x.txt", "ab.txt"):
+        (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
+        (workspace / rel).write_text(rel)
+    index = FileIndex(workspace)
+    index.scan()
+    assert sorted(index.below("a")) == ["a/b/c/deep.txt", "a/d.txt"]
+    assert index.below("a/b") == ["a/b/c/deep.txt"]
+    assert index.below("x.txt") == [] and index.below("nowhere") == [] and index.below("a/b/c/deep.txt") == []
+    assert index.reconcile("nowhere/new.txt") == []
+    (workspace / "a/d.txt").unlink()
+    assert [(o.path, o.kind) for o in index.reconcile("a")] == [("a/d.txt", "deleted")]
+    for path in sorted((workspace / "a").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    (workspace / "a").rmdir()
+    (workspace / "a").write_text("a file now")
+    observed = sorted((o.path, o.kind) for o in index.reconcile("a"))
+    assert observed == [("a", "changed"), ("a/b/c/deep.txt", "deleted")]
+    assert index.below("a") == [] and sorted(index.entries) == ["a", "ab.txt", "x.txt"]
+
+
+def test_remembering_hands_back_what_a_reconcile_read(tmp_path: Path) -> None:
+    """Bytes read inside the block come back with their checksum (changed or only re-hashed), and
+    only inside it; links and anything past the limit are left out."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "f.txt").write_text("same")
+    (workspace / "g.txt").write_text("0123456789")
+    (workspace / "link").symlink_to("f.txt")
+    index = FileIndex(workspace)
+    index.scan()  # outside any block: nothing remembered
+    for entry in index.entries.values():
+        entry.racy = True  # hashed within RACY_NS of the write (true here, but not left to timing)
+    with index.remembering() as fresh:
+        index.reconcile("f.txt")  # racy: re-hashed, unchanged
+        index.reconcile("link")
+    assert fresh == {"f.txt": (_sum("same"), b"same")}
+    index.reconcile("g.txt")  # after the block: the dict no longer grows
+    assert "g.txt" not in fresh
+    for entry in index.entries.values():
+        entry.racy = True
+    with index.remembering(limit=5) as small:
+        index.scan()
+    assert small == {"f.txt": (_sum("same"), b"same")}  # g.txt is over the limit
+
+
+def test_clean_checksum_only_for_a_trusted_regular_file(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "f.txt").write_text("f")
+    (workspace / "link").symlink_to("f.txt")
+    os.mkfifo(workspace / "pipe")
+    index = FileIndex(workspace)
+    index.scan()
+    index.entries["f.txt"].racy = True
+    assert index.clean_checksum("f.txt") is None
+    for entry in index.entries.values():
+        entry.racy = False
+    assert index.clean_checksum("f.txt") == _sum("f")
+    assert index.clean_checksum("link") is None and index.clean_checksum("pipe") is None
+    assert index.clean_checksum("missing") is None
+
+
+def test_an_observation_names_its_content_key(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "f.txt").write_text("f")
+    (workspace / "link").symlink_to("f.txt")
+    observed = {o.path: o for o in FileIndex(workspace).scan()}
+    assert observed["f.txt"].content_key == _sum("f")
+    assert observed["link"].content == b"f.txt" and observed["link"].content_key is None
+
+
+
+@contextmanager
+def _pipe_writer_if_blocked(fifo: Path) -> Iterator[None]:
+    """Should the code under test open `fifo` for reading (the bug), a writer comes and goes every
+    0.2 s so that the open returns and the test fails instead of hanging the whole run."""
+    stop = threading.Event()
+
+    def unblock() -> None:
+        while not stop.wait(0.2):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO while nobody reads
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=unblock, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_read_refuses_a_special_file(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    os.mkfifo(workspace / "pipe")
+    index = FileIndex(workspace)
+    with _pipe_writer_if_blocked(workspace / "pipe"), pytest.raises(OSError, match="named pipe"):
+        index.read("pipe")
+
+
+async def test_locking_a_directory_with_a_named_pipe_does_not_block(tmp_path: Path) -> None:
+    """Keeping a lock's content never opens a special file (a FIFO would block until a writer came)."""
+    async with Engine(tmp_path, {"d/a.txt": "a\n"}) as engine:
+        os.mkfifo(engine.workspace / "d" / "pipe")
+        await engine.until(lambda: engine.file("d/pipe") is not None and engine.file("d/pipe").error)
+        with _pipe_writer_if_blocked(engine.workspace / "d" / "pipe"):
+            await engine.lock("alice", "d", "write")
+        kept = engine.manager.files.kept
+        assert "d/a.txt" in kept and "d/pipe" not in kept
+        engine.write("d/a.txt", "b\n")
+        await engine.until(lambda: engine.file("d/a.txt").checksum == _sum("b\n"))
+        assert engine.file("d/a.txt").modified_by == "alice"
