@@ -76,13 +76,13 @@ def utc_timestamp() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+# Built once: `json.dumps` with arguments builds a new encoder per call, a sixth of an event's cost.
+_RECORD_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode_record(seq: int, type: str, data: dict[str, Any], ts: str, mono: float) -> bytes:
     """One journal line, newline included; the crc is over the canonical JSON (module docstring)."""
-    body = json.dumps(
-        {"seq": seq, "ts": ts, "mono": mono, "type": type, "data": data},
-        separators=(",", ":"),
-        allow_nan=False,
-    ).encode()
+    body = _RECORD_ENCODER.encode({"seq": seq, "ts": ts, "mono": mono, "type": type, "data": data}).encode()
     return body[:-1] + b',"crc":"%08x"}\n' % zlib.crc32(body)
 
 
