@@ -3,7 +3,8 @@
 Tasks have zero length, so the wall time is all engine: placement, lock grants, events, the
 reducer, the in-process bus and the simulated agents' protocol traffic.  Where dask is installed
 (`pip install -e '.[bench]'`), its threaded scheduler runs the same graph of no-op tasks in the
-same process, as a peer.
+same process, as a peer.  A third engine run uses the same DAG with no task locking a file, to
+show the file guard's share (watcher, settles, kept content) apart from scheduling and messages.
 
     .venv/bin/python benchmarks/bench_scheduler.py [--tasks 10000] [--agents 50] [--journal]
 """
@@ -27,7 +28,7 @@ from engine.manager import SprintManager  # noqa: E402
 from engine.plan import load_plan  # noqa: E402
 
 
-def random_dag(tasks: int, agents: int, seed: int) -> dict:
+def random_dag(tasks: int, agents: int, seed: int, locked_share: float = 0.3) -> dict:
     rng = random.Random(seed)
     caps = [f"c{i}" for i in range(8)]
     agent_list = [
@@ -41,7 +42,7 @@ def random_dag(tasks: int, agents: int, seed: int) -> dict:
             deps = {f"t{rng.randrange(max(0, t - 200), t)}" for _ in range(rng.randint(0, 2))}
             if deps:
                 task["depends_on"] = sorted(deps)
-        if rng.random() < 0.3:
+        if rng.random() < locked_share:
             task["resources"] = [f"src/m{rng.randrange(400)}.py"]
         task_list.append(task)
     return {"sprint": "bench", "settings": {"heartbeat_interval": "1s", "heartbeat_timeout": "60s"},
@@ -98,12 +99,19 @@ def main() -> None:
         journal.close()
         events = journal.last_seq
         size = (tmp_path / "j.jsonl").stat().st_size
+        # The same DAG with no task locking a file: scheduling, locks-free dispatch, events and
+        # messages without the file guard's share (the watcher, settles, kept content).
+        (tmp_path / "free.yaml").write_text(yaml.safe_dump(random_dag(args.tasks, args.agents, args.seed, 0.0), sort_keys=False))
+        (tmp_path / "ws_free").mkdir()
+        unlocked = asyncio.run(run_engine(load_plan(tmp_path / "free.yaml"), tmp_path / "ws_free", None))
     dask_time = run_dask(raw)
     n = args.tasks
     print(f"tasks={n} agents={args.agents}")
     print(f"engine, no journal:      {bare:7.2f} s  {bare / n * 1e6:7.1f} us/task")
     print(f"engine, durable journal: {journaled:7.2f} s  {journaled / n * 1e6:7.1f} us/task"
           f"  ({events} events, {events / n:.1f} events/task, {size / events:.0f} B/event)")
+    print(f"engine, no file locks:   {unlocked:7.2f} s  {unlocked / n * 1e6:7.1f} us/task"
+          "  (same DAG, no journal, no task locks a file)")
     if dask_time is None:
         print("dask not installed (pip install -e '.[bench]'): no peer figure")
     else:
