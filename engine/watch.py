@@ -70,9 +70,24 @@ def checksum_with(algorithm: str, data: bytes) -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """A read-only descriptor of `path`, refused unless it is a regular file right now.
+
+    Callers lstat first, but the path can be swapped between that and the open: a named pipe put
+    there would block the manager in `open` until some writer came.  O_NONBLOCK makes that open
+    return at once, O_NOFOLLOW refuses a symlink put there, and the fstat judges what was opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"not a regular file ({_kind(mode)}); not read", os.fspath(path))
+    return fd
+
+
 def read_and_hash(path: str | os.PathLike[str], size: int) -> tuple[str, bytes | None]:
     """The file's checksum, and its content when it is small enough to keep in one read."""
-    with open(path, "rb", buffering=0) as handle:
+    with open(open_regular(path), "rb", buffering=0) as handle:
         if size <= READ_WHOLE_LIMIT:
             data = handle.read()
             return checksum_bytes(data), data
@@ -234,7 +249,7 @@ class FileIndex:
             return os.readlink(absolute).encode()
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, f"not a regular file ({_kind(mode)}); not read", rel)
-        with open(absolute, "rb") as handle:
+        with open(open_regular(absolute), "rb") as handle:
             return handle.read()
 
     @contextmanager

@@ -16,7 +16,7 @@ import pytest
 
 from test_watch_support import Engine
 from engine.events import EventType
-from engine.watch import FileIndex, checksum_bytes
+from engine.watch import FileIndex, checksum_bytes, read_and_hash
 
 
 def _sum(text: str | bytes) -> str:
@@ -391,6 +391,19 @@ def test_read_refuses_a_special_file(tmp_path: Path) -> None:
     index = FileIndex(workspace)
     with _pipe_writer_if_blocked(workspace / "pipe"), pytest.raises(OSError, match="named pipe"):
         index.read("pipe")
+
+
+def test_a_pipe_swapped_in_after_the_stat_is_refused_not_opened(tmp_path: Path) -> None:
+    """The index lstats a path, then opens it; a named pipe put there in between must not block
+    the manager (the open itself would wait for a writer) nor be read as the file."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "target.txt").write_text("x\n")
+    os.symlink(tmp_path / "target.txt", tmp_path / "link")
+    with _pipe_writer_if_blocked(tmp_path / "pipe"), pytest.raises(OSError, match="named pipe"):
+        read_and_hash(tmp_path / "pipe", 0)
+    with pytest.raises(OSError):  # a symlink swapped in is not followed either
+        read_and_hash(tmp_path / "link", 2)
+    assert read_and_hash(tmp_path / "target.txt", 2)[1] == b"x\n"
 
 
 async def test_locking_a_directory_with_a_named_pipe_does_not_block(tmp_path: Path) -> None:
