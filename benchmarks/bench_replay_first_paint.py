@@ -80,9 +80,9 @@ def child_replay(journal: Path, spawned: float) -> dict[str, float]:
     from app.replay_dashboard import ReplayApp  # as the command does: Textual only for a dashboard
 
     times["imported"] = time.perf_counter()
-    app = ReplayApp(cursor, at=None, theme_name=None)
-    _stop_at_first_paint(app, times, "painted")
-    app.run(headless=True, size=SIZE)
+    replay_app = ReplayApp(cursor, at=None, theme_name=None)
+    _stop_at_first_paint(replay_app, times, "painted")
+    replay_app.run(headless=True, size=SIZE)
     cursor.close()
     return {
         "open_to_paint": times["painted"] - times["open"],

@@ -30,6 +30,7 @@ from engine.transports.framing import LineFramer, Oversize, encode
 from engine.transports.socket import Refusal, SocketTransport
 from engine.transports.tokens import ensure_tokens, read_token, tokens_dir_for
 
+from test_bus import drain  # the same helper for both transports
 from test_bus import (  # noqa: F401  tests/test_bus.py's suite, run again here on the `bus` fixture below
     test_async_for_ends_on_unsubscribe,
     test_big_but_legal_message_is_delivered,
@@ -75,13 +76,6 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     async with asyncio.timeout(GUARD):
         while not condition():
             await asyncio.sleep(0.005)
-
-
-def drain(inbox: Any) -> list[IPCMessage]:
-    messages = []
-    while (message := inbox.get_nowait()) is not None:
-        messages.append(message)
-    return messages
 
 
 # ---------------------------------------------------------------- fixtures
