@@ -44,7 +44,7 @@ async def test_simulated_agents_change_the_files_they_lock(tmp_path: Path) -> No
 
 async def test_flaky_sample_completes_through_retries(tmp_path: Path) -> None:
     plan = load_plan(SAMPLES / "flaky" / "plan.yaml")
-    run = await run_sprint(plan, tmp_path, seed=3)
+    run = await run_sprint(plan, tmp_path, seed=0)  # the default seed: the README's run fails some attempts
     assert run.result.succeeded
     failed = _of(run.events, EventType.TASK_FAILED)
     assert failed and all(e.data["willRetry"] for e in failed)
