@@ -25,6 +25,13 @@ FileStatus = Literal["clean", "modified", "conflict"]
 
 
 class StateModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown keys refused.
+
+    Empty list and dict defaults are `default_factory`s: pydantic deep-copies a literal `[]`
+    default for every instance, which made each lock grant and each task's state cost a
+    microsecond more per such field.
+    """
+
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
@@ -67,7 +74,7 @@ class FileConflict(StateModel):
     reason: ConflictReason
     detail: str
     change: FileChange = "modified"
-    holders: list[LockHolder] = []
+    holders: list[LockHolder] = Field(default_factory=list)
     seq: int = 0  # the event that raised it
     detected_at: datetime | None = None
     can_revert: bool = False  # last good content kept (revert restores it)
@@ -106,15 +113,15 @@ class TaskState(StateModel):
     title: str = ""
     status: TaskStatus = "pending"
     agent: str | None = None  # current (or last) owner
-    agents: list[str] = []  # collaborative tasks: every agent taking part
+    agents: list[str] = Field(default_factory=list)  # collaborative tasks: every agent taking part
     pinned_agent: str | None = None
-    requires: list[str] = []
+    requires: list[str] = Field(default_factory=list)
     coordination: Literal["sequential", "parallel", "collaborative"] = "parallel"
     attempt: int = 0
-    dependencies: list[str] = []
+    dependencies: list[str] = Field(default_factory=list)
     priority: Priority = "medium"
     estimate: float = 0.0  # seconds
-    resources: list[TaskResource] = []
+    resources: list[TaskResource] = Field(default_factory=list)
     command: str | None = None
     max_retries: int = 2
     failures: int = 0  # attempts that failed (not counting agent deaths)
@@ -124,7 +131,7 @@ class TaskState(StateModel):
     error: str | None = None
     progress: float = 0.0
     last_output: str | None = None
-    blocked_on: list[str] = []  # paths whose locks the task waits for
+    blocked_on: list[str] = Field(default_factory=list)  # paths whose locks the task waits for
 
 
 class AgentMetrics(StateModel):
@@ -142,10 +149,10 @@ class AgentState(StateModel):
     id: str
     kind: AgentKind = "simulated"
     status: AgentStatus = "ready"
-    capabilities: list[str] = []
-    specializations: list[str] = []
+    capabilities: list[str] = Field(default_factory=list)
+    specializations: list[str] = Field(default_factory=list)
     max_concurrent_tasks: int = 1
-    current_tasks: list[str] = []
+    current_tasks: list[str] = Field(default_factory=list)
     last_heartbeat: datetime | None = None
     busy_since: datetime | None = None
     metrics: AgentMetrics = Field(default_factory=AgentMetrics)
@@ -169,7 +176,7 @@ class ResourceLock(StateModel):
     token: int
     expires_at: datetime
     task_id: str | None = None
-    waiters: list[LockWaiter] = []
+    waiters: list[LockWaiter] = Field(default_factory=list)
 
 
 class SprintMeta(StateModel):
@@ -180,8 +187,8 @@ class SprintMeta(StateModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     paused: bool = False
-    waiters: list[tuple[str, LockWaiter]] = []  # (resourceId, waiter) in queue order
-    contention: dict[str, int] = {}  # resourceId -> waits and refusals
+    waiters: list[tuple[str, LockWaiter]] = Field(default_factory=list)  # (resourceId, waiter) in queue order
+    contention: dict[str, int] = Field(default_factory=dict)  # resourceId -> waits and refusals
     messages: int = 0
     rejected_messages: int = 0
     replies: int = 0
@@ -192,10 +199,10 @@ class ProjectState(StateModel):
     """The seed's ProjectState: exactly version, files, tasks, agents, locks on the wire."""
 
     version: int = 0
-    files: dict[str, FileState] = {}
-    tasks: dict[str, TaskState] = {}
-    agents: dict[str, AgentState] = {}
-    locks: dict[str, ResourceLock] = {}  # keyed by lockId: several readers may share a path
+    files: dict[str, FileState] = Field(default_factory=dict)
+    tasks: dict[str, TaskState] = Field(default_factory=dict)
+    agents: dict[str, AgentState] = Field(default_factory=dict)
+    locks: dict[str, ResourceLock] = Field(default_factory=dict)  # keyed by lockId: several readers may share a path
     meta: SprintMeta = Field(default_factory=SprintMeta, exclude=True)
 
 
@@ -210,10 +217,10 @@ class AgentConfig(StateModel):
 
     agent_id: str
     kind: AgentKind = "simulated"
-    capabilities: list[str] = []
+    capabilities: list[str] = Field(default_factory=list)
     resource_limits: ResourceLimits = Field(default_factory=ResourceLimits)
-    specializations: list[str] = []
-    dependencies: list[str] = []
+    specializations: list[str] = Field(default_factory=list)
+    dependencies: list[str] = Field(default_factory=list)
     failure_rate: float = 0.0
 
 
@@ -222,8 +229,8 @@ class SprintMetrics(StateModel):
     completed_tasks: int = 0
     failed_tasks: int = 0
     cancelled_tasks: int = 0
-    agent_utilization: dict[str, float] = {}
-    resource_contention: dict[str, int] = {}
+    agent_utilization: dict[str, float] = Field(default_factory=dict)
+    resource_contention: dict[str, int] = Field(default_factory=dict)
     communication_latency: float = 0.0  # ms, mean request -> reply
     elapsed: float = 0.0  # seconds of sprint time
     retries: int = 0
