@@ -231,7 +231,7 @@ class SprintManager:
         self._wake.set()
 
     def _record_message(self, message: IPCMessage) -> None:
-        data: dict[str, Any] = {"message": message.model_dump(mode="json", exclude_none=True)}
+        data: dict[str, Any] = {"message": message.wire_dict()}
         if message.correlation_id in self._requests_seen:
             arrived = self._requests_seen.pop(message.correlation_id)
             data["latencyMs"] = round((self.clock() - arrived) * 1000, 3)

@@ -246,6 +246,14 @@ class IPCMessage(WireModel):
         """The compact JSON text of this message as it travels."""
         return self.model_dump_json(exclude_none=True)
 
+    def wire_dict(self) -> dict[str, Any]:
+        """The message as JSON-ready Python values, as the journal records it.
+
+        `model_dump(mode="json", exclude_none=True)`, minus model_dump's argument handling: the
+        manager records every message, and the serializer called directly costs a quarter less.
+        """
+        return self.__pydantic_serializer__.to_python(self, mode="json", exclude_none=True, by_alias=True)
+
 
 def _message_class(kind: MessageType, payload: type[WireModel]) -> type[IPCMessage]:
     name = "".join(part.title() for part in kind.value.split("_")) + "Message"
@@ -359,8 +367,10 @@ def make_message(
     Envelope and payload are validated in one call (pydantic validates the nested dict itself),
     which costs a third less than building the payload model first: every message goes through here.
     """
-    kind = MessageType(kind)
-    return MESSAGE_CLASSES[kind].model_validate(
+    if kind.__class__ is not MessageType:
+        kind = MessageType(kind)
+    # The class's validator called directly: model_validate's wrapper was a quarter of the cost.
+    return MESSAGE_CLASSES[kind].__pydantic_validator__.validate_python(
         {"type": kind, "from_": sender, "to": to, "payload": payload, **envelope}
     )
 
