@@ -128,7 +128,9 @@ class LocalAgent:
             if current is not None and current[0] == assign.attempt:
                 del self._running[assign.task_id]
         if outcome.ok:
-            locks = [ref.model_dump() for ref in assign.locks]
+            # The assignment's LockRef models go back as they are: pydantic keeps a model instance
+            # it is handed, where a dump would be validated into a new one.
+            locks = list(assign.locks)
             await self.send(MessageType.TASK_COMPLETE, {**base, "result": outcome.result, "locks": locks})
         else:
             await self.send(
