@@ -13,6 +13,7 @@ import pytest
 from engine.journal import (
     JournalError,
     JournalWriter,
+    encode_record,
     iter_journal,
     read_header,
     read_journal,
@@ -87,6 +88,23 @@ def test_record_line_format_and_crc_definition(tmp_path: Path) -> None:
     canonical = json.dumps(record, separators=(",", ":"), sort_keys=False)
     assert crc == f"{zlib.crc32(canonical.encode()):08x}"
     assert lines(path)[2] == (canonical[:-1] + f',"crc":"{crc}"}}\n').encode()
+
+
+def test_record_bytes_are_json_dumps_bytes_for_every_kind_of_value() -> None:
+    data = {
+        "message": {"from": "agent-ü", "payload": {"progress": 0.1, "n": 2**70, "ok": True, "none": None}},
+        "floats": [0.0, -1.5, 1e16, 1e-05, 123456789.123456789],
+        "text": 'quote " backslash \\ tab \t newline \n bell \x07 emoji \U0001f600',
+        "nested": [[], {}, [{"a": [1, {"b": "c"}]}]],
+    }
+    line = encode_record(7, "message", data, "2030-01-01T00:00:00Z", 4321.125)
+    canonical = json.dumps(
+        {"seq": 7, "ts": "2030-01-01T00:00:00Z", "mono": 4321.125, "type": "message", "data": data},
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+    assert line == (canonical[:-1] + f',"crc":"{zlib.crc32(canonical.encode()):08x}"}}\n').encode()
+    assert json.loads(line)["data"] == data
 
 
 def test_refuses_to_overwrite(tmp_path: Path) -> None:
