@@ -6,7 +6,7 @@ reducer, the in-process bus and the simulated agents' protocol traffic.  Where d
 same process, as a peer.  A third engine run uses the same DAG with no task locking a file, to
 show the file guard's share (watcher, settles, kept content) apart from scheduling and messages.
 
-    .venv/bin/python benchmarks/bench_scheduler.py [--tasks 10000] [--agents 50] [--journal]
+    .venv/bin/python benchmarks/bench_scheduler.py [--tasks 10000] [--agents 50] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -80,43 +80,62 @@ def run_dask(raw: dict) -> float | None:
     return time.perf_counter() - started
 
 
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def spread(values: list[float], n: int) -> str:
+    """`median (min-max) us/task` of a run's repeats."""
+    per_task = sorted(v / n * 1e6 for v in values)
+    return f"{median(per_task):7.1f} us/task  ({per_task[0]:.0f}-{per_task[-1]:.0f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="repeats of every run, interleaved")
     args = parser.parse_args()
     raw = random_dag(args.tasks, args.agents, args.seed)
+    times: dict[str, list[float]] = {"bare": [], "journaled": [], "unlocked": [], "dask": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "plan.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         plan = load_plan(tmp_path / "plan.yaml")
-        (tmp_path / "ws").mkdir()
-        warm_up(tmp_path, args.agents, args.seed)
-        bare = asyncio.run(run_engine(plan, tmp_path / "ws", None))
-        journal = JournalWriter.create(tmp_path / "j.jsonl", {"sprint": "bench"})
-        journaled = asyncio.run(run_engine(plan, tmp_path / "ws", journal))
-        journal.close()
-        events = journal.last_seq
-        size = (tmp_path / "j.jsonl").stat().st_size
         # The same DAG with no task locking a file: scheduling, locks-free dispatch, events and
         # messages without the file guard's share (the watcher, settles, kept content).
         (tmp_path / "free.yaml").write_text(yaml.safe_dump(random_dag(args.tasks, args.agents, args.seed, 0.0), sort_keys=False))
-        (tmp_path / "ws_free").mkdir()
-        unlocked = asyncio.run(run_engine(load_plan(tmp_path / "free.yaml"), tmp_path / "ws_free", None))
-    dask_time = run_dask(raw)
+        unlocked_plan = load_plan(tmp_path / "free.yaml")
+        warm_up(tmp_path, args.agents, args.seed)
+        # Rounds interleave the runs, so a slow minute of the VM slows every kind of run alike.
+        for round_ in range(args.rounds):
+            ws = tmp_path / f"round{round_}"
+            for name in ("bare", "journaled", "unlocked"):
+                (ws / name).mkdir(parents=True)
+            times["bare"].append(asyncio.run(run_engine(plan, ws / "bare", None)))
+            journal = JournalWriter.create(ws / "j.jsonl", {"sprint": "bench"})
+            times["journaled"].append(asyncio.run(run_engine(plan, ws / "journaled", journal)))
+            journal.close()
+            events, size = journal.last_seq, (ws / "j.jsonl").stat().st_size
+            times["unlocked"].append(asyncio.run(run_engine(unlocked_plan, ws / "unlocked", None)))
+            dask_time = run_dask(raw)
+            if dask_time is not None:
+                times["dask"].append(dask_time)
     n = args.tasks
-    print(f"tasks={n} agents={args.agents}")
-    print(f"engine, no journal:      {bare:7.2f} s  {bare / n * 1e6:7.1f} us/task")
-    print(f"engine, durable journal: {journaled:7.2f} s  {journaled / n * 1e6:7.1f} us/task"
-          f"  ({events} events, {events / n:.1f} events/task, {size / events:.0f} B/event)")
-    print(f"engine, no file locks:   {unlocked:7.2f} s  {unlocked / n * 1e6:7.1f} us/task"
-          "  (same DAG, no journal, no task locks a file)")
-    if dask_time is None:
+    print(f"tasks={n} agents={args.agents}, median of {args.rounds} interleaved rounds (min-max)")
+    print(f"engine, no journal:      {spread(times['bare'], n)}")
+    print(f"engine, durable journal: {spread(times['journaled'], n)}"
+          f"  {events / n:.1f} events/task, {size / events:.0f} B/event")
+    print(f"engine, no file locks:   {spread(times['unlocked'], n)}  same DAG, no journal, no task locks a file")
+    if not times["dask"]:
         print("dask not installed (pip install -e '.[bench]'): no peer figure")
-    else:
-        print(f"dask threaded, no-ops:   {dask_time:7.2f} s  {dask_time / n * 1e6:7.1f} us/task"
-              f"  (engine/dask = {bare / dask_time:.1f}x)")
+        return
+    dask = median(times["dask"])
+    print(f"dask threaded, no-ops:   {spread(times['dask'], n)}")
+    print(f"engine/dask (medians): {median(times['bare']) / dask:.2f}x, "
+          f"journaled {median(times['journaled']) / dask:.2f}x, "
+          f"no file locks {median(times['unlocked']) / dask:.2f}x")
 
 
 if __name__ == "__main__":
