@@ -2,9 +2,12 @@
 
 `FileIndex` is the stat cache, as git's index is: per path the size, mtime and inode seen when the
 content was last hashed, so a rescan re-hashes only what changed (a 10,000-file tree rescans in a
-fraction of a second).  Like git it distrusts "racily clean" entries: a file hashed within
-`RACY_NS` of its mtime may be rewritten with the same size inside one timestamp tick, so such an
-entry is re-hashed at its next notification instead of trusted.
+fraction of a second).  Like git it distrusts "racily clean" entries: a file hashed within one
+timestamp tick of its mtime may be rewritten with the same size inside that tick, so such an entry
+is re-hashed at its next notification instead of trusted.  The tick is the file system's own: ext4
+stamps in nanoseconds, ext3 and HFS+ in seconds, FAT in two seconds, so `FileIndex` measures it on
+the workspace's file system (`timestamp_step_ns`) and distrusts an entry for twice that, never for
+less than `RACY_NS`.
 
 A caller that is about to keep what it just settled (the sprint manager keeping a lock's base
 content) wraps the reconcile in `FileIndex.remembering()`: the bytes of every regular file the
@@ -50,7 +53,10 @@ log = logging.getLogger(__name__)
 CHECKSUM_ALGORITHM = "xxh3"
 READ_WHOLE_LIMIT = 8 << 20  # files up to this size are read in one call (content kept for snapshots)
 CHUNK = 1 << 20
-RACY_NS = 50_000_000  # an mtime this close to the hashing time is not trusted (coarse fs clocks)
+RACY_NS = 50_000_000  # an mtime this close to the hashing time is never trusted, whatever the tick
+COARSEST_STEP_NS = 2_000_000_000  # FAT's two seconds: assumed when the tick cannot be measured
+PROBE_SECONDS = 0.025  # how long `timestamp_step_ns` may write before it gives up measuring
+PROBE_WRITES = 16
 DEBOUNCE_MS = 50  # watchfiles groups changes for at most this long...
 STEP_MS = 3  # ...and yields once nothing new arrived for this long (measured: bench_watch.py)
 ALWAYS_IGNORED = (".git",)
@@ -95,6 +101,42 @@ def read_and_hash(path: str | os.PathLike[str], size: int) -> tuple[str, bytes |
         while chunk := handle.read(CHUNK):
             hasher.update(chunk)
     return f"{CHECKSUM_ALGORITHM}:{hasher.hexdigest()}", None
+
+
+def stamp_step(stamps: list[int]) -> int | None:
+    """The smallest step between successive distinct mtimes, or None when they never moved.
+
+    Written back to back, a coarse file system repeats a stamp until its tick passes, so the step
+    is the tick; a fine one moves on every write, so the tick is no larger than the step.
+    """
+    steps = [later - earlier for earlier, later in zip(stamps, stamps[1:]) if later > earlier]
+    return min(steps) if steps else None
+
+
+def timestamp_step_ns(directory: str | os.PathLike[str]) -> int:
+    """How far apart two writes must be for `directory`'s file system to stamp different mtimes.
+
+    Measured with write-then-fstat pairs on an unnamed O_TMPFILE there (nothing appears in the
+    tree, so no watcher sees it).  A file system where that cannot be done, or whose stamp did not
+    move within PROBE_SECONDS, is taken to be as coarse as FAT.
+    """
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
+    except (AttributeError, OSError):  # not Linux, or a file system without O_TMPFILE
+        return COARSEST_STEP_NS
+    stamps: list[int] = []
+    try:
+        deadline = time.monotonic() + PROBE_SECONDS
+        while time.monotonic() < deadline:
+            os.write(fd, b"\n")
+            stamps.append(os.fstat(fd).st_mtime_ns)
+            if len(stamps) >= PROBE_WRITES and stamp_step(stamps) is not None:
+                break
+    except OSError:
+        return COARSEST_STEP_NS
+    finally:
+        os.close(fd)
+    return stamp_step(stamps) or COARSEST_STEP_NS
 
 
 @dataclass(slots=True)
@@ -191,8 +233,10 @@ def _join(directory: str, name: str) -> str:
 class FileIndex:
     """Path -> Entry for every file under `root`; `scan` and `reconcile` report what changed."""
 
-    def __init__(self, root: Path, *, ignore: Iterable[str] = ()) -> None:
+    def __init__(self, root: Path, *, ignore: Iterable[str] = (), racy_ns: int | None = None) -> None:
         self.root = Path(root)
+        # An entry hashed closer than this to its mtime is re-read at its next reconcile.
+        self.racy_ns = racy_ns if racy_ns is not None else max(RACY_NS, 2 * timestamp_step_ns(root))
         self._root = os.fspath(self.root)  # string joins: a Path per call costs more than the lstat
         self.real_root = os.path.realpath(self.root)
         self.rules = IgnoreRules(self.root, ignore)
@@ -376,7 +420,7 @@ class FileIndex:
             found = self._unreadable(rel, _reason(exc))
             return found[0] if found else None
         self.hashed += 1
-        racy = time.time_ns() - info.st_mtime_ns < RACY_NS
+        racy = time.time_ns() - info.st_mtime_ns < self.racy_ns
         self._set(rel, Entry(info.st_size, info.st_mtime_ns, info.st_ino, checksum, racy, None, link))
         if not link:
             self._remember(rel, checksum, content)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,15 @@ import pytest
 
 from test_watch_support import Engine
 from engine.events import EventType
-from engine.watch import FileIndex, checksum_bytes, read_and_hash
+from engine.watch import (
+    COARSEST_STEP_NS,
+    RACY_NS,
+    FileIndex,
+    checksum_bytes,
+    read_and_hash,
+    stamp_step,
+    timestamp_step_ns,
+)
 
 
 def _sum(text: str | bytes) -> str:
@@ -273,6 +282,41 @@ def test_a_racily_clean_entry_is_rehashed(tmp_path: Path) -> None:
     index.entries["f.txt"].racy = False
     hashed = index.hashed
     assert index.scan() == [] and index.hashed == hashed
+
+
+def test_stamp_step_is_the_tick_of_a_coarse_clock_and_bounds_a_fine_one() -> None:
+    tick = 4_000_000
+    assert stamp_step([0, 0, 0, tick, tick, 2 * tick, 2 * tick]) == tick
+    assert stamp_step([1_000, 4_100, 7_050, 10_200]) == 2_950
+    assert stamp_step([5, 5, 5]) is None and stamp_step([]) is None
+
+
+def test_the_timestamp_probe_leaves_nothing_and_assumes_fat_where_it_cannot_measure(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("x")
+    step = timestamp_step_ns(tmp_path)
+    assert 0 < step <= COARSEST_STEP_NS
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]  # an unnamed O_TMPFILE
+    assert timestamp_step_ns(tmp_path / "missing") == COARSEST_STEP_NS
+    assert timestamp_step_ns("/proc") == COARSEST_STEP_NS  # no O_TMPFILE there
+    assert FileIndex(tmp_path).racy_ns >= RACY_NS  # never trusted sooner than before the probe
+
+
+def test_on_a_coarse_file_system_an_entry_stays_racy_for_its_whole_tick(tmp_path: Path) -> None:
+    """FAT stamps in 2 s: hashed 0.1 s after its stamp, a file can still be rewritten unseen by stat."""
+    target = tmp_path / "f.txt"
+    target.write_text("aaaa")
+    stamp = time.time_ns() - 100_000_000  # its last write, 0.1 s ago, inside the current tick
+    os.utime(target, ns=(stamp, stamp))
+    fat = FileIndex(tmp_path, racy_ns=2 * COARSEST_STEP_NS)
+    ext4_rule = FileIndex(tmp_path, racy_ns=RACY_NS)  # what a fine-stamped file system allows
+    fat.scan()
+    ext4_rule.scan()
+    assert fat.entries["f.txt"].racy and not ext4_rule.entries["f.txt"].racy
+    target.write_text("bbbb")  # same size, and on FAT the same stamp
+    os.utime(target, ns=(stamp, stamp))
+    (changed,) = fat.reconcile("f.txt")
+    assert changed.checksum == _sum("bbbb")
+    assert ext4_rule.reconcile("f.txt") == []  # the stat alone cannot tell: why the tick matters
 
 
 async def test_a_journal_in_the_workspace_root_is_not_watched(tmp_path: Path) -> None:
