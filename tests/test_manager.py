@@ -318,3 +318,28 @@ async def test_the_collector_is_tuned_while_a_sprint_runs_and_restored_after(tmp
     during = seen[-2]  # the last event before the sprint finished
     assert during[0] >= SPRINT_GC_THRESHOLD and during[1] > 0
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
+
+
+async def test_the_start_events_task_states_are_frozen_before_any_collection_walks_them(tmp_path: Path) -> None:
+    """Between the start event and the freeze, a young collection would walk every new task state."""
+    import gc
+
+    raw = simple_plan()
+    raw["tasks"] = [{"id": f"t{i}", "requires": ["api"]} for i in range(3000)]
+    plan = write_plan(tmp_path, raw)
+    frozen_before = gc.get_freeze_count()
+    walked: list[int] = []
+
+    def record(phase: str, info: dict) -> None:
+        if phase == "start" and manager.state.version >= 1 and gc.get_freeze_count() == frozen_before:
+            walked.append(info["generation"])
+
+    manager = SprintManager(plan, workspace=tmp_path, seed=0, speed=200.0)
+    gc.callbacks.append(record)
+    try:
+        await manager.start()
+    finally:
+        gc.callbacks.remove(record)
+        await manager.stop()
+    assert len(manager.state.tasks) == 3000 and gc.get_freeze_count() == frozen_before
+    assert walked == []
