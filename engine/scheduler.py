@@ -16,8 +16,9 @@ the cost of a placement follows the number of groups (capability sets), not the 
 from __future__ import annotations
 
 import heapq
+from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import networkx as nx
 
@@ -29,8 +30,12 @@ from engine.protocol import PRIORITY_RANK
 PLACEABLE_AGENT_STATUSES = frozenset({"ready", "busy"})
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
+class Placement(NamedTuple):
+    """A decision: this task goes to these agents (one, or all of a collaborative task's).
+
+    A named tuple: one is made per task placed, and a frozen dataclass pays a setattr per field.
+    """
+
     task_id: str
     agents: tuple[str, ...]
 
@@ -42,7 +47,7 @@ class _Group:
 
     def __init__(self, agents: tuple[str, ...], collaborative: bool) -> None:
         self.agents = agents
-        self.heap: list[tuple[tuple, str]] = []
+        self.heap: list[int] = []  # ranks (see `Scheduler.rank`)
         self.collaborative = collaborative
 
 
@@ -51,10 +56,16 @@ class Scheduler:
         critical = critical_path_lengths(graph)
         descendants = descendant_counts(graph)
         self._graph = graph
-        self._static_rank = {
-            task.id: (-critical.get(task.id, 0.0), -descendants.get(task.id, 0), index)
-            for index, task in enumerate(plan.tasks)
-        }
+        self._index = {task.id: index for index, task in enumerate(plan.tasks)}
+        # Within one priority: the longest estimate-weighted path to the end first, then the most
+        # descendants, then plan order.  That order never changes, so a rank is one int (priority
+        # times the task count, plus the task's place in it) and the ready heaps hold plain ints,
+        # which heapq compares in C: tuples of floats took most of a placement's time.
+        self._order = sorted(
+            self._index, key=lambda t: (-critical.get(t, 0.0), -descendants.get(t, 0), self._index[t])
+        )
+        self._position = {task_id: position for position, task_id in enumerate(self._order)}
+        self._span = max(1, len(self._order))
         self._deps_left = {task.id: len(task.depends_on) for task in plan.tasks}
         self._capable = {task.id: list(plan.capable_agents(task)) for task in plan.tasks}
         self._collaborative = {task.id for task in plan.tasks if task.coordination == "collaborative"}
@@ -62,13 +73,15 @@ class Scheduler:
         self._requires = {task.id: set(task.requires) for task in plan.tasks}
         self._groups: dict[tuple[str, bool], _Group] = {}
         self._group_of: dict[str, _Group] = {}
-        self._queued: dict[str, tuple] = {}  # task -> rank it was pushed with (lazy deletion)
+        self._groups_with: dict[str, list[_Group]] = {}  # agent -> the groups it belongs to
+        self._queued: dict[str, int] = {}  # task -> rank it was pushed with (lazy deletion)
         self._deferred: set[str] = set()
 
     # ------------------------------------------------------------ queue
 
-    def rank(self, task: TaskState) -> tuple:
-        return (PRIORITY_RANK[task.priority], *self._static_rank[task.id])
+    def rank(self, task: TaskState) -> int:
+        """Smaller is sooner; `_order[rank % _span]` is the task."""
+        return PRIORITY_RANK[task.priority] * self._span + self._position[task.id]
 
     def initially_ready(self) -> list[str]:
         return [task_id for task_id, left in self._deps_left.items() if left == 0]
@@ -77,7 +90,7 @@ class Scheduler:
         """Put a ready task in the queue (again, with its current rank)."""
         rank = self.rank(task)
         self._queued[task.id] = rank
-        heapq.heappush(self._group(task.id).heap, (rank, task.id))
+        heapq.heappush(self._group(task.id).heap, rank)
 
     def _group(self, task_id: str) -> _Group:
         group = self._group_of.get(task_id)
@@ -87,6 +100,8 @@ class Scheduler:
             group = self._groups.get(key)
             if group is None:
                 group = self._groups[key] = _Group(key[0], collaborative)
+                for agent_id in group.agents:
+                    self._groups_with.setdefault(agent_id, []).append(group)
             self._group_of[task_id] = group
         return group
 
@@ -120,7 +135,7 @@ class Scheduler:
         return newly_ready
 
     def descendants(self, task_id: str) -> list[str]:
-        return sorted(nx.descendants(self._graph, task_id), key=lambda t: self._static_rank[t][2])
+        return sorted(nx.descendants(self._graph, task_id), key=self._index.__getitem__)
 
     # ------------------------------------------------------------ agents
 
@@ -140,8 +155,9 @@ class Scheduler:
         """Capable sets changed: rebuild the groups from the queued tasks (rare: an agent joined)."""
         self._groups.clear()
         self._group_of.clear()
+        self._groups_with.clear()
         for task_id, rank in self._queued.items():
-            heapq.heappush(self._group(task_id).heap, (rank, task_id))
+            heapq.heappush(self._group(task_id).heap, rank)
 
     def capable_agents(self, task_id: str) -> list[str]:
         return list(self._capable[task_id])
@@ -158,58 +174,63 @@ class Scheduler:
         if state.meta.paused or not self._queued:
             return []
         free = _free_slots(state.agents.values())
-        total_free = sum(free.values())
+        # Per group, how many of its agents have room: kept up to date as slots are taken, so a
+        # round asks one number per group instead of walking the group's agents.
+        room = {group: sum(free[a] > 0 for a in group.agents) for group in self._groups.values()}
         placements: list[Placement] = []
-        skipped: list[tuple[_Group, tuple[tuple, str]]] = []
-        while total_free > 0:
-            group = self._best_group(free)
-            if group is None:
-                break
-            entry = heapq.heappop(group.heap)
-            task_id = entry[1]
+        skipped: list[tuple[_Group, int]] = []
+        while (group := self._best_group(room)) is not None:
+            rank = heapq.heappop(group.heap)
             chosen = self._choose(group, free)
             if chosen is None:  # a collaborative task whose agents are not all free
-                skipped.append((group, entry))
+                skipped.append((group, rank))
                 for agent_id in group.agents:
-                    total_free -= free.get(agent_id, 0)
-                    free[agent_id] = 0
+                    self._take(agent_id, free[agent_id], free, room)
                 continue
+            task_id = self._order[rank % self._span]
             del self._queued[task_id]
             for agent_id in chosen:
-                free[agent_id] -= 1
-            total_free -= len(chosen)
+                self._take(agent_id, 1, free, room)
             placements.append(Placement(task_id, chosen))
-        for group, entry in skipped:
-            heapq.heappush(group.heap, entry)
+        for group, rank in skipped:
+            heapq.heappush(group.heap, rank)
         return placements
 
-    def _best_group(self, free: dict[str, int]) -> _Group | None:
+    def _take(self, agent_id: str, slots: int, free: dict[str, int], room: dict[_Group, int]) -> None:
+        """Use `slots` of an agent's free slots; when it fills up, its groups have one agent less with room."""
+        if slots <= 0:
+            return
+        free[agent_id] -= slots
+        if free[agent_id] == 0:
+            for group in self._groups_with.get(agent_id, ()):
+                room[group] -= 1
+
+    def _best_group(self, room: dict[_Group, int]) -> _Group | None:
         """The group whose head ranks best among those with an agent that has room."""
         best: _Group | None = None
-        for group in self._groups.values():
-            heap = group.heap
-            while heap and self._queued.get(heap[0][1]) != heap[0][0]:
-                heapq.heappop(heap)  # stale entry: re-ranked, placed or discarded
-            if not heap or (best is not None and heap[0][0] >= best.heap[0][0]):
+        best_rank = 0
+        queued, order, span = self._queued, self._order, self._span
+        for group, agents_with_room in room.items():
+            if not agents_with_room:
                 continue
-            if any(free.get(agent_id, 0) > 0 for agent_id in group.agents):
-                best = group
+            heap = group.heap
+            while heap and queued.get(order[heap[0] % span]) != heap[0]:
+                heapq.heappop(heap)  # stale entry: re-ranked, placed or discarded
+            if heap and (best is None or heap[0] < best_rank):
+                best, best_rank = group, heap[0]
         return best
 
     @staticmethod
     def _choose(group: _Group, free: dict[str, int]) -> tuple[str, ...] | None:
         if group.collaborative:
-            return group.agents if all(free.get(a, 0) > 0 for a in group.agents) else None
-        candidates = [a for a in group.agents if free.get(a, 0) > 0]
-        return (max(candidates, key=lambda a: free[a]),)
+            return group.agents if all(free[a] > 0 for a in group.agents) else None
+        return (max(group.agents, key=free.__getitem__),)  # the group has room: the roomiest is free
 
 
-def _free_slots(agents: Iterable[AgentState]) -> dict[str, int]:
-    """Agents with room for another task and how much (agents without room are left out)."""
-    free = {}
+def _free_slots(agents: Iterable[AgentState]) -> defaultdict[str, int]:
+    """Free slots per agent; 0 for a full, paused or dead agent (and for any agent not known)."""
+    free: defaultdict[str, int] = defaultdict(int)
     for agent in agents:
         if agent.status in PLACEABLE_AGENT_STATUSES:
-            room = agent.max_concurrent_tasks - len(agent.current_tasks)
-            if room > 0:
-                free[agent.id] = room
+            free[agent.id] = max(0, agent.max_concurrent_tasks - len(agent.current_tasks))
     return free

@@ -114,6 +114,35 @@ def test_a_backlog_for_a_full_agent_does_not_hide_work_for_a_free_one(tmp_path: 
     assert len(scheduler) == 49
 
 
+def test_a_collaborative_task_waiting_for_a_busy_agent_keeps_its_free_agents(tmp_path: Path) -> None:
+    """Otherwise lower-ranked work would keep taking the free agent and starve the pair."""
+    plan = write_plan(
+        tmp_path,
+        {
+            "sprint": "pair",
+            "agents": [{"id": "a", "capabilities": ["x"]}, {"id": "b", "capabilities": ["y"]}],
+            "tasks": [
+                {"id": "pair", "agents": ["a", "b"], "coordination": "collaborative", "priority": "critical"},
+                {"id": "b_only", "requires": ["y"], "priority": "low"},
+                {"id": "a_only", "requires": ["x"], "priority": "low"},
+            ],
+        },
+    )
+    scheduler = Scheduler(plan, build_dag(plan))
+    state = _state_for(plan)
+    for task_id in ("pair", "b_only"):
+        scheduler.push(state.tasks[task_id])
+    state.agents["a"].current_tasks = ["elsewhere"]  # a is busy; b is free
+    assert scheduler.place(state) == [] and len(scheduler) == 2  # b waits for the pair
+    state.agents["a"].current_tasks = []
+    assert [(p.task_id, p.agents) for p in scheduler.place(state)] == [("pair", ("a", "b"))]
+    scheduler.push(state.tasks["a_only"])
+    state.agents["a"].current_tasks = state.agents["b"].current_tasks = ["pair"]
+    assert scheduler.place(state) == []
+    state.agents["b"].current_tasks = []  # b done with the pair: only b_only fits, a_only waits for a
+    assert [p.task_id for p in scheduler.place(state)] == ["b_only"] and len(scheduler) == 1
+
+
 def test_an_agent_joining_late_takes_queued_work_it_can_do(tmp_path: Path) -> None:
     plan = write_plan(
         tmp_path,
