@@ -6,7 +6,7 @@ reducer, the in-process bus and the simulated agents' protocol traffic.  Where d
 same process, as a peer.  A third engine run uses the same DAG with no task locking a file, to
 show the file guard's share (watcher, settles, kept content) apart from scheduling and messages.
 
-    .venv/bin/python benchmarks/bench_scheduler.py [--tasks 10000] [--agents 50] [--rounds 3]
+    .venv/bin/python benchmarks/bench_scheduler.py [--tasks 10000] [--agents 50] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3, help="repeats of every run, interleaved")
+    parser.add_argument("--rounds", type=int, default=4, help="repeats of every run, interleaved (4: each kind leads once)")
     args = parser.parse_args()
     raw = random_dag(args.tasks, args.agents, args.seed)
     times: dict[str, list[float]] = {"bare": [], "appends": [], "journaled": [], "unlocked": [], "dask": []}
@@ -133,22 +133,36 @@ def main() -> None:
         (tmp_path / "free.yaml").write_text(yaml.safe_dump(random_dag(args.tasks, args.agents, args.seed, 0.0), sort_keys=False))
         unlocked_plan = load_plan(tmp_path / "free.yaml")
         warm_up(tmp_path, args.agents, args.seed)
-        # Rounds interleave the runs, so a slow minute of the VM slows every kind of run alike.
-        for round_ in range(args.rounds):
-            ws = tmp_path / f"round{round_}"
-            for name in ("bare", "journaled", "unlocked"):
-                (ws / name).mkdir(parents=True)
+        journal_stats: list[tuple[int, int]] = []
+
+        def bare(ws: Path) -> None:
             AgentWork.seconds = 0.0
-            times["bare"].append(asyncio.run(run_engine(plan, ws / "bare", None)))
+            times["bare"].append(asyncio.run(run_engine(plan, ws, None)))
             times["appends"].append(AgentWork.seconds)
+
+        def journaled(ws: Path) -> None:
             journal = JournalWriter.create(ws / "j.jsonl", {"sprint": "bench"})
-            times["journaled"].append(asyncio.run(run_engine(plan, ws / "journaled", journal)))
+            times["journaled"].append(asyncio.run(run_engine(plan, ws, journal)))
             journal.close()
-            events, size = journal.last_seq, (ws / "j.jsonl").stat().st_size
-            times["unlocked"].append(asyncio.run(run_engine(unlocked_plan, ws / "unlocked", None)))
+            journal_stats.append((journal.last_seq, (ws / "j.jsonl").stat().st_size))
+
+        def unlocked(ws: Path) -> None:
+            times["unlocked"].append(asyncio.run(run_engine(unlocked_plan, ws, None)))
+
+        def peer(ws: Path) -> None:
             dask_time = run_dask(raw)
             if dask_time is not None:
                 times["dask"].append(dask_time)
+
+        # Rounds interleave the runs, so a slow minute of the VM slows every kind of run alike, and
+        # each round starts with a different one, so no kind always runs after the same others.
+        runs = [bare, journaled, unlocked, peer]
+        for round_ in range(args.rounds):
+            for run in runs[round_ % len(runs):] + runs[: round_ % len(runs)]:
+                ws = tmp_path / f"round{round_}" / run.__name__
+                ws.mkdir(parents=True)
+                run(ws)
+    events, size = journal_stats[-1]
     n = args.tasks
     print(f"tasks={n} agents={args.agents}, median of {args.rounds} interleaved rounds (min-max)")
     print(f"engine, no journal:      {spread(times['bare'], n)}")
