@@ -23,20 +23,25 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
+def _add_sprint_options(parser: argparse.ArgumentParser) -> None:
+    """What `run` and `serve` share: both run a sprint; `serve` also lets external agents connect."""
+    parser.add_argument("plan")
+    parser.add_argument("--headless", action="store_true", help="no dashboard; progress on stderr")
+    parser.add_argument("--json", action="store_true", help="print the final state and metrics as JSON")
+    parser.add_argument("--record", metavar="PATH", help="journal path (default .sprintdeck/runs/...)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for simulated agents")
+    parser.add_argument("--workspace", metavar="DIR", help="work in DIR instead of a scratch copy")
+    parser.add_argument("--speed", type=float, default=None, help="simulated time factor (default 20)")
+    parser.add_argument("--theme", default=None, help="dashboard theme")
+    parser.add_argument("--resume", metavar="JOURNAL", help="continue a crashed sprint from its journal")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sprintdeck", description="Coordinate coding agents working on one repository.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a sprint plan (dashboard, or --headless)")
-    run.add_argument("plan")
-    run.add_argument("--headless", action="store_true", help="no dashboard; progress on stderr")
-    run.add_argument("--json", action="store_true", help="print the final state and metrics as JSON")
-    run.add_argument("--record", metavar="PATH", help="journal path (default .sprintdeck/runs/...)")
-    run.add_argument("--seed", type=int, default=0, help="seed for simulated agents")
-    run.add_argument("--workspace", metavar="DIR", help="work in DIR instead of a scratch copy")
-    run.add_argument("--speed", type=float, default=None, help="simulated time factor (default 20)")
-    run.add_argument("--theme", default=None, help="dashboard theme")
-    run.add_argument("--resume", metavar="JOURNAL", help="continue a crashed sprint from its journal")
+    _add_sprint_options(run)
 
     replay = sub.add_parser("replay", help="step through a recorded sprint (dashboard, or --headless)")
     replay.add_argument("journal")
@@ -54,16 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true")
 
     serve = sub.add_parser("serve", help="run a sprint whose external agents connect over a socket")
-    serve.add_argument("plan")
+    _add_sprint_options(serve)
     serve.add_argument("--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT (loopback)")
-    serve.add_argument("--headless", action="store_true", help="no dashboard; progress on stderr")
-    serve.add_argument("--json", action="store_true", help="print the final state and metrics as JSON")
-    serve.add_argument("--record", metavar="PATH", help="journal path (default .sprintdeck/runs/...)")
-    serve.add_argument("--seed", type=int, default=0, help="seed for simulated agents")
-    serve.add_argument("--workspace", metavar="DIR", help="work in DIR instead of a scratch copy")
-    serve.add_argument("--speed", type=float, default=None, help="simulated time factor (default 20)")
-    serve.add_argument("--theme", default=None, help="dashboard theme")
-    serve.add_argument("--resume", metavar="JOURNAL", help="continue a crashed sprint from its journal")
 
     agent = sub.add_parser("agent", help="be one external agent of a served sprint, in this process")
     agent.add_argument("--connect", required=True, metavar="ADDR", help="the address serve printed")

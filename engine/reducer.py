@@ -363,17 +363,8 @@ def _refresh_waiters(state: ProjectState, paths: Iterable[str]) -> None:
 
 
 def _waiters_on(state: ProjectState, resource_id: str) -> list[LockWaiter]:
-    return [
-        LockWaiter(
-            request_id=w.request_id,
-            agent_id=w.agent_id,
-            lock_type=w.lock_type,
-            since=w.since,
-            task_id=w.task_id,
-        )
-        for path, w in state.meta.waiters
-        if overlaps(resource_id, path)
-    ]
+    """Copies, in queue order, of the waiters on paths overlapping `resource_id` (one per lock)."""
+    return [w.model_copy() for path, w in state.meta.waiters if overlaps(resource_id, path)]
 
 
 def _remove_waiters(state: ProjectState, request_id: str | None) -> list[str]:
