@@ -63,6 +63,37 @@ async def test_dependencies_complete_before_dependents_start(tmp_path: Path) -> 
             assert completed_at[dep] < event.seq, (event.data["taskId"], dep)
 
 
+def _start_reports(events) -> dict[str, int]:
+    """How many `task_update` messages at progress 0 each task's agents sent."""
+    counts: dict[str, int] = {}
+    for event in _of(events, EventType.MESSAGE):
+        message = event.data["message"]
+        if message["type"] == MessageType.TASK_UPDATE and message["payload"].get("progress") == 0.0:
+            task_id = message["payload"]["taskId"]
+            counts[task_id] = counts.get(task_id, 0) + 1
+    return counts
+
+
+async def test_an_attempt_with_a_running_phase_reports_its_start_and_an_instant_one_does_not(tmp_path: Path) -> None:
+    plan = write_plan(
+        tmp_path,
+        simple_plan(
+            tasks=[
+                {"id": "timed", "requires": ["api"], "estimate": "1s"},
+                {"id": "instant", "requires": ["api"], "estimate": 0, "depends_on": ["timed"]},
+            ]
+        ),
+    )
+    run = await run_sprint(plan, tmp_path)
+    assert run.result.succeeded
+    assert _start_reports(run.events) == {"timed": 1}
+    # The instant attempt is still started before it completes: its completion starts it.
+    order = [(e.type, e.data.get("taskId")) for e in run.events if e.data.get("taskId") == "instant"]
+    kinds = [kind for kind, _ in order]
+    assert kinds.index(EventType.TASK_STARTED) < kinds.index(EventType.TASK_COMPLETED)
+    assert _dump(fold(run.events)) == _dump(run.result.state)
+
+
 async def test_collaborative_task_runs_on_every_listed_agent(tmp_path: Path) -> None:
     plan = write_plan(
         tmp_path,

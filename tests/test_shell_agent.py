@@ -42,6 +42,25 @@ async def test_exit_status_decides_and_output_streams(tmp_path: Path) -> None:
     assert not run.result.succeeded
 
 
+async def test_a_shell_attempt_reports_its_start_once_its_command_runs(tmp_path: Path) -> None:
+    plan = write_plan(
+        tmp_path,
+        shell_plan([{"id": "ok", "command": "echo hello"}, {"id": "none"}]),
+    )
+    run = await run_sprint(plan, tmp_path)
+    updates = [
+        e.data["message"]["payload"]
+        for e in run.events
+        if e.type == EventType.MESSAGE and e.data["message"]["type"] == "task_update"
+    ]
+    first = [u for u in updates if u["taskId"] == "ok"][0]
+    assert first.get("progress") == 0.0 and "message" not in first  # the start, then the output
+    assert any(u.get("message") == "hello" for u in updates)
+    # A task with no command never ran: no start is reported for it, and it fails.
+    assert not [u for u in updates if u["taskId"] == "none"]
+    assert run.result.state.tasks["none"].status == "failed"
+
+
 async def test_max_execution_time_kills_the_whole_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     plan = write_plan(

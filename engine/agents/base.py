@@ -116,7 +116,6 @@ class LocalAgent:
     async def _run_task(self, assign: TaskAssignPayload) -> None:
         base = {"taskId": assign.task_id, "attempt": assign.attempt}
         try:
-            await self.send(MessageType.TASK_UPDATE, {**base, "progress": 0.0})
             outcome = await self.execute(assign)
         except asyncio.CancelledError:
             return
@@ -139,3 +138,13 @@ class LocalAgent:
 
     async def execute(self, assign: TaskAssignPayload) -> Outcome:
         raise NotImplementedError
+
+    async def report_start(self, assign: TaskAssignPayload) -> None:
+        """Tell the manager the attempt is under way, which moves the task from assigned to running.
+
+        Each kind of agent calls it where its work really begins (a shell agent once its command
+        is spawned).  An attempt that ends at once does not: its completion alone starts and ends
+        it, as it does for any agent that never reports a start, and a start message arriving with
+        its completion would only be one more message to build, deliver and journal per task.
+        """
+        await self.send(MessageType.TASK_UPDATE, {"taskId": assign.task_id, "attempt": assign.attempt, "progress": 0.0})

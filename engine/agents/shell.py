@@ -36,6 +36,7 @@ class ShellAgent(LocalAgent):
         )
         limit = assign.max_execution_time or self.spec.max_execution_time
         try:
+            await self.report_start(assign)  # inside the try: a cancel here still kills the group
             await asyncio.wait_for(asyncio.shield(streams), timeout=limit)
             code = await process.wait()
         except TimeoutError:

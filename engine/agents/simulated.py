@@ -52,6 +52,8 @@ class SimulatedAgent(LocalAgent):
         fails = chance < self.spec.failure_rate
         # Short attempts report no intermediate progress: it would be noise, not information.
         steps = PROGRESS_STEPS if duration >= MIN_PROGRESS_DURATION else 1
+        if duration > 0:  # a zero-length attempt has no running phase to show
+            await self.report_start(assign)
         for step in range(1, steps + 1):
             if duration > 0:  # a zero-length attempt does not give the loop an extra turn
                 await asyncio.sleep(duration / steps)
