@@ -746,18 +746,21 @@ class SprintManager:
         """Give back everything the task's current attempt holds or waits for."""
         woken: list[Grant] = []
         request_id = self._task_request.pop(task_id, None)
+        grants = self._task_grants.pop(task_id, [])
+        self._collab_done.pop(task_id, None)
+        if request_id is None and not grants:
+            return  # nothing held or asked for: nothing to wake, no kept content to drop
         if request_id is not None:
             self._pending.pop(request_id, None)
             woken += self.locks.cancel(request_id)
             self.emit(EventType.WAITER_REMOVED, requestId=request_id, reason="attempt ended")
-        for lock_id in self._task_grants.pop(task_id, []):
+        for lock_id in grants:
             grant = self.locks.get(lock_id)
             if grant is None or self._still_used(lock_id):
                 continue
             self.files.before_release([grant])
             woken += self.locks.release(grant.owner, lock_id)
             self.emit(EventType.LOCK_RELEASED, lockId=lock_id, reason="task_end", by=grant.owner)
-        self._collab_done.pop(task_id, None)
         self._handle_woken(woken)
 
     def _still_used(self, lock_id: str) -> bool:
