@@ -76,30 +76,51 @@ def checksum_with(algorithm: str, data: bytes) -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
-def open_regular(path: str | os.PathLike[str]) -> int:
-    """A read-only descriptor of `path`, refused unless it is a regular file right now.
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """A read-only descriptor of `path` and the size of what it opened, refused unless it is a
+    regular file right now.
 
     Callers lstat first, but the path can be swapped between that and the open: a named pipe put
     there would block the manager in `open` until some writer came.  O_NONBLOCK makes that open
     return at once, O_NOFOLLOW refuses a symlink put there, and the fstat judges what was opened.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise OSError(errno.EINVAL, f"not a regular file ({_kind(mode)}); not read", os.fspath(path))
-    return fd
+        raise OSError(errno.EINVAL, f"not a regular file ({_kind(info.st_mode)}); not read", os.fspath(path))
+    return fd, info.st_size
+
+
+def read_expected(fd: int, size: int) -> bytes:
+    """The content of an open regular file of `size` bytes, in one read when it still has that size.
+
+    `FileIO.readall` asks fstat and lseek for the size and reads once more to find the end: three
+    more system calls per file, and in a watched workspace every file the manager touches is slow
+    to touch.  Asking for one byte more than expected tells the end in the same call; a file that
+    grew or shrank since (or a short read) is read on to its end.
+    """
+    data = os.read(fd, size + 1)
+    if len(data) == size:
+        return data
+    chunks = [data]
+    while chunk := os.read(fd, CHUNK):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def read_and_hash(path: str | os.PathLike[str], size: int) -> tuple[str, bytes | None]:
     """The file's checksum, and its content when it is small enough to keep in one read."""
-    with open(open_regular(path), "rb", buffering=0) as handle:
-        if size <= READ_WHOLE_LIMIT:
-            data = handle.read()
+    fd, opened_size = open_regular(path)
+    try:
+        if max(size, opened_size) <= READ_WHOLE_LIMIT:
+            data = read_expected(fd, opened_size)
             return checksum_bytes(data), data
         hasher = xxhash.xxh3_128()
-        while chunk := handle.read(CHUNK):
+        while chunk := os.read(fd, CHUNK):
             hasher.update(chunk)
+    finally:
+        os.close(fd)
     return f"{CHECKSUM_ALGORITHM}:{hasher.hexdigest()}", None
 
 
@@ -290,8 +311,11 @@ class FileIndex:
             raise OSError(f"{rel} is reached through a symlink")
         if stat.S_ISLNK(os.lstat(absolute).st_mode):
             return os.readlink(absolute).encode()
-        with open(open_regular(absolute), "rb") as handle:  # refuses a pipe or device
-            return handle.read()
+        fd, size = open_regular(absolute)  # refuses a pipe or device
+        try:
+            return read_expected(fd, size)
+        finally:
+            os.close(fd)
 
     @contextmanager
     def remembering(self, limit: int = REMEMBER_LIMIT) -> Iterator[dict[str, tuple[str, bytes]]]:

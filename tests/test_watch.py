@@ -23,6 +23,7 @@ from engine.watch import (
     FileIndex,
     checksum_bytes,
     read_and_hash,
+    read_expected,
     stamp_step,
     timestamp_step_ns,
 )
@@ -448,6 +449,29 @@ def test_a_pipe_swapped_in_after_the_stat_is_refused_not_opened(tmp_path: Path) 
     with pytest.raises(OSError):  # a symlink swapped in is not followed either
         read_and_hash(tmp_path / "link", 2)
     assert read_and_hash(tmp_path / "target.txt", 2)[1] == b"x\n"
+
+
+@pytest.mark.parametrize("expected", [0, 5, 6, 7, 100, 3 << 20])
+def test_a_file_is_read_whole_whatever_size_was_expected(tmp_path: Path, expected: int) -> None:
+    """The size comes from a stat made a moment before: the file may have grown or shrunk since."""
+    (tmp_path / "f").write_bytes(b"x" * 6 + b"y" * (2 << 20))
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        assert read_expected(fd, expected) == b"x" * 6 + b"y" * (2 << 20)
+    finally:
+        os.close(fd)
+
+
+def test_a_file_of_the_expected_size_takes_one_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "f").write_bytes(b"hello\n")
+    reads = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    assert read_and_hash(tmp_path / "f", 6) == (_sum("hello\n"), b"hello\n")
+    assert reads == [7]
+    reads.clear()
+    assert FileIndex(tmp_path).read("f") == b"hello\n"
+    assert reads == [7]
 
 
 async def test_locking_a_directory_with_a_named_pipe_does_not_block(tmp_path: Path) -> None:
