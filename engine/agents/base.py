@@ -147,4 +147,5 @@ class LocalAgent:
         it, as it does for any agent that never reports a start, and a start message arriving with
         its completion would only be one more message to build, deliver and journal per task.
         """
-        await self.send(MessageType.TASK_UPDATE, {"taskId": assign.task_id, "attempt": assign.attempt, "progress": 0.0})
+        started = {"taskId": assign.task_id, "attempt": assign.attempt, "progress": 0.0}
+        await self.send(MessageType.TASK_UPDATE, started)
