@@ -404,8 +404,9 @@ class SprintManager:
             done.add(message.from_)
             if not set(task.agents) <= done:
                 return
-        if task.status == "assigned":
-            self.emit(EventType.TASK_STARTED, taskId=task.id, attempt=task.attempt)
+        # An attempt that reported no start goes from assigned straight to completed (as it goes
+        # to failed): the completion's own time is its start, and a task_started at that same
+        # instant would only be one more event to journal and fold.
         self.emit(EventType.TASK_COMPLETED, taskId=task.id, attempt=task.attempt, agent=message.from_)
         self._end_attempt(task.id)
         for child in self.scheduler.dependency_done(task.id):

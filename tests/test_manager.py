@@ -74,7 +74,7 @@ def _start_reports(events) -> dict[str, int]:
     return counts
 
 
-async def test_an_attempt_with_a_running_phase_reports_its_start_and_an_instant_one_does_not(tmp_path: Path) -> None:
+async def test_an_attempt_with_a_running_phase_reports_its_start_and_an_instant_one_goes_straight_to_completed(tmp_path: Path) -> None:
     plan = write_plan(
         tmp_path,
         simple_plan(
@@ -87,10 +87,13 @@ async def test_an_attempt_with_a_running_phase_reports_its_start_and_an_instant_
     run = await run_sprint(plan, tmp_path)
     assert run.result.succeeded
     assert _start_reports(run.events) == {"timed": 1}
-    # The instant attempt is still started before it completes: its completion starts it.
-    order = [(e.type, e.data.get("taskId")) for e in run.events if e.data.get("taskId") == "instant"]
-    kinds = [kind for kind, _ in order]
-    assert kinds.index(EventType.TASK_STARTED) < kinds.index(EventType.TASK_COMPLETED)
+    started = {e.data["taskId"] for e in _of(run.events, EventType.TASK_STARTED)}
+    assert started == {"timed"}
+    # The instant attempt went from assigned to completed; its completion is its start.
+    instant = run.result.state.tasks["instant"]
+    assert instant.status == "completed" and instant.started_at == instant.completed_at is not None
+    timed = run.result.state.tasks["timed"]
+    assert timed.started_at < timed.completed_at
     assert _dump(fold(run.events)) == _dump(run.result.state)
 
 
