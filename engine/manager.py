@@ -743,7 +743,7 @@ class SprintManager:
                 )
             )
 
-    def _end_attempt(self, task_id: str, *, delay_locks: bool = False) -> None:
+    def _end_attempt(self, task_id: str) -> None:
         """Give back everything the task's current attempt holds or waits for."""
         woken: list[Grant] = []
         request_id = self._task_request.pop(task_id, None)
