@@ -47,7 +47,7 @@ def _time_repaints() -> None:
 
 
 def push(source: RecordedSource, kind: EventType, ts: datetime, **data) -> None:
-    source.push(Event(source.state.version + 1, ts.isoformat().replace("+00:00", "Z"), kind.value, data))
+    source.push(Event.decode(source.state.version + 1, ts.isoformat().replace("+00:00", "Z"), kind.value, data))
 
 
 def message(i: int, agents: int, ts: datetime) -> dict:

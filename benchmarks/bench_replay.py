@@ -83,7 +83,7 @@ def generate(path: Path, events: int) -> float:
     base = time.time() - events / 1000
 
     def emit(seq: int, kind: str, data: dict, ts: str) -> None:
-        event = Event(seq, ts, kind, data, seq / 1000)
+        event = Event.decode(seq, ts, kind, data, seq / 1000)
         apply(state, event)
         writer.append(seq, kind, data, ts, event.mono)
         if seq % 20_000 == 0:

@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.conflicts import FileGuard, ResolutionError
 from engine.dag import build_dag
-from engine.events import Event, EventType, iso_utc
+from engine.events import Event, EventType, decode_body, iso_utc
 from engine.journal import JournalWriter
 from engine.locks import MODE_RANK, AcquireResult, Grant, LockError, LockManager, normalise_resource
 from engine.merge import MergeResult
@@ -204,7 +204,7 @@ class SprintManager:
             # A digest costs O(state); spacing them by the sprint's size keeps the cost per event flat.
             self._emit_digest()
             seq = state.version + 1
-        event = Event(seq, iso_utc(self.wall()), kind.value, data, self.clock())
+        event = Event(seq, iso_utc(self.wall()), decode_body(kind.value, data), self.clock(), data)
         apply(state, event)
         if self.journal is not None:
             self.journal.append(seq, event.type, data, event.ts, event.mono)

@@ -4,6 +4,10 @@ It reads nothing but its arguments: no clock, no randomness, no I/O, so folding 
 the state the live manager had, byte for byte.  For speed it updates `state` in place and returns
 it (a sprint of 10,000 tasks cannot afford a deep copy per event); callers that need an older
 state keep a copy (`state.model_copy(deep=True)`).
+
+The sprint's, agents' and tasks' handlers are here; locks (`engine/reducer_locks.py`) and files,
+messages and operators (`engine/reducer_files.py`) have modules of their own.  Every handler is
+registered under its event's body class, so a kind without a handler is an error, never ignored.
 """
 
 from __future__ import annotations
@@ -15,42 +19,49 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from engine.events import Event, EventType
-from engine.models import (
-    AgentState,
-    FileConflict,
-    FileState,
-    LockWaiter,
-    ProjectState,
-    ResourceLock,
-    TaskState,
+from engine import reducer_files, reducer_locks
+from engine.events import (
+    Absent,
+    AgentDead,
+    AgentRegistered,
+    AgentStatus,
+    CompletionRefused,
+    Event,
+    SprintFinished,
+    SprintPaused,
+    SprintRecovered,
+    SprintResumed,
+    SprintStarted,
+    StateDigest,
+    TaskAssigned,
+    TaskBlocked,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskPriority,
+    TaskProgress,
+    TaskReady,
+    TaskRequeued,
+    TaskReset,
+    TaskStarted,
+    TaskUnblocked,
 )
-from engine.protocol import MessageType
-from engine.resources import overlaps
+from engine.models import AgentState, FileState, ProjectState, TaskState
 
-Handler = Callable[[ProjectState, Event], None]
+Handler = Callable[[ProjectState, Any, Event], None]
 _AGENT_LIST = TypeAdapter(list[AgentState])
 _TASK_LIST = TypeAdapter(list[TaskState])
 _FILE_LIST = TypeAdapter(list[FileState])
-_HANDLERS: dict[str, Handler] = {}
-
-
-def handles(kind: EventType) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        _HANDLERS[kind.value] = fn
-        return fn
-
-    return register
 
 
 def apply(state: ProjectState, event: Event) -> ProjectState:
-    """Fold one event into the state; unknown event types are an error, never ignored."""
+    """Fold one event into the state; `event.seq` must be the next version."""
     if event.seq != state.version + 1:
         raise ValueError(f"event seq {event.seq} does not follow state version {state.version}")
-    handler = _HANDLERS.get(event.type)
+    handler = _HANDLERS.get(type(event.body))
     if handler is None:
-        raise ValueError(f"event {event.seq}: unknown event type {event.type!r}")
-    handler(state, event)
+        raise ValueError(f"event {event.seq}: no reducer for {event.type!r}")
+    handler(state, event.body, event)
     state.version = event.seq
     return state
 
@@ -73,65 +84,64 @@ def state_digest(state: ProjectState) -> str:
     return hashlib.sha256(state.model_dump_json().encode()).hexdigest()
 
 
-def _time(event: Event) -> datetime:
-    return datetime.fromisoformat(event.ts)
-
-
 def _seconds_between(start: datetime | None, end: datetime) -> float:
     return (end - start).total_seconds() if start else 0.0
+
+
+def _participants(task: TaskState) -> list[str]:
+    """The agents an attempt's bookkeeping touches: every listed agent, else the owner.
+
+    (For a task that lists `agents` without being collaborative this is every listed agent; the
+    journals of every sprint so far were folded with this rule, so it stays.)
+    """
+    return task.agents or ([task.agent] if task.agent else [])
 
 
 # ---------------------------------------------------------------- sprint
 
 
-@handles(EventType.SPRINT_STARTED)
-def _sprint_started(state: ProjectState, event: Event) -> None:
+def _sprint_started(state: ProjectState, body: SprintStarted, event: Event) -> None:
     meta = state.meta
-    meta.sprint = event.data["sprint"]
-    meta.started_at = _time(event)
-    meta.journal_epoch = event.data.get("epoch", 1)
+    meta.sprint = body.sprint
+    meta.started_at = event.time
+    meta.journal_epoch = 1 if isinstance(body.epoch, Absent) else body.epoch
     # One validation call per list: per-item model_validate calls dominated a 10,000-task start.
-    for agent in _AGENT_LIST.validate_python(event.data["agents"]):
+    for agent in _AGENT_LIST.validate_python(body.agents):
         state.agents[agent.id] = agent
-    for task in _TASK_LIST.validate_python(event.data["tasks"]):
+    for task in _TASK_LIST.validate_python(body.tasks):
         state.tasks[task.id] = task
-    for file in _FILE_LIST.validate_python(event.data.get("files", [])):
+    for file in _FILE_LIST.validate_python(body.files if isinstance(body.files, list) else []):
         state.files[file.path] = file
 
 
-@handles(EventType.SPRINT_PAUSED)
-def _sprint_paused(state: ProjectState, event: Event) -> None:
+def _sprint_paused(state: ProjectState, body: SprintPaused, event: Event) -> None:
     state.meta.paused = True
 
 
-@handles(EventType.SPRINT_RESUMED)
-def _sprint_resumed(state: ProjectState, event: Event) -> None:
+def _sprint_resumed(state: ProjectState, body: SprintResumed, event: Event) -> None:
     state.meta.paused = False
 
 
-@handles(EventType.SPRINT_RECOVERED)
-def _sprint_recovered(state: ProjectState, event: Event) -> None:
+def _sprint_recovered(state: ProjectState, body: SprintRecovered, event: Event) -> None:
     """A manager restarted on the journal: a new epoch, and every recovered lease renewed.
 
     The new expiries are decided live (resume time + a full TTL) and carried in the event, so a
     replay shows the leases the restarted manager actually granted.
     """
-    state.meta.journal_epoch = event.data["epoch"]
-    for lock_id, expires_at in event.data.get("leases", {}).items():
+    state.meta.journal_epoch = body.epoch
+    for lock_id, expires_at in body.leases.items():
         if lock_id in state.locks:
             state.locks[lock_id].expires_at = datetime.fromisoformat(expires_at)
 
 
-@handles(EventType.SPRINT_FINISHED)
-def _sprint_finished(state: ProjectState, event: Event) -> None:
-    now = _time(event)
+def _sprint_finished(state: ProjectState, body: SprintFinished, event: Event) -> None:
+    now = event.time
     state.meta.finished_at = now
     for agent in state.agents.values():
         _close_busy_period(agent, now)
 
 
-@handles(EventType.STATE_DIGEST)
-def _state_digest(state: ProjectState, event: Event) -> None:
+def _state_digest(state: ProjectState, body: StateDigest, event: Event) -> None:
     """A checkpoint for replays to verify against; it changes nothing but the version."""
 
 
@@ -155,40 +165,30 @@ def _close_busy_period(agent: AgentState, now: datetime) -> None:
         agent.busy_since = None
 
 
-@handles(EventType.AGENT_REGISTERED)
-def _agent_registered(state: ProjectState, event: Event) -> None:
-    agent = AgentState.model_validate(event.data["agent"])
+def _agent_registered(state: ProjectState, body: AgentRegistered, event: Event) -> None:
+    agent = AgentState.model_validate(body.agent)
     previous = state.agents.get(agent.id)
     if previous is not None:
         agent.metrics = previous.metrics
     state.agents[agent.id] = agent
 
 
-@handles(EventType.AGENT_STATUS)
-def _agent_status(state: ProjectState, event: Event) -> None:
-    agent = state.agents[event.data["agentId"]]
-    status = event.data["status"]
-    agent.status = "busy" if status == "ready" and agent.current_tasks else status
+def _agent_status(state: ProjectState, body: AgentStatus, event: Event) -> None:
+    agent = state.agents[body.agent_id]
+    agent.status = "busy" if body.status == "ready" and agent.current_tasks else body.status  # type: ignore[assignment]
 
 
-@handles(EventType.AGENT_DEAD)
-def _agent_dead(state: ProjectState, event: Event) -> None:
+def _agent_dead(state: ProjectState, body: AgentDead, event: Event) -> None:
     """Death is one atomic change: its locks go, its waits end, its tasks are ready again."""
-    data = event.data
-    now = _time(event)
-    for lock_id in data.get("releasedLocks", []):
-        state.locks.pop(lock_id, None)
-    touched: list[str] = []
-    for request_id in data.get("cancelledRequests", []):
-        touched += _remove_waiters(state, request_id)
-    _refresh_waiters(state, touched)
-    for task_id in data.get("requeuedTasks", []):
+    now = event.time
+    reducer_locks.end_locks_of_dead_agent(state, body.released_locks, body.cancelled_requests)
+    for task_id in body.requeued_tasks:
         task = state.tasks[task_id]
         _drop_from_agents(state, task, now)
         task.status = "ready"
         task.blocked_on = []
         task.agent_deaths += 1
-    agent = state.agents[data["agentId"]]
+    agent = state.agents[body.agent_id]
     agent.status = "dead"
     agent.current_tasks = []
     _close_busy_period(agent, now)
@@ -198,30 +198,24 @@ def _agent_dead(state: ProjectState, event: Event) -> None:
 # ---------------------------------------------------------------- tasks
 
 
-def _task(state: ProjectState, event: Event) -> TaskState:
-    return state.tasks[event.data["taskId"]]
-
-
 def _drop_from_agents(state: ProjectState, task: TaskState, now: datetime) -> None:
-    for agent_id in task.agents or ([task.agent] if task.agent else []):
+    for agent_id in _participants(task):
         agent = state.agents.get(agent_id)
         if agent is not None and task.id in agent.current_tasks:
             agent.current_tasks.remove(task.id)
             _refresh_agent_status(agent, now)
 
 
-@handles(EventType.TASK_READY)
-def _task_ready(state: ProjectState, event: Event) -> None:
-    _task(state, event).status = "ready"
+def _task_ready(state: ProjectState, body: TaskReady, event: Event) -> None:
+    state.tasks[body.task_id].status = "ready"
 
 
-@handles(EventType.TASK_ASSIGNED)
-def _task_assigned(state: ProjectState, event: Event) -> None:
-    task = _task(state, event)
-    now = _time(event)
-    agents = event.data["agents"]
+def _task_assigned(state: ProjectState, body: TaskAssigned, event: Event) -> None:
+    task = state.tasks[body.task_id]
+    now = event.time
+    agents = body.agents
     task.status = "assigned"
-    task.attempt = event.data["attempt"]
+    task.attempt = body.attempt
     task.agent = agents[0]
     if task.coordination == "collaborative":
         task.agents = list(agents)
@@ -235,38 +229,34 @@ def _task_assigned(state: ProjectState, event: Event) -> None:
         _refresh_agent_status(agent, now)
 
 
-@handles(EventType.TASK_BLOCKED)
-def _task_blocked(state: ProjectState, event: Event) -> None:
-    task = _task(state, event)
+def _task_blocked(state: ProjectState, body: TaskBlocked, event: Event) -> None:
+    task = state.tasks[body.task_id]
     task.status = "blocked"
-    task.blocked_on = list(event.data["paths"])
+    task.blocked_on = list(body.paths)
 
 
-@handles(EventType.TASK_UNBLOCKED)
-def _task_unblocked(state: ProjectState, event: Event) -> None:
-    task = _task(state, event)
+def _task_unblocked(state: ProjectState, body: TaskUnblocked, event: Event) -> None:
+    task = state.tasks[body.task_id]
     task.status = "assigned"
     task.blocked_on = []
-    waited = float(event.data.get("waited", 0.0))
+    waited = float(body.waited)
     for agent_id in task.agents or [task.agent]:
         if agent_id in state.agents:
             state.agents[agent_id].metrics.resource_lock_wait_time += waited
 
 
-@handles(EventType.TASK_STARTED)
-def _task_started(state: ProjectState, event: Event) -> None:
-    task = _task(state, event)
+def _task_started(state: ProjectState, body: TaskStarted, event: Event) -> None:
+    task = state.tasks[body.task_id]
     task.status = "running"
-    task.started_at = _time(event)
+    task.started_at = event.time
 
 
-@handles(EventType.TASK_PROGRESS)
-def _task_progress(state: ProjectState, event: Event) -> None:
-    task = _task(state, event)
-    if event.data.get("progress") is not None:
-        task.progress = event.data["progress"]
-    if event.data.get("output") is not None:
-        task.last_output = event.data["output"]
+def _task_progress(state: ProjectState, body: TaskProgress, event: Event) -> None:
+    task = state.tasks[body.task_id]
+    if body.progress is not None:
+        task.progress = body.progress
+    if body.output is not None:
+        task.last_output = body.output
 
 
 def _finish_attempt(state: ProjectState, task: TaskState, now: datetime) -> None:
@@ -275,10 +265,9 @@ def _finish_attempt(state: ProjectState, task: TaskState, now: datetime) -> None
     task.blocked_on = []
 
 
-@handles(EventType.TASK_COMPLETED)
-def _task_completed(state: ProjectState, event: Event) -> None:
-    task = _task(state, event)
-    now = _time(event)
+def _task_completed(state: ProjectState, body: TaskCompleted, event: Event) -> None:
+    task = state.tasks[body.task_id]
+    now = event.time
     started = task.started_at or now
     _finish_attempt(state, task, now)
     task.status = "completed"
@@ -292,339 +281,73 @@ def _task_completed(state: ProjectState, event: Event) -> None:
         metrics.tasks_completed = done + 1
 
 
-@handles(EventType.TASK_FAILED)
-def _task_failed(state: ProjectState, event: Event) -> None:
-    task = _task(state, event)
-    now = _time(event)
-    _finish_attempt(state, task, now)
+def _task_failed(state: ProjectState, body: TaskFailed, event: Event) -> None:
+    task = state.tasks[body.task_id]
+    _finish_attempt(state, task, event.time)
     task.failures += 1
-    task.error = event.data["error"]
-    task.status = "retrying" if event.data.get("willRetry") else "failed"
-    for agent_id in task.agents or ([task.agent] if task.agent else []):
+    task.error = body.error
+    task.status = "retrying" if body.will_retry else "failed"
+    for agent_id in _participants(task):
         if agent_id in state.agents:
             state.agents[agent_id].metrics.tasks_failed += 1
 
 
-@handles(EventType.TASK_REQUEUED)
-def _task_requeued(state: ProjectState, event: Event) -> None:
-    """A running attempt taken away (dead agent, operator reassignment): not a task failure."""
-    task = _task(state, event)
-    now = _time(event)
-    _finish_attempt(state, task, now)
+def _task_requeued(state: ProjectState, body: TaskRequeued, event: Event) -> None:
+    """A running attempt taken away (operator reassignment, a restart): not a task failure."""
+    task = state.tasks[body.task_id]
+    _finish_attempt(state, task, event.time)
     task.completed_at = None
     task.status = "ready"
-    if event.data.get("reason") == "agent_dead":
+    if body.reason == "agent_dead":
         task.agent_deaths += 1
 
 
-@handles(EventType.TASK_CANCELLED)
-def _task_cancelled(state: ProjectState, event: Event) -> None:
-    task = _task(state, event)
-    now = _time(event)
-    _finish_attempt(state, task, now)
+def _task_cancelled(state: ProjectState, body: TaskCancelled, event: Event) -> None:
+    task = state.tasks[body.task_id]
+    _finish_attempt(state, task, event.time)
     task.status = "cancelled"
-    task.error = event.data.get("reason")
+    task.error = body.reason
 
 
-@handles(EventType.TASK_RESET)
-def _task_reset(state: ProjectState, event: Event) -> None:
-    task = _task(state, event)
+def _task_reset(state: ProjectState, body: TaskReset, event: Event) -> None:
+    task = state.tasks[body.task_id]
     task.status = "pending"
     task.error = None
     task.completed_at = None
     task.progress = 0.0
 
 
-@handles(EventType.TASK_PRIORITY)
-def _task_priority(state: ProjectState, event: Event) -> None:
-    _task(state, event).priority = event.data["priority"]
+def _task_priority(state: ProjectState, body: TaskPriority, event: Event) -> None:
+    state.tasks[body.task_id].priority = body.priority  # type: ignore[assignment]
 
 
-@handles(EventType.COMPLETION_REFUSED)
-def _completion_refused(state: ProjectState, event: Event) -> None:
+def _completion_refused(state: ProjectState, body: CompletionRefused, event: Event) -> None:
     """Recorded so replay shows the refusal; the task itself does not change."""
 
 
-# ---------------------------------------------------------------- locks
-
-
-def _refresh_waiters(state: ProjectState, paths: Iterable[str]) -> None:
-    """Each lock lists, in queue order, the requests waiting on a path it overlaps.
-
-    Only locks overlapping a path whose queue changed are rebuilt; with no such path (the usual
-    uncontended grant) no lock is looked at.
-    """
-    touched = set(paths)
-    if not touched:
-        return
-    for lock in state.locks.values():
-        if any(overlaps(lock.resource_id, path) for path in touched):
-            lock.waiters = _waiters_on(state, lock.resource_id)
-
-
-def _waiters_on(state: ProjectState, resource_id: str) -> list[LockWaiter]:
-    """Copies, in queue order, of the waiters on paths overlapping `resource_id` (one per lock)."""
-    return [w.model_copy() for path, w in state.meta.waiters if overlaps(resource_id, path)]
-
-
-def _remove_waiters(state: ProjectState, request_id: str | None) -> list[str]:
-    if request_id is None:
-        return []
-    gone = [path for path, w in state.meta.waiters if w.request_id == request_id]
-    if gone:
-        state.meta.waiters = [(p, w) for p, w in state.meta.waiters if w.request_id != request_id]
-    return gone
-
-
-@handles(EventType.LOCK_GRANTED)
-def _lock_granted(state: ProjectState, event: Event) -> None:
-    data: dict[str, Any] = event.data
-    lock = ResourceLock(
-        resource_id=data["resourceId"],
-        lock_type=data["lockType"],
-        agent_id=data["agentId"],
-        timestamp=_time(event),
-        ttl=data["ttl"],
-        lock_id=data["lockId"],
-        token=data["token"],
-        expires_at=datetime.fromisoformat(data["expiresAt"]),
-        task_id=data.get("taskId"),
-    )
-    state.locks[lock.lock_id] = lock
-    # The granted request leaves the queue (locks that listed it are rebuilt); the new lock lists
-    # whoever still waits on its path.  No other lock's list changes.
-    _refresh_waiters(state, _remove_waiters(state, data.get("requestId")))
-    if state.meta.waiters:
-        lock.waiters = _waiters_on(state, lock.resource_id)
-
-
-@handles(EventType.LOCK_QUEUED)
-def _lock_queued(state: ProjectState, event: Event) -> None:
-    data = event.data
-    since = _time(event)
-    for item in data["resources"]:
-        waiter = LockWaiter(
-            request_id=data["requestId"],
-            agent_id=data["agentId"],
-            lock_type=item["lockType"],
-            since=since,
-            task_id=data.get("taskId"),
-        )
-        state.meta.waiters.append((item["resourceId"], waiter))
-    for item in data["resources"]:
-        path = item["resourceId"]
-        state.meta.contention[path] = state.meta.contention.get(path, 0) + 1
-    _refresh_waiters(state, [item["resourceId"] for item in data["resources"]])
-
-
-@handles(EventType.WAITER_REMOVED)
-def _waiter_removed(state: ProjectState, event: Event) -> None:
-    _refresh_waiters(state, _remove_waiters(state, event.data["requestId"]))
-
-
-@handles(EventType.LOCK_REFUSED)
-def _lock_refused(state: ProjectState, event: Event) -> None:
-    path = event.data["resourceId"]
-    state.meta.contention[path] = state.meta.contention.get(path, 0) + 1
-
-
-@handles(EventType.LOCK_RELEASED)
-def _lock_released(state: ProjectState, event: Event) -> None:
-    lock = state.locks.pop(event.data["lockId"], None)
-    if lock is None:
-        raise ValueError(f"event {event.seq}: release of unknown lock {event.data['lockId']}")
-
-
-@handles(EventType.LOCK_RENEWED)
-def _lock_renewed(state: ProjectState, event: Event) -> None:
-    for lock_id, expires_at in event.data["expiresAt"].items():
-        if lock_id in state.locks:
-            state.locks[lock_id].expires_at = datetime.fromisoformat(expires_at)
-
-
-# ---------------------------------------------------------------- messages, files, operators
-
-
-@handles(EventType.MESSAGE)
-def _message(state: ProjectState, event: Event) -> None:
-    """Every IPC message is recorded; the state keeps counters and heartbeat times from them."""
-    message = event.data["message"]
-    sender, recipient = message["from"], message["to"]
-    state.meta.messages += 1
-    if sender in state.agents:
-        state.agents[sender].metrics.messages_sent += 1
-        if message["type"] == MessageType.HEARTBEAT:
-            state.agents[sender].last_heartbeat = _time(event)
-    if recipient == "broadcast":
-        for agent_id, agent in state.agents.items():
-            if agent_id != sender:
-                agent.metrics.messages_received += 1
-    elif recipient in state.agents:
-        state.agents[recipient].metrics.messages_received += 1
-    latency = event.data.get("latencyMs")
-    if latency is not None:
-        state.meta.replies += 1
-        state.meta.reply_latency_total += float(latency)
-
-
-@handles(EventType.MESSAGE_REJECTED)
-def _message_rejected(state: ProjectState, event: Event) -> None:
-    state.meta.rejected_messages += 1
-
-
-@handles(EventType.OPERATOR_ACTION)
-def _operator_action(state: ProjectState, event: Event) -> None:
-    """The operator's intent is recorded; its effects follow as their own events."""
-
-
-# ---------------------------------------------------------------- files and conflicts
-
-
-def _conflict(event: Event, raw: dict[str, Any] | None) -> FileConflict | None:
-    if raw is None:
-        return None
-    conflict = FileConflict.model_validate(raw)
-    conflict.seq = event.seq
-    conflict.detected_at = _time(event)
-    return conflict
-
-
-def _mtime(data: dict[str, Any]) -> datetime | None:
-    return datetime.fromisoformat(data["mtime"]) if data.get("mtime") else None
-
-
-@handles(EventType.FILES_SCANNED)
-def _files_scanned(state: ProjectState, event: Event) -> None:
-    for raw in event.data["files"]:
-        mtime = _mtime(raw)
-        file = FileState(
-            path=raw["path"], checksum=raw["checksum"], size=raw["size"], mtime=mtime, last_modified=mtime
-        )
-        _keep_conflict(state.files.get(raw["path"]), file)
-        state.files[raw["path"]] = file
-    for raw in event.data.get("unreadable", []):
-        state.files[raw["path"]] = FileState(path=raw["path"], error=raw["error"])
-
-
-def _keep_conflict(previous: FileState | None, file: FileState) -> None:
-    """A rescan after a manager restart does not resolve a conflict (it stays until resolved).
-
-    The content kept for revert and merge lived in the old process, so only escalation or
-    acceptance remain possible.
-    """
-    if previous is None or previous.conflict is None:
-        return
-    file.conflict = previous.conflict.model_copy(update={"can_revert": False, "can_merge": False})
-    file.status = "conflict"
-    file.modified_by = previous.modified_by
-
-
-@handles(EventType.FILE_CHANGED)
-def _file_changed(state: ProjectState, event: Event) -> None:
-    """A created, modified or renamed file, as judged live: modified by its holder, or a conflict."""
-    data = event.data
-    path = data["path"]
-    previous = state.files.get(path)
-    source = data.get("renamedFrom")
-    if source is not None:
-        _drop_rename_source(state, event, source)
-    conflict = _conflict(event, data.get("conflict"))
-    if conflict is None and previous is not None and previous.conflict is not None:
-        conflict = previous.conflict  # a conflict stays until it is resolved
-    state.files[path] = FileState(
-        path=path,
-        last_modified=_time(event),
-        modified_by=data.get("modifiedBy"),
-        checksum=data["checksum"],
-        status="conflict" if conflict is not None else data.get("status", "modified"),
-        size=data.get("size"),
-        mtime=_mtime(data),
-        renamed_from=source,
-        reported_checksum=previous.reported_checksum if previous else None,
-        reported_by=previous.reported_by if previous else None,
-        conflict=conflict,
-    )
-
-
-def _drop_rename_source(state: ProjectState, event: Event, source: str) -> None:
-    """The old name goes, unless taking it away was itself a conflict (then it stays, deleted)."""
-    conflict = _conflict(event, event.data.get("sourceConflict"))
-    old = state.files.get(source)
-    if conflict is None and (old is None or old.conflict is None):
-        state.files.pop(source, None)
-        return
-    _mark_deleted(state, event, source, conflict or old.conflict)
-
-
-def _mark_deleted(state: ProjectState, event: Event, path: str, conflict: FileConflict | None) -> None:
-    old = state.files.get(path) or FileState(path=path)
-    old.deleted = True
-    old.status = "conflict"
-    old.conflict = conflict
-    old.last_modified = _time(event)
-    old.modified_by = event.data.get("modifiedBy")
-    old.size = None
-    state.files[path] = old
-
-
-@handles(EventType.FILE_DELETED)
-def _file_deleted(state: ProjectState, event: Event) -> None:
-    data = event.data
-    conflict = _conflict(event, data.get("conflict"))
-    old = state.files.get(data["path"])
-    if conflict is None and (old is None or old.conflict is None):
-        state.files.pop(data["path"], None)
-        return
-    _mark_deleted(state, event, data["path"], conflict or old.conflict)
-
-
-@handles(EventType.FILE_UNREADABLE)
-def _file_unreadable(state: ProjectState, event: Event) -> None:
-    path = event.data["path"]
-    file = state.files.get(path) or FileState(path=path)
-    file.error = event.data["error"]
-    state.files[path] = file
-
-
-@handles(EventType.FILE_REPORTED)
-def _file_reported(state: ProjectState, event: Event) -> None:
-    file = state.files.get(event.data["path"])
-    if file is not None:
-        file.reported_checksum = event.data["checksum"]
-        file.reported_by = event.data["agentId"]
-
-
-@handles(EventType.CONFLICT_RESOLVED)
-def _conflict_resolved(state: ProjectState, event: Event) -> None:
-    """Accept, revert or merge: the content on disk becomes the new base, unless the merge failed."""
-    data = event.data
-    path = data["path"]
-    file = state.files.get(path) or FileState(path=path)
-    file.resolution = data["resolution"]
-    file.resolved_by = data["by"]
-    if data["status"] == "conflict":  # a merge that left conflict markers
-        if file.conflict is not None:
-            file.conflict.merge_attempts += 1
-        return
-    if data.get("deleted"):
-        state.files.pop(path, None)
-        return
-    file.status = "clean"
-    file.conflict = None
-    file.deleted = False
-    file.error = None
-    file.checksum = data["checksum"]
-    file.size = data.get("size")
-    file.mtime = _mtime(data)
-    file.last_modified = _time(event)
-    file.modified_by = data["by"]
-    state.files[path] = file
-
-
-@handles(EventType.CONFLICT_ESCALATED)
-def _conflict_escalated(state: ProjectState, event: Event) -> None:
-    file = state.files[event.data["path"]]
-    if file.conflict is not None:
-        file.conflict.escalated = True
-        file.conflict.escalated_by = event.data["by"]
-        file.conflict.note = event.data.get("note")
+_HANDLERS: dict[type, Handler] = {
+    SprintStarted: _sprint_started,
+    SprintPaused: _sprint_paused,
+    SprintResumed: _sprint_resumed,
+    SprintRecovered: _sprint_recovered,
+    SprintFinished: _sprint_finished,
+    StateDigest: _state_digest,
+    AgentRegistered: _agent_registered,
+    AgentStatus: _agent_status,
+    AgentDead: _agent_dead,
+    TaskReady: _task_ready,
+    TaskAssigned: _task_assigned,
+    TaskBlocked: _task_blocked,
+    TaskUnblocked: _task_unblocked,
+    TaskStarted: _task_started,
+    TaskProgress: _task_progress,
+    TaskCompleted: _task_completed,
+    TaskFailed: _task_failed,
+    TaskRequeued: _task_requeued,
+    TaskCancelled: _task_cancelled,
+    TaskReset: _task_reset,
+    TaskPriority: _task_priority,
+    CompletionRefused: _completion_refused,
+    **reducer_locks.HANDLERS,
+    **reducer_files.HANDLERS,
+}

@@ -305,7 +305,7 @@ async def test_ten_thousand_tasks_update_by_key_without_rebuilding(tmp_path: Pat
     from engine.events import Event
 
     def event(source, kind, **data):
-        return Event(source.state.version + 1, "2026-11-24T12:00:00Z", kind, data)
+        return Event.decode(source.state.version + 1, "2026-11-24T12:00:00Z", kind, data)
 
     source = RecordedSource([])
     source.push(event(source, "sprint_started", sprint="big", agents=[{"id": "a"}],

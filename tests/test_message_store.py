@@ -65,8 +65,8 @@ def test_append_round_trips_every_message_exactly() -> None:
 
 def test_append_event_takes_message_events_only() -> None:
     store = MessageStore()
-    assert store.append_event(Event(7, "2026-01-01T00:00:00Z", "message", {"message": make_message(0)}))
-    assert not store.append_event(Event(8, "2026-01-01T00:00:00Z", "task_ready", {"taskId": "a"}))
+    assert store.append_event(Event.from_record({"seq": 7, "ts": "2026-01-01T00:00:00Z", "type": "message", "data": {"message": make_message(0)}}))
+    assert not store.append_event(Event.from_record({"seq": 8, "ts": "2026-01-01T00:00:00Z", "type": "task_ready", "data": {"taskId": "a"}}))
     assert len(store) == 1 and store.seq(0) == 7
 
 

@@ -23,7 +23,7 @@ class Fold:
         self.add(EventType.SPRINT_STARTED, sprint="locks", agents=[{"id": a} for a in "wxyzq"], tasks=[])
 
     def add(self, kind: EventType, **data: Any) -> None:
-        apply(self.state, Event(self.state.version + 1, TS, kind.value, data))
+        apply(self.state, Event.decode(self.state.version + 1, TS, kind.value, data))
 
     def grant(self, lock_id: str, agent: str, path: str, mode: str, request: str | None = None) -> None:
         self.add(

@@ -236,14 +236,14 @@ def test_a_rescan_after_a_restart_keeps_a_conflict_until_it_is_resolved() -> Non
     ts = "2026-01-01T00:00:00Z"
     scan = {"files": [{"path": "a.txt", "checksum": "c1", "size": 1, "mtime": None}]}
     events = [
-        Event(1, ts, EventType.SPRINT_STARTED, {"sprint": "s", "agents": [], "tasks": []}),
-        Event(2, ts, EventType.FILES_SCANNED, scan),
-        Event(3, ts, EventType.FILE_CHANGED, {
+        Event.decode(1, ts, EventType.SPRINT_STARTED, {"sprint": "s", "agents": [], "tasks": []}),
+        Event.decode(2, ts, EventType.FILES_SCANNED, scan),
+        Event.decode(3, ts, EventType.FILE_CHANGED, {
             "path": "a.txt", "checksum": "c2", "status": "conflict",
             "conflict": {"reason": "no_lock", "detail": "nobody held it", "canRevert": True, "canMerge": True},
         }),
-        Event(4, ts, EventType.SPRINT_RECOVERED, {"epoch": 2, "previousVersion": 3, "leases": {}}),
-        Event(5, ts, EventType.FILES_SCANNED, {"files": [{"path": "a.txt", "checksum": "c2", "size": 2, "mtime": None}]}),
+        Event.decode(4, ts, EventType.SPRINT_RECOVERED, {"epoch": 2, "previousVersion": 3, "leases": {}}),
+        Event.decode(5, ts, EventType.FILES_SCANNED, {"files": [{"path": "a.txt", "checksum": "c2", "size": 2, "mtime": None}]}),
     ]
     state = fold(events)
     file = state.files["a.txt"]
