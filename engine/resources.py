@@ -74,7 +74,7 @@ def _normalise_path(resource_id: str) -> str:
 
 
 @lru_cache(maxsize=16384)
-def _ancestors(resource_id: str) -> tuple[str, ...]:
+def ancestors(resource_id: str) -> tuple[str, ...]:
     """The directories above a normalised path (`a/b/c` -> `a`, `a/b`); none for a `name:` id."""
     if is_named(resource_id):
         return ()
@@ -84,7 +84,7 @@ def _ancestors(resource_id: str) -> tuple[str, ...]:
 
 def covers(ancestor: str, path: str) -> bool:
     """True when a lock on `ancestor` covers `path` (the same path or one below it)."""
-    return ancestor == path or ancestor in _ancestors(path)
+    return ancestor == path or ancestor in ancestors(path)
 
 
 def overlaps(a: str, b: str) -> bool:
