@@ -27,6 +27,7 @@ from app.screens.confirm import ConfirmScreen
 from app.screens.conflict import ConflictScreen
 from app.screens.details import DetailsScreen
 from app.screens.help import HelpScreen
+from app.screens.message_details import MessageDetailsScreen
 from app.screens.reassign import Candidate, ReassignScreen
 from app.source import LiveSource, RecordedSource
 from engine.events import Event, EventType
@@ -340,6 +341,10 @@ class SprintDeckApp(App[int]):
                 self.action_resolve_file(how, path)
 
         self.push_screen(ConflictScreen(path, reason, manager.conflict_diff(path)), chosen)
+
+    def on_messages_pane_selected(self, message: MessagesPane.Selected) -> None:
+        """Enter on a message opens it whole, as JSON."""
+        self.push_screen(MessageDetailsScreen.of(message.pane.store, message.index))
 
     def action_task_details(self) -> None:
         task_id = self._selected_task()

@@ -34,7 +34,9 @@ class PaneApp(App[None]):
         self.query_one(MessagesPane).focus()
 
     def on_messages_pane_selected(self, message: MessagesPane.Selected) -> None:
+        """What the dashboard does with a selected message: open it."""
         self.selected.append(message.index)
+        self.push_screen(MessageDetailsScreen.of(self.store, message.index))
 
     def on_messages_pane_filter_changed(self, message: MessagesPane.FilterChanged) -> None:
         self.filters.append(message.filter)
