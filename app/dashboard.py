@@ -30,7 +30,7 @@ from app.screens.help import HelpScreen
 from app.screens.message_details import MessageDetailsScreen
 from app.screens.reassign import Candidate, ReassignScreen
 from app.source import LiveSource, RecordedSource
-from engine.events import Event, EventType
+from engine.events import Event
 from engine.manager import OperatorError
 from engine.message_store import Filter, MessageStore
 from themes.themes import DEFAULT_THEME, THEMES, resolve_theme
@@ -141,7 +141,7 @@ class SprintDeckApp(App[int]):
         if not events and self._flushes % BATCH_HZ != 1:
             return  # nothing new, and clocks shown (ages, TTLs) only move once a second
         changes = collect(events) if events else Changes()
-        self._ingest_messages(events)
+        self.ingest_messages(events)
         self.refresh_panes(changes)
         if self.source.finished and not self._announced_finish:
             self._announced_finish = True
@@ -149,14 +149,13 @@ class SprintDeckApp(App[int]):
             done = sum(1 for t in state.tasks.values() if t.status == "completed")
             self.notify(f"Sprint finished: {done}/{len(state.tasks)} tasks completed", title="sprint finished")
 
-    def _ingest_messages(self, events: Iterable[Event]) -> None:
-        appended = False
-        for event in events:
-            if event.type == EventType.MESSAGE:
-                self.store.append(event.seq, event.data["message"])
-                appended = True
+    def ingest_messages(self, events: Iterable[Event]) -> int:
+        """The one way messages reach the Messages pane, live batches and replay chunks alike:
+        store the `message` events, then let the pane show the new rows.  Returns how many."""
+        appended = self.store.append_events(events)
         if appended:
             self.messages.messages_appended()
+        return appended
 
     def refresh_panes(self, changes: Changes) -> None:
         state, now = self.source.state, self.clock()

@@ -265,16 +265,10 @@ class ReplayApp(SprintDeckApp):
         if self._filled >= total:
             return
         end = min(total, self._filled + MESSAGE_CHUNK)
-        appended = False
-        for event in self.cursor.events(self._filled + 1, end):
-            if event.type == EventType.MESSAGE:
-                self.store.append(event.seq, event.data["message"])
-                appended = True
+        appended = self.ingest_messages(self.cursor.events(self._filled + 1, end))
         self._filled = end
-        if appended:
-            self.messages.messages_appended()
-            if self.cursor.position:
-                self.messages.highlight_seq(self._message_at_or_before(self.cursor.position))
+        if appended and self.cursor.position:
+            self.messages.highlight_seq(self._message_at_or_before(self.cursor.position))
 
     # ------------------------------------------------------------ keys
 

@@ -22,7 +22,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from engine.events import Event, EventType
 
@@ -146,6 +147,10 @@ class MessageStore:
 
     def __len__(self) -> int:
         return len(self._seq)
+
+    def append_events(self, events: Iterable[Event]) -> int:
+        """Take the messages out of a batch of events (a live batch, a replay chunk); returns how many."""
+        return sum(1 for event in events if self.append_event(event))
 
     def append_event(self, event: Event) -> bool:
         """Take the message out of a journaled `message` event; other events are ignored."""

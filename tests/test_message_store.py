@@ -70,6 +70,20 @@ def test_append_event_takes_message_events_only() -> None:
     assert len(store) == 1 and store.seq(0) == 7
 
 
+def test_append_events_takes_a_batch_and_counts_its_messages() -> None:
+    """What both dashboards call with a live batch or a replay chunk."""
+    ts = "2026-01-01T00:00:00Z"
+    batch = [
+        Event(7, ts, "message", {"message": make_message(0)}),
+        Event(8, ts, "task_ready", {"taskId": "a"}),
+        Event(9, ts, "message", {"message": make_message(1)}),
+    ]
+    store = MessageStore()
+    assert store.append_events(batch) == 2
+    assert [store.seq(i) for i in range(len(store))] == [7, 9]
+    assert store.append_events([]) == 0
+
+
 def test_message_from_the_protocol_round_trips() -> None:
     """A message exactly as the manager journals it (pydantic model_dump) comes back equal."""
     cls = MESSAGE_CLASSES[MessageType.RESOURCE_LOCK]
