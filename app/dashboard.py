@@ -32,7 +32,8 @@ from app.screens.reassign import Candidate, ReassignScreen
 from app.source import LiveSource, RecordedSource
 from engine.events import Event
 from engine.manager import OperatorError
-from engine.message_store import Filter, MessageStore
+from engine.message_filter import Filter
+from engine.message_store import MessageStore
 from themes.themes import DEFAULT_THEME, THEMES, resolve_theme
 from widgets.agents import AgentsPane
 from widgets.changes import Changes, collect

@@ -8,18 +8,14 @@ from typing import Any
 import pytest
 
 from engine.events import Event
-from engine.message_store import Filter, FilteredView, MessageStore, summarize
+from engine.message_filter import Filter, FilteredView, Matcher
+from engine.message_store import MessageStore, iso_from_micros
+from engine.message_summary import summarize
 from engine.protocol import MESSAGE_CLASSES, MessageType
 
 BASE_MICROS = 1_795_000_000_000_000  # 2026-11-18T11:06:40Z, a fixed clock for deterministic data
 AGENTS = ("backend", "frontend", "tester")
 PRIORITIES = ("low", "medium", "high", "critical")
-
-
-def iso(micros: int) -> str:
-    from engine.message_store import _iso
-
-    return _iso(micros)
 
 
 def make_message(i: int) -> dict[str, Any]:
@@ -38,7 +34,7 @@ def make_message(i: int) -> dict[str, Any]:
         "type": kind,
         "from": sender,
         "to": recipient,
-        "timestamp": iso(BASE_MICROS + i * 1_000),
+        "timestamp": iso_from_micros(BASE_MICROS + i * 1_000),
         "payload": payload,
         "priority": PRIORITIES[i % 4],
         "requiresResponse": kind == "resource_lock",
@@ -261,12 +257,10 @@ def test_a_million_messages_fit_the_budget() -> None:
 
 def test_text_scan_across_chunk_boundaries(monkeypatch) -> None:
     """The buffer is scanned a few MiB at a time; a match cut by a chunk edge is still found."""
-    from engine.message_store import _Matcher
-
     store = MessageStore()
     fill(store, 300)
     whole = [FilteredView(store, Filter(text=text))._rows.tolist() for text in ("routes", "Implement", "task_1")]
-    monkeypatch.setattr(_Matcher, "_CHUNK", 7)
+    monkeypatch.setattr(Matcher, "CHUNK", 7)
     chunked = [FilteredView(store, Filter(text=text))._rows.tolist() for text in ("routes", "Implement", "task_1")]
     assert chunked == whole and all(whole)
     assert whole[0] == expected(store, lambda m: "routes" in str(m["payload"]))

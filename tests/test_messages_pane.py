@@ -9,7 +9,8 @@ from textual.app import App, ComposeResult
 from textual.widgets import Footer, Static
 
 from app.screens.message_details import MessageDetailsScreen
-from engine.message_store import Filter, MessageStore
+from engine.message_filter import Filter
+from engine.message_store import MessageStore
 from widgets.messages import MessagesPane
 
 SIZE = (120, 40)

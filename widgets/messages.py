@@ -20,7 +20,9 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.message_store import Filter, FilteredView, MessageStore, MessageSummary
+from engine.message_filter import Filter, FilteredView
+from engine.message_store import MessageStore
+from engine.message_summary import MessageSummary
 
 TIME_WIDTH = 12  # HH:MM:SS.mmm
 PRIORITY_WIDTH = 8  # "critical"
