@@ -29,7 +29,7 @@ from widgets.files import FilesPane
 from widgets.locks import LocksPane
 from widgets.tasks import TasksPane
 
-PRIORITIES = ["low", "medium", "high", "critical"]
+PRIORITIES = ["low", "medium", "high", "critical"]  # lowest first: `+` moves one step right
 
 
 class OperatorActions(App[int]):

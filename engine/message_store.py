@@ -72,8 +72,8 @@ class Columns(NamedTuple):
     Read only.  The store appends to them in place, so a scanner that keeps them sees new rows.
     """
 
-    sender: array[int]  # Interner ids into `agents`
-    recipient: array[int]
+    sender: array[int]  # ids into `agents`
+    recipient: array[int]  # ids into `agents`
     type: array[int]  # ids into `types`
     priority: array[int]  # ids into `priorities`
     offsets: array[int]  # message i's JSON bytes are data[offsets[i]:offsets[i + 1]]
