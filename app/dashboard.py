@@ -2,9 +2,9 @@
 
 Engine events arrive through a listener that only appends them to a buffer; a timer drains the
 buffer 15 times a second and hands each pane the batch's changes (Textual redraws once per batch,
-not once per message).  Operations never touch state: they call the manager's `op_*` methods,
-which record an operator action and go through the engine's own paths; a refusal comes back as an
-OperatorError whose reason the App shows in a notification.
+not once per message).  The operations themselves (reassign, retry, cancel, ...) live in
+`app/operator_actions.py`; this module lays out the panes, feeds them, and reads the keyboard's
+prompts (`:` commands, `/` filters).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import Screen
@@ -23,15 +23,15 @@ from textual.widget import Widget
 from textual.widgets import Footer
 
 from app.config import load_config, save_config
+from app.operator_actions import PRIORITIES, OperatorActions
 from app.screens.confirm import ConfirmScreen
-from app.screens.conflict import ConflictScreen
 from app.screens.details import DetailsScreen
 from app.screens.help import HelpScreen
-from app.screens.reassign import Candidate, ReassignScreen
-from app.source import LiveSource, RecordedSource
-from engine.events import Event, EventType
-from engine.manager import OperatorError
-from engine.message_store import Filter, MessageStore
+from app.screens.message_details import MessageDetailsScreen
+from app.state_source import StateSource
+from engine.events import Event
+from engine.message_filter import Filter
+from engine.message_store import MessageStore
 from themes.themes import DEFAULT_THEME, THEMES, resolve_theme
 from widgets.agents import AgentsPane
 from widgets.changes import Changes, collect
@@ -44,14 +44,11 @@ from widgets.metrics import MetricsPane
 from widgets.tasks import TasksPane
 
 BATCH_HZ = 15
-PRIORITIES = ["low", "medium", "high", "critical"]
 PANE_IDS = ["agents", "tasks", "locks", "messages", "files", "metrics"]
 NARROW_WIDTH = 120
 
-Source = LiveSource | RecordedSource
 
-
-class SprintDeckApp(App[int]):
+class SprintDeckApp(OperatorActions):
     CSS_PATH = str(Path(__file__).resolve().parents[1] / "themes" / "dashboard.tcss")
     TITLE = "sprintdeck"
     BINDINGS = [
@@ -69,7 +66,7 @@ class SprintDeckApp(App[int]):
 
     def __init__(
         self,
-        source: Source,
+        source: StateSource,
         *,
         theme_name: str | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -140,7 +137,7 @@ class SprintDeckApp(App[int]):
         if not events and self._flushes % BATCH_HZ != 1:
             return  # nothing new, and clocks shown (ages, TTLs) only move once a second
         changes = collect(events) if events else Changes()
-        self._ingest_messages(events)
+        self.ingest_messages(events)
         self.refresh_panes(changes)
         if self.source.finished and not self._announced_finish:
             self._announced_finish = True
@@ -148,14 +145,13 @@ class SprintDeckApp(App[int]):
             done = sum(1 for t in state.tasks.values() if t.status == "completed")
             self.notify(f"Sprint finished: {done}/{len(state.tasks)} tasks completed", title="sprint finished")
 
-    def _ingest_messages(self, events: Iterable[Event]) -> None:
-        appended = False
-        for event in events:
-            if event.type == EventType.MESSAGE:
-                self.store.append(event.seq, event.data["message"])
-                appended = True
+    def ingest_messages(self, events: Iterable[Event]) -> int:
+        """The one way messages reach the Messages pane, live batches and replay chunks alike:
+        store the `message` events, then let the pane show the new rows.  Returns how many."""
+        appended = self.store.append_events(events)
         if appended:
             self.messages.messages_appended()
+        return appended
 
     def refresh_panes(self, changes: Changes) -> None:
         state, now = self.source.state, self.clock()
@@ -176,170 +172,11 @@ class SprintDeckApp(App[int]):
         self.tasks.restyle()
         self.refresh_panes(Changes(everything=True))
 
-    # ------------------------------------------------------------ selection helpers
+    # ------------------------------------------------------------ details
 
-    def _manager(self):
-        if not self.source.live:
-            self.notify("This is a recorded sprint: operations are disabled.", severity="warning")
-            return None
-        return self.source.manager
-
-    def _selected_task(self) -> str | None:
-        task_id = self.tasks.selected_key()
-        if task_id is None:
-            self.notify("No task is selected.", severity="warning")
-        return task_id
-
-    def _operate(self, operation: Callable[[], Any], done: str | None = None) -> bool:
-        """Run one operator action; a refusal is explained and nothing changes."""
-        try:
-            operation()
-        except OperatorError as exc:
-            self.notify(str(exc), title="not possible", severity="warning")
-            return False
-        if done:
-            self.notify(done)
-        self.refresh_panes(Changes(everything=False, locks=True, tasks=set(self.source.state.tasks)))
-        return True
-
-    # ------------------------------------------------------------ operations
-
-    def action_reassign(self, task_id: str | None = None) -> None:
-        manager = self._manager()
-        task_id = task_id or self._selected_task()
-        if manager is None or task_id is None:
-            return
-        try:
-            capable = manager.check_reassign(task_id)
-        except OperatorError as exc:
-            self.notify(str(exc), title="not possible", severity="warning")
-            return
-        state = manager.state
-        candidates = [
-            Candidate(a, state.agents[a].status, len(state.agents[a].current_tasks),
-                      state.agents[a].max_concurrent_tasks, tuple(state.agents[a].capabilities))
-            for a in capable if a in state.agents
-        ]
-        current = state.tasks[task_id].agent
-
-        def chosen(agent_id: str | None) -> None:
-            if agent_id:
-                self.reassign(task_id, agent_id)
-
-        self.push_screen(ReassignScreen(task_id, current, candidates), chosen)
-
-    def reassign(self, task_id: str, agent_id: str) -> bool:
-        manager = self._manager()
-        return manager is not None and self._operate(
-            lambda: manager.op_reassign(task_id, agent_id), f"{task_id} reassigned to {agent_id}"
-        )
-
-    def action_retry(self, task_id: str | None = None) -> None:
-        manager = self._manager()
-        task_id = task_id or self._selected_task()
-        if manager is not None and task_id is not None:
-            self._operate(lambda: manager.op_retry(task_id), f"{task_id} will run again")
-
-    def action_cancel_task(self, task_id: str | None = None) -> None:
-        manager = self._manager()
-        task_id = task_id or self._selected_task()
-        if manager is None or task_id is None:
-            return
-        status = manager.state.tasks[task_id].status
-        if status in ("completed", "failed", "cancelled"):
-            self.notify(f"task {task_id} is already {status}", title="not possible", severity="warning")
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._operate(lambda: manager.op_cancel(task_id), f"{task_id} cancelled")
-
-        self.push_screen(ConfirmScreen(f"Cancel task {task_id} (and the tasks that depend on it)?"), answered)
-
-    def action_priority(self, delta: int, task_id: str | None = None) -> None:
-        manager = self._manager()
-        task_id = task_id or self._selected_task()
-        if manager is None or task_id is None:
-            return
-        current = manager.state.tasks[task_id].priority
-        index = PRIORITIES.index(current) + delta
-        if not 0 <= index < len(PRIORITIES):
-            self.notify(f"task {task_id} is already {current}", title="not possible", severity="warning")
-            return
-        self._operate(lambda: manager.op_set_priority(task_id, PRIORITIES[index]), f"{task_id}: {PRIORITIES[index]}")
-
-    def action_pause(self) -> None:
-        """In the Agents pane: the selected agent. Anywhere else: the whole sprint."""
-        manager = self._manager()
-        if manager is None:
-            return
-        if isinstance(self.focused, AgentsPane):
-            self._toggle_selected_agent()
-            return
-        paused = not manager.state.meta.paused
-        self._operate(lambda: manager.op_pause_sprint(paused), f"sprint {'paused' if paused else 'resumed'}")
-
-    def _toggle_selected_agent(self) -> None:
-        manager = self._manager()
-        agent_id = self.agents.selected_key()
-        if manager is None or agent_id is None:
-            return
-        paused = manager.state.agents[agent_id].status != "paused"
-        self._operate(lambda: manager.op_pause_agent(agent_id, paused), f"{agent_id} {'paused' if paused else 'resumed'}")
-
-    def action_force_release(self, lock_id: str | None = None) -> None:
-        manager = self._manager()
-        if manager is None:
-            return
-        lock_id = lock_id or self.locks.selected_key()
-        if lock_id is None or lock_id not in manager.state.locks:
-            self.notify("No lock is selected: nothing to release.", title="not possible", severity="warning")
-            return
-        lock = manager.state.locks[lock_id]
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._operate(lambda: manager.op_force_release(lock_id), f"released {lock.resource_id}")
-
-        self.push_screen(
-            ConfirmScreen(f"Force-release the {lock.lock_type} lock on {lock.resource_id} held by {lock.agent_id}?"),
-            answered,
-        )
-
-    def action_resolve_file(self, how: str, path: str | None = None) -> None:
-        """Resolve the selected file's conflict; the engine refuses (and says why) when it can't."""
-        manager = self._manager()
-        path = path or self.files.selected_key()
-        if manager is None:
-            return
-        if path is None:
-            self.notify("No file is selected.", title="not possible", severity="warning")
-            return
-        outcome: list = []
-        if not self._operate(lambda: outcome.append(manager.op_resolve_file(path, how))):
-            return
-        merge = outcome[0] if outcome else None
-        if how == "merge" and merge is not None and not merge.clean:
-            self.notify(f"{path}: the merge left conflict markers; it stays a conflict", severity="warning")
-        else:
-            self.notify(f"{path}: {how} done")
-
-    def action_escalate_file(self, path: str | None = None) -> None:
-        """Record the escalation, then show the diff and let the operator choose."""
-        manager = self._manager()
-        path = path or self.files.selected_key()
-        if manager is None or path is None:
-            return
-        if not self._operate(lambda: manager.op_escalate_file(path)):
-            return
-        file = manager.state.files.get(path)
-        reason = file.conflict.detail if file is not None and file.conflict is not None else ""
-
-        def chosen(how: str | None) -> None:
-            if how:
-                self.action_resolve_file(how, path)
-
-        self.push_screen(ConflictScreen(path, reason, manager.conflict_diff(path)), chosen)
+    def on_messages_pane_selected(self, message: MessagesPane.Selected) -> None:
+        """Enter on a message opens it whole, as JSON."""
+        self.push_screen(MessageDetailsScreen.of(message.pane.store, message.index))
 
     def action_task_details(self) -> None:
         task_id = self._selected_task()
@@ -379,10 +216,14 @@ class SprintDeckApp(App[int]):
         self.command_line.open("/", _filter_text(self.messages.filter))
 
     def action_request_quit(self) -> None:
+        """Quit; while a live sprint still runs, ask first (quitting stops it)."""
         if self.source.live and not self.source.finished:
-            self.push_screen(ConfirmScreen("The sprint is still running. Stop it and quit?"),
-                             lambda yes: self._stop_and_exit() if yes else None)
+            self.push_screen(ConfirmScreen("The sprint is still running. Stop it and quit?"), self._quit_if_confirmed)
         else:
+            self._stop_and_exit()
+
+    def _quit_if_confirmed(self, yes: bool | None) -> None:
+        if yes:
             self._stop_and_exit()
 
     @work(exclusive=True, group="shutdown")
@@ -438,24 +279,6 @@ class SprintDeckApp(App[int]):
             self.notify(f":{name} takes {arity} argument(s)", title="command", severity="warning")
             return
         handler(*args)
-
-    def _command_priority(self, task_id: str, level: str) -> None:
-        manager = self._manager()
-        if manager is None:
-            return
-        if level not in PRIORITIES:
-            self.notify(f"priority must be one of {', '.join(PRIORITIES)}", severity="warning")
-            return
-        self._operate(lambda: manager.op_set_priority(task_id, level), f"{task_id}: {level}")
-
-    def _command_pause(self, args: tuple[str, ...], paused: bool) -> None:
-        manager = self._manager()
-        if manager is None:
-            return
-        if args:
-            self._operate(lambda: manager.op_pause_agent(args[0], paused), f"{args[0]} {'paused' if paused else 'resumed'}")
-        else:
-            self._operate(lambda: manager.op_pause_sprint(paused), f"sprint {'paused' if paused else 'resumed'}")
 
     def _command_theme(self, name: str) -> None:
         resolved = resolve_theme(name)

@@ -20,6 +20,7 @@ from functools import partial
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
+from textual.timer import Timer
 from textual.worker import get_current_worker
 
 from app.dashboard import SprintDeckApp
@@ -100,7 +101,7 @@ class ReplayApp(SprintDeckApp):
         self.cursor = cursor
         self.seeking: int | None = None  # the target of a seek a worker is preparing
         self._seek_generation = 0  # bumped by every move: a worker's result for an older one is stale
-        self._seek_timer = None
+        self._seek_timer: Timer | None = None
         # Open at the start by default: folding a long journal to its end would hold up first paint.
         # An `at` too far to fold quickly is reached after first paint, by a worker.
         self._deferred_at = at if at is not None and not self._quick(at) else None
@@ -109,7 +110,7 @@ class ReplayApp(SprintDeckApp):
         self.speed_index = SPEEDS.index(10)
         self.playing = False
         self._filled = 0  # journal events scanned into the message store so far
-        self._play_timer = None
+        self._play_timer: Timer | None = None
 
     def _cursor_time(self) -> datetime:
         position = self.cursor.position
@@ -265,16 +266,10 @@ class ReplayApp(SprintDeckApp):
         if self._filled >= total:
             return
         end = min(total, self._filled + MESSAGE_CHUNK)
-        appended = False
-        for event in self.cursor.events(self._filled + 1, end):
-            if event.type == EventType.MESSAGE:
-                self.store.append(event.seq, event.data["message"])
-                appended = True
+        appended = self.ingest_messages(self.cursor.events(self._filled + 1, end))
         self._filled = end
-        if appended:
-            self.messages.messages_appended()
-            if self.cursor.position:
-                self.messages.highlight_seq(self._message_at_or_before(self.cursor.position))
+        if appended and self.cursor.position:
+            self.messages.highlight_seq(self._message_at_or_before(self.cursor.position))
 
     # ------------------------------------------------------------ keys
 

@@ -35,7 +35,7 @@ SIZE = (200, 60)
 
 def make_message(i: int) -> dict[str, Any]:
     """A realistic mix of wire messages (as the manager journals them)."""
-    from engine.message_store import _iso
+    from engine.message_store import iso_from_micros
 
     agent = AGENTS[i % len(AGENTS)]
     task = f"task_{i % 10_000:05d}"
@@ -52,7 +52,7 @@ def make_message(i: int) -> dict[str, Any]:
         "type": kind,
         "from": sender,
         "to": recipient,
-        "timestamp": _iso(BASE_MICROS + i * 1000),
+        "timestamp": iso_from_micros(BASE_MICROS + i * 1000),
         "payload": payload,
         "priority": ("low", "medium", "high", "critical")[i % 4],
         "requiresResponse": kind == "resource_lock",
@@ -84,7 +84,7 @@ def build_store(count: int):
 
 
 def filter_scans(store) -> dict[str, float]:
-    from engine.message_store import Filter, FilteredView
+    from engine.message_filter import Filter, FilteredView
 
     timings = {}
     for label, flt in [("agent", Filter(agent="agent_07")), ("type", Filter(type="heartbeat")),

@@ -8,18 +8,14 @@ from typing import Any
 import pytest
 
 from engine.events import Event
-from engine.message_store import Filter, FilteredView, MessageStore, summarize
+from engine.message_filter import Filter, FilteredView, Matcher
+from engine.message_store import MessageStore, iso_from_micros
+from engine.message_summary import summarize
 from engine.protocol import MESSAGE_CLASSES, MessageType
 
 BASE_MICROS = 1_795_000_000_000_000  # 2026-11-18T11:06:40Z, a fixed clock for deterministic data
 AGENTS = ("backend", "frontend", "tester")
 PRIORITIES = ("low", "medium", "high", "critical")
-
-
-def iso(micros: int) -> str:
-    from engine.message_store import _iso
-
-    return _iso(micros)
 
 
 def make_message(i: int) -> dict[str, Any]:
@@ -38,7 +34,7 @@ def make_message(i: int) -> dict[str, Any]:
         "type": kind,
         "from": sender,
         "to": recipient,
-        "timestamp": iso(BASE_MICROS + i * 1_000),
+        "timestamp": iso_from_micros(BASE_MICROS + i * 1_000),
         "payload": payload,
         "priority": PRIORITIES[i % 4],
         "requiresResponse": kind == "resource_lock",
@@ -68,6 +64,20 @@ def test_append_event_takes_message_events_only() -> None:
     assert store.append_event(Event.from_record({"seq": 7, "ts": "2026-01-01T00:00:00Z", "type": "message", "data": {"message": make_message(0)}}))
     assert not store.append_event(Event.from_record({"seq": 8, "ts": "2026-01-01T00:00:00Z", "type": "task_ready", "data": {"taskId": "a"}}))
     assert len(store) == 1 and store.seq(0) == 7
+
+
+def test_append_events_takes_a_batch_and_counts_its_messages() -> None:
+    """What both dashboards call with a live batch or a replay chunk."""
+    ts = "2026-01-01T00:00:00Z"
+    batch = [
+        Event(7, ts, "message", {"message": make_message(0)}),
+        Event(8, ts, "task_ready", {"taskId": "a"}),
+        Event(9, ts, "message", {"message": make_message(1)}),
+    ]
+    store = MessageStore()
+    assert store.append_events(batch) == 2
+    assert [store.seq(i) for i in range(len(store))] == [7, 9]
+    assert store.append_events([]) == 0
 
 
 def test_message_from_the_protocol_round_trips() -> None:
@@ -247,12 +257,10 @@ def test_a_million_messages_fit_the_budget() -> None:
 
 def test_text_scan_across_chunk_boundaries(monkeypatch) -> None:
     """The buffer is scanned a few MiB at a time; a match cut by a chunk edge is still found."""
-    from engine.message_store import _Matcher
-
     store = MessageStore()
     fill(store, 300)
     whole = [FilteredView(store, Filter(text=text))._rows.tolist() for text in ("routes", "Implement", "task_1")]
-    monkeypatch.setattr(_Matcher, "_CHUNK", 7)
+    monkeypatch.setattr(Matcher, "CHUNK", 7)
     chunked = [FilteredView(store, Filter(text=text))._rows.tolist() for text in ("routes", "Implement", "task_1")]
     assert chunked == whole and all(whole)
     assert whole[0] == expected(store, lambda m: "routes" in str(m["payload"]))

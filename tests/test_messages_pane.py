@@ -9,7 +9,8 @@ from textual.app import App, ComposeResult
 from textual.widgets import Footer, Static
 
 from app.screens.message_details import MessageDetailsScreen
-from engine.message_store import Filter, MessageStore
+from engine.message_filter import Filter
+from engine.message_store import MessageStore
 from widgets.messages import MessagesPane
 
 SIZE = (120, 40)
@@ -34,7 +35,9 @@ class PaneApp(App[None]):
         self.query_one(MessagesPane).focus()
 
     def on_messages_pane_selected(self, message: MessagesPane.Selected) -> None:
+        """What the dashboard does with a selected message: open it."""
         self.selected.append(message.index)
+        self.push_screen(MessageDetailsScreen.of(self.store, message.index))
 
     def on_messages_pane_filter_changed(self, message: MessagesPane.FilterChanged) -> None:
         self.filters.append(message.filter)

@@ -20,7 +20,9 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.message_store import Filter, FilteredView, MessageStore, MessageSummary
+from engine.message_filter import Filter, FilteredView
+from engine.message_store import MessageStore
+from engine.message_summary import MessageSummary
 
 TIME_WIDTH = 12  # HH:MM:SS.mmm
 PRIORITY_WIDTH = 8  # "critical"
@@ -116,7 +118,10 @@ class MessagesPane(ScrollView, can_focus=True, inherit_bindings=False):
     """Keep the newest message in view (and under the cursor) as messages arrive."""
 
     class Selected(Message):
-        """The user pressed enter on a message; `index` is its index in the store."""
+        """The user pressed enter on a message (or double-clicked it); `index` is its index in the store.
+
+        The App opens it: the Messages pane only says which one.
+        """
 
         def __init__(self, pane: MessagesPane, index: int) -> None:
             super().__init__()
@@ -418,14 +423,10 @@ class MessagesPane(ScrollView, can_focus=True, inherit_bindings=False):
         self.follow = not self.follow
 
     def action_select(self) -> None:
-        """Open the message under the cursor as JSON (and tell the App which one it was)."""
-        from app.screens.message_details import MessageDetailsScreen
-
+        """Tell the App which message to open: the screens are the App's (widgets never import it)."""
         index = self.cursor_index
-        if index is None:
-            return
-        self.post_message(self.Selected(self, index))
-        self.app.push_screen(MessageDetailsScreen(self.store.message(index), seq=self.store.seq(index)))
+        if index is not None:
+            self.post_message(self.Selected(self, index))
 
     def on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)

@@ -12,6 +12,8 @@ from textual.highlight import highlight
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from engine.message_store import MessageStore
+
 
 class MessageDetailsScreen(ModalScreen[None]):
     """The full wire JSON of one message; escape or q closes it."""
@@ -44,6 +46,11 @@ class MessageDetailsScreen(ModalScreen[None]):
         self.message = message
         self.seq = seq
         self.json_text = json.dumps(message, indent=2, ensure_ascii=False)
+
+    @classmethod
+    def of(cls, store: MessageStore, index: int) -> MessageDetailsScreen:
+        """The screen for message `index` of `store`, titled with the event that journaled it."""
+        return cls(store.message(index), seq=store.seq(index))
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="message-details") as box:
