@@ -21,7 +21,8 @@ from app.screens.conflict import ConflictScreen
 from app.screens.reassign import Candidate, ReassignScreen
 from app.source import LiveSource
 from app.state_source import StateSource
-from engine.manager import OperatorError, SprintManager
+from engine.manager import SprintManager
+from engine.operators import OperatorError
 from engine.merge import MergeResult
 from widgets.agents import AgentsPane
 from widgets.changes import Changes

@@ -1,8 +1,7 @@
-"""Attribution of file changes, conflicts, and their resolution (DESIGN §7, issue 4).
+"""Attribution of file changes, conflicts, and their resolution (DESIGN §7).
 
-The watcher says *what* changed; `FileGuard` decides *whose* change it was, using the lock manager
-at that moment, and records the decision as an event through the manager (so the journal replays
-it).  The rules:
+The watcher says *what* changed; `FileGuard` decides *whose* change it was, from the locks held at
+that moment, and records the decision as an event (so the journal replays it).  The rules:
 
 * a change to a path under exactly one agent's write/exclusive lock is `modified` by that agent,
   unless the holder has reported (a fenced `state_update`) a checksum the content does not match;
@@ -10,23 +9,12 @@ it).  The rules:
   `conflict` naming every lock that bore on the path then.
 
 Lock hand-overs race with notifications (an agent writes, completes, and its lock is released
-before the notice arrives), so the manager *settles* the paths of a lock just before it is granted
-or released: the stat cache is checked there and then, and a change is judged against the holders
-of that moment.  The notice that arrives later finds nothing new.
+before the notice arrives), so the lock desk has the guard *settle* the paths of a lock just before
+it is granted or released: the stat cache is checked there and then, and a change is judged
+against the holders of that moment.  The notice that arrives later finds nothing new.
 
-While a path is under any lock, its content when the lock period began (`base`) and its last good
-content (`good`) are kept in a `ContentStore`: small blobs in memory up to a budget, the rest
-spilled to a directory beside the journal.  That is what revert restores and what a three-way
-merge (base, good, current) works from.
-
-Keeping content costs no more reads than judging it: blobs are named by the same xxh3 checksum
-the index computes, so content the index just read is stored under the checksum it already has
-(`Observation.content_key`, and the bytes a settle re-hashed, collected by
-`FileIndex.remembering`).  A file the settle did not need to read (its entry is clean: not racy,
-stat unchanged) is kept by reference when the store holds its checksum, and the store keeps the
-last few MiB of blobs whose last reference was dropped (`RECENT_BUDGET`), so a file released and
-locked again unchanged is not read again.  Only the index's judgment "unchanged" lets such a blob
-stand for the file: a racy entry is re-hashed by the settle first, exactly as before.
+While a path is under a lock its content is kept (`engine/kept_content.py`): that is what revert
+restores and what a three-way merge (base, last good, current) works from.
 """
 
 from __future__ import annotations
@@ -35,159 +23,42 @@ import asyncio
 import difflib
 import logging
 import os
-import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.events import EventType
-from engine.locks import Grant, LockError
+from engine.events import (
+    ConflictEscalated,
+    ConflictRecord,
+    ConflictResolved,
+    FileChanged,
+    FileDeleted,
+    FileReported,
+    FilesScanned,
+    FileUnreadable,
+    HolderRecord,
+    ScannedFile,
+    UnreadableFile,
+)
+from engine.kept_content import ABSENT, KEEP_PER_GRANT, ContentStore, Kept, KeptContent
+from engine.lock_records import Grant
 from engine.merge import MergeResult, merge3
 from engine.models import FileState
-from engine.resources import is_named
-from engine.watch import FileIndex, Observation, Watcher, checksum_bytes, checksum_with, pair_renames
-
-if TYPE_CHECKING:
-    from engine.manager import SprintManager
+from engine.recorder import Recorder
+from engine.resources import LockError, is_named
+from engine.watch import FileIndex, Observation, Watcher, checksum_with, pair_renames
 
 log = logging.getLogger(__name__)
 
-MEMORY_BUDGET = 32 << 20  # bytes of kept content held in memory, all files together
-SPILL_OVER = 256 << 10  # a single blob larger than this always goes to disk
-RECENT_BUDGET = 4 << 20  # bytes of dropped in-memory blobs kept for a re-lock of unchanged files
-KEEP_PER_GRANT = 64 << 20  # at most this much content is kept when one (directory) lock is granted
 REPORT_GRACE = 0.25  # seconds a change may wait for its holder's state_update before it is a conflict
-ABSENT = None  # kept content of a path that did not exist
+Covering = Callable[[str], list[Grant]]  # the grants covering a path, from the lock manager
 
 
 class ResolutionError(ValueError):
     """A resolution that cannot apply (no conflict, nothing kept to revert to, ...); nothing changed."""
-
-
-# ---------------------------------------------------------------- kept content
-
-
-class ContentStore:
-    """Content-addressed blobs with reference counts: in memory up to a budget, spilled beyond it.
-
-    A blob whose last reference goes is not freed at once when it was in memory: it waits in a
-    small least-recently-dropped cache (`recent_budget` bytes, not counted in `memory_bytes`),
-    from which `holds`/`ref` bring it back, so content the index says is unchanged need not be
-    read again when its path is locked again.
-    """
-
-    def __init__(
-        self,
-        spill_dir: Path,
-        *,
-        memory_budget: int = MEMORY_BUDGET,
-        spill_over: int = SPILL_OVER,
-        recent_budget: int = RECENT_BUDGET,
-    ) -> None:
-        self.spill_dir = spill_dir
-        self.memory_budget = memory_budget
-        self.spill_over = spill_over
-        self.recent_budget = recent_budget
-        self._memory: dict[str, bytes] = {}
-        self._spilled: set[str] = set()
-        self._refs: dict[str, int] = {}
-        self._recent: dict[str, bytes] = {}  # unreferenced, oldest drop first
-        self.memory_bytes = 0
-        self.recent_bytes = 0
-
-    def put(self, data: bytes, key: str | None = None) -> str:
-        """One more reference to `data`; its key.  A caller that already has `checksum_bytes(data)`
-        (the index computed it reading the file) passes it as `key` so the bytes are not hashed twice."""
-        if key is None:
-            key = checksum_bytes(data)
-        if key not in self._refs:
-            self._unrecent(key)  # the same bytes, by their checksum: hold the ones given
-            self._hold(key, data)
-        self._refs[key] = self._refs.get(key, 0) + 1
-        return key
-
-    def holds(self, key: str) -> bool:
-        """Whether `ref(key)` can take a reference without the content (held, or recently dropped)."""
-        return key in self._refs or key in self._recent
-
-    def ref(self, key: str) -> None:
-        """One more holder of a stored (or recently dropped) blob."""
-        if key not in self._refs:
-            data = self._unrecent(key)
-            if data is None:
-                raise KeyError(key)
-            self._hold(key, data)
-        self._refs[key] = self._refs.get(key, 0) + 1
-
-    def get(self, key: str) -> bytes:
-        if key in self._memory:
-            return self._memory[key]
-        return (self.spill_dir / _blob_name(key)).read_bytes()
-
-    def drop(self, key: str | None) -> None:
-        if key is None or key not in self._refs:
-            return
-        self._refs[key] -= 1
-        if self._refs[key]:
-            return
-        del self._refs[key]
-        if key in self._memory:
-            data = self._memory.pop(key)
-            self.memory_bytes -= len(data)
-            self._recently_dropped(key, data)
-        elif key in self._spilled:
-            self._spilled.discard(key)
-            (self.spill_dir / _blob_name(key)).unlink(missing_ok=True)
-
-    @property
-    def spilled(self) -> int:
-        return len(self._spilled)
-
-    def close(self) -> None:
-        self._recent.clear()
-        self.recent_bytes = 0
-        shutil.rmtree(self.spill_dir, ignore_errors=True)
-
-    def _hold(self, key: str, data: bytes) -> None:
-        """Place a blob that has no holder yet: in memory within the budget, else on disk."""
-        self._refs[key] = 0
-        if len(data) > self.spill_over or self.memory_bytes + len(data) > self.memory_budget:
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
-            (self.spill_dir / _blob_name(key)).write_bytes(data)
-            self._spilled.add(key)
-        else:
-            self._memory[key] = data
-            self.memory_bytes += len(data)
-
-    def _recently_dropped(self, key: str, data: bytes) -> None:
-        """Keep an unreferenced blob for a while; the oldest go once the cache is over budget."""
-        if len(data) > self.recent_budget:
-            return
-        self._recent[key] = data
-        self.recent_bytes += len(data)
-        while self.recent_bytes > self.recent_budget:
-            self.recent_bytes -= len(self._recent.pop(next(iter(self._recent))))
-
-    def _unrecent(self, key: str) -> bytes | None:
-        data = self._recent.pop(key, None)
-        if data is not None:
-            self.recent_bytes -= len(data)
-        return data
-
-
-def _blob_name(key: str) -> str:
-    return key.replace(":", "-")
-
-
-@dataclass
-class Kept:
-    """Blob keys of a path's content when its lock period began and after its last good change."""
-
-    base: str | None
-    good: str | None
 
 
 @dataclass(frozen=True)
@@ -205,30 +76,47 @@ class Verdict:
     """Whose change it was, or why it was nobody's."""
 
     owner: str | None
-    holders: list[dict[str, Any]]
+    holders: list[HolderRecord]
     reason: str | None = None
     detail: str = ""
 
 
-# ---------------------------------------------------------------- the guard
+_Deferred = tuple[Observation, Verdict, ConflictRecord | None]
 
 
 class FileGuard:
     """The manager's file side: the watcher, attribution, kept content and resolutions."""
 
-    def __init__(self, manager: SprintManager) -> None:
-        self.manager = manager
+    def __init__(self, workspace: Path, recorder: Recorder, covering: Covering, journal_path: Path | None) -> None:
+        self.workspace = workspace
+        self._state = recorder.state
+        self._emit = recorder.emit
+        self._covering = covering
+        self._journal_path = journal_path
         self.index: FileIndex | None = None
         self.watcher: Watcher | None = None
-        self.store: ContentStore | None = None
-        self.kept: dict[str, Kept] = {}
+        self._kept: KeptContent | None = None
         self.reports: dict[str, Report] = {}
-        self._deferred: dict[str, tuple[asyncio.TimerHandle, tuple[Any, ...]]] = {}
+        self._deferred: dict[str, tuple[asyncio.TimerHandle, _Deferred]] = {}
         self._released: set[str] = set()  # resource ids released since the last `after_release`
 
     @property
     def running(self) -> bool:
         return self.index is not None
+
+    @property
+    def kept(self) -> dict[str, Kept]:
+        """Kept content by path (read-only: the guard changes it)."""
+        return self._kept.by_path if self._kept is not None else {}
+
+    @property
+    def store(self) -> ContentStore | None:
+        return self._kept.store if self._kept is not None else None
+
+    def _parts(self) -> tuple[FileIndex, KeptContent]:
+        if self.index is None or self._kept is None:
+            raise ResolutionError("the file watcher is not running")
+        return self.index, self._kept
 
     # ------------------------------------------------------------ lifecycle
 
@@ -241,24 +129,25 @@ class FileGuard:
         recovered = self.running
         if not recovered and not self._open_index():
             return
-        self.watcher = Watcher(self.index, self.on_changes)
+        index, _ = self._parts()
+        self.watcher = Watcher(index, self.on_changes)
         await self.watcher.start()
-        observations = await asyncio.to_thread(self.index.scan)
+        observations = await asyncio.to_thread(index.scan)
         if recovered:
             if observations:
                 self.on_changes(pair_renames(observations))
             return
-        files = [
+        files: list[ScannedFile] = [
             {"path": o.path, "checksum": o.checksum, "size": o.size, "mtime": _iso_ns(o.mtime_ns)}
             for o in observations
             if o.kind == "changed"
         ]
-        unreadable = [{"path": o.path, "error": o.error} for o in observations if o.kind == "unreadable"]
-        self.manager.emit(EventType.FILES_SCANNED, files=files, unreadable=unreadable)
+        unreadable: list[UnreadableFile] = [{"path": o.path, "error": o.error} for o in observations if o.kind == "unreadable"]
+        self._emit(FilesScanned(files=files, unreadable=unreadable))
 
-    def recover(self) -> None:
+    def recover(self, grants: Iterable[Grant]) -> None:
         """A restarted manager: judge what changed in the workspace while it was down, then keep
-        the content of every path still under a lock as that lock's base (for revert and merge).
+        the content of every path still under a lock (`grants`) as that lock's base.
 
         Called with the journal's locks restored and before any of them is released, so a change
         the crashed holder made under its lock is its own, and a change nobody was entitled to
@@ -266,57 +155,56 @@ class FileGuard:
         """
         if not self._open_index():
             return
-        known = self.manager.state.files
+        index, kept = self._parts()
+        known = self._state.files
         changes = []
         seen = set()
-        for obs in self.index.scan():
+        for obs in index.scan():
             seen.add(obs.path)
             file = known.get(obs.path)
             existed = file is not None and file.status != "deleted" and file.error is None
-            if obs.kind == "changed" and existed and file.checksum == obs.checksum:
+            if obs.kind == "changed" and existed and file is not None and file.checksum == obs.checksum:
                 continue  # as the journal knew it
-            changes.append(replace(obs, created=not existed, previous=file.checksum if existed else ""))
+            changes.append(replace(obs, created=not existed, previous=file.checksum if file and existed else ""))
         for path, file in known.items():
             if path not in seen and file.status != "deleted" and file.error is None:
                 changes.append(Observation(path, "deleted", previous=file.checksum))
         self._forget_lost_content(known)
         if changes:
             self.on_changes(pair_renames(changes))
-        for grant in self.manager.locks.grants():
+        for grant in grants:
             if not is_named(grant.resource_id):
-                for path in self._paths_under(grant.resource_id):
-                    self._keep_base(path)
+                kept.keep_bases(grant.resource_id)
 
     def _forget_lost_content(self, known: dict[str, FileState]) -> None:
         """Conflicts stay after a restart, but the content kept for their revert and merge died
         with the old process: a rescan of those files says so (the reducer clears canRevert/canMerge)."""
-        files = []
+        index, _ = self._parts()
+        files: list[ScannedFile] = []
         for path, file in known.items():
-            entry = self.index.entries.get(path)
+            entry = index.entries.get(path)
             if file.status == "conflict" and entry is not None and not entry.error:
                 files.append({"path": path, "checksum": entry.checksum, "size": entry.size, "mtime": _iso_ns(entry.mtime_ns)})
         if files:
-            self.manager.emit(EventType.FILES_SCANNED, files=files, unreadable=[])
+            self._emit(FilesScanned(files=files, unreadable=[]))
 
     def _open_index(self) -> bool:
         """The stat/checksum index and the kept-content store (no OS watch yet)."""
-        manager = self.manager
-        if not Path(manager.workspace).is_dir():
-            log.warning("workspace %s is not a directory: files are not watched", manager.workspace)
+        if not Path(self.workspace).is_dir():
+            log.warning("workspace %s is not a directory: files are not watched", self.workspace)
             return False
         ignore, spill_dir = self._journal_places()
-        self.index = FileIndex(manager.workspace, ignore=ignore)
-        self.store = ContentStore(spill_dir)
+        self.index = FileIndex(self.workspace, ignore=ignore)
+        self._kept = KeptContent(ContentStore(spill_dir), self.index, self.workspace)
         return True
 
     def _journal_places(self) -> tuple[list[str], Path]:
         """Paths the watcher ignores (the journal's directory) and where large kept content goes."""
-        journal = self.manager.journal
-        if journal is None:
+        if self._journal_path is None:
             return [], Path(tempfile.mkdtemp(prefix="sprintdeck-kept-"))
-        journal_file = Path(journal.path).resolve()
+        journal_file = Path(self._journal_path).resolve()
         spill = journal_file.parent / f"{journal_file.name}.kept"
-        workspace = Path(self.manager.workspace).resolve()
+        workspace = Path(self.workspace).resolve()
         if not journal_file.is_relative_to(workspace):
             return [], spill
         journal_dir = journal_file.parent.relative_to(workspace).as_posix()
@@ -331,7 +219,7 @@ class FileGuard:
         """Judge what is still pending (a last rescan, deferred report checks), then stop watching."""
         if self.watcher is not None:
             await self.watcher.stop()
-        if self.running:
+        if self.index is not None:
             observations = self.index.scan()
             if observations:
                 self.on_changes(pair_renames(observations))
@@ -339,8 +227,8 @@ class FileGuard:
             handle, args = self._deferred[path]
             handle.cancel()
             self._recheck(*args)  # decide now rather than lose the change
-        if self.store is not None:
-            self.store.close()
+        if self._kept is not None:
+            self._kept.close()
         self.index = None
 
     # ------------------------------------------------------------ attribution
@@ -349,7 +237,7 @@ class FileGuard:
         """The live grants covering `path` (on it or a directory above), minus `exclude` lock ids."""
         skip = set(exclude)
         try:
-            grants = self.manager.locks.covering(path)
+            grants = self._covering(path)
         except LockError:
             return []
         return [g for g in grants if g.lock_id not in skip] if skip else grants
@@ -372,7 +260,7 @@ class FileGuard:
         excluded = list(exclude)
         for obs in observations:
             if obs.kind == "unreadable":
-                self.manager.emit(EventType.FILE_UNREADABLE, path=obs.path, error=obs.error)
+                self._emit(FileUnreadable(path=obs.path, error=obs.error))
             elif obs.kind == "deleted":
                 self._on_deleted(obs, excluded)
             else:
@@ -384,57 +272,52 @@ class FileGuard:
         if obs.renamed_from is not None:
             source = self.judge(obs.renamed_from, exclude)
             if source.reason is not None:
-                source_conflict = self._conflict_data(obs.renamed_from, source, "deleted", unlocked_base=False)
+                source_conflict = self._conflict_record(obs.renamed_from, source, "deleted", unlocked_base=False)
         self._cancel_deferred(obs.path)
         if verdict.owner is not None and self._mismatch(obs.path, verdict.owner, obs.checksum, obs.content):
             self._defer(obs, verdict, source_conflict)
             return
         self._record_change(obs, verdict, source_conflict)
 
-    def _record_change(self, obs: Observation, verdict: Verdict, source_conflict: dict[str, Any] | None) -> None:
+    def _record_change(self, obs: Observation, verdict: Verdict, source_conflict: ConflictRecord | None) -> None:
+        index, kept = self._parts()
         change = "renamed" if obs.renamed_from else ("created" if obs.created else "modified")
         conflict = None
         if verdict.reason is not None:
-            conflict = self._conflict_data(obs.path, verdict, change, unlocked_base=obs.created)
-        elif verdict.owner is not None:
-            self._keep_good(obs.path, obs.content, obs.content_key)
+            conflict = self._conflict_record(obs.path, verdict, change, unlocked_base=obs.created)
+        elif verdict.owner is not None and not self._in_conflict(obs.path):
+            kept.keep_good(obs.path, obs.content, obs.content_key)
         if obs.renamed_from is not None and source_conflict is None:
-            self._forget_kept(obs.renamed_from)
-        self.manager.emit(
-            EventType.FILE_CHANGED,
-            path=obs.path,
-            checksum=obs.checksum,
-            size=obs.size,
-            mtime=_iso_ns(obs.mtime_ns),
-            change=change,
-            renamedFrom=obs.renamed_from,
-            status="conflict" if conflict else "modified",
-            modifiedBy=verdict.owner if conflict is None else None,
-            conflict=conflict,
-            sourceConflict=source_conflict,
-        )
+            kept.forget(obs.renamed_from)
+        self._emit(FileChanged(
+            path=obs.path, checksum=obs.checksum, size=obs.size, mtime=_iso_ns(obs.mtime_ns), change=change,
+            renamed_from=obs.renamed_from, status="conflict" if conflict else "modified",
+            modified_by=verdict.owner if conflict is None else None, conflict=conflict, source_conflict=source_conflict,
+        ))
 
     def _on_deleted(self, obs: Observation, exclude: list[str]) -> None:
+        _, kept = self._parts()
         self._cancel_deferred(obs.path)
         verdict = self.judge(obs.path, exclude)
         conflict = None
         if verdict.reason is not None:
-            conflict = self._conflict_data(obs.path, verdict, "deleted", unlocked_base=False)
-        elif obs.path in self.kept:
-            self._keep_good(obs.path, ABSENT)
-        self.manager.emit(
-            EventType.FILE_DELETED,
-            path=obs.path,
-            status="conflict" if conflict else "deleted",
-            modifiedBy=verdict.owner if conflict is None else None,
-            conflict=conflict,
-        )
+            conflict = self._conflict_record(obs.path, verdict, "deleted", unlocked_base=False)
+        elif obs.path in kept and not self._in_conflict(obs.path):
+            kept.keep_good(obs.path, ABSENT)
+        self._emit(FileDeleted(path=obs.path, status="conflict" if conflict else "deleted",
+                               modified_by=verdict.owner if conflict is None else None, conflict=conflict))
 
-    def _conflict_data(self, path: str, verdict: Verdict, change: str, *, unlocked_base: bool) -> dict[str, Any]:
+    def _in_conflict(self, path: str) -> bool:
+        """While a conflict waits, the last good content stays as it is: revert needs it."""
+        file = self._state.files.get(path)
+        return file is not None and file.status == "conflict"
+
+    def _conflict_record(self, path: str, verdict: Verdict, change: str, *, unlocked_base: bool) -> ConflictRecord:
         """The event's conflict record; a file created outside any lock can be reverted (removed)."""
-        if unlocked_base and path not in self.kept:
-            self.kept[path] = Kept(ABSENT, ABSENT)
-        kept = self.kept.get(path)
+        _, kept_content = self._parts()
+        if unlocked_base:
+            kept_content.keep_nothing(path)
+        kept = kept_content.get(path)
         return {
             "reason": verdict.reason,
             "detail": verdict.detail,
@@ -457,13 +340,14 @@ class FileGuard:
         algorithm = report.checksum.split(":", 1)[0]
         if algorithm == checksum.split(":", 1)[0]:
             return report.checksum != checksum
+        index, _ = self._parts()
         try:
-            data = content if content is not None else self.index.read(path)
+            data = content if content is not None else index.read(path)
             return checksum_with(algorithm, data) != report.checksum
         except (OSError, ValueError):
             return True
 
-    def _defer(self, obs: Observation, verdict: Verdict, source_conflict: dict[str, Any] | None) -> None:
+    def _defer(self, obs: Observation, verdict: Verdict, source_conflict: ConflictRecord | None) -> None:
         """Give the holder REPORT_GRACE to report this content before calling it a conflict."""
         args = (obs, verdict, source_conflict)
         handle = asyncio.get_running_loop().call_later(REPORT_GRACE, self._recheck, *args)
@@ -474,7 +358,7 @@ class FileGuard:
         if pending is not None:
             pending[0].cancel()
 
-    def _recheck(self, obs: Observation, verdict: Verdict, source_conflict: dict[str, Any] | None) -> None:
+    def _recheck(self, obs: Observation, verdict: Verdict, source_conflict: ConflictRecord | None) -> None:
         self._deferred.pop(obs.path, None)
         if verdict.owner is not None and self._mismatch(obs.path, verdict.owner, obs.checksum, obs.content):
             report = self.reports[obs.path]
@@ -485,26 +369,24 @@ class FileGuard:
     def on_report(self, agent_id: str, path: str, checksum: str, lock_id: str | None, token: int | None) -> None:
         """Record a holder's fenced report, then check it against the content on disk now."""
         self.reports[path] = Report(agent_id, checksum, lock_id, token)
-        self.manager.emit(EventType.FILE_REPORTED, path=path, checksum=checksum, agentId=agent_id, lockId=lock_id, token=token)
-        if not self.running:
+        self._emit(FileReported(path=path, checksum=checksum, agent_id=agent_id, lock_id=lock_id, token=token))
+        if self.index is None:
             return
         self.settle([path])
         entry = self.index.entries.get(path)
         if entry is None or entry.error or path in self._deferred:
             return
-        if self._mismatch(path, agent_id, entry.checksum, None):
+        if self._mismatch(path, agent_id, entry.checksum, None) and not self._in_conflict(path):
             verdict = self.judge(path)
             detail = f"content {entry.checksum} differs from {checksum} reported by {agent_id}"
-            current = self.manager.state.files.get(path)
             obs = Observation(path, "changed", checksum=entry.checksum, size=entry.size, mtime_ns=entry.mtime_ns)
-            if current is None or current.status != "conflict":
-                self._record_change(obs, Verdict(None, verdict.holders, "checksum_mismatch", detail), None)
+            self._record_change(obs, Verdict(None, verdict.holders, "checksum_mismatch", detail), None)
 
-    # ------------------------------------------------------------ lock hand-overs
+    # ------------------------------------------------------------ lock hand-overs (the lock desk's hooks)
 
     def settle(self, resource_ids: Iterable[str], exclude: Iterable[str] = ()) -> None:
         """Judge any change under these paths now, against the holders of this moment."""
-        if not self.running:
+        if self.index is None:
             return
         observations: list[Observation] = []
         for resource_id in dict.fromkeys(resource_ids):
@@ -514,19 +396,13 @@ class FileGuard:
 
     def before_grants(self, grants: Iterable[Grant]) -> None:
         """Settle the paths about to be locked (as if unlocked), then keep their content as the base."""
-        grants = [g for g in grants if not is_named(g.resource_id)]
-        if not self.running or not grants:
+        files = [g for g in grants if not is_named(g.resource_id)]
+        if self.index is None or self._kept is None or not files:
             return
         with self.index.remembering() as fresh:  # what the settle reads, the base need not read again
-            self.settle([g.resource_id for g in grants], exclude=[g.lock_id for g in grants])
-        for grant in grants:
-            budget = KEEP_PER_GRANT  # a lock on a huge directory must not copy the repository
-            for path in self._paths_under(grant.resource_id):
-                entry = self.index.entries.get(path)
-                budget -= entry.size if entry is not None and entry.size > 0 else 0
-                if budget < 0:
-                    break
-                self._keep_base(path, fresh)
+            self.settle([g.resource_id for g in files], exclude=[g.lock_id for g in files])
+        for grant in files:
+            self._kept.keep_bases(grant.resource_id, fresh, budget=KEEP_PER_GRANT)
 
     def before_release(self, grants: Iterable[Grant]) -> None:
         """Settle what changed under these locks while they are still held (read locks too:
@@ -536,6 +412,11 @@ class FileGuard:
             self._released.update(paths)
             self.settle(paths)
 
+    def forget_grants(self, grants: Iterable[Grant]) -> None:
+        """Grants that were never made after all (their grant failed): drop what was kept for them."""
+        self._released.update(g.resource_id for g in grants if not is_named(g.resource_id))
+        self.after_release()
+
     def after_release(self) -> None:
         """Drop kept content of released paths now under no lock and not in conflict.
 
@@ -543,90 +424,23 @@ class FileGuard:
         so only those are looked at: the cost follows the release, not the number of locks held.
         """
         released, self._released = self._released, set()
-        for path in self._kept_under(released):
-            file = self.manager.state.files.get(path)
-            if not self.holders(path) and (file is None or file.status != "conflict"):
-                self._forget_kept(path)
-
-    def _kept_under(self, resource_ids: set[str]) -> list[str]:
-        """Kept paths on or below these ids (a string test per kept path; no lock look-ups)."""
-        prefixes = tuple(r + "/" for r in resource_ids)
-        return [p for p in self.kept if p in resource_ids or p.startswith(prefixes)]
-
-    def _paths_under(self, resource_id: str) -> list[str]:
-        if resource_id in self.index.entries:
-            return [resource_id]
-        below = self.index.below(resource_id)
-        is_dir = below or (self.manager.workspace / resource_id).is_dir()
-        return below if is_dir else [resource_id]
-
-    def _keep_base(self, path: str, fresh: dict[str, tuple[str, bytes]] | None = None) -> None:
-        """Keep `path`'s content as the base (and good) of a lock period starting now.
-
-        Called right after `path` was reconciled (a settle, a scan, our own write), so its index
-        entry is the file as it is now; `fresh` holds what that reconcile read (`remembering`).
-        """
-        if path in self.kept:
+        if self._kept is None:
             return
-        try:
-            key = self._store_current(path, fresh or {})
-        except OSError:
-            return
-        self.kept[path] = Kept(key, key)
-        if key is not None:
-            self.store.ref(key)  # base and good each hold a reference
-
-    def _store_current(self, path: str, fresh: dict[str, tuple[str, bytes]]) -> str | None:
-        """A store reference to the content of a just-reconciled `path` (ABSENT when not a file),
-        reading the file only when neither the reconcile nor the store already has its bytes."""
-        entry = self.index.entries.get(path)
-        if entry is None:
-            return ABSENT
-        checksum, data = fresh.get(path, ("", b""))
-        if checksum and checksum == entry.checksum:
-            return self.store.put(data, key=checksum)  # read and hashed by the settle a moment ago
-        clean = self.index.clean_checksum(path)
-        if clean is not None and self.store.holds(clean):
-            self.store.ref(clean)  # unchanged by the index's own test, and its bytes are held
-            return clean
-        return self.store.put(self.index.read(path))
-
-    def _keep_good(self, path: str, content: bytes | None, key: str | None = None) -> None:
-        """The holder's change is the new last good content (not while a conflict waits: revert needs the old).
-
-        `key` is the checksum of `content` when the caller has it (the index hashed it reading it)."""
-        file = self.manager.state.files.get(path)
-        if file is not None and file.status == "conflict":
-            return
-        kept = self.kept.get(path)
-        if kept is None:
-            kept = self.kept[path] = Kept(ABSENT, ABSENT)
-        if content is None and path in self.index.entries:
-            try:
-                content, key = self.index.read(path), None
-            except OSError:
-                return
-        self.store.drop(kept.good)
-        kept.good = self.store.put(content, key) if content is not None else ABSENT
-
-    def _forget_kept(self, path: str) -> None:
-        kept = self.kept.pop(path, None)
-        if kept is not None:
-            self.store.drop(kept.base)
-            self.store.drop(kept.good)
+        for path in self._kept.under(released):
+            if not self.holders(path) and not self._in_conflict(path):
+                self._kept.forget(path)
 
     # ------------------------------------------------------------ resolutions
 
     def _conflicted(self, path: str) -> None:
-        file = self.manager.state.files.get(path)
-        if file is None or file.status != "conflict":
+        if not self._in_conflict(path):
             raise ResolutionError(f"{path} is not in conflict")
-        if not self.running:
-            raise ResolutionError("the file watcher is not running")
+        self._parts()
 
     def _current(self, path: str) -> bytes | None:
+        index, _ = self._parts()
         try:
-            return self.index.read(path)
+            return index.read(path)
         except FileNotFoundError:
             return None
 
@@ -639,73 +453,67 @@ class FileGuard:
         if how == "merge":
             if kept is None or kept.base is ABSENT or kept.good is ABSENT:
                 raise ResolutionError(f"no merge base is known for {path}")
-            if not (self.manager.workspace / path).is_file():
+            if not (self.workspace / path).is_file():
                 raise ResolutionError(f"{path} is gone from disk; accept or revert instead")
 
     def accept(self, path: str, by: str) -> None:
         """The current content (or absence) becomes the new base."""
         self.check(path, "accept")
         self.settle([path])
-        self._forget_kept(path)
-        if self.holders(path):
-            self._keep_base(path)
+        self._rebase(path)
         self._resolved(path, "accept", by)
 
     def revert(self, path: str, by: str) -> None:
         """Put the last good content back (remove the file when it did not exist)."""
         self.check(path, "revert")
-        good = self.kept[path].good
-        self._write(path, None if good is ABSENT else self.store.get(good))
-        self._forget_kept(path)
-        if self.holders(path):
-            self._keep_base(path)
+        _, kept = self._parts()
+        good = kept.by_path[path].good
+        self._write(path, None if good is ABSENT else kept.content(good))
+        self._rebase(path)
         self._resolved(path, "revert", by)
 
     def merge(self, path: str, by: str) -> MergeResult:
         """Three-way merge base -> last good and base -> current; with markers, it stays a conflict."""
         self.check(path, "merge")
-        kept = self.kept[path]
+        _, kept_content = self._parts()
+        kept = kept_content.by_path[path]
+        assert kept.base is not None and kept.good is not None  # check() saw to it
         current = self._current(path) or b""
-        result = merge3(
-            self.store.get(kept.base),
-            self.store.get(kept.good),
-            current,
-            labels=("last good", "base", "current"),
-        )
+        result = merge3(kept_content.content(kept.base), kept_content.content(kept.good), current,
+                        labels=("last good", "base", "current"))
         if not result.clean:
-            self.manager.emit(
-                EventType.CONFLICT_RESOLVED,
-                path=path,
-                resolution="merge",
-                by=by,
-                status="conflict",
-                conflicts=result.conflicts,
-                tool=result.tool,
-            )
+            self._emit(ConflictResolved(path=path, resolution="merge", by=by, status="conflict",
+                                        conflicts=result.conflicts, tool=result.tool))
             return result
         self._write(path, result.content)
-        self._forget_kept(path)
-        if self.holders(path):
-            self._keep_base(path)
+        self._rebase(path)
         self._resolved(path, "merge", by, tool=result.tool)
         return result
 
+    def _rebase(self, path: str) -> None:
+        """After a resolution the content on disk is the base of whoever still holds the path."""
+        _, kept = self._parts()
+        kept.forget(path)
+        if self.holders(path):
+            kept.keep_base(path)
+
     def escalate(self, path: str, by: str, note: str | None) -> None:
         self._conflicted(path)
-        self.manager.emit(EventType.CONFLICT_ESCALATED, path=path, by=by, note=note)
+        self._emit(ConflictEscalated(path=path, by=by, note=note))
 
     def diff(self, path: str) -> str:
         """A unified diff from the last good content to what is on disk now (for the escalation modal)."""
         kept = self.kept.get(path)
         current = self._current(path) if self.running else None
-        if kept is None:
+        if kept is None or self._kept is None:
             header = f"# no last good content of {path} was kept (it was under no lock)\n"
             return header + _unified(None, current, path)
-        good = None if kept.good is ABSENT else self.store.get(kept.good)
+        good = None if kept.good is ABSENT else self._kept.content(kept.good)
         return _unified(good, current, path)
 
     def _write(self, path: str, content: bytes | None) -> None:
-        target = self.manager.workspace / path
+        index, _ = self._parts()
+        target = self.workspace / path
         if content is None:
             target.unlink(missing_ok=True)
         else:
@@ -713,29 +521,23 @@ class FileGuard:
             temporary = target.with_name(f".{target.name}.sprintdeck-tmp")
             temporary.write_bytes(content)
             os.replace(temporary, target)
-        self.index.reconcile(path)  # our own write: the stat cache absorbs it, no change is judged
+        index.reconcile(path)  # our own write: the stat cache absorbs it, no change is judged
 
     def _resolved(self, path: str, how: str, by: str, **extra: Any) -> None:
-        entry = self.index.entries.get(path)
-        gone = entry is None
-        self.manager.emit(
-            EventType.CONFLICT_RESOLVED,
-            path=path,
-            resolution=how,
-            by=by,
-            status="clean",
-            deleted=gone,
-            checksum=None if gone else entry.checksum,
-            size=None if gone else entry.size,
-            mtime=None if gone else _iso_ns(entry.mtime_ns),
-            **extra,
-        )
+        index, _ = self._parts()
+        entry = index.entries.get(path)
+        if entry is None:
+            self._emit(ConflictResolved(path=path, resolution=how, by=by, status="clean", deleted=True,
+                                        checksum=None, size=None, mtime=None, **extra))
+            return
+        self._emit(ConflictResolved(path=path, resolution=how, by=by, status="clean", deleted=False,
+                                    checksum=entry.checksum, size=entry.size, mtime=_iso_ns(entry.mtime_ns), **extra))
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _holder(grant: Grant) -> dict[str, Any]:
+def _holder(grant: Grant) -> HolderRecord:
     return {
         "agentId": grant.owner,
         "lockType": grant.mode,

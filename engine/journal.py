@@ -187,6 +187,17 @@ class JournalWriter:
         self._buffer.append(line)
         self._last_seq = seq
 
+    def retract(self, seq: int) -> None:
+        """Take back record `seq`, the last appended, while it is still only buffered.
+
+        The recorder appends an event before folding it into the state, and takes it back if the
+        fold refuses it, so that the state and the journal never disagree.
+        """
+        if seq != self._last_seq or not self._buffer or seq <= self._written_seq:
+            raise JournalError(self.path, seq + 1, seq, f"record seq {seq} cannot be taken back: it is not the last buffered one")
+        self._buffer.pop()
+        self._last_seq = seq - 1
+
     async def flush(self) -> int:
         """Make every record appended so far durable; returns the durable seq.
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from engine.events import Event, EventType
+from engine.events import Event, MessageRecorded
 from engine.message_summary import MessageSummary, summarize
 
 PRIORITIES = ("critical", "high", "medium", "low")
@@ -129,12 +129,10 @@ class MessageStore:
 
     def append_event(self, event: Event) -> bool:
         """Take the message out of a journaled `message` event; other events are ignored."""
-        if event.type != EventType.MESSAGE.value:
+        body = event.body
+        if not isinstance(body, MessageRecorded) or not isinstance(body.message, dict):
             return False
-        message = event.data.get("message")
-        if not isinstance(message, dict):
-            return False
-        self.append(event.seq, message)
+        self.append(event.seq, body.message)
         return True
 
     def append(self, seq: int, message: dict[str, Any]) -> int:

@@ -19,6 +19,8 @@ TaskStatus = Literal[
     "pending", "ready", "blocked", "assigned", "running", "retrying", "completed", "failed", "cancelled"
 ]
 TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+#: An attempt is under way: placed on its agents, maybe waiting for its locks, maybe started.
+IN_FLIGHT_TASK_STATUSES: frozenset[str] = frozenset({"assigned", "running", "blocked"})
 AgentStatus = Literal["ready", "busy", "unresponsive", "dead", "paused"]
 AgentKind = Literal["simulated", "shell", "external"]
 FileStatus = Literal["clean", "modified", "conflict"]
@@ -132,6 +134,18 @@ class TaskState(StateModel):
     progress: float = 0.0
     last_output: str | None = None
     blocked_on: list[str] = Field(default_factory=list)  # paths whose locks the task waits for
+
+    @property
+    def owners(self) -> list[str]:
+        """Who works on the task's current (or last) attempt: every agent of a collaborative
+        task, else its one agent (none before its first assignment)."""
+        if self.coordination == "collaborative":
+            return list(self.agents)
+        return [self.agent] if self.agent else []
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in IN_FLIGHT_TASK_STATUSES
 
 
 class AgentMetrics(StateModel):

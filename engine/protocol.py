@@ -255,36 +255,124 @@ class IPCMessage(WireModel):
         return self.__pydantic_serializer__.to_python(self, mode="json", exclude_none=True, by_alias=True)
 
 
-def _message_class(kind: MessageType, payload: type[WireModel]) -> type[IPCMessage]:
-    name = "".join(part.title() for part in kind.value.split("_")) + "Message"
-    annotations = {"type": Literal[kind.value], "payload": payload}  # type: ignore[valid-type]
-    return type(name, (IPCMessage,), {"__annotations__": annotations, "__module__": __name__})
+# ---------------------------------------------------------------- one class per message type
 
 
-PAYLOADS: dict[MessageType, type[WireModel]] = {
-    MessageType.TASK_ASSIGN: TaskAssignPayload,
-    MessageType.TASK_COMPLETE: TaskCompletePayload,
-    MessageType.TASK_FAILED: TaskFailedPayload,
-    MessageType.TASK_UPDATE: TaskUpdatePayload,
-    MessageType.TASK_CANCEL: TaskCancelPayload,
-    MessageType.RESOURCE_LOCK: ResourceLockPayload,
-    MessageType.RESOURCE_UNLOCK: ResourceUnlockPayload,
-    MessageType.RESOURCE_CONFLICT: ResourceConflictPayload,
-    MessageType.STATE_UPDATE: StateUpdatePayload,
-    MessageType.STATE_REQUEST: StateRequestPayload,
-    MessageType.STATE_SYNC: StateSyncPayload,
-    MessageType.AGENT_READY: AgentReadyPayload,
-    MessageType.AGENT_BUSY: AgentBusyPayload,
-    MessageType.AGENT_ERROR: AgentErrorPayload,
-    MessageType.REQUEST_ASSISTANCE: RequestAssistancePayload,
-    MessageType.PROVIDE_ASSISTANCE: ProvideAssistancePayload,
-    MessageType.BROADCAST_INFO: BroadcastInfoPayload,
-    MessageType.HEARTBEAT: HeartbeatPayload,
-}
+class TaskAssignMessage(IPCMessage):
+    type: Literal["task_assign"]
+    payload: TaskAssignPayload
+
+
+class TaskCompleteMessage(IPCMessage):
+    type: Literal["task_complete"]
+    payload: TaskCompletePayload
+
+
+class TaskFailedMessage(IPCMessage):
+    type: Literal["task_failed"]
+    payload: TaskFailedPayload
+
+
+class TaskUpdateMessage(IPCMessage):
+    type: Literal["task_update"]
+    payload: TaskUpdatePayload
+
+
+class TaskCancelMessage(IPCMessage):
+    type: Literal["task_cancel"]
+    payload: TaskCancelPayload
+
+
+class ResourceLockMessage(IPCMessage):
+    type: Literal["resource_lock"]
+    payload: ResourceLockPayload
+
+
+class ResourceUnlockMessage(IPCMessage):
+    type: Literal["resource_unlock"]
+    payload: ResourceUnlockPayload
+
+
+class ResourceConflictMessage(IPCMessage):
+    type: Literal["resource_conflict"]
+    payload: ResourceConflictPayload
+
+
+class StateUpdateMessage(IPCMessage):
+    type: Literal["state_update"]
+    payload: StateUpdatePayload
+
+
+class StateRequestMessage(IPCMessage):
+    type: Literal["state_request"]
+    payload: StateRequestPayload
+
+
+class StateSyncMessage(IPCMessage):
+    type: Literal["state_sync"]
+    payload: StateSyncPayload
+
+
+class AgentReadyMessage(IPCMessage):
+    type: Literal["agent_ready"]
+    payload: AgentReadyPayload
+
+
+class AgentBusyMessage(IPCMessage):
+    type: Literal["agent_busy"]
+    payload: AgentBusyPayload
+
+
+class AgentErrorMessage(IPCMessage):
+    type: Literal["agent_error"]
+    payload: AgentErrorPayload
+
+
+class RequestAssistanceMessage(IPCMessage):
+    type: Literal["request_assistance"]
+    payload: RequestAssistancePayload
+
+
+class ProvideAssistanceMessage(IPCMessage):
+    type: Literal["provide_assistance"]
+    payload: ProvideAssistancePayload
+
+
+class BroadcastInfoMessage(IPCMessage):
+    type: Literal["broadcast_info"]
+    payload: BroadcastInfoPayload
+
+
+class HeartbeatMessage(IPCMessage):
+    type: Literal["heartbeat"]
+    payload: HeartbeatPayload
+
 
 MESSAGE_CLASSES: dict[MessageType, type[IPCMessage]] = {
-    kind: _message_class(kind, payload) for kind, payload in PAYLOADS.items()
+    MessageType.TASK_ASSIGN: TaskAssignMessage,
+    MessageType.TASK_COMPLETE: TaskCompleteMessage,
+    MessageType.TASK_FAILED: TaskFailedMessage,
+    MessageType.TASK_UPDATE: TaskUpdateMessage,
+    MessageType.TASK_CANCEL: TaskCancelMessage,
+    MessageType.RESOURCE_LOCK: ResourceLockMessage,
+    MessageType.RESOURCE_UNLOCK: ResourceUnlockMessage,
+    MessageType.RESOURCE_CONFLICT: ResourceConflictMessage,
+    MessageType.STATE_UPDATE: StateUpdateMessage,
+    MessageType.STATE_REQUEST: StateRequestMessage,
+    MessageType.STATE_SYNC: StateSyncMessage,
+    MessageType.AGENT_READY: AgentReadyMessage,
+    MessageType.AGENT_BUSY: AgentBusyMessage,
+    MessageType.AGENT_ERROR: AgentErrorMessage,
+    MessageType.REQUEST_ASSISTANCE: RequestAssistanceMessage,
+    MessageType.PROVIDE_ASSISTANCE: ProvideAssistanceMessage,
+    MessageType.BROADCAST_INFO: BroadcastInfoMessage,
+    MessageType.HEARTBEAT: HeartbeatMessage,
 }
+#: Types that carry the manager's decisions: an agent never sends them (the manager and every
+#: transport refuse them).
+MANAGER_ONLY_TYPES = frozenset(
+    {MessageType.TASK_ASSIGN, MessageType.TASK_CANCEL, MessageType.RESOURCE_CONFLICT, MessageType.STATE_SYNC}
+)
 
 AnyMessage = Annotated[
     Union[tuple(MESSAGE_CLASSES.values())],  # type: ignore[valid-type]

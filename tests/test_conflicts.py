@@ -11,9 +11,9 @@ import pytest
 from conftest import SAMPLES, run_sprint
 from test_watch_support import Engine
 from engine.agents.simulated import rogue_edit_plan
-from engine.conflicts import SPILL_OVER, ContentStore
+from engine.kept_content import SPILL_OVER, ContentStore
 from engine.events import EventType
-from engine.manager import OperatorError
+from engine.operators import OperatorError
 from engine.merge import merge3, python_merge3
 from engine.plan import load_plan
 from engine.reducer import fold

@@ -142,12 +142,12 @@ def test_different_plans_and_bad_input_exit_2(tmp_path: Path) -> None:
 
 async def test_a_fresh_run_with_digests_retimed_does_not_diverge(tmp_path: Path, monkeypatch) -> None:
     """Digests hash timestamps, so a retimed recording has other digests: still no divergence."""
-    import engine.manager
+    import engine.recorder
     from conftest import run_sprint
     from engine.plan import load_plan
 
-    monkeypatch.setattr(engine.manager, "DIGEST_EVERY", 25)
-    monkeypatch.setattr(engine.manager, "DIGEST_EVENTS_PER_TASK", 0)
+    monkeypatch.setattr(engine.recorder, "DIGEST_EVERY", 25)
+    monkeypatch.setattr(engine.recorder, "DIGEST_EVENTS_PER_TASK", 0)
     run = await run_sprint(load_plan(SAMPLES / "webrtc/plan.yaml"), tmp_path)
     assert any(event.type == "state_digest" for event in run.events)
     retimed_copy = tmp_path / "retimed.jsonl"

@@ -34,8 +34,7 @@ from engine.plan import load_plan
 from engine.protocol import MANAGER_ID, IPCMessage, MessageType, make_message
 from engine.resume import resume_manager
 from engine.transports.inproc import InProcessTransport
-from engine.transports.socket import Refusal
-from app.commands.serve import record_refusal
+from engine.refusal import Refusal
 from engine.watch import checksum_bytes
 
 GOLDEN = Path(__file__).parent / "golden" / "journal_format.jsonl"
@@ -255,11 +254,11 @@ async def _first_run(root: Path, clocks: Clocks) -> Path:
     await alpha.send(MessageType.TASK_COMPLETE, {"taskId": "write_x", "attempt": 1, "locks": [x_lock.model_dump(by_alias=True)]})
     await s.quiet()
     await s.quiet()
-    record_refusal(manager, Refusal(field="payload.token", reason="wrong token for agent 'alpha'", peer="tcp:127.0.0.1:5",
-                                    claimed="alpha", bound=None, message_id="x-1", security=True))
-    record_refusal(manager, Refusal(field="from", reason="bound to beta", peer="unix", claimed="alpha", bound="beta",
-                                    message_id="x-2", security=True))
-    record_refusal(manager, Refusal(field="", reason="not JSON", peer="unix"))
+    manager.refuse(Refusal(field="payload.token", reason="wrong token for agent 'alpha'", transport="tcp:127.0.0.1:5",
+                           claimed="alpha", message_id="x-1", security=True))
+    manager.refuse(Refusal(field="from", reason="bound to beta", transport="unix", claimed="alpha", bound="beta",
+                           message_id="x-2", security=True))
+    manager.refuse(Refusal(field="", reason="not JSON", transport="unix"))
     await beta.send(MessageType.TASK_COMPLETE, {"taskId": "read_x", "attempt": 7})
     await beta.send(MessageType.TASK_COMPLETE, {"taskId": "read_x", "attempt": 1, "result": "read it"})
     await s.quiet()

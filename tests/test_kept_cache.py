@@ -16,7 +16,7 @@ import pytest
 import engine.conflicts
 import engine.watch
 from test_watch_support import Engine
-from engine.conflicts import ContentStore
+from engine.kept_content import ContentStore
 from engine.watch import FileIndex, checksum_bytes
 
 

@@ -335,10 +335,10 @@ async def test_two_tasks_of_one_agent_share_a_reentrant_lock_until_both_end(tmp_
 
 async def test_the_collector_is_tuned_while_a_sprint_runs_and_restored_after(tmp_path: Path) -> None:
     """Long-lived sprint structures are frozen out of full collections and young collections are
-    spaced out during the sprint (engine/manager.py: collector_tuned_for_sprint); stop undoes both."""
+    spaced out during the sprint (engine/collector.py: collector_tuned_for_sprint); stop undoes both."""
     import gc
 
-    from engine.manager import SPRINT_GC_THRESHOLD
+    from engine.collector import SPRINT_GC_THRESHOLD
 
     before = (gc.get_threshold(), gc.get_freeze_count())
     seen: list[tuple[int, int]] = []

@@ -70,9 +70,9 @@ def test_append_events_takes_a_batch_and_counts_its_messages() -> None:
     """What both dashboards call with a live batch or a replay chunk."""
     ts = "2026-01-01T00:00:00Z"
     batch = [
-        Event(7, ts, "message", {"message": make_message(0)}),
-        Event(8, ts, "task_ready", {"taskId": "a"}),
-        Event(9, ts, "message", {"message": make_message(1)}),
+        Event.decode(7, ts, "message", {"message": make_message(0)}),
+        Event.decode(8, ts, "task_ready", {"taskId": "a"}),
+        Event.decode(9, ts, "message", {"message": make_message(1)}),
     ]
     store = MessageStore()
     assert store.append_events(batch) == 2

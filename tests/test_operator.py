@@ -9,7 +9,8 @@ import pytest
 
 from conftest import write_plan
 from engine.events import EventType
-from engine.manager import OperatorError, SprintManager
+from engine.manager import SprintManager
+from engine.operators import OperatorError
 
 
 def plan_dict() -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import engine.manager
+import engine.recorder
 from conftest import ROOT, SAMPLES, run_sprint, simple_plan, write_plan
 from engine.events import Event, EventType
 from engine.journal import JournalError, encode_record, read_journal
@@ -54,8 +54,8 @@ def sample(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("name", ["webrtc", "conflict", "flaky"])
 async def test_replay_matches_every_recorded_digest_of_a_fresh_run(name, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(engine.manager, "DIGEST_EVERY", 20)  # many digests even in a short sprint
-    monkeypatch.setattr(engine.manager, "DIGEST_EVENTS_PER_TASK", 0)
+    monkeypatch.setattr(engine.recorder, "DIGEST_EVERY", 20)  # many digests even in a short sprint
+    monkeypatch.setattr(engine.recorder, "DIGEST_EVENTS_PER_TASK", 0)
     run = await run_sprint(load_plan(SAMPLES / name / "plan.yaml"), tmp_path)
     digests = [e for e in run.events if e.type == EventType.STATE_DIGEST]
     assert len(digests) >= run.events[-1].seq // 20

@@ -27,7 +27,8 @@ from engine.transports.address import Address, AddressError, bound_address, list
 from engine.transports.base import ResponseTimeout, TransportClosed, UnknownRecipient
 from engine.transports.client import HandshakeRefused, SocketClient
 from engine.transports.framing import LineFramer, Oversize, encode
-from engine.transports.socket import Refusal, SocketTransport
+from engine.refusal import Refusal
+from engine.transports.socket import SocketTransport
 from engine.transports.tokens import ensure_tokens, read_token, tokens_dir_for
 
 from test_bus import drain  # the same helper for both transports

@@ -21,13 +21,13 @@ from typing import Any
 from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
 from app.commands.run import DEFAULT_SPEED, ProgressLine, default_journal_path, open_journal, result_json, resume_inputs
 from app.source import LiveSource
-from engine.events import Event, EventType
+from engine.events import AgentDead, Event, SprintFinished
 from engine.journal import JournalError, JournalWriter
 from engine.manager import SprintManager, SprintResult
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, resume_manager
 from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
-from engine.transports.socket import Refusal, SocketTransport
+from engine.transports.socket import SocketTransport
 from engine.transports.tokens import TokenError, ensure_tokens, token_path, tokens_dir_for
 from engine.workspace import prepare_workspace
 
@@ -208,13 +208,14 @@ def build(served: Served) -> tuple[SprintManager, SocketTransport]:
         manager = SprintManager(served.plan, **manager_args)
     else:
         manager = resume_manager(served.plan, served.records, **manager_args)
-    transport.on_refused = lambda refusal: record_refusal(manager, refusal)
+    transport.on_refused = manager.refuse  # journaled as message_rejected (a security event if `security`)
 
     def on_event(event: Event) -> None:
-        if event.type == EventType.SPRINT_FINISHED:
+        body = event.body
+        if isinstance(body, SprintFinished):
             transport.stop_inbound()  # nothing more reaches the journal after the final state
-        elif event.type == EventType.AGENT_DEAD:
-            transport.discard_queued(event.data["agentId"])  # its work went elsewhere
+        elif isinstance(body, AgentDead):
+            transport.discard_queued(body.agent_id)  # its work went elsewhere
 
     manager.subscribe(on_event)
     return manager, transport
@@ -233,21 +234,6 @@ def welcome(served: Served, agent_id: str) -> dict[str, Any]:
         "speed": served.speed,
         "workspace": str(served.workspace),
     }
-
-
-def record_refusal(manager: SprintManager, refusal: Refusal) -> None:
-    """A refused line or message becomes a `message_rejected` event (a security event if `security`)."""
-    data: dict[str, Any] = {
-        "from": refusal.sender,
-        "messageId": refusal.message_id,
-        "field": refusal.field,
-        "reason": refusal.reason,
-        "transport": refusal.peer,
-        "security": refusal.security,
-    }
-    if refusal.claimed and refusal.claimed != refusal.sender:
-        data["claimedFrom"] = refusal.claimed
-    manager.emit(EventType.MESSAGE_REJECTED, **data)
 
 
 async def serve_headless(served: Served) -> SprintResult:

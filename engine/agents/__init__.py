@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from engine.agents.base import LocalAgent
 from engine.agents.shell import ShellAgent
 from engine.agents.simulated import SimulatedAgent, rogue_edit_plan
+from engine.plan import Plan
+from engine.transports.base import Transport
 
-if TYPE_CHECKING:
-    from engine.manager import SprintManager
-
-
-def start_local_agents(manager: SprintManager) -> list[LocalAgent]:
+def start_local_agents(plan: Plan, transport: Transport, workspace: Path, *, seed: int, speed: float) -> list[LocalAgent]:
     """Create and start every simulated and shell agent of the plan (external ones connect)."""
-    interval = manager.plan.settings.heartbeat_interval
+    interval = plan.settings.heartbeat_interval
     agents: list[LocalAgent] = []
-    rogue = rogue_edit_plan(manager.plan, manager.seed)
-    for spec in manager.plan.agents:
+    rogue = rogue_edit_plan(plan, seed)
+    for spec in plan.agents:
+        agent: LocalAgent
         if spec.kind == "simulated":
-            agent: LocalAgent = SimulatedAgent(
-                spec,
-                manager.transport,
-                workspace=manager.workspace,
-                heartbeat_interval=interval,
-                seed=manager.seed,
-                speed=manager.speed,
-                rogue_tasks=rogue,
-            )
+            agent = SimulatedAgent(spec, transport, workspace=workspace, heartbeat_interval=interval, seed=seed,
+                                   speed=speed, rogue_tasks=rogue)
         elif spec.kind == "shell":
-            agent = ShellAgent(spec, manager.transport, workspace=manager.workspace, heartbeat_interval=interval)
+            agent = ShellAgent(spec, transport, workspace=workspace, heartbeat_interval=interval)
         else:
             continue
         agent.start()

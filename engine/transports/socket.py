@@ -25,17 +25,18 @@ import os
 import socket
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from engine.protocol import (
     MANAGER_ID,
+    MANAGER_ONLY_TYPES,
     IPCMessage,
     MessageType,
     ProtocolError,
     make_message,
     parse_message,
 )
+from engine.refusal import Refusal
 from engine.transports.address import Address
 from engine.transports.base import TransportClosed, TransportError, UnknownRecipient
 from engine.transports.framing import Oversize, encode, read_lines
@@ -46,30 +47,8 @@ log = logging.getLogger(__name__)
 #: `broadcast_info` `info` values the server itself sends on a connection.
 WELCOME = "welcome"
 SPRINT_FINISHED = "sprint_finished"
-#: Types an agent never sends: they carry the manager's decisions (engine/manager.py refuses them
-#: too when addressed to it; here they are refused whoever they are addressed to).
-SERVER_ONLY_TYPES = frozenset(
-    {MessageType.TASK_ASSIGN, MessageType.TASK_CANCEL, MessageType.RESOURCE_CONFLICT, MessageType.STATE_SYNC}
-)
 DRAIN_TIMEOUT = 5.0  # seconds `finish` waits for connected agents to receive what is queued for them
 HELLO_TIMEOUT = 30.0  # seconds a connection may stay unbound before it is closed
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A line or message the server refused, as `on_refused` (the journal) receives it."""
-
-    field: str
-    reason: str
-    peer: str  # "unix" or "tcp:HOST:PORT" of the connection
-    claimed: str | None = None  # the message's `from`, when the line could be read that far
-    bound: str | None = None  # the agent the connection is bound to, if any
-    message_id: str | None = None
-    security: bool = False  # about identity (token, sender, manager-only type), not form
-
-    @property
-    def sender(self) -> str:
-        return self.bound or self.claimed or ""
 
 
 class _Connection:
@@ -294,7 +273,7 @@ class SocketTransport(InProcessTransport):
         if message.from_ != bound:
             reason = f"this connection is bound to agent {bound!r}; a message from {message.from_!r} is refused"
             self._refuse(connection, "from", reason, message, security=True)
-        elif message.type in SERVER_ONLY_TYPES:
+        elif message.type in MANAGER_ONLY_TYPES:  # refused whoever they are addressed to
             self._refuse(connection, "type", f"{message.type} is sent by the sprint manager only", message, security=True)
         else:
             if message.type == MessageType.AGENT_READY:
@@ -358,27 +337,17 @@ class SocketTransport(InProcessTransport):
         close: bool = False,
     ) -> None:
         """Tell the peer what was wrong (`agent_error` naming the field) and record it."""
-        message_id = message.id if message is not None else message_id
         refusal = Refusal(
             field=field,
             reason=reason,
-            peer=connection.peer,
+            message_id=message.id if message is not None else message_id,
             claimed=message.from_ if message is not None else None,
             bound=connection.agent_id,
-            message_id=message_id,
+            transport=connection.peer,
             security=security,
         )
-        connection.write(
-            make_message(
-                MessageType.AGENT_ERROR,
-                MANAGER_ID,
-                refusal.sender or "unknown",
-                {"error": reason, "field": field or None, "refMessageId": message_id},
-                priority="high",
-                correlation_id=message_id,
-            )
-        )
-        log.warning("refused a message on %s from %s: %s%s", refusal.peer, refusal.sender or "?",
+        connection.write(refusal.reply(message))
+        log.warning("refused a message on %s from %s: %s%s", connection.peer, refusal.sender or "?",
                     f"{field}: " if field else "", reason)
         if self.on_refused is not None:
             try:

@@ -1,0 +1,280 @@
+"""The seed's handleIPCMessage: one place where every message to the manager is decided.
+
+One method per message type, each taking that type's message class (so its payload is typed).
+Before any of them runs, the sender is checked: manager-only types are refused, and an agent the
+sprint does not know must introduce itself with `agent_ready` first.  A message that cannot be
+accepted is refused through one path (`engine/refusal.py`): journaled as `message_rejected`, and
+its sender, when the manager can reach it, told which field was wrong.  A bug in a handler is
+refused the same way instead of stopping the sprint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from engine.attempts import Attempts
+from engine.conflicts import FileGuard
+from engine.events import AgentRegistered, AgentStatus, CompletionRefused, TaskProgress, TaskStarted
+from engine.lock_records import Conflict, Grant
+from engine.lockdesk import LockDesk
+from engine.locks import LockError
+from engine.mail import Mail
+from engine.models import TaskState
+from engine.protocol import (
+    MANAGER_ONLY_TYPES,
+    AgentReadyMessage,
+    HeartbeatMessage,
+    IPCMessage,
+    LockRef,
+    MessageType,
+    ProtocolError,
+    ResourceLockMessage,
+    ResourceUnlockMessage,
+    StateRequestMessage,
+    StateUpdateMessage,
+    TaskCompleteMessage,
+    TaskFailedMessage,
+    TaskUpdateMessage,
+    reply_to,
+)
+from engine.recorder import Recorder
+from engine.recovery import ErrorRecoveryManager
+from engine.refusal import refusal_of
+from engine.resources import covers, normalise_resource
+from engine.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+class MessageHandlers:
+    def __init__(self, recorder: Recorder, mail: Mail, desk: LockDesk, attempts: Attempts, files: FileGuard,
+                 scheduler: Scheduler, heartbeats: ErrorRecoveryManager) -> None:
+        self._state = recorder.state
+        self._emit = recorder.emit
+        self._wall_at = recorder.wall_at
+        self._mail = mail
+        self._post = mail.post
+        self._desk = desk
+        self._attempts = attempts
+        self._files = files
+        self._scheduler = scheduler
+        self._heartbeats = heartbeats
+        self._handlers: dict[type[IPCMessage], Callable[[Any], None]] = {
+            HeartbeatMessage: self._on_heartbeat,
+            AgentReadyMessage: self._on_agent_ready,
+            TaskUpdateMessage: self._on_task_update,
+            TaskCompleteMessage: self._on_task_complete,
+            TaskFailedMessage: self._on_task_failed,
+            ResourceLockMessage: self._on_resource_lock,
+            ResourceUnlockMessage: self._on_resource_unlock,
+            StateRequestMessage: self._on_state_request,
+            StateUpdateMessage: self._on_state_update,
+        }
+
+    def decide(self, message: IPCMessage) -> None:
+        self._heartbeats.saw(message.from_)
+        self._mail.received(message)
+        try:
+            self._check_sender(message)
+            handler = self._handlers.get(type(message))
+            if handler is not None:
+                handler(message)
+        except ProtocolError as exc:
+            self.refuse(message, exc.field, exc.reason)
+        except Exception as exc:  # a bug must not stop the sprint; it is recorded and logged
+            log.exception("internal error handling %s from %s", message.type, message.from_)
+            self.refuse(message, "", f"internal error: {exc!r}")
+
+    def _check_sender(self, message: IPCMessage) -> None:
+        if message.type in MANAGER_ONLY_TYPES:
+            raise ProtocolError("type", f"{message.type} is sent by the sprint manager only")
+        if message.from_ not in self._state.agents and message.type != MessageType.AGENT_READY:
+            raise ProtocolError("from", f"unknown agent {message.from_!r}; send agent_ready first")
+
+    def refuse(self, message: IPCMessage, field: str, reason: str) -> None:
+        """Record a refused message and tell its sender (if the sprint knows it) which field was wrong."""
+        refusal = refusal_of(message, field, reason)
+        self._emit(refusal.event())
+        if message.from_ in self._state.agents:
+            self._post(refusal.reply(message))
+
+    # ------------------------------------------------------------ agents
+
+    def _on_heartbeat(self, message: HeartbeatMessage) -> None:
+        agent = self._state.agents[message.from_]
+        if agent.status in ("unresponsive", "dead"):
+            self._emit(AgentStatus(agent_id=agent.id, status="ready"))
+        self._desk.renew(agent.id)
+
+    def _on_agent_ready(self, message: AgentReadyMessage) -> None:
+        payload = message.payload
+        agent = self._state.agents.get(message.from_)
+        if agent is None:
+            self._emit(AgentRegistered(agent={
+                "id": message.from_,
+                "kind": "external",
+                "status": "ready",
+                "capabilities": payload.capabilities,
+                "specializations": payload.specializations,
+                "maxConcurrentTasks": payload.max_concurrent_tasks or 1,
+            }))
+            self._scheduler.agent_joined(self._state.agents[message.from_])
+        elif agent.status in ("unresponsive", "dead"):
+            self._emit(AgentStatus(agent_id=agent.id, status="ready"))
+
+    # ------------------------------------------------------------ tasks
+
+    def _live_attempt(self, message: IPCMessage, task_id: str, attempt: int) -> TaskState | None:
+        """The task if `attempt` is its live attempt and the sender works on it; else refuse."""
+        task = self._state.tasks.get(task_id)
+        if task is None:
+            raise ProtocolError("payload.taskId", f"unknown task {task_id!r}")
+        if attempt == task.attempt and task.in_flight and message.from_ in task.owners:
+            return task
+        reason = (
+            f"stale attempt {attempt} of task {task_id} "
+            f"(current attempt {task.attempt}, status {task.status}, owner {task.agent})"
+        )
+        self._refuse_completion(message, task_id, attempt, reason, "payload.attempt")
+        return None
+
+    def _refuse_completion(self, message: IPCMessage, task_id: str, attempt: int, reason: str, field: str) -> None:
+        self._emit(CompletionRefused(task_id=task_id, attempt=attempt, agent_id=message.from_, reason=reason))
+        self._post(reply_to(message, MessageType.AGENT_ERROR, {"error": reason, "field": field}))
+
+    def _on_task_update(self, message: TaskUpdateMessage) -> None:
+        payload = message.payload
+        task = self._live_attempt(message, payload.task_id, payload.attempt)
+        if task is None:
+            return
+        if task.status == "assigned":
+            self._emit(TaskStarted(task_id=task.id, attempt=task.attempt))
+        # An update that changes nothing (the usual "started, at 0%") is journaled as its message
+        # only: a task_progress event would record the same state twice.
+        moved = payload.progress is not None and payload.progress != task.progress
+        if moved or payload.message is not None:
+            self._emit(TaskProgress(task_id=task.id, attempt=task.attempt, progress=payload.progress,
+                                    output=payload.message))
+
+    def _on_task_complete(self, message: TaskCompleteMessage) -> None:
+        payload = message.payload
+        task = self._live_attempt(message, payload.task_id, payload.attempt)
+        if task is None:
+            return
+        stale = self._stale_fence(payload.locks)
+        if stale:
+            self._refuse_completion(message, task.id, task.attempt, stale, "payload.locks")
+            self._attempts.fail(task, stale, retryable=True)
+            return
+        if task.coordination == "collaborative" and not self._attempts.collaborator_done(task, message.from_):
+            return
+        self._attempts.complete(task, message.from_)
+
+    def _stale_fence(self, refs: list[LockRef]) -> str | None:
+        for ref in refs:
+            if ref.lock_id is None:
+                continue
+            grant = self._desk.get(ref.lock_id)
+            if grant is None or grant.token != ref.token:
+                return f"lock {ref.lock_id} on {ref.resource_id} (token {ref.token}) is no longer held"
+        return None
+
+    def _on_task_failed(self, message: TaskFailedMessage) -> None:
+        payload = message.payload
+        task = self._live_attempt(message, payload.task_id, payload.attempt)
+        if task is not None:
+            self._attempts.fail(task, payload.error, retryable=payload.retryable)
+
+    # ------------------------------------------------------------ locks
+
+    def _on_resource_lock(self, message: ResourceLockMessage) -> None:
+        payload = message.payload
+        requests = [(payload.resource_id, payload.lock_type)] + [(r.resource_id, r.lock_type) for r in payload.also]
+        try:
+            outcome = self._desk.request(
+                message.from_, requests, request_id=message.id, claim=None, task_id=payload.task_id,
+                ttl=payload.ttl / 1000 if payload.ttl else None, wait_ms=payload.wait_ms,
+                granted=lambda grants, waited: self._post(_grant_reply(message, grants, self._wall_at)),
+                refused=lambda reason, conflict: self._post(_conflict_reply(message, reason, conflict)),
+            )
+        except LockError as exc:
+            raise ProtocolError("payload.resourceId", str(exc)) from None
+        if outcome.status == "granted":
+            self._post(_grant_reply(message, outcome.grants, self._wall_at))
+        elif outcome.status == "refused":
+            self._post(_conflict_reply(message, outcome.reason, outcome.conflict))
+
+    def _on_resource_unlock(self, message: ResourceUnlockMessage) -> None:
+        payload = message.payload
+        lock_id = payload.lock_id or self._desk.find(message.from_, payload.resource_id)
+        if lock_id is None:
+            raise ProtocolError("payload.resourceId", f"{message.from_} holds no lock on {payload.resource_id!r}")
+        try:
+            self._desk.release(message.from_, lock_id, reason="released", by=message.from_)
+        except LockError as exc:
+            raise ProtocolError("payload.lockId", str(exc)) from None
+        if message.requires_response:
+            reply = {"resourceId": payload.resource_id, "lockId": lock_id, "released": True}
+            self._post(reply_to(message, MessageType.RESOURCE_UNLOCK, reply))
+
+    # ------------------------------------------------------------ state
+
+    def _on_state_request(self, message: StateRequestMessage) -> None:
+        state = self._state.model_dump(mode="json")
+        sections = message.payload.sections
+        if sections:
+            state = {key: value for key, value in state.items() if key in sections or key == "version"}
+        self._post(reply_to(message, MessageType.STATE_SYNC, {"version": self._state.version, "state": state}))
+
+    def _on_state_update(self, message: StateUpdateMessage) -> None:
+        """A holder reports a file's checksum; it must be fenced by a live grant it holds."""
+        payload = message.payload
+        try:
+            path = normalise_resource(payload.path)
+        except LockError as exc:
+            raise ProtocolError("payload.path", str(exc)) from None
+        if payload.lock_id is not None:
+            grant = self._desk.get(payload.lock_id)
+            if grant is None or grant.token != payload.token or grant.owner != message.from_:
+                raise ProtocolError("payload.token", f"stale or foreign lock {payload.lock_id} for {payload.path}")
+            if grant.mode == "read" or not covers(grant.resource_id, path):
+                raise ProtocolError("payload.lockId", f"lock {payload.lock_id} does not let {message.from_} write {path}")
+        self._files.on_report(message.from_, path, payload.checksum, payload.lock_id, payload.token)
+
+
+def _grant_reply(request: ResourceLockMessage, grants: list[Grant], wall_at: Callable[[float], str]) -> IPCMessage:
+    first = grants[0]
+    return reply_to(
+        request,
+        MessageType.RESOURCE_LOCK,
+        {
+            "resourceId": first.resource_id,
+            "lockType": first.mode,
+            "ttl": int(first.ttl * 1000),
+            "lockId": first.lock_id,
+            "token": first.token,
+            "expiresAt": wall_at(first.expires_at),
+            "grants": [
+                {"resourceId": g.resource_id, "lockType": g.mode, "lockId": g.lock_id, "token": g.token}
+                for g in grants
+            ],
+        },
+    )
+
+
+def _conflict_reply(request: ResourceLockMessage, reason: str, conflict: Conflict | None) -> IPCMessage:
+    payload = request.payload
+    return reply_to(
+        request,
+        MessageType.RESOURCE_CONFLICT,
+        {
+            "resourceId": conflict.resource_id if conflict else payload.resource_id,
+            "lockType": payload.lock_type,
+            "holder": conflict.holder if conflict else None,
+            "holderMode": conflict.holder_mode if conflict else None,
+            "holderTask": conflict.holder_task if conflict else None,
+            "reason": reason,
+        },
+    )

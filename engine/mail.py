@@ -1,0 +1,89 @@
+"""The post office: what the manager receives and sends, and nothing sent before it is durable.
+
+Messages to agents wait in an outbox until the journal has flushed the events that led to them
+(no agent hears of a decision the journal could lose); one flusher task delivers them.  Every
+message the transport delivers is recorded as a `message` event, with the reply latency of a reply
+to a request the manager received.  The manager's inbox is read in batches: every message already
+waiting is decided before work is placed, so placement runs once per batch, not once per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from engine.events import Event, MessageRecorded
+from engine.protocol import MANAGER_ID, IPCMessage, ProtocolError
+from engine.recorder import Recorder
+from engine.transports.base import Inbox, Transport, TransportError
+
+log = logging.getLogger(__name__)
+
+INBOX_BATCH = 256  # messages decided before placement runs and the loop gets a turn
+Post = Callable[[IPCMessage], None]
+
+
+class Mail:
+    def __init__(self, transport: Transport, recorder: Recorder) -> None:
+        self.transport = transport
+        self._recorder = recorder
+        self._outbox: list[IPCMessage] = []
+        self._wake = asyncio.Event()
+        self._requests_seen: dict[str, float] = {}  # request message id -> arrival (for latency)
+        transport.tap(self._record)
+        self.inbox: Inbox = transport.subscribe(MANAGER_ID)
+        recorder.subscribe(self._nudge)
+
+    def post(self, message: IPCMessage) -> None:
+        """Send once the events that led to it are durable (the flusher does the sending)."""
+        self._outbox.append(message)
+        self._wake.set()
+
+    def received(self, message: IPCMessage) -> None:
+        """A message reached the manager: remember a request's arrival, to time its reply."""
+        if message.requires_response:
+            self._requests_seen[message.id] = self._recorder.clock()
+
+    def _nudge(self, event: Event) -> None:
+        self._wake.set()  # every event is made durable soon, whether or not a message waits on it
+
+    def _record(self, message: IPCMessage) -> None:
+        arrived = self._requests_seen.pop(message.correlation_id, None) if message.correlation_id else None
+        if arrived is None:
+            self._recorder.emit(MessageRecorded(message=message.wire_dict()))
+        else:
+            latency_ms = round((self._recorder.clock() - arrived) * 1000, 3)
+            self._recorder.emit(MessageRecorded(message=message.wire_dict(), latency_ms=latency_ms))
+
+    async def flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.deliver()
+
+    async def deliver(self) -> None:
+        """Make the journal durable first: no agent hears of a decision the journal could lose."""
+        outbox, self._outbox = self._outbox, []  # taken first: a message posted mid-flush waits for the next one
+        journal = self._recorder.journal
+        if journal is not None:
+            await journal.flush()
+        for message in outbox:
+            try:
+                await self.transport.send(message)
+            except (TransportError, ProtocolError) as exc:
+                log.warning("could not deliver %s to %s: %s", message.type, message.to, exc)
+
+    async def serve(self, decide: Callable[[IPCMessage], None], placed: Callable[[], None]) -> None:
+        """Decide every message already waiting, then place work once for the whole batch.
+
+        A batch is bounded so timers and the flusher still run.
+        """
+        while True:
+            message: IPCMessage | None = await self.inbox.get()
+            decided = 0
+            while message is not None:
+                decide(message)
+                decided += 1
+                message = self.inbox.get_nowait() if decided < INBOX_BATCH else None
+            placed()

@@ -1,0 +1,178 @@
+"""Operator actions: what a person at the dashboard (or the command line) may do to a sprint.
+
+Each action is checked first (an action that cannot apply raises `OperatorError` saying why, and
+changes nothing), then recorded as an `operator_action` naming the operator, and then carried out
+through the same paths agents' messages take, so a replay tells the whole story.
+"""
+
+from __future__ import annotations
+
+from engine.attempts import Attempts
+from engine.conflicts import FileGuard, ResolutionError
+from engine.events import (
+    Absent,
+    OperatorAction,
+    SprintPaused,
+    SprintResumed,
+    TaskPriority,
+    TaskReady,
+    TaskReset,
+    AgentStatus,
+)
+from engine.lockdesk import LockDesk
+from engine.merge import MergeResult
+from engine.models import TERMINAL_TASK_STATUSES, TaskState
+from engine.recorder import Recorder
+from engine.scheduler import Placement, Scheduler
+
+OPERATOR_ID = "operator"
+RESOLUTIONS = ("accept", "revert", "merge", "escalate")
+
+
+class OperatorError(ValueError):
+    """An operator action that cannot apply; the message says why, and nothing changed."""
+
+
+class Operators:
+    def __init__(self, recorder: Recorder, attempts: Attempts, desk: LockDesk, files: FileGuard,
+                 scheduler: Scheduler) -> None:
+        self._state = recorder.state
+        self._emit = recorder.emit
+        self._attempts = attempts
+        self._desk = desk
+        self._files = files
+        self._scheduler = scheduler
+
+    def _record(self, action: OperatorAction) -> None:
+        self._emit(action)
+
+    def _task(self, task_id: str) -> TaskState:
+        task = self._state.tasks.get(task_id)
+        if task is None:
+            raise OperatorError(f"unknown task {task_id!r}")
+        return task
+
+    # ------------------------------------------------------------ tasks
+
+    def check_reassign(self, task_id: str) -> list[str]:
+        """The agents able to take `task_id`, or OperatorError saying why it cannot move at all."""
+        task = self._task(task_id)
+        if task.status in TERMINAL_TASK_STATUSES:
+            raise OperatorError(f"task {task_id} is {task.status}; only unfinished tasks can be reassigned")
+        if task.coordination == "collaborative":
+            raise OperatorError(f"task {task_id} is collaborative: all of {', '.join(task.agents)} take part")
+        if task.status == "pending":
+            raise OperatorError(f"task {task_id} still waits for its dependencies")
+        return self._scheduler.capable_agents(task_id)
+
+    def reassign(self, task_id: str, agent_id: str) -> None:
+        task = self._task(task_id)
+        capable = self.check_reassign(task_id)
+        agent = self._state.agents.get(agent_id)
+        if agent is None:
+            raise OperatorError(f"unknown agent {agent_id!r}")
+        if agent_id not in capable:
+            raise OperatorError(f"agent {agent_id} lacks the capabilities task {task_id} requires")
+        if agent.status in ("dead", "paused", "unresponsive"):
+            raise OperatorError(f"agent {agent_id} is {agent.status}")
+        self._record(OperatorAction(action="reassign", by=OPERATOR_ID, task_id=task_id, agent_id=agent_id))
+        if task.in_flight:
+            self._attempts.requeue(task, "operator")
+        elif task.status == "retrying":
+            self._emit(TaskReady(task_id=task_id))
+        self._scheduler.discard(task_id)
+        self._attempts.start(Placement(task_id, (agent_id,)))
+        self._attempts.dispatch()
+
+    def retry(self, task_id: str, *, finished: bool) -> None:
+        """Run a failed or cancelled task again; dependents cancelled because of it come back too."""
+        task = self._task(task_id)
+        if finished:
+            raise OperatorError("the sprint has finished; tasks can be retried while it runs")
+        if task.status not in ("failed", "cancelled"):
+            raise OperatorError(f"task {task_id} is {task.status}; only failed or cancelled tasks can be retried")
+        tasks = self._state.tasks
+        dead_ends = [d for d in task.dependencies if tasks[d].status in ("failed", "cancelled")]
+        if dead_ends:
+            raise OperatorError(f"task {task_id} depends on {', '.join(dead_ends)}, which did not complete; retry that first")
+        self._record(OperatorAction(action="retry", by=OPERATOR_ID, task_id=task_id))
+        reopened = [task_id] + [
+            child
+            for child in self._scheduler.descendants(task_id)
+            if tasks[child].status == "cancelled" and (tasks[child].error or "").startswith("dependency ")
+        ]
+        for reopened_id in reopened:
+            self._emit(TaskReset(task_id=reopened_id))
+        if all(tasks[d].status == "completed" for d in task.dependencies):
+            self._attempts.make_ready(task_id)
+        self._attempts.dispatch()
+
+    def cancel(self, task_id: str) -> None:
+        task = self._task(task_id)
+        if task.status in TERMINAL_TASK_STATUSES:
+            raise OperatorError(f"task {task_id} is already {task.status}")
+        self._record(OperatorAction(action="cancel", by=OPERATOR_ID, task_id=task_id))
+        self._attempts.cancel(task_id, "cancelled by the operator", by=OPERATOR_ID)
+        self._attempts.cancel_dependents(task_id, f"dependency {task_id} was cancelled")
+        self._attempts.check_finished()
+        self._attempts.dispatch()
+
+    def set_priority(self, task_id: str, priority: str) -> None:
+        task = self._task(task_id)
+        if task.status in TERMINAL_TASK_STATUSES:
+            raise OperatorError(f"task {task_id} is already {task.status}")
+        self._record(OperatorAction(action="priority", by=OPERATOR_ID, task_id=task_id, priority=priority))
+        self._emit(TaskPriority(task_id=task_id, priority=priority))
+        if task.status == "ready":
+            self._scheduler.push(task)
+        self._attempts.dispatch()
+
+    # ------------------------------------------------------------ agents and the sprint
+
+    def pause_agent(self, agent_id: str, paused: bool = True) -> None:
+        agent = self._state.agents.get(agent_id)
+        if agent is None:
+            raise OperatorError(f"unknown agent {agent_id!r}")
+        if agent.status == "dead":
+            raise OperatorError(f"agent {agent_id} is dead")
+        if paused == (agent.status == "paused"):
+            raise OperatorError(f"agent {agent_id} is already {'paused' if paused else 'running'}")
+        self._record(OperatorAction(action="pause_agent" if paused else "resume_agent", by=OPERATOR_ID, agent_id=agent_id))
+        self._emit(AgentStatus(agent_id=agent_id, status="paused" if paused else "ready"))
+        self._attempts.dispatch()
+
+    def pause_sprint(self, paused: bool = True) -> None:
+        if paused == self._state.meta.paused:
+            raise OperatorError(f"the sprint is already {'paused' if paused else 'running'}")
+        self._record(OperatorAction(action="pause_sprint" if paused else "resume_sprint", by=OPERATOR_ID))
+        self._emit(SprintPaused() if paused else SprintResumed())
+        self._attempts.dispatch()
+
+    # ------------------------------------------------------------ locks and files
+
+    def force_release(self, lock_id: str) -> None:
+        grant = self._desk.get(lock_id)
+        if grant is None:
+            raise OperatorError(f"no lock {lock_id!r} is held")
+        self._record(OperatorAction(action="force_release", by=OPERATOR_ID, lock_id=lock_id,
+                                    resource_id=grant.resource_id, holder=grant.owner))
+        self._desk.release(grant.owner, lock_id, reason="operator", by=OPERATOR_ID, operator=True)
+        self._attempts.dispatch()
+
+    def resolve_file(self, path: str, how: str, by: str = OPERATOR_ID,
+                     note: str | None | Absent = Absent.ABSENT) -> MergeResult | None:
+        """Accept, revert, merge or escalate a file's conflict (`note` goes with an escalation)."""
+        if how not in RESOLUTIONS:
+            raise OperatorError(f"unknown resolution {how!r}; use accept, revert, merge or escalate")
+        try:
+            self._files.check(path, how)
+        except ResolutionError as exc:
+            raise OperatorError(str(exc)) from None
+        self._record(OperatorAction(action=f"{how}_file", by=by, path=path, note=note))
+        if how == "escalate":
+            self._files.escalate(path, by, None if isinstance(note, Absent) else note)
+            return None
+        if how == "merge":
+            return self._files.merge(path, by)
+        getattr(self._files, how)(path, by)
+        return None
