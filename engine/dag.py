@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from engine.plan import format_duration
+from engine.plan_values import format_duration
 
 if TYPE_CHECKING:
     from engine.plan import Plan, TaskSpec

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,6 @@ from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -43,110 +41,29 @@ from pydantic import (
 )
 
 from engine.models import AgentConfig, AgentKind, ResourceLimits
+from engine.plan_values import Duration, Names, ResourcePath, Size, Text, one_or_many, show
 from engine.protocol import LockType, Priority
-from engine.resources import normalise_resource
 
 Coordination = Literal["sequential", "parallel", "collaborative"]
 
 AGENT_ID_PATTERN = re.compile(r"[a-z0-9_-]+")
 
 
-# ---------------------------------------------------------------- durations and sizes
-
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)")
-_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?b?|b)?", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def _number(value: Any) -> float | None:
-    """A real number from YAML (bools are not numbers here, although Python says they are)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from `500ms`, `30s`, `2m`, `1h`, `1m30s`, or a plain number of seconds.
-
-    Plans state times the way people say them; the engine wants one unit (float seconds).
-    """
-    seconds = _number(value)
-    if seconds is None and isinstance(value, str):
-        text = value.strip().lower()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if parts and _DURATION_PART.sub("", text).strip() == "":
-                seconds = sum(float(num) * _DURATION_UNITS[unit] for num, unit in parts)
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(
-            f"invalid duration {_show(value)} (use 500ms, 30s, 2m, 1h or a number of seconds)"
-        )
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The short form of a duration (`500ms`, `30s`, `2m30s`), for labels and messages."""
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
-    return text + (f"{rest}s" if rest else "")
-
-
-def parse_size(value: Any) -> int:
-    """Bytes from `512MB`, `1GB`, `100KB` (binary multiples, as memory limits are) or an int."""
-    number = _number(value)
-    if number is None and isinstance(value, str):
-        match = _SIZE.fullmatch(value.strip())
-        if match:
-            unit = match.group(2) or ""
-            number = float(match.group(1)) * _SIZE_UNITS[unit[:1].lower()]
-    if number is None or not math.isfinite(number) or number < 0:
-        raise ValueError(f"invalid size {_show(value)} (use 512MB, 1GB, 100KB or a number of bytes)")
-    return int(number)
-
-
-# ---------------------------------------------------------------- field types
-
-
-def _text(value: Any) -> Any:
-    """Free text may be written as a bare number (`sprint: 2024`); keep it as text."""
-    return str(value) if _number(value) is not None else value
-
-
-def _one_or_many(value: Any) -> Any:
-    """`requires: api` means `requires: [api]`; people write the short form."""
-    return [value] if isinstance(value, str) else value
+# ---------------------------------------------------------------- the plan's parts
 
 
 def _resource_entries(value: Any) -> Any:
     """A bare string in `resources` is a write lock on that path."""
-    value = _one_or_many(value)
+    value = one_or_many(value)
     if isinstance(value, list):
         return [{"path": item, "mode": "write"} if isinstance(item, str) else item for item in value]
     return value
-
-
-Text = Annotated[str, BeforeValidator(_text)]
-Names = Annotated[list[str], BeforeValidator(_one_or_many)]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-ResourcePath = Annotated[str, AfterValidator(normalise_resource)]
 
 
 class SpecModel(BaseModel):
     """A part of a plan as written: unknown keys are mistakes, and `"3"` is not a number."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-# ---------------------------------------------------------------- the plan's parts
 
 
 class Settings(SpecModel):
@@ -214,7 +131,7 @@ class TaskSpec(SpecModel):
     coordination: Coordination = "parallel"  # default: see _defaults
     depends_on: Names = []
     resources: Annotated[list[ResourceSpec], BeforeValidator(_resource_entries)] = []
-    shared_resources: Annotated[list[ResourcePath], BeforeValidator(_one_or_many)] = []
+    shared_resources: Annotated[list[ResourcePath], BeforeValidator(one_or_many)] = []
     priority: Priority = "medium"
     estimate: Duration = 1.0  # seconds
     command: Text | None = None
@@ -405,18 +322,6 @@ def _line_at(root: Any, loc: Sequence[Any]) -> int:
     return line
 
 
-def _show(value: Any) -> str:
-    """A short rendering of a YAML value for messages."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -495,7 +400,7 @@ def _field_message(where: Sequence[Any], error: Any) -> str:
         reason = str(error["ctx"]["error"])
     else:
         reason = _EXPECTED.get(kind) or error["msg"].replace("Input should be", "should be")
-        reason = f"{reason}, got {_show(error['input'])}"
+        reason = f"{reason}, got {show(error['input'])}"
     field = _field_name(where)
     return f"{field}: {reason}" if field else reason
 
@@ -632,7 +537,7 @@ def _check_top(root: Any, report: _Report) -> bool:
         return False
     if not isinstance(root, dict):
         line = getattr(root, "line", 1)
-        report.add(line, f"a plan must be a mapping with sprint, agents and tasks, got {_show(root)}")
+        report.add(line, f"a plan must be a mapping with sprint, agents and tasks, got {show(root)}")
         return False
     for key in root:
         if key not in TOP_KEYS:
@@ -650,7 +555,7 @@ def _validate_items(
     if items is None:
         items = []
     if not isinstance(items, list):
-        report.at((key,), f"{key}: should be a list, got {_show(items)}")
+        report.at((key,), f"{key}: should be a list, got {show(items)}")
         return []
     if key == "agents" and not items and key in root:
         report.at((key,), "agents: at least one agent is required")
