@@ -13,22 +13,14 @@ parts that passed, so one broken task does not hide the problems of the others.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import networkx as nx
-import yaml
-from yaml.composer import Composer
-from yaml.constructor import SafeConstructor
-from yaml.parser import Parser
-from yaml.reader import Reader
-from yaml.resolver import Resolver
-from yaml.scanner import Scanner
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -40,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.marked_yaml import MarkedDict, UnreadableDocument, line_at, read_document
 from engine.models import AgentConfig, AgentKind, ResourceLimits
 from engine.plan_values import Duration, Names, ResourcePath, Size, Text, one_or_many, show
 from engine.protocol import LockType, Priority
@@ -234,94 +227,6 @@ class PlanError(Exception):
         self.problems = problems
 
 
-# ---------------------------------------------------------------- YAML with line numbers
-
-
-class _MarkedDict(dict):  # type: ignore[type-arg]
-    """A YAML mapping that remembers its own line and the line of each key."""
-
-    line: int = 1
-    key_lines: dict[Any, int]
-
-
-class _MarkedList(list):  # type: ignore[type-arg]
-    """A YAML sequence that remembers its own line and the line of each item."""
-
-    line: int = 1
-    item_lines: list[int]
-
-
-class _PyEventSource(Reader, Scanner, Parser):
-    """PyYAML's pure-Python parser, for an installation without libyaml."""
-
-    def __init__(self, stream: str) -> None:
-        Reader.__init__(self, stream)
-        Scanner.__init__(self)
-        Parser.__init__(self)
-
-
-try:
-    from yaml._yaml import CParser as _EventSource  # libyaml: parses a large plan ~3x faster
-except ImportError:  # pragma: no cover
-    _EventSource = _PyEventSource  # type: ignore[misc]
-
-
-class _MarkedLoader(Composer, _EventSource, SafeConstructor, Resolver):
-    """A safe loader building `_MarkedDict`/`_MarkedList`, so any value can be traced to its line.
-
-    The composer is PyYAML's Python one even over libyaml's parser: libyaml's own composer
-    recurses in C and crashes the process on absurdly nested input, while Python's stops at the
-    recursion limit with an error we can report.
-    """
-
-    def __init__(self, stream: str) -> None:
-        _EventSource.__init__(self, stream)
-        Composer.__init__(self)
-        SafeConstructor.__init__(self)
-        Resolver.__init__(self)
-
-
-def _construct_map(loader: _MarkedLoader, node: yaml.MappingNode) -> Iterator[_MarkedDict]:
-    data = _MarkedDict()
-    data.line = node.start_mark.line + 1
-    data.key_lines = {}
-    yield data  # yielded first so that anchors referring back to this mapping resolve
-    data.update(loader.construct_mapping(node))  # flattens `<<` merges into node.value
-    for key_node, _ in node.value:
-        data.key_lines[loader.construct_object(key_node)] = key_node.start_mark.line + 1
-
-
-def _construct_seq(loader: _MarkedLoader, node: yaml.SequenceNode) -> Iterator[_MarkedList]:
-    data = _MarkedList()
-    data.line = node.start_mark.line + 1
-    data.item_lines = [child.start_mark.line + 1 for child in node.value]
-    yield data
-    data.extend(loader.construct_sequence(node))
-
-
-_MarkedLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_MarkedLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
-# YAML 1.1 reads `1e5` as a string; JSON (and YAML 1.2) read it as a number.
-_MarkedLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _line_at(root: Any, loc: Sequence[Any]) -> int:
-    """The line of the deepest node of `loc` that exists in the document."""
-    node, line = root, getattr(root, "line", 1)
-    for part in loc:
-        if isinstance(node, _MarkedDict) and part in node:
-            line, node = node.key_lines.get(part, line), node[part]
-        elif isinstance(node, _MarkedList) and isinstance(part, int) and 0 <= part < len(node):
-            line, node = node.item_lines[part], node[part]
-        else:
-            break
-    return line
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -340,7 +245,7 @@ class _Report:
         self.problems.append(Problem(self.file, line, f"{who}: {message}" if who else message))
 
     def at(self, loc: Sequence[Any], message: str, who: str | None = None) -> None:
-        self.add(_line_at(self.root, loc), message, who)
+        self.add(line_at(self.root, loc), message, who)
 
     def validate(self, model: type[SpecModel], value: Any, loc: tuple[Any, ...], who: str | None) -> Any:
         """`model` validated from `value`, or None after recording each of its errors."""
@@ -411,54 +316,6 @@ def _who(kind: str, item: Any, index: int) -> str:
     return f"{kind} '{item_id}'" if isinstance(item_id, str) and item_id else f"{kind} #{index + 1}"
 
 
-def _read_document(path: Path, report: _Report) -> tuple[Any, str] | None:
-    """The parsed document and the file's digest, or None after recording why not."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        report.add(1, "file not found")
-        return None
-    except IsADirectoryError:
-        report.add(1, "is a directory, not a plan file")
-        return None
-    except OSError as exc:
-        report.add(1, f"cannot read the plan: {exc.strerror or exc}")
-        return None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        report.add(data.count(b"\n", 0, exc.start) + 1, f"not UTF-8 text (byte 0x{data[exc.start]:02x})")
-        return None
-    if path.suffix.lower() == ".json":
-        text = text.replace("\t", " ")  # JSON allows tabs between tokens, YAML does not
-    try:
-        document = yaml.load(text, Loader=_MarkedLoader)  # noqa: S506 - a SafeLoader subclass
-    except (yaml.YAMLError, RecursionError) as exc:
-        line, message = _yaml_problem(exc, text)
-        report.add(line, message)
-        return None
-    return document, hashlib.sha256(data).hexdigest()
-
-
-def _yaml_problem(exc: BaseException, text: str) -> tuple[int, str]:
-    """(line, message) for a document PyYAML could not read."""
-    if isinstance(exc, RecursionError):
-        return 1, "YAML nesting is too deep"
-    if isinstance(exc, yaml.reader.ReaderError):
-        line = text.count("\n", 0, exc.position) + 1
-        return line, f"YAML syntax error: unacceptable character {chr(exc.character)!r}: {exc.reason}"
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        message = f"YAML syntax error: {exc.problem or exc.context}"
-        if exc.problem and exc.context and exc.problem.startswith("but "):
-            message = f"YAML syntax error: {exc.context}, {exc.problem}"
-        elif exc.problem and exc.context:
-            where = f" on line {exc.context_mark.line + 1}" if exc.context_mark else ""
-            message += f" ({exc.context}{where})"
-        return (mark.line + 1 if mark else 1), message
-    return 1, f"YAML syntax error: {exc}"
-
-
 class _AgentLinks(BaseModel):
     """What other parts of a plan refer to in an agent, read even when the rest of it is broken."""
 
@@ -495,10 +352,10 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     """
     source = Path(path)
     report = _Report(os.fspath(path))
-    read = _read_document(source, report)
-    if read is None:
-        raise PlanError(report.problems)
-    root, digest = read
+    try:
+        root, digest = read_document(source)
+    except UnreadableDocument as exc:
+        raise PlanError([Problem(report.file, exc.line, exc.message)]) from None
     report.root = root
     if not _check_top(root, report):
         raise PlanError(report.problems)
@@ -548,7 +405,7 @@ def _check_top(root: Any, report: _Report) -> bool:
 
 
 def _validate_items(
-    root: _MarkedDict, key: str, model: type[SpecModel], links: type[BaseModel], report: _Report
+    root: MarkedDict, key: str, model: type[SpecModel], links: type[BaseModel], report: _Report
 ) -> list[_Entry]:
     """One `_Entry` per item of the `agents` or `tasks` list, each item's problems recorded."""
     items = root.get(key)
@@ -602,7 +459,7 @@ class _CrossCheck:
             item_id = entry.raw.get("id") if isinstance(entry.raw, dict) else None
             if not isinstance(item_id, str):
                 continue
-            line = _line_at(self.report.root, (key, entry.index, "id"))
+            line = line_at(self.report.root, (key, entry.index, "id"))
             if item_id in seen:
                 self.report.add(line, f"duplicate {kind} id '{item_id}' (first defined on line {seen[item_id]})")
             else:
