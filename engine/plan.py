@@ -69,8 +69,8 @@ class Settings(SpecModel):
     heartbeat_interval: Duration = 1.0
     heartbeat_timeout: Duration = 5.0
     lock_delay: Duration = 1.0
-    max_retries: int = Field(2, ge=0)
-    rogue_edits: int = Field(0, ge=0)  # simulated agents' unlocked edits, to exercise conflicts
+    max_retries: int = Field(default=2, ge=0)
+    rogue_edits: int = Field(default=0, ge=0)  # simulated agents' unlocked edits, to exercise conflicts
 
 
 class AgentSpec(SpecModel):
@@ -80,10 +80,10 @@ class AgentSpec(SpecModel):
     kind: AgentKind = "simulated"
     capabilities: Names = []
     specializations: Names = []
-    max_concurrent_tasks: int = Field(1, ge=1)
+    max_concurrent_tasks: int = Field(default=1, ge=1)
     max_execution_time: Duration | None = None  # seconds
     max_memory_usage: Size | None = None  # bytes
-    failure_rate: float = Field(0.0, ge=0.0, le=1.0)  # simulated agents only
+    failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)  # simulated agents only
 
     @field_validator("id")
     @classmethod
@@ -131,7 +131,7 @@ class TaskSpec(SpecModel):
     priority: Priority = "medium"
     estimate: Duration = 1.0  # seconds
     command: Text | None = None
-    max_retries: int = Field(2, ge=0)  # default: settings.max_retries (set by the plan)
+    max_retries: int = Field(default=2, ge=0)  # default: settings.max_retries (set by the plan)
 
     @model_validator(mode="after")
     def _defaults(self) -> TaskSpec:
