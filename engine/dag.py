@@ -5,8 +5,8 @@ topological order (or a strongly-connected-component pass for cycles), so a 10,0
 analysed in a fraction of a second; nothing enumerates paths.
 
 The plan loader uses `find_cycles` while it checks a plan, so this module knows tasks and plans
-only by the `GraphTask` and `GraphPlan` shapes and never imports `engine.plan`.  Exports for
-people and tools are in `engine.export`.
+only by the shapes below (`TaskRefs`, `GraphTask`, `GraphPlan`) and never imports `engine.plan`.
+Exports for people and tools are in `engine.export`.
 """
 
 from __future__ import annotations
@@ -17,25 +17,33 @@ from typing import Protocol
 import networkx as nx
 
 
-class GraphTask(Protocol):
-    """What the graph keeps of a task (a `TaskSpec` is one): edges from `depends_on`, the rest node data."""
+class TaskRefs(Protocol):
+    """A task's id and what it refers to: the tasks it waits for, and who may do it.
+
+    A `TaskSpec` is one; so is the plan checks' `TaskLinks`, read from a task that is otherwise broken.
+    """
 
     @property
     def id(self) -> str: ...
     @property
     def depends_on(self) -> Sequence[str]: ...
     @property
-    def estimate(self) -> float: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def priority(self) -> str: ...
-    @property
     def agent(self) -> str | None: ...
     @property
     def agents(self) -> Sequence[str]: ...
     @property
     def requires(self) -> Sequence[str]: ...
+
+
+class GraphTask(TaskRefs, Protocol):
+    """What the graph keeps of a task (a `TaskSpec` is one): edges from `depends_on`, the rest node data."""
+
+    @property
+    def estimate(self) -> float: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def priority(self) -> str: ...
     @property
     def coordination(self) -> str: ...
 

@@ -15,7 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import networkx as nx
 from pydantic import BaseModel, ConfigDict
 
-from engine.dag import find_cycles
+from engine.dag import TaskRefs, find_cycles
 from engine.marked_yaml import line_at
 from engine.plan_problems import Report, suggest
 from engine.plan_values import Names
@@ -28,21 +28,6 @@ class AgentRefs(Protocol):
     def id(self) -> str: ...
     @property
     def capabilities(self) -> Sequence[str]: ...
-
-
-class TaskRefs(Protocol):
-    """What a task refers to in other parts of the plan (a `TaskSpec` is one)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def agent(self) -> str | None: ...
-    @property
-    def agents(self) -> Sequence[str]: ...
-    @property
-    def requires(self) -> Sequence[str]: ...
-    @property
-    def depends_on(self) -> Sequence[str]: ...
 
 
 class AgentLinks(BaseModel):
