@@ -304,6 +304,7 @@ def _validate_items(
 
 
 def _quietly(model: type[Links], value: Any) -> Links | None:
+    """What the cross checks need of an item whose full spec failed, or None if even that is unreadable."""
     try:
         return model.model_validate(value)
     except ValidationError:
@@ -348,6 +349,7 @@ def _keys_at(model: type[SpecModel], where: tuple[Any, ...]) -> list[str]:
 
 
 def _field_name(where: Sequence[Any]) -> str:
+    """A path inside one part as an author writes it: `resources[0].mode`."""
     name = ""
     for part in where:
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))

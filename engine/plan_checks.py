@@ -51,6 +51,7 @@ class TaskLinks(BaseModel):
 
 Spec_co = TypeVar("Spec_co", covariant=True)
 Refs_co = TypeVar("Refs_co", covariant=True)
+Refs = TypeVar("Refs", AgentRefs, TaskRefs)
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,6 @@ class _CrossCheck:
             position = task.depends_on.index(chain[1])
             message = f"dependency cycle: {' -> '.join(chain)} (each task depends on the next)"
             self.report.at(("tasks", index, "depends_on", position), message, f"task '{chain[0]}'")
-
-
-Refs = TypeVar("Refs", AgentRefs, TaskRefs)
 
 
 def _first_of_each(entries: Sequence[Entry[object, Refs]]) -> list[tuple[int, Refs]]:
