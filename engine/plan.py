@@ -1,37 +1,25 @@
-"""Sprint plans: load a YAML (or JSON) plan, check it, and say exactly where it is wrong.
+"""Sprint plans: the models of a checked plan, and `load_plan`, which says exactly where one is wrong.
 
 Plans are written by people and by other tools, so loading never stops at the first mistake and
 never ends in a traceback: every mistake becomes a `Problem` carrying the file, the line and the
-task or agent id, and `load_plan` raises them all together in one `PlanError`.  Line numbers come
-from PyYAML's node marks, which a SafeLoader subclass keeps on every mapping and list it builds.
+task or agent id, and `load_plan` raises them all together in one `PlanError`.
 
-The shape of each part (settings, agent, task, resource) is checked by pydantic models; what spans
-parts (duplicate ids, unknown dependencies, cycles, who can do a task) is checked afterwards on the
-parts that passed, so one broken task does not hide the problems of the others.
+Loading takes three steps.  `engine.marked_yaml` reads the file into values that remember their
+lines.  The pydantic models here check the shape of each part (settings, agent, task, resource);
+their errors are reworded for a plan author at the end of this module.  `engine.plan_checks` then
+checks what spans parts (duplicate ids, unknown references, cycles, who can do a task) on every
+part it could read, so one broken task does not hide the problems of the others.
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import math
 import os
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-import networkx as nx
-import yaml
-from yaml.composer import Composer
-from yaml.constructor import SafeConstructor
-from yaml.parser import Parser
-from yaml.reader import Reader
-from yaml.resolver import Resolver
-from yaml.scanner import Scanner
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -41,112 +29,37 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
+from engine.marked_yaml import MarkedDict, UnreadableDocument, read_document
 from engine.models import AgentConfig, AgentKind, ResourceLimits
+from engine.plan_checks import AgentLinks, Entry, TaskLinks, agents_with, cross_check
+from engine.plan_problems import PlanError as PlanError  # callers import both from here
+from engine.plan_problems import Problem as Problem
+from engine.plan_problems import Report, suggest
+from engine.plan_values import Duration, Names, ResourcePath, Size, Text, one_or_many, show
 from engine.protocol import LockType, Priority
-from engine.resources import normalise_resource
 
 Coordination = Literal["sequential", "parallel", "collaborative"]
 
 AGENT_ID_PATTERN = re.compile(r"[a-z0-9_-]+")
 
 
-# ---------------------------------------------------------------- durations and sizes
-
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)")
-_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?b?|b)?", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def _number(value: Any) -> float | None:
-    """A real number from YAML (bools are not numbers here, although Python says they are)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from `500ms`, `30s`, `2m`, `1h`, `1m30s`, or a plain number of seconds.
-
-    Plans state times the way people say them; the engine wants one unit (float seconds).
-    """
-    seconds = _number(value)
-    if seconds is None and isinstance(value, str):
-        text = value.strip().lower()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if parts and _DURATION_PART.sub("", text).strip() == "":
-                seconds = sum(float(num) * _DURATION_UNITS[unit] for num, unit in parts)
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(
-            f"invalid duration {_show(value)} (use 500ms, 30s, 2m, 1h or a number of seconds)"
-        )
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The short form of a duration (`500ms`, `30s`, `2m30s`), for labels and messages."""
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
-    return text + (f"{rest}s" if rest else "")
-
-
-def parse_size(value: Any) -> int:
-    """Bytes from `512MB`, `1GB`, `100KB` (binary multiples, as memory limits are) or an int."""
-    number = _number(value)
-    if number is None and isinstance(value, str):
-        match = _SIZE.fullmatch(value.strip())
-        if match:
-            unit = match.group(2) or ""
-            number = float(match.group(1)) * _SIZE_UNITS[unit[:1].lower()]
-    if number is None or not math.isfinite(number) or number < 0:
-        raise ValueError(f"invalid size {_show(value)} (use 512MB, 1GB, 100KB or a number of bytes)")
-    return int(number)
-
-
-# ---------------------------------------------------------------- field types
-
-
-def _text(value: Any) -> Any:
-    """Free text may be written as a bare number (`sprint: 2024`); keep it as text."""
-    return str(value) if _number(value) is not None else value
-
-
-def _one_or_many(value: Any) -> Any:
-    """`requires: api` means `requires: [api]`; people write the short form."""
-    return [value] if isinstance(value, str) else value
+# ---------------------------------------------------------------- the plan's parts
 
 
 def _resource_entries(value: Any) -> Any:
     """A bare string in `resources` is a write lock on that path."""
-    value = _one_or_many(value)
+    value = one_or_many(value)
     if isinstance(value, list):
         return [{"path": item, "mode": "write"} if isinstance(item, str) else item for item in value]
     return value
-
-
-Text = Annotated[str, BeforeValidator(_text)]
-Names = Annotated[list[str], BeforeValidator(_one_or_many)]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-ResourcePath = Annotated[str, AfterValidator(normalise_resource)]
 
 
 class SpecModel(BaseModel):
     """A part of a plan as written: unknown keys are mistakes, and `"3"` is not a number."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-# ---------------------------------------------------------------- the plan's parts
 
 
 class Settings(SpecModel):
@@ -156,8 +69,8 @@ class Settings(SpecModel):
     heartbeat_interval: Duration = 1.0
     heartbeat_timeout: Duration = 5.0
     lock_delay: Duration = 1.0
-    max_retries: int = Field(2, ge=0)
-    rogue_edits: int = Field(0, ge=0)  # simulated agents' unlocked edits, to exercise conflicts
+    max_retries: int = Field(default=2, ge=0)
+    rogue_edits: int = Field(default=0, ge=0)  # simulated agents' unlocked edits, to exercise conflicts
 
 
 class AgentSpec(SpecModel):
@@ -167,10 +80,10 @@ class AgentSpec(SpecModel):
     kind: AgentKind = "simulated"
     capabilities: Names = []
     specializations: Names = []
-    max_concurrent_tasks: int = Field(1, ge=1)
+    max_concurrent_tasks: int = Field(default=1, ge=1)
     max_execution_time: Duration | None = None  # seconds
     max_memory_usage: Size | None = None  # bytes
-    failure_rate: float = Field(0.0, ge=0.0, le=1.0)  # simulated agents only
+    failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)  # simulated agents only
 
     @field_validator("id")
     @classmethod
@@ -214,11 +127,11 @@ class TaskSpec(SpecModel):
     coordination: Coordination = "parallel"  # default: see _defaults
     depends_on: Names = []
     resources: Annotated[list[ResourceSpec], BeforeValidator(_resource_entries)] = []
-    shared_resources: Annotated[list[ResourcePath], BeforeValidator(_one_or_many)] = []
+    shared_resources: Annotated[list[ResourcePath], BeforeValidator(one_or_many)] = []
     priority: Priority = "medium"
     estimate: Duration = 1.0  # seconds
     command: Text | None = None
-    max_retries: int = Field(2, ge=0)  # default: settings.max_retries (set by the plan)
+    max_retries: int = Field(default=2, ge=0)  # default: settings.max_retries (set by the plan)
 
     @model_validator(mode="after")
     def _defaults(self) -> TaskSpec:
@@ -285,136 +198,7 @@ class Plan(BaseModel):
             return [spec.agent]
         if spec.agents:
             return list(spec.agents)
-        return _agents_with(self.agents, spec.requires)
-
-
-def _agents_with(agents: Sequence[AgentSpec], requires: Sequence[str]) -> list[str]:
-    needed = set(requires)
-    return [agent.id for agent in agents if needed.issubset(agent.capabilities)]
-
-
-# ---------------------------------------------------------------- problems
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class PlanError(Exception):
-    """Every problem found in one plan, so the author can fix them in one pass."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("\n".join(str(problem) for problem in problems))
-        self.problems = problems
-
-
-# ---------------------------------------------------------------- YAML with line numbers
-
-
-class _MarkedDict(dict):  # type: ignore[type-arg]
-    """A YAML mapping that remembers its own line and the line of each key."""
-
-    line: int = 1
-    key_lines: dict[Any, int]
-
-
-class _MarkedList(list):  # type: ignore[type-arg]
-    """A YAML sequence that remembers its own line and the line of each item."""
-
-    line: int = 1
-    item_lines: list[int]
-
-
-class _PyEventSource(Reader, Scanner, Parser):
-    """PyYAML's pure-Python parser, for an installation without libyaml."""
-
-    def __init__(self, stream: str) -> None:
-        Reader.__init__(self, stream)
-        Scanner.__init__(self)
-        Parser.__init__(self)
-
-
-try:
-    from yaml._yaml import CParser as _EventSource  # libyaml: parses a large plan ~3x faster
-except ImportError:  # pragma: no cover
-    _EventSource = _PyEventSource  # type: ignore[misc]
-
-
-class _MarkedLoader(Composer, _EventSource, SafeConstructor, Resolver):
-    """A safe loader building `_MarkedDict`/`_MarkedList`, so any value can be traced to its line.
-
-    The composer is PyYAML's Python one even over libyaml's parser: libyaml's own composer
-    recurses in C and crashes the process on absurdly nested input, while Python's stops at the
-    recursion limit with an error we can report.
-    """
-
-    def __init__(self, stream: str) -> None:
-        _EventSource.__init__(self, stream)
-        Composer.__init__(self)
-        SafeConstructor.__init__(self)
-        Resolver.__init__(self)
-
-
-def _construct_map(loader: _MarkedLoader, node: yaml.MappingNode) -> Iterator[_MarkedDict]:
-    data = _MarkedDict()
-    data.line = node.start_mark.line + 1
-    data.key_lines = {}
-    yield data  # yielded first so that anchors referring back to this mapping resolve
-    data.update(loader.construct_mapping(node))  # flattens `<<` merges into node.value
-    for key_node, _ in node.value:
-        data.key_lines[loader.construct_object(key_node)] = key_node.start_mark.line + 1
-
-
-def _construct_seq(loader: _MarkedLoader, node: yaml.SequenceNode) -> Iterator[_MarkedList]:
-    data = _MarkedList()
-    data.line = node.start_mark.line + 1
-    data.item_lines = [child.start_mark.line + 1 for child in node.value]
-    yield data
-    data.extend(loader.construct_sequence(node))
-
-
-_MarkedLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_MarkedLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
-# YAML 1.1 reads `1e5` as a string; JSON (and YAML 1.2) read it as a number.
-_MarkedLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _line_at(root: Any, loc: Sequence[Any]) -> int:
-    """The line of the deepest node of `loc` that exists in the document."""
-    node, line = root, getattr(root, "line", 1)
-    for part in loc:
-        if isinstance(node, _MarkedDict) and part in node:
-            line, node = node.key_lines.get(part, line), node[part]
-        elif isinstance(node, _MarkedList) and isinstance(part, int) and 0 <= part < len(node):
-            line, node = node.item_lines[part], node[part]
-        else:
-            break
-    return line
-
-
-def _show(value: Any) -> str:
-    """A short rendering of a YAML value for messages."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        return agents_with(self.agents, spec.requires)
 
 
 # ---------------------------------------------------------------- loading
@@ -422,54 +206,150 @@ def _show(value: Any) -> str:
 
 TOP_KEYS = ("sprint", "description", "workspace", "settings", "agents", "tasks")
 
-
-class _Report:
-    """Collects problems for one file; `who` names the agent/task a message is about."""
-
-    def __init__(self, file: str, root: Any = None) -> None:
-        self.file = file
-        self.root = root
-        self.problems: list[Problem] = []
-
-    def add(self, line: int, message: str, who: str | None = None) -> None:
-        self.problems.append(Problem(self.file, line, f"{who}: {message}" if who else message))
-
-    def at(self, loc: Sequence[Any], message: str, who: str | None = None) -> None:
-        self.add(_line_at(self.root, loc), message, who)
-
-    def validate(self, model: type[SpecModel], value: Any, loc: tuple[Any, ...], who: str | None) -> Any:
-        """`model` validated from `value`, or None after recording each of its errors."""
-        try:
-            return model.model_validate(value)
-        except ValidationError as exc:
-            for error in exc.errors():
-                self._pydantic_error(model, error, loc, who)
-            return None
-
-    def _pydantic_error(self, model: type[SpecModel], error: Any, loc: tuple[Any, ...], who: str | None) -> None:
-        where = tuple(error["loc"])
-        kind = error["type"]
-        if kind == "missing":
-            self.at(loc + where[:-1], f"missing required key '{where[-1]}'", who)
-        elif kind in ("extra_forbidden", "invalid_key"):
-            self.at(loc + where, f"unknown key '{where[-1]}'{_suggest(where[-1], _keys_at(model, where))}", who)
-        else:
-            self.at(loc + where, _field_message(where, error), who)
+Spec = TypeVar("Spec", bound=SpecModel)
+Links = TypeVar("Links", bound=BaseModel)
 
 
-def _keys_at(model: type[BaseModel], where: tuple[Any, ...]) -> list[str]:
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Load and check a plan; raise `PlanError` listing every problem found.
+
+    Problems name the file exactly as given in `path`, so messages match what the user typed.
+    """
+    source = Path(path)
+    report = Report(os.fspath(path))
+    try:
+        root, digest = read_document(source)
+    except UnreadableDocument as exc:
+        raise PlanError([Problem(report.file, exc.line, exc.message)]) from None
+    report.root = root
+    if not _check_top(root, report):
+        raise PlanError(report.problems)
+
+    header_keys = {key: root[key] for key in ("sprint", "description", "workspace") if key in root}
+    header = _validate(report, _Header, header_keys, (), None)
+    raw_settings = root.get("settings")
+    settings = _validate(report, Settings, {} if raw_settings is None else raw_settings, ("settings",), "settings")
+    agents = _validate_items(root, "agents", AgentSpec, AgentLinks, report)
+    tasks = _validate_items(root, "tasks", TaskSpec, TaskLinks, report)
+    cross_check(report, agents, tasks)
+
+    if report.problems:
+        raise PlanError(sorted(report.problems, key=lambda problem: problem.line))
+    assert header is not None and settings is not None  # no problem, so every part validated
+    return _plan(source, digest, header, settings, agents, tasks)
+
+
+def _plan(
+    source: Path,
+    digest: str,
+    header: _Header,
+    settings: Settings,
+    agents: Sequence[Entry[AgentSpec, object]],
+    tasks: Sequence[Entry[TaskSpec, object]],
+) -> Plan:
+    """The checked plan, from parts that all validated; tasks take the sprint's retry limit by default."""
+    agent_specs = [entry.spec for entry in agents if entry.spec is not None]
+    task_specs = [entry.spec for entry in tasks if entry.spec is not None]
+    for task in task_specs:
+        if "max_retries" not in task.model_fields_set:
+            task.max_retries = settings.max_retries
+    return Plan(
+        sprint=header.sprint,
+        description=header.description,
+        workspace=(source.parent / header.workspace).resolve() if header.workspace else None,
+        settings=settings,
+        agents=agent_specs,
+        tasks=task_specs,
+        source=source.resolve(),
+        digest=digest,
+        task_lines={entry.raw["id"]: entry.raw.line for entry in tasks},
+        agent_lines={entry.raw["id"]: entry.raw.line for entry in agents},
+    )
+
+
+def _check_top(root: Any, report: Report) -> bool:
+    """Whether the document is a mapping worth looking into; unknown top-level keys recorded."""
+    if root is None or (isinstance(root, str) and not root.strip()):
+        report.add(1, "the plan is empty (expected a mapping with sprint, agents and tasks)")
+        return False
+    if not isinstance(root, MarkedDict):
+        line = getattr(root, "line", 1)
+        report.add(line, f"a plan must be a mapping with sprint, agents and tasks, got {show(root)}")
+        return False
+    for key in root:
+        if key not in TOP_KEYS:
+            report.at((key,), f"unknown key '{key}'{suggest(key, TOP_KEYS)}")
+    if "agents" not in root:
+        report.add(root.line, "missing required key 'agents'")
+    return True
+
+
+def _validate_items(
+    root: MarkedDict, key: str, model: type[Spec], links: type[Links], report: Report
+) -> list[Entry[Spec, Spec | Links]]:
+    """One `Entry` per item of the `agents` or `tasks` list, each item's problems recorded."""
+    items = root.get(key)
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        report.at((key,), f"{key}: should be a list, got {show(items)}")
+        return []
+    if key == "agents" and not items and key in root:
+        report.at((key,), "agents: at least one agent is required")
+    entries: list[Entry[Spec, Spec | Links]] = []
+    for index, item in enumerate(items):
+        spec = _validate(report, model, item, (key, index), _who(key[:-1], item, index))
+        entries.append(Entry(index, item, spec, spec or _quietly(links, item)))
+    return entries
+
+
+def _quietly(model: type[Links], value: Any) -> Links | None:
+    """What the cross checks need of an item whose full spec failed, or None if even that is unreadable."""
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def _who(kind: str, item: Any, index: int) -> str:
+    """`task 'x'` when the item has a usable id, else `task #3` (1-based, as people count)."""
+    item_id = item.get("id") if isinstance(item, dict) else None
+    return f"{kind} '{item_id}'" if isinstance(item_id, str) and item_id else f"{kind} #{index + 1}"
+
+
+# ---------------------------------------------------------------- pydantic's errors in an author's words
+
+
+def _validate(report: Report, model: type[Spec], value: Any, loc: tuple[Any, ...], who: str | None) -> Spec | None:
+    """`model` validated from `value`, or None after recording each of its errors."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        for error in exc.errors():
+            report.at(*_error_at(model, error, loc), who)
+        return None
+
+
+def _error_at(model: type[SpecModel], error: ErrorDetails, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str]:
+    """(where in the document, message) for one of pydantic's errors about `model` at `loc`."""
+    where = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "missing":
+        return loc + where[:-1], f"missing required key '{where[-1]}'"
+    if kind in ("extra_forbidden", "invalid_key"):
+        return loc + where, f"unknown key '{where[-1]}'{suggest(where[-1], _keys_at(model, where))}"
+    return loc + where, _field_message(where, error)
+
+
+def _keys_at(model: type[SpecModel], where: tuple[Any, ...]) -> list[str]:
     """The keys allowed in the mapping that holds `where[-1]` (resources nest one model)."""
     if "resources" in where[:-1]:
         return list(ResourceSpec.model_fields)
     return list(model.model_fields)
 
 
-def _suggest(word: Any, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _field_name(where: Sequence[Any]) -> str:
+    """A path inside one part as an author writes it: `resources[0].mode`."""
     name = ""
     for part in where:
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
@@ -488,273 +368,13 @@ _EXPECTED = {
 }
 
 
-def _field_message(where: Sequence[Any], error: Any) -> str:
+def _field_message(where: Sequence[Any], error: ErrorDetails) -> str:
     """`field: reason` in the words of a plan author rather than pydantic's."""
     kind = error["type"]
     if kind in ("value_error", "assertion_error"):
         reason = str(error["ctx"]["error"])
     else:
         reason = _EXPECTED.get(kind) or error["msg"].replace("Input should be", "should be")
-        reason = f"{reason}, got {_show(error['input'])}"
+        reason = f"{reason}, got {show(error['input'])}"
     field = _field_name(where)
     return f"{field}: {reason}" if field else reason
-
-
-def _who(kind: str, item: Any, index: int) -> str:
-    """`task 'x'` when the item has a usable id, else `task #3` (1-based, as people count)."""
-    item_id = item.get("id") if isinstance(item, dict) else None
-    return f"{kind} '{item_id}'" if isinstance(item_id, str) and item_id else f"{kind} #{index + 1}"
-
-
-def _read_document(path: Path, report: _Report) -> tuple[Any, str] | None:
-    """The parsed document and the file's digest, or None after recording why not."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        report.add(1, "file not found")
-        return None
-    except IsADirectoryError:
-        report.add(1, "is a directory, not a plan file")
-        return None
-    except OSError as exc:
-        report.add(1, f"cannot read the plan: {exc.strerror or exc}")
-        return None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        report.add(data.count(b"\n", 0, exc.start) + 1, f"not UTF-8 text (byte 0x{data[exc.start]:02x})")
-        return None
-    if path.suffix.lower() == ".json":
-        text = text.replace("\t", " ")  # JSON allows tabs between tokens, YAML does not
-    try:
-        document = yaml.load(text, Loader=_MarkedLoader)  # noqa: S506 - a SafeLoader subclass
-    except (yaml.YAMLError, RecursionError) as exc:
-        line, message = _yaml_problem(exc, text)
-        report.add(line, message)
-        return None
-    return document, hashlib.sha256(data).hexdigest()
-
-
-def _yaml_problem(exc: BaseException, text: str) -> tuple[int, str]:
-    """(line, message) for a document PyYAML could not read."""
-    if isinstance(exc, RecursionError):
-        return 1, "YAML nesting is too deep"
-    if isinstance(exc, yaml.reader.ReaderError):
-        line = text.count("\n", 0, exc.position) + 1
-        return line, f"YAML syntax error: unacceptable character {chr(exc.character)!r}: {exc.reason}"
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        message = f"YAML syntax error: {exc.problem or exc.context}"
-        if exc.problem and exc.context and exc.problem.startswith("but "):
-            message = f"YAML syntax error: {exc.context}, {exc.problem}"
-        elif exc.problem and exc.context:
-            where = f" on line {exc.context_mark.line + 1}" if exc.context_mark else ""
-            message += f" ({exc.context}{where})"
-        return (mark.line + 1 if mark else 1), message
-    return 1, f"YAML syntax error: {exc}"
-
-
-class _AgentLinks(BaseModel):
-    """What other parts of a plan refer to in an agent, read even when the rest of it is broken."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-    id: str
-    capabilities: Names = []
-
-
-class _TaskLinks(BaseModel):
-    """What the cross-checks need of a task, read even when the rest of it is broken."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-    id: str
-    agent: str | None = None
-    agents: Names = []
-    requires: Names = []
-    depends_on: Names = []
-
-
-@dataclass
-class _Entry:
-    """One item of the `agents` or `tasks` list: its full spec if valid, its links if readable."""
-
-    index: int
-    raw: Any
-    spec: Any = None
-    links: Any = None
-
-
-def load_plan(path: str | os.PathLike[str]) -> Plan:
-    """Load and check a plan; raise `PlanError` listing every problem found.
-
-    Problems name the file exactly as given in `path`, so messages match what the user typed.
-    """
-    source = Path(path)
-    report = _Report(os.fspath(path))
-    read = _read_document(source, report)
-    if read is None:
-        raise PlanError(report.problems)
-    root, digest = read
-    report.root = root
-    if not _check_top(root, report):
-        raise PlanError(report.problems)
-
-    header_keys = {key: root[key] for key in ("sprint", "description", "workspace") if key in root}
-    header = report.validate(_Header, header_keys, (), None)
-    raw_settings = root.get("settings")
-    settings = report.validate(Settings, {} if raw_settings is None else raw_settings, ("settings",), "settings")
-    agents = _validate_items(root, "agents", AgentSpec, _AgentLinks, report)
-    tasks = _validate_items(root, "tasks", TaskSpec, _TaskLinks, report)
-    _CrossCheck(report, agents, tasks).run()
-
-    if report.problems:
-        raise PlanError(sorted(report.problems, key=lambda problem: problem.line))
-    for entry in tasks:
-        if "max_retries" not in entry.spec.model_fields_set:
-            entry.spec.max_retries = settings.max_retries
-    return Plan(
-        sprint=header.sprint,
-        description=header.description,
-        workspace=(source.parent / header.workspace).resolve() if header.workspace else None,
-        settings=settings,
-        agents=[entry.spec for entry in agents],
-        tasks=[entry.spec for entry in tasks],
-        source=source.resolve(),
-        digest=digest,
-        task_lines={entry.spec.id: entry.raw.line for entry in tasks},
-        agent_lines={entry.spec.id: entry.raw.line for entry in agents},
-    )
-
-
-def _check_top(root: Any, report: _Report) -> bool:
-    """Whether the document is a mapping worth looking into; unknown top-level keys recorded."""
-    if root is None or (isinstance(root, str) and not root.strip()):
-        report.add(1, "the plan is empty (expected a mapping with sprint, agents and tasks)")
-        return False
-    if not isinstance(root, dict):
-        line = getattr(root, "line", 1)
-        report.add(line, f"a plan must be a mapping with sprint, agents and tasks, got {_show(root)}")
-        return False
-    for key in root:
-        if key not in TOP_KEYS:
-            report.at((key,), f"unknown key '{key}'{_suggest(key, TOP_KEYS)}")
-    if "agents" not in root:
-        report.add(root.line, "missing required key 'agents'")
-    return True
-
-
-def _validate_items(
-    root: _MarkedDict, key: str, model: type[SpecModel], links: type[BaseModel], report: _Report
-) -> list[_Entry]:
-    """One `_Entry` per item of the `agents` or `tasks` list, each item's problems recorded."""
-    items = root.get(key)
-    if items is None:
-        items = []
-    if not isinstance(items, list):
-        report.at((key,), f"{key}: should be a list, got {_show(items)}")
-        return []
-    if key == "agents" and not items and key in root:
-        report.at((key,), "agents: at least one agent is required")
-    entries = []
-    for index, item in enumerate(items):
-        entry = _Entry(index, item)
-        entry.spec = report.validate(model, item, (key, index), _who(key[:-1], item, index))
-        entry.links = entry.spec or _quietly(links, item)
-        entries.append(entry)
-    return entries
-
-
-def _quietly(model: type[BaseModel], value: Any) -> Any:
-    try:
-        return model.model_validate(value)
-    except ValidationError:
-        return None
-
-
-class _CrossCheck:
-    """Checks that span several parts of the plan, on every entry whose links could be read."""
-
-    def __init__(self, report: _Report, agents: list[_Entry], tasks: list[_Entry]) -> None:
-        self.report = report
-        self.agent_ids = self._unique_ids("agent", "agents", agents)
-        self.task_ids = self._unique_ids("task", "tasks", tasks)
-        # An agent whose capabilities could not be read makes "nobody can do this" a guess.
-        self.agents_known = all(entry.links is not None for entry in agents)
-        self.agents = [entry.links for entry in _first_of_each(agents)]
-        self.tasks = _first_of_each(tasks)
-
-    def run(self) -> None:
-        for entry in self.tasks:
-            who = f"task '{entry.links.id}'"
-            self._check_agents(entry, who)
-            self._check_capabilities(entry, who)
-            self._check_dependencies(entry, who)
-        self._check_cycles()
-
-    def _unique_ids(self, kind: str, key: str, entries: list[_Entry]) -> dict[str, int]:
-        """id -> line of its first definition; each later duplicate is a problem."""
-        seen: dict[str, int] = {}
-        for entry in entries:
-            item_id = entry.raw.get("id") if isinstance(entry.raw, dict) else None
-            if not isinstance(item_id, str):
-                continue
-            line = _line_at(self.report.root, (key, entry.index, "id"))
-            if item_id in seen:
-                self.report.add(line, f"duplicate {kind} id '{item_id}' (first defined on line {seen[item_id]})")
-            else:
-                seen[item_id] = line
-        return seen
-
-    def _check_agents(self, entry: _Entry, who: str) -> None:
-        task, known = entry.links, list(self.agent_ids)
-        if task.agent is not None and task.agent not in self.agent_ids:
-            message = f"agent '{task.agent}' is not defined{_suggest(task.agent, known)}"
-            self.report.at(("tasks", entry.index, "agent"), message, who)
-        for position, name in enumerate(task.agents):
-            if name not in self.agent_ids:
-                message = f"agents: unknown agent '{name}'{_suggest(name, known)}"
-                self.report.at(("tasks", entry.index, "agents", position), message, who)
-
-    def _check_capabilities(self, entry: _Entry, who: str) -> None:
-        task = entry.links
-        if task.agent or task.agents or not task.requires or not self.agents_known:
-            return
-        if _agents_with(self.agents, task.requires):
-            return
-        held = {capability for agent in self.agents for capability in agent.capabilities}
-        missing = [repr(capability) for capability in task.requires if capability not in held]
-        why = f"no agent has {', '.join(missing)}" if missing else "no single agent has all of them"
-        message = f"no agent can perform it: requires [{', '.join(task.requires)}]; {why}"
-        self.report.at(("tasks", entry.index, "requires"), message, who)
-
-    def _check_dependencies(self, entry: _Entry, who: str) -> None:
-        for position, dep in enumerate(entry.links.depends_on):
-            if dep not in self.task_ids:
-                message = f"depends on unknown task '{dep}'{_suggest(dep, list(self.task_ids))}"
-                self.report.at(("tasks", entry.index, "depends_on", position), message, who)
-
-    def _check_cycles(self) -> None:
-        from engine.dag import find_cycles  # engine.dag imports this module
-
-        graph = nx.DiGraph()
-        graph.add_nodes_from(entry.links.id for entry in self.tasks)
-        for entry in self.tasks:
-            graph.add_edges_from((dep, entry.links.id) for dep in entry.links.depends_on if dep in graph)
-        by_id = {entry.links.id: entry for entry in self.tasks}
-        for cycle in find_cycles(graph):
-            # Edges run dependency -> dependent; people read `a -> b` as "a depends on b".
-            chain = list(reversed(cycle))
-            entry = by_id[chain[0]]
-            position = entry.links.depends_on.index(chain[1])
-            message = f"dependency cycle: {' -> '.join(chain)} (each task depends on the next)"
-            self.report.at(("tasks", entry.index, "depends_on", position), message, f"task '{chain[0]}'")
-
-
-def _first_of_each(entries: list[_Entry]) -> list[_Entry]:
-    """The entries whose links could be read, dropping any whose id appeared before."""
-    kept: list[_Entry] = []
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.links is not None and entry.links.id not in seen:
-            seen.add(entry.links.id)
-            kept.append(entry)
-    return kept

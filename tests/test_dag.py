@@ -18,10 +18,8 @@ from engine.dag import (
     descendant_counts,
     find_cycle,
     find_cycles,
-    to_dot,
-    to_json,
-    to_mermaid,
 )
+from engine.export import to_dot, to_json, to_mermaid
 from engine.plan import Plan, PlanError, TaskSpec, load_plan
 
 ROOT = Path(__file__).resolve().parent.parent

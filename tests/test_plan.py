@@ -13,14 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.plan import (
-    Plan,
-    PlanError,
-    Problem,
-    load_plan,
-    parse_duration,
-    parse_size,
-)
+from engine.plan import Plan, PlanError, Problem, load_plan
+from engine.plan_values import parse_duration, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_sprints"

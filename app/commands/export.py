@@ -10,7 +10,7 @@ import os
 import sys
 
 from app.commands.validate import EXIT_BAD_INPUT, EXIT_OK, load
-from engine.dag import to_dot, to_json, to_mermaid
+from engine.export import to_dot, to_json, to_mermaid
 
 FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "json": to_json}
 

@@ -1,0 +1,172 @@
+"""Plan files read into YAML values that remember their lines (JSON is read as YAML).
+
+Every message about a plan names a line, and the values that pydantic and the cross checks see
+are plain dicts and lists; so the loader here builds `MarkedDict`/`MarkedList`, which carry the
+line of the node and of each key or item, and `line_at` walks a path such as
+`("tasks", 3, "depends_on", 0)` back to the nearest line that exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+
+class MarkedDict(dict[Any, Any]):
+    """A YAML mapping that remembers its own line and the line of each key."""
+
+    line: int = 1
+    key_lines: dict[Any, int]
+
+
+class MarkedList(list[Any]):
+    """A YAML sequence that remembers its own line and the line of each item."""
+
+    line: int = 1
+    item_lines: list[int]
+
+
+class UnreadableDocument(Exception):
+    """The file could not be read or parsed; `line` is where, `message` says why."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _PyEventSource(Reader, Scanner, Parser):
+    """PyYAML's pure-Python parser, for an installation without libyaml."""
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+
+
+if TYPE_CHECKING:  # the checker sees libyaml's parser; `_PyEventSource` offers the same methods
+    from yaml._yaml import CParser as _EventSource
+else:
+    try:
+        from yaml._yaml import CParser as _EventSource  # libyaml: parses a large plan ~3x faster
+    except ImportError:  # pragma: no cover
+        _EventSource = _PyEventSource
+
+
+class MarkedLoader(Composer, _EventSource, SafeConstructor, Resolver):
+    """A safe loader building `MarkedDict`/`MarkedList`, so any value can be traced to its line.
+
+    The composer is PyYAML's Python one even over libyaml's parser: libyaml's own composer
+    recurses in C and crashes the process on absurdly nested input, while Python's stops at the
+    recursion limit with an error we can report.
+    """
+
+    def __init__(self, stream: str) -> None:
+        _EventSource.__init__(self, stream)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+
+
+def _construct_map(loader: MarkedLoader, node: yaml.MappingNode) -> Iterator[MarkedDict]:
+    data = MarkedDict()
+    data.line = node.start_mark.line + 1
+    data.key_lines = {}
+    yield data  # yielded first so that anchors referring back to this mapping resolve
+    data.update(loader.construct_mapping(node))  # flattens `<<` merges into node.value
+    for key_node, _ in node.value:
+        data.key_lines[loader.construct_object(key_node)] = key_node.start_mark.line + 1
+
+
+def _construct_seq(loader: MarkedLoader, node: yaml.SequenceNode) -> Iterator[MarkedList]:
+    data = MarkedList()
+    data.line = node.start_mark.line + 1
+    data.item_lines = [child.start_mark.line + 1 for child in node.value]
+    yield data
+    data.extend(loader.construct_sequence(node))
+
+
+# PyYAML's stubs accept only its own loader classes here, not a class composed of the same parts.
+MarkedLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore[type-var]
+MarkedLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)  # type: ignore[type-var]
+# YAML 1.1 reads `1e5` as a string; JSON (and YAML 1.2) read it as a number.
+MarkedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def line_at(root: Any, loc: Sequence[Any]) -> int:
+    """The line of the deepest node of `loc` that exists in the document."""
+    node = root
+    line: int = getattr(root, "line", 1)
+    for part in loc:
+        if isinstance(node, MarkedDict) and part in node:
+            line, node = node.key_lines.get(part, line), node[part]
+        elif isinstance(node, MarkedList) and isinstance(part, int) and 0 <= part < len(node):
+            line, node = node.item_lines[part], node[part]
+        else:
+            break
+    return line
+
+
+# ---------------------------------------------------------------- reading a file
+
+
+def read_document(path: Path) -> tuple[Any, str]:
+    """The parsed document and the sha256 hex digest of the file's bytes.
+
+    Raises `UnreadableDocument` when the file cannot be read, is not UTF-8, or is not YAML.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UnreadableDocument(1, "file not found") from None
+    except IsADirectoryError:
+        raise UnreadableDocument(1, "is a directory, not a plan file") from None
+    except OSError as exc:
+        raise UnreadableDocument(1, f"cannot read the plan: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UnreadableDocument(line, f"not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+    if path.suffix.lower() == ".json":
+        text = text.replace("\t", " ")  # JSON allows tabs between tokens, YAML does not
+    try:
+        # A SafeLoader's parts; PyYAML's stubs accept only its own loader classes as `Loader`.
+        document = yaml.load(text, Loader=MarkedLoader)  # type: ignore[arg-type]  # noqa: S506
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise UnreadableDocument(*_yaml_problem(exc, text)) from None
+    return document, hashlib.sha256(data).hexdigest()
+
+
+def _yaml_problem(exc: BaseException, text: str) -> tuple[int, str]:
+    """(line, message) for a document PyYAML could not read."""
+    if isinstance(exc, RecursionError):
+        return 1, "YAML nesting is too deep"
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        return line, f"YAML syntax error: unacceptable character {chr(exc.character)!r}: {exc.reason}"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        message = f"YAML syntax error: {exc.problem or exc.context}"
+        if exc.problem and exc.context and exc.problem.startswith("but "):
+            message = f"YAML syntax error: {exc.context}, {exc.problem}"
+        elif exc.problem and exc.context:
+            where = f" on line {exc.context_mark.line + 1}" if exc.context_mark else ""
+            message += f" ({exc.context}{where})"
+        return (mark.line + 1 if mark else 1), message
+    return 1, f"YAML syntax error: {exc}"

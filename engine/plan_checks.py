@@ -1,0 +1,166 @@
+"""The checks that span several parts of a plan: ids, references between parts, and cycles.
+
+They run after each agent and task was validated on its own, and on every item whose references
+could be read even when the rest of it is broken (`AgentLinks`, `TaskLinks`), so one bad task
+does not hide the problems of the others.  Duplicates are reported once: each check after the
+id check sees only the first item with a given id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict
+
+from engine.dag import TaskRefs, find_cycles
+from engine.marked_yaml import line_at
+from engine.plan_problems import Report, suggest
+from engine.plan_values import Names
+
+
+class AgentRefs(Protocol):
+    """What other parts of a plan refer to in an agent (an `AgentSpec` is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def capabilities(self) -> Sequence[str]: ...
+
+
+class AgentLinks(BaseModel):
+    """An agent's `AgentRefs`, read even when the rest of it is broken."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    id: str
+    capabilities: Names = []
+
+
+class TaskLinks(BaseModel):
+    """A task's `TaskRefs`, read even when the rest of it is broken."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    id: str
+    agent: str | None = None
+    agents: Names = []
+    requires: Names = []
+    depends_on: Names = []
+
+
+Spec_co = TypeVar("Spec_co", covariant=True)
+Refs_co = TypeVar("Refs_co", covariant=True)
+Refs = TypeVar("Refs", AgentRefs, TaskRefs)
+
+
+@dataclass(frozen=True)
+class Entry(Generic[Spec_co, Refs_co]):
+    """One item of the `agents` or `tasks` list: its full spec if valid, its links if readable."""
+
+    index: int
+    raw: Any  # the item as written (a MarkedDict when it is a mapping)
+    spec: Spec_co | None
+    links: Refs_co | None
+
+
+def agents_with(agents: Sequence[AgentRefs], requires: Sequence[str]) -> list[str]:
+    """Ids of the agents holding every capability in `requires`, in plan order."""
+    needed = set(requires)
+    return [agent.id for agent in agents if needed.issubset(agent.capabilities)]
+
+
+def cross_check(
+    report: Report, agents: Sequence[Entry[object, AgentRefs]], tasks: Sequence[Entry[object, TaskRefs]]
+) -> None:
+    """Record every problem between the parts of a plan in `report`."""
+    _CrossCheck(report, agents, tasks).run()
+
+
+class _CrossCheck:
+    """Checks that span several parts of the plan, on every entry whose links could be read."""
+
+    def __init__(
+        self, report: Report, agents: Sequence[Entry[object, AgentRefs]], tasks: Sequence[Entry[object, TaskRefs]]
+    ) -> None:
+        self.report = report
+        self.agent_ids = self._unique_ids("agent", "agents", agents)
+        self.task_ids = self._unique_ids("task", "tasks", tasks)
+        # An agent whose capabilities could not be read makes "nobody can do this" a guess.
+        self.agents_known = all(entry.links is not None for entry in agents)
+        self.agents = [links for _, links in _first_of_each(agents)]
+        self.tasks = _first_of_each(tasks)
+
+    def run(self) -> None:
+        for index, task in self.tasks:
+            who = f"task '{task.id}'"
+            self._check_agents(index, task, who)
+            self._check_capabilities(index, task, who)
+            self._check_dependencies(index, task, who)
+        self._check_cycles()
+
+    def _unique_ids(self, kind: str, key: str, entries: Sequence[Entry[object, object]]) -> dict[str, int]:
+        """id -> line of its first definition; each later duplicate is a problem."""
+        seen: dict[str, int] = {}
+        for entry in entries:
+            item_id = entry.raw.get("id") if isinstance(entry.raw, dict) else None
+            if not isinstance(item_id, str):
+                continue
+            line = line_at(self.report.root, (key, entry.index, "id"))
+            if item_id in seen:
+                self.report.add(line, f"duplicate {kind} id '{item_id}' (first defined on line {seen[item_id]})")
+            else:
+                seen[item_id] = line
+        return seen
+
+    def _check_agents(self, index: int, task: TaskRefs, who: str) -> None:
+        known = list(self.agent_ids)
+        if task.agent is not None and task.agent not in self.agent_ids:
+            message = f"agent '{task.agent}' is not defined{suggest(task.agent, known)}"
+            self.report.at(("tasks", index, "agent"), message, who)
+        for position, name in enumerate(task.agents):
+            if name not in self.agent_ids:
+                message = f"agents: unknown agent '{name}'{suggest(name, known)}"
+                self.report.at(("tasks", index, "agents", position), message, who)
+
+    def _check_capabilities(self, index: int, task: TaskRefs, who: str) -> None:
+        if task.agent or task.agents or not task.requires or not self.agents_known:
+            return
+        if agents_with(self.agents, task.requires):
+            return
+        held = {capability for agent in self.agents for capability in agent.capabilities}
+        missing = [repr(capability) for capability in task.requires if capability not in held]
+        why = f"no agent has {', '.join(missing)}" if missing else "no single agent has all of them"
+        message = f"no agent can perform it: requires [{', '.join(task.requires)}]; {why}"
+        self.report.at(("tasks", index, "requires"), message, who)
+
+    def _check_dependencies(self, index: int, task: TaskRefs, who: str) -> None:
+        for position, dep in enumerate(task.depends_on):
+            if dep not in self.task_ids:
+                message = f"depends on unknown task '{dep}'{suggest(dep, list(self.task_ids))}"
+                self.report.at(("tasks", index, "depends_on", position), message, who)
+
+    def _check_cycles(self) -> None:
+        graph: nx.DiGraph[str] = nx.DiGraph()
+        graph.add_nodes_from(task.id for _, task in self.tasks)
+        for _, task in self.tasks:
+            graph.add_edges_from((dep, task.id) for dep in task.depends_on if dep in graph)
+        by_id = {task.id: (index, task) for index, task in self.tasks}
+        for cycle in find_cycles(graph):
+            # Edges run dependency -> dependent; people read `a -> b` as "a depends on b".
+            chain = list(reversed(cycle))
+            index, task = by_id[chain[0]]
+            position = task.depends_on.index(chain[1])
+            message = f"dependency cycle: {' -> '.join(chain)} (each task depends on the next)"
+            self.report.at(("tasks", index, "depends_on", position), message, f"task '{chain[0]}'")
+
+
+def _first_of_each(entries: Sequence[Entry[object, Refs]]) -> list[tuple[int, Refs]]:
+    """(index, links) of the entries whose links could be read, dropping any whose id appeared before."""
+    kept: list[tuple[int, Refs]] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.links is not None and entry.links.id not in seen:
+            seen.add(entry.links.id)
+            kept.append((entry.index, entry.links))
+    return kept
