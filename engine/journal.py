@@ -73,7 +73,8 @@ class JournalWriter:
 
     `append` is synchronous and cheap (it only buffers), so the manager can append an event and
     then `await flush()` before acknowledging it: durable before acknowledgement, one fsync shared
-    by every event appended meanwhile.
+    by every event appended meanwhile.  Until a flush writes it, the last record can be taken
+    back with `retract`.
     """
 
     def __init__(self, path: Path, file: IO[bytes], last_seq: int) -> None:
@@ -145,6 +146,24 @@ class JournalWriter:
         self._buffer.append(line)
         self._last_seq = seq
 
+    def retract(self, seq: int) -> None:
+        """Take back the last appended record, `seq`, while it is still only in this writer's buffer.
+
+        The recorder appends an event before folding it into the state, so the state never shows
+        what the journal lacks; when the fold refuses the event, the recorder takes it back here,
+        so the journal never holds what the state lacks.  Once a record is handed to the OS a
+        reader may have seen it, and taking it back would rewrite history: `JournalError` then, as
+        for a seq that is not the last appended.  The next append reuses `seq`.
+        """
+        if seq != self._last_seq:
+            raise JournalError(
+                self.path, seq + 1, seq, f"cannot retract seq {seq}: the last appended is {self._last_seq}"
+            )
+        if seq <= self._written_seq:
+            raise JournalError(self.path, seq + 1, seq, f"cannot retract seq {seq}: already written to the file")
+        self._buffer.pop()
+        self._last_seq = seq - 1
+
     async def flush(self) -> int:
         """Make every record appended so far durable; returns the durable seq.
 
@@ -152,7 +171,7 @@ class JournalWriter:
         records were not in it, for the next one, which every caller waiting by then shares.
         """
         target = self._last_seq
-        while self._durable_seq < target:
+        while self._durable_seq < min(target, self._last_seq):  # a retract may lower the target
             self._check_failure()
             if self._sync is None:
                 self._sync = asyncio.get_running_loop().create_task(self._sync_once())
