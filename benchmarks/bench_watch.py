@@ -39,7 +39,8 @@ from engine.events import EventType  # noqa: E402
 from engine.journal import JournalWriter  # noqa: E402
 from engine.manager import SprintManager  # noqa: E402
 from engine.plan import load_plan  # noqa: E402
-from engine.watch import DEBOUNCE_MS, STEP_MS, FileIndex  # noqa: E402
+from engine.file_index import FileIndex  # noqa: E402
+from engine.watch import DEBOUNCE_MS, STEP_MS  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -48,7 +48,8 @@ from engine.locks import Grant, LockError
 from engine.merge import MergeResult, merge3
 from engine.models import FileState
 from engine.resources import is_named
-from engine.watch import FileIndex, Observation, Watcher, checksum_bytes, checksum_with, pair_renames
+from engine.file_index import FileIndex, Observation, checksum_bytes, checksum_with, pair_renames
+from engine.watch import Watcher
 
 if TYPE_CHECKING:
     from engine.manager import SprintManager

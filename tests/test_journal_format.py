@@ -36,7 +36,7 @@ from engine.resume import resume_manager
 from engine.transports.inproc import InProcessTransport
 from engine.transports.socket import Refusal
 from app.commands.serve import record_refusal
-from engine.watch import checksum_bytes
+from engine.file_index import checksum_bytes
 
 GOLDEN = Path(__file__).parent / "golden" / "journal_format.jsonl"
 

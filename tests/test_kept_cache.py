@@ -1,4 +1,4 @@
-"""Keeping a lock's content without reading files twice (engine/conflicts.py, engine/watch.py).
+"""Keeping a lock's content without reading files twice (engine/conflicts.py, engine/file_index.py).
 
 The content a settle just read is kept without a second read, an unchanged file locked again is
 kept from the store's recently dropped blobs, and neither shortcut is taken when the index cannot
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import engine.conflicts
-import engine.watch
+import engine.file_index
 from test_watch_support import Engine
 from engine.conflicts import ContentStore
-from engine.watch import FileIndex, checksum_bytes
+from engine.file_index import FileIndex, checksum_bytes
 
 
 def _sum(text: str) -> str:
@@ -30,7 +30,7 @@ class Reads:
     def __init__(self, monkeypatch: Any) -> None:
         self.hashing: list[str] = []
         self.plain: list[str] = []
-        hashing, plain = engine.watch.read_and_hash, FileIndex.read
+        hashing, plain = engine.file_index.read_and_hash, FileIndex.read
 
         def counted_hashing(path: Any, size: int) -> Any:
             self.hashing.append(os.fspath(path))
@@ -40,7 +40,7 @@ class Reads:
             self.plain.append(rel)
             return plain(index, rel)
 
-        monkeypatch.setattr(engine.watch, "read_and_hash", counted_hashing)
+        monkeypatch.setattr(engine.file_index, "read_and_hash", counted_hashing)
         monkeypatch.setattr(FileIndex, "read", counted_plain)
 
     def of(self, name: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import pytest
 
 from test_watch_support import Engine
 from engine.events import EventType
-from engine.watch import (
+from engine.file_index import (
     COARSEST_STEP_NS,
     RACY_NS,
     FileIndex,
