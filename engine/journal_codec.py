@@ -1,18 +1,20 @@
 """The journal's line format, in one place: how a header and a record become bytes and back (DESIGN §8).
 
 The writer and both readers (`engine/journal.py`, and the replay cursor in `engine/replay.py`,
-which checks a million lines in bulk) use these names, so the format is written down once:
+which checks a million lines in bulk) use these names, so the format is written down once
+(readable with `jq`):
 
     line 1   {"format":"sprintdeck-journal","version":1,"sprint":...,"planDigest":...,
               "startedAt":"<ISO-8601 UTC>","epoch":1, ...extra header keys}
     line N+1 {"seq":N,"ts":"<ISO-8601 UTC>","mono":<float>,"type":"...","data":{...},"crc":"<8 hex>"}
 
-`crc` is `zlib.crc32` of the record's canonical JSON without the crc key:
-`json.dumps({"seq":..,"ts":..,"mono":..,"type":..,"data":..}, separators=(",", ":"))` -- keys in
-that order, `ensure_ascii` and `allow_nan=False` as json's defaults and our setting -- as UTF-8
-bytes, written as 8 lower-case hex digits.  The writer produces exactly those bytes and appends
-`,"crc":"…"}`, so a reader checks a line by hashing its own bytes up to the crc key (plus the closing
-brace) without re-serialising; `json.dumps` of the parsed record gives the same bytes.
+`seq` runs from 1 without gaps (the readers check it).  `crc` is `zlib.crc32` of the record's
+canonical JSON without the crc key: `json.dumps({"seq":..,"ts":..,"mono":..,"type":..,"data":..},
+separators=(",", ":"))` -- keys in that order, `ensure_ascii` and `allow_nan=False` as json's
+defaults and our setting -- as UTF-8 bytes, written as 8 lower-case hex digits.  The writer
+produces exactly those bytes and appends `,"crc":"…"}`, so a reader checks a line by hashing its
+own bytes up to the crc key (plus the closing brace) without re-serialising; `json.dumps` of the
+parsed record gives the same bytes.
 
 Nothing here touches a file: the functions take and return bytes, and a line that does not decode
 raises `BadHeader` or `BadRecord` saying why; the readers add the file and line to that.  stdlib
