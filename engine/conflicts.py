@@ -49,7 +49,8 @@ from engine.merge import MergeResult, merge3
 from engine.models import FileState
 from engine.recorder import Recorder
 from engine.resources import LockError, is_named
-from engine.watch import FileIndex, Observation, Watcher, checksum_with, pair_renames
+from engine.file_index import FileIndex, Observation, checksum_with, pair_renames
+from engine.watch import Watcher
 
 log = logging.getLogger(__name__)
 

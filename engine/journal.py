@@ -1,17 +1,7 @@
-"""The append-only journal: one JSON line per event, checksummed, fsynced in groups (DESIGN §8).
+"""The append-only journal file: one checksummed JSON line per event, fsynced in groups (DESIGN §8).
 
-File format (readable with `jq`):
-
-    line 1   {"format":"sprintdeck-journal","version":1,"sprint":...,"planDigest":...,
-              "startedAt":"<ISO-8601 UTC>","epoch":1, ...extra header keys}
-    line N+1 {"seq":N,"ts":"<ISO-8601 UTC>","mono":<float>,"type":"...","data":{...},"crc":"<8 hex>"}
-
-`seq` runs from 1 without gaps.  `crc` is `zlib.crc32` of the record's canonical JSON without the crc
-key: `json.dumps({"seq":..,"ts":..,"mono":..,"type":..,"data":..}, separators=(",", ":"))` -- keys in
-that order, `ensure_ascii` and `allow_nan=False` as json's defaults and our setting -- as UTF-8
-bytes, written as 8 lower-case hex digits.  The writer produces exactly those bytes and appends
-`,"crc":"…"}`, so a reader checks a line by hashing its own bytes up to the crc key (plus the closing
-brace) without re-serialising; `json.dumps` of the parsed record gives the same bytes.
+What a line holds, and how it is checked, is `engine/journal_codec.py`; this module owns the file:
+the single writer that appends to it, the readers that validate it whole, and recovery.
 
 A record is complete once its newline is on disk.  A torn or corrupt *last* record is what a crash
 mid-write leaves: `read_journal(recover=True)` keeps a `.broken` copy, cuts it off and reports it.
@@ -19,29 +9,32 @@ Anything wrong *before* the last record is damage a crash cannot cause, so it is
 
 Durability is group commit: `append` only buffers; `flush` writes the buffer and runs one `os.fsync`
 in a worker thread for every caller waiting at that moment, so under load one fsync acknowledges
-many events.  stdlib `json` is used: serialising an event costs a few microseconds against a
-per-event budget of 50 (20,000 events/s), so orjson would not change the figure that matters.
+many events.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import IO, Any
 
-FORMAT = "sprintdeck-journal"
-VERSION = 1
-RECORD_KEYS = ("seq", "ts", "mono", "type", "data", "crc")
-_CRC_PREFIX = b',"crc":"'
-_CRC_SUFFIX_LEN = len(_CRC_PREFIX) + 8 + 2  # ,"crc":"xxxxxxxx"}
+from engine.journal_codec import BadHeader, BadRecord, decode_header, decode_record, encode_header, encode_record
+
+__all__ = [
+    "JournalError",
+    "JournalWriter",
+    "Recovery",
+    "cut_torn_tail",
+    "encode_record",
+    "iter_journal",
+    "read_header",
+    "read_header_line",
+    "read_journal",
+]
 
 
 class JournalError(Exception):
@@ -72,28 +65,6 @@ class Recovery:
         )
 
 
-def utc_timestamp() -> str:
-    """Now as ISO-8601 UTC with a `Z`, the form every journal timestamp uses."""
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _refuse(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-# json's C encoder with `json.dumps(separators=(",", ":"), allow_nan=False)`'s settings, built once.
-# `JSONEncoder.encode` builds one per call (and walks two Python frames to do it): a fifth of an
-# event's cost to journal.  No circular-reference markers: event data are trees of parsed JSON
-# and dicts the manager builds.  `tests/test_journal.py` checks the bytes against `json.dumps`.
-_encode_chunks = c_make_encoder(None, _refuse, encode_basestring_ascii, None, ":", ",", False, False, False)
-
-
-def encode_record(seq: int, type: str, data: dict[str, Any], ts: str, mono: float) -> bytes:
-    """One journal line, newline included; the crc is over the canonical JSON (module docstring)."""
-    body = "".join(_encode_chunks({"seq": seq, "ts": ts, "mono": mono, "type": type, "data": data}, 0)).encode()
-    return body[:-1] + b',"crc":"%08x"}\n' % zlib.crc32(body)
-
-
 # ---------------------------------------------------------------- writing
 
 
@@ -102,7 +73,8 @@ class JournalWriter:
 
     `append` is synchronous and cheap (it only buffers), so the manager can append an event and
     then `await flush()` before acknowledging it: durable before acknowledgement, one fsync shared
-    by every event appended meanwhile.
+    by every event appended meanwhile.  Until a flush writes it, the last record can be taken
+    back with `retract`.
     """
 
     def __init__(self, path: Path, file: IO[bytes], last_seq: int) -> None:
@@ -121,29 +93,16 @@ class JournalWriter:
     def create(cls, path: Path, header: dict[str, Any]) -> JournalWriter:
         """Start a new journal with its header line; refuses to overwrite a non-empty file.
 
-        `header` gives `sprint` and `planDigest` (written as null when absent, so every header has
-        the same keys); `startedAt` defaults to now and `epoch` to 1; further keys are kept after
-        these.  `format` and `version` are always this module's.
+        `header` gives `sprint`, `planDigest` and any further keys (`encode_header` says which
+        default).
         """
         path = Path(path)
-        fields = {
-            "format": FORMAT,
-            "version": VERSION,
-            "sprint": header.get("sprint"),
-            "planDigest": header.get("planDigest"),
-            "startedAt": header.get("startedAt") or utc_timestamp(),
-            "epoch": header.get("epoch", 1),
-        }
-        line = json.dumps(
-            {**fields, **{key: value for key, value in header.items() if key not in fields}},
-            separators=(",", ":"),
-            allow_nan=False,
-        )
+        line = encode_header(header)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.stat().st_size > 0:
             raise JournalError(path, 1, None, "journal already exists; refusing to overwrite it")
         file = open(path, "ab")
-        file.write(line.encode() + b"\n")
+        file.write(line)
         file.flush()
         os.fsync(file.fileno())
         _fsync_directory(path.parent)
@@ -188,13 +147,20 @@ class JournalWriter:
         self._last_seq = seq
 
     def retract(self, seq: int) -> None:
-        """Take back record `seq`, the last appended, while it is still only buffered.
+        """Take back the last appended record, `seq`, while it is still only in this writer's buffer.
 
-        The recorder appends an event before folding it into the state, and takes it back if the
-        fold refuses it, so that the state and the journal never disagree.
+        The recorder appends an event before folding it into the state, so the state never shows
+        what the journal lacks; when the fold refuses the event, the recorder takes it back here,
+        so the journal never holds what the state lacks.  Once a record is handed to the OS a
+        reader may have seen it, and taking it back would rewrite history: `JournalError` then, as
+        for a seq that is not the last appended.  The next append reuses `seq`.
         """
-        if seq != self._last_seq or not self._buffer or seq <= self._written_seq:
-            raise JournalError(self.path, seq + 1, seq, f"record seq {seq} cannot be taken back: it is not the last buffered one")
+        if seq != self._last_seq:
+            raise JournalError(
+                self.path, seq + 1, seq, f"cannot retract seq {seq}: the last appended is {self._last_seq}"
+            )
+        if seq <= self._written_seq:
+            raise JournalError(self.path, seq + 1, seq, f"cannot retract seq {seq}: already written to the file")
         self._buffer.pop()
         self._last_seq = seq - 1
 
@@ -205,7 +171,7 @@ class JournalWriter:
         records were not in it, for the next one, which every caller waiting by then shares.
         """
         target = self._last_seq
-        while self._durable_seq < target:
+        while self._durable_seq < min(target, self._last_seq):  # a retract may lower the target
             self._check_failure()
             if self._sync is None:
                 self._sync = asyncio.get_running_loop().create_task(self._sync_once())
@@ -289,57 +255,19 @@ def _fsync_directory(directory: Path) -> None:
 # ---------------------------------------------------------------- reading
 
 
-class _BadRecord(Exception):
-    """A line that is not a valid record; its message says why."""
-
-
-class _SeqGap(_BadRecord):
+class _SeqGap(BadRecord):
     """A valid record with the wrong seq: a crash cannot cause it, so it is never recovered."""
 
 
-def _decode_header(path: Path, raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise JournalError(path, 1, None, "empty file: no journal header")
-    if not raw.endswith(b"\n"):
-        raise JournalError(path, 1, None, "torn header line")
+def read_header_line(path: Path, file: IO[bytes]) -> dict[str, Any]:
+    """The header of the journal open in `file` at its start, validated; the file is left at line 2."""
     try:
-        header = json.loads(raw)
-    except ValueError as exc:
-        raise JournalError(path, 1, None, f"header is not JSON: {exc}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise JournalError(path, 1, None, f"not a {FORMAT} file")
-    if header.get("version") != VERSION:
-        raise JournalError(path, 1, None, f"unsupported journal version {header.get('version')!r}")
-    return header
+        return decode_header(file.readline())
+    except BadHeader as bad:
+        raise JournalError(path, 1, None, str(bad)) from None
 
 
-def _decode_record(raw: bytes) -> dict[str, Any]:
-    """Check one line (newline included) and return its record; raises `_BadRecord`."""
-    if not raw.endswith(b"\n"):
-        raise _BadRecord("torn: no end of line")
-    line = raw[:-1]
-    if len(line) < _CRC_SUFFIX_LEN or line[-_CRC_SUFFIX_LEN:-10] != _CRC_PREFIX or line[-2:] != b'"}':
-        raise _BadRecord("no crc at the end of the record")
-    stored = line[-10:-2]
-    if b"%08x" % zlib.crc32(line[:-_CRC_SUFFIX_LEN] + b"}") != stored:
-        raise _BadRecord(f"crc mismatch (stored {stored.decode(errors='replace')})")
-    try:
-        record = json.loads(line)
-    except ValueError as exc:
-        raise _BadRecord(f"not JSON: {exc}") from None
-    if not isinstance(record, dict) or tuple(record) != RECORD_KEYS:
-        raise _BadRecord(f"keys must be {', '.join(RECORD_KEYS)}")
-    if not (
-        isinstance(record["ts"], str)
-        and isinstance(record["mono"], (int, float))
-        and isinstance(record["type"], str)
-        and isinstance(record["data"], dict)
-    ):
-        raise _BadRecord("ts and type must be strings, mono a number and data an object")
-    return record
-
-
-def _records(file: IO[bytes]) -> Iterator[tuple[int, int, dict[str, Any] | _BadRecord]]:
+def _records(file: IO[bytes]) -> Iterator[tuple[int, int, dict[str, Any] | BadRecord]]:
     """(file line, byte offset, record or why it is bad) for each line after the header.
 
     The consumer decides what a bad record means: that depends on whether another line follows.
@@ -349,8 +277,8 @@ def _records(file: IO[bytes]) -> Iterator[tuple[int, int, dict[str, Any] | _BadR
     for line_no, raw in enumerate(file, start=2):
         seq = line_no - 1
         try:
-            record = _decode_record(raw)
-        except _BadRecord as bad:
+            record = decode_record(raw)
+        except BadRecord as bad:
             yield line_no, offset, bad
         else:
             if record["seq"] == seq:
@@ -360,7 +288,7 @@ def _records(file: IO[bytes]) -> Iterator[tuple[int, int, dict[str, Any] | _BadR
         offset += len(raw)
 
 
-def _bad(path: Path, line_no: int, why: _BadRecord, what: str = "record") -> JournalError:
+def _bad(path: Path, line_no: int, why: BadRecord, what: str = "record") -> JournalError:
     seq = line_no - 1
     reason = str(why) if isinstance(why, _SeqGap) else f"{what} seq {seq}: {why}"
     return JournalError(path, line_no, seq, reason)
@@ -375,9 +303,9 @@ def iter_journal(path: Path) -> Iterator[dict[str, Any]]:
     """
     path = Path(path)
     with open(path, "rb") as file:
-        _decode_header(path, file.readline())
+        read_header_line(path, file)
         for line_no, _, record in _records(file):
-            if isinstance(record, _BadRecord):
+            if isinstance(record, BadRecord):
                 raise _bad(path, line_no, record)
             yield record
 
@@ -386,7 +314,7 @@ def read_header(path: Path) -> dict[str, Any]:
     """The header of a journal (line 1), validated."""
     path = Path(path)
     with open(path, "rb") as file:
-        return _decode_header(path, file.readline())
+        return read_header_line(path, file)
 
 
 def read_journal(
@@ -400,30 +328,32 @@ def read_journal(
     """
     path = Path(path)
     records: list[dict[str, Any]] = []
-    torn: tuple[int, int, _BadRecord] | None = None
+    torn: tuple[int, int, BadRecord] | None = None
     with open(path, "rb") as file:
-        header = _decode_header(path, file.readline())
+        header = read_header_line(path, file)
         for line_no, offset, record in _records(file):
             if torn is not None:  # a bad record with a line after it: damage, not a torn write
                 raise _bad(path, torn[0], torn[2])
             if isinstance(record, _SeqGap):
                 raise _bad(path, line_no, record)
-            if isinstance(record, _BadRecord):
+            if isinstance(record, BadRecord):
                 torn = (line_no, offset, record)
             else:
                 records.append(record)
-        size = file.tell()
     if torn is None:
         return header, records, None
     line_no, offset, why = torn
     if not recover:
         raise _bad(path, line_no, why, "torn or corrupt last record,")
-    broken = _cut_tail(path, offset)
-    return header, records, Recovery(path, len(records), size - offset, broken, str(why))
+    return header, records, cut_torn_tail(path, offset, len(records), str(why))
 
 
-def _cut_tail(path: Path, keep_bytes: int) -> Path:
-    """Copy the journal aside, then truncate it to `keep_bytes`; returns the copy's path."""
+def cut_torn_tail(path: Path, keep_bytes: int, kept_records: int, reason: str) -> Recovery:
+    """Recover from a torn last record: copy the journal aside, then cut it back to `keep_bytes`.
+
+    The copy (`<path>.broken`, or `.broken.N` beside earlier ones) is the evidence of what the
+    crash left; the returned `Recovery` says what was cut, and why (`reason`).
+    """
     broken = path.with_name(path.name + ".broken")
     counter = 1
     while broken.exists():  # never overwrite the evidence of an earlier recovery
@@ -433,7 +363,8 @@ def _cut_tail(path: Path, keep_bytes: int) -> Path:
     with open(broken, "rb") as copy:
         os.fsync(copy.fileno())
     with open(path, "r+b") as file:
+        size = os.fstat(file.fileno()).st_size
         file.truncate(keep_bytes)
         os.fsync(file.fileno())
     _fsync_directory(path.parent)
-    return broken
+    return Recovery(path, kept_records, size - keep_bytes, broken, reason)

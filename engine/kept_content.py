@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.watch import FileIndex, checksum_bytes
+from engine.file_index import FileIndex, checksum_bytes
 
 MEMORY_BUDGET = 32 << 20  # bytes of kept content held in memory, all files together
 SPILL_OVER = 256 << 10  # a single blob larger than this always goes to disk

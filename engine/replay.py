@@ -34,23 +34,25 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.events import Event, EventType
-from engine.journal import (
-    _CRC_PREFIX,
-    _CRC_SUFFIX_LEN,
-    JournalError,
-    Recovery,
-    _cut_tail,
-    _decode_header,
-    _decode_record,
+from engine.journal import JournalError, Recovery, cut_torn_tail, read_header_line
+from engine.journal_codec import (
+    CRC_END,
+    CRC_PREFIX,
+    CRC_SUFFIX_LEN,
+    SEQ_START,
+    TORN,
+    BadRecord,
+    crc_problem,
+    decode_record,
 )
 from engine.models import ProjectState
 from engine.reducer import apply, state_digest
 
 INDEX_STRIDE = 64  # records between two index entries: 8 bytes per 64 events, a short skip per read
 _CHUNK = 1 << 18  # bytes read per block while opening: small enough to stay in cache, big enough to batch
-_TAIL = itemgetter(slice(-_CRC_SUFFIX_LEN, None))  # ,"crc":"xxxxxxxx"}  of a line without its newline
-_BODY = itemgetter(slice(None, -_CRC_SUFFIX_LEN))  # what the crc covers, but for the closing brace
-_TAIL_TEMPLATE = _CRC_PREFIX + b"________" + b'"}'
+_TAIL = itemgetter(slice(-CRC_SUFFIX_LEN, None))  # ,"crc":"xxxxxxxx"}  of a line without its newline
+_BODY = itemgetter(slice(None, -CRC_SUFFIX_LEN))  # what the crc covers, but for the closing brace
+_TAIL_TEMPLATE = CRC_PREFIX + b"________" + CRC_END
 _CRC_ARRAY = next(code for code in "IL" if array(code).itemsize == 4)  # 32-bit unsigned, whatever the C ints
 _GAP = "gap"  # `_first_bad`'s word for an intact record with the wrong seq
 # Read buffer of the files events are read from.  Every refill is a system call that lets go of the
@@ -81,31 +83,16 @@ class _Scan:
     """The result of checking every line once: index, count, and a torn tail if there is one."""
 
     def __init__(self) -> None:
-        self.index = array("q")  # offset of record 1 + k * INDEX_STRIDE
+        self.index: array[int] = array("q")  # offset of record 1 + k * INDEX_STRIDE
         self.total = 0
         self.end = 0  # byte offset just past the last good record
         self.torn: tuple[int, str] | None = None  # (line, why) of a bad last line
 
 
-def _check_line(raw: bytes, seq: int) -> str | None:
-    """Why `raw` is not the complete, intact record `seq`; None when it is.
-
-    Cheap on purpose (no JSON parsing): the crc covers every byte the writer produced, so a line
-    whose crc matches and that starts with the right seq is the record that was written.
-    """
-    if not raw.endswith(b"\n"):
-        return "torn: no end of line"
-    if len(raw) <= _CRC_SUFFIX_LEN or raw[-_CRC_SUFFIX_LEN - 1 : -11] != _CRC_PREFIX or raw[-3:] != b'"}\n':
-        return "no crc at the end of the record"
-    if b"%08x" % zlib.crc32(raw[: -_CRC_SUFFIX_LEN - 1] + b"}") != raw[-11:-3]:
-        return f"crc mismatch (stored {raw[-11:-3].decode(errors='replace')})"
-    return None
-
-
 def _crcs_intact(lines: list[bytes]) -> bool:
     """Whether every line (newline stripped) ends in `,"crc":"<crc of the rest + }>"}`, all at once.
 
-    The same test as `_check_line`, batched: the crcs are computed by `map` (no Python-level loop
+    `crc_problem`'s test, batched: the crcs are computed by `map` (no Python-level loop
     per line), written as one run of lower-case hex, and laid into a template of the expected
     tails with strided slice assignments; then one comparison with the lines' actual tails.
     """
@@ -115,7 +102,7 @@ def _crcs_intact(lines: list[bytes]) -> bool:
         crcs.byteswap()  # hex digits are written most significant first
     digits = binascii.hexlify(crcs.tobytes())
     expected = bytearray(_TAIL_TEMPLATE * len(lines))
-    width, start = len(_TAIL_TEMPLATE), len(_CRC_PREFIX)
+    width, start = len(_TAIL_TEMPLATE), len(CRC_PREFIX)
     for k in range(8):
         expected[start + k :: width] = digits[k::8]
     return b"".join(map(_TAIL, lines)) == expected
@@ -124,15 +111,15 @@ def _crcs_intact(lines: list[bytes]) -> bool:
 def _seqs_in_order(lines: list[bytes], first: int) -> bool:
     """Whether the lines start `{"seq":first,`, `{"seq":first+1,`, ... — checked a digit-count run at a time.
 
-    Within a run every prefix has the same length, so the lines' prefixes joined must equal one
-    `bytes %` of a repeated template (formatting them one by one costs twice as much).
+    Within a run every prefix (`SEQ_START % seq`) has the same length, so the lines' prefixes
+    joined must equal one `bytes %` of a repeated template (formatting them one by one costs twice
+    as much).
     """
     done, seq = 0, first
     while done < len(lines):
-        digits = len(str(seq))
-        run = min(len(lines) - done, 10**digits - seq)
-        actual = b"".join(map(itemgetter(slice(0, 8 + digits)), lines[done : done + run]))
-        if actual != (b'{"seq":%d,' * run) % tuple(range(seq, seq + run)):
+        run = min(len(lines) - done, 10 ** len(str(seq)) - seq)
+        actual = b"".join(map(itemgetter(slice(0, len(SEQ_START % seq))), lines[done : done + run]))
+        if actual != (SEQ_START * run) % tuple(range(seq, seq + run)):
             return False
         done, seq = done + run, seq + run
     return True
@@ -144,16 +131,15 @@ def _first_bad(lines: list[bytes], first: int) -> tuple[int, str | None]:
     `why` is `_GAP` for an intact record with the wrong seq, None when every line is good.
     """
     for number, line in enumerate(lines):
-        raw, seq = line + b"\n", first + number
-        why = _check_line(raw, seq)
-        if why is None and not raw.startswith(b'{"seq":%d,' % seq):
-            return number, _GAP
+        why = crc_problem(line)
         if why is not None:
             return number, why
+        if not line.startswith(SEQ_START % (first + number)):
+            return number, _GAP
     return len(lines), None
 
 
-def _index_lines(index: array, lines: list[bytes], first: int, offset: int) -> None:
+def _index_lines(index: array[int], lines: list[bytes], first: int, offset: int) -> None:
     """Append the byte offsets of the records among `lines` that start an index stride."""
     lengths = list(accumulate(map(len, lines), initial=offset))  # the lines' newlines are not counted:
     for number in range(-(first - 1) % INDEX_STRIDE, len(lines), INDEX_STRIDE):
@@ -185,7 +171,7 @@ def _scan(path: Path, file: IO[bytes]) -> _Scan:
     if carry:  # a last line without its newline
         if pending is not None:
             raise JournalError(path, pending[0], pending[0] - 1, f"record seq {pending[0] - 1}: {pending[2]}")
-        pending = (scan.total + 2, offset, _check_line(carry, scan.total + 1) or "torn")
+        pending = (scan.total + 2, offset, TORN)
     scan.end = pending[1] if pending else offset
     if pending is not None:
         scan.torn = (pending[0], pending[2])
@@ -258,14 +244,11 @@ class ReplayCursor:
         """
         path = Path(path)
         with open(path, "rb") as file:
-            header = _decode_header(path, file.readline())
+            header = read_header_line(path, file)
             scan = _scan(path, file)
-            size = file.tell()
         recovery = None
         if scan.torn is not None:
-            line, why = scan.torn
-            broken = _cut_tail(path, scan.end)
-            recovery = Recovery(path, scan.total, size - scan.end, broken, why)
+            recovery = cut_torn_tail(path, scan.end, scan.total, scan.torn[1])
         return cls(path, header, scan, recovery, snapshot_every)
 
     def close(self) -> None:
@@ -293,8 +276,8 @@ class ReplayCursor:
             raw = file.readline()
             if seq >= start:
                 try:
-                    record = _decode_record(raw)
-                except Exception as exc:  # the file changed under us since open
+                    record = decode_record(raw)
+                except BadRecord as exc:  # the file changed under us since open
                     raise JournalError(self.path, seq + 1, seq, f"record seq {seq}: {exc}") from None
                 yield record
             seq += 1

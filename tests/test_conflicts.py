@@ -17,7 +17,7 @@ from engine.operators import OperatorError
 from engine.merge import merge3, python_merge3
 from engine.plan import load_plan
 from engine.reducer import fold
-from engine.watch import checksum_bytes
+from engine.file_index import checksum_bytes
 
 BASE = "a\nb\nc\n"
 

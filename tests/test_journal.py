@@ -151,6 +151,68 @@ def test_closed_writer_refuses_appends(tmp_path: Path) -> None:
         writer.append(**event(1))
 
 
+# ---------------------------------------------------------------- retract
+
+
+def test_retract_takes_back_a_buffered_record_and_its_seq_is_appended_again(tmp_path: Path) -> None:
+    """An event the state refused is taken back; the next event gets its seq, with no gap."""
+    writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
+    for seq in (1, 2, 3):
+        writer.append(**event(seq))
+    writer.retract(3)
+    assert writer.last_seq == 2
+    with pytest.raises(JournalError, match="does not follow 2"):
+        writer.append(**event(4))
+    writer.append(3, "replacement", {"n": 3}, "2030-01-01T00:00:03.000000Z", 1003.0)
+    writer.close()
+    _, records, recovery = read_journal(writer.path)
+    assert recovery is None and [r["seq"] for r in records] == [1, 2, 3]
+    assert (records[2]["type"], records[2]["data"]) == ("replacement", {"n": 3})
+
+
+def test_retract_refuses_anything_but_the_last_buffered_record(tmp_path: Path) -> None:
+    writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
+    writer.append(**event(1))
+    writer.append(**event(2))
+    with pytest.raises(JournalError, match="the last appended is 2"):
+        writer.retract(1)
+    with pytest.raises(JournalError, match="the last appended is 2"):
+        writer.retract(3)
+    assert writer.flush_sync() == 2
+    with pytest.raises(JournalError, match="already written") as caught:
+        writer.retract(2)  # on disk: a reader may have seen it
+    assert caught.value.seq == 2
+    writer.close()
+    assert [r["seq"] for r in read_journal(writer.path)[1]] == [1, 2]
+
+
+async def test_retract_is_refused_once_a_flush_wrote_the_record(tmp_path: Path) -> None:
+    writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
+    writer.append(**event(1))
+    assert await writer.flush() == 1
+    with pytest.raises(JournalError, match="already written"):
+        writer.retract(1)
+    writer.append(**event(2))
+    writer.retract(2)
+    assert await writer.flush() == 1  # nothing left to wait for: the flush does not hang on seq 2
+    assert writer.fsync_count == 1
+    writer.close()
+    assert [r["seq"] for r in read_journal(writer.path)[1]] == [1]
+
+
+async def test_a_flush_waiting_for_a_retracted_record_returns(tmp_path: Path) -> None:
+    """A flush that began before the retract only waits for what is still appended."""
+    writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
+    writer.append(**event(1))
+    writer.append(**event(2))
+    flushing = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0)  # the flush has begun: its target is 2, its write not yet done
+    writer.retract(2)
+    assert await asyncio.wait_for(flushing, 5) == 1
+    writer.close()
+    assert [r["seq"] for r in read_journal(writer.path)[1]] == [1]
+
+
 # ---------------------------------------------------------------- corruption
 
 

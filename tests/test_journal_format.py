@@ -34,8 +34,8 @@ from engine.plan import load_plan
 from engine.protocol import MANAGER_ID, IPCMessage, MessageType, make_message
 from engine.resume import resume_manager
 from engine.transports.inproc import InProcessTransport
+from engine.file_index import checksum_bytes
 from engine.refusal import Refusal
-from engine.watch import checksum_bytes
 
 GOLDEN = Path(__file__).parent / "golden" / "journal_format.jsonl"
 

@@ -27,7 +27,7 @@ from engine.manager import SprintManager
 from engine.protocol import MANAGER_ID, MessageType, make_message
 from engine.reducer import fold
 from engine.resume import resume_manager
-from engine.watch import checksum_bytes
+from engine.file_index import checksum_bytes
 
 SPRINTDECK = [sys.executable, "-m", "app.cli"]
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}

@@ -17,7 +17,7 @@ import pytest
 
 from test_watch_support import Engine
 from engine.events import EventType
-from engine.watch import (
+from engine.file_index import (
     COARSEST_STEP_NS,
     RACY_NS,
     FileIndex,
@@ -460,18 +460,6 @@ def test_a_file_is_read_whole_whatever_size_was_expected(tmp_path: Path, expecte
         assert read_expected(fd, expected) == b"x" * 6 + b"y" * (2 << 20)
     finally:
         os.close(fd)
-
-
-def test_a_file_of_the_expected_size_takes_one_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "f").write_bytes(b"hello\n")
-    reads = []
-    real_read = os.read
-    monkeypatch.setattr(os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
-    assert read_and_hash(tmp_path / "f", 6) == (_sum("hello\n"), b"hello\n")
-    assert reads == [7]
-    reads.clear()
-    assert FileIndex(tmp_path).read("f") == b"hello\n"
-    assert reads == [7]
 
 
 async def test_locking_a_directory_with_a_named_pipe_does_not_block(tmp_path: Path) -> None:
