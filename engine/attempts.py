@@ -48,7 +48,7 @@ def lock_requests(spec: TaskSpec) -> list[tuple[str, LockType]]:
     merged: dict[str, LockType] = {}
     for path, mode in wanted:
         if path not in merged or MODE_RANK[mode] > MODE_RANK[merged[path]]:
-            merged[path] = mode  # type: ignore[assignment]
+            merged[path] = mode
     return list(merged.items())
 
 
@@ -176,7 +176,7 @@ class Attempts:
     def _backoff(self, task: TaskState) -> float:
         """Capped exponential backoff with equal jitter, deterministic for the seed."""
         rng = random.Random(f"{self._seed}:{task.id}:{task.failures}")
-        ceiling = min(RETRY_CAP, RETRY_BASE * 2**task.failures)
+        ceiling = min(RETRY_CAP, RETRY_BASE * 2.0**task.failures)
         return round(ceiling * (0.5 + 0.5 * rng.random()) / self._speed, 4)
 
     def _retry_due(self, task_id: str, attempt: int) -> None:

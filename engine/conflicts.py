@@ -20,20 +20,14 @@ restores and what a three-way merge (base, last good, current) works from.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from engine.events import (
-    ConflictEscalated,
     ConflictRecord,
-    ConflictResolved,
     FileChanged,
     FileDeleted,
     FileReported,
@@ -42,12 +36,13 @@ from engine.events import (
     HolderRecord,
     ScannedFile,
     UnreadableFile,
+    iso_from_ns,
 )
 from engine.kept_content import ABSENT, KEEP_PER_GRANT, ContentStore, Kept, KeptContent
 from engine.lock_records import Grant
-from engine.merge import MergeResult, merge3
 from engine.models import FileState
 from engine.recorder import Recorder
+from engine.resolutions import ResolutionError, Resolutions, unified_diff_of
 from engine.resources import LockError, is_named
 from engine.file_index import FileIndex, Observation, checksum_with, pair_renames
 from engine.watch import Watcher
@@ -56,10 +51,6 @@ log = logging.getLogger(__name__)
 
 REPORT_GRACE = 0.25  # seconds a change may wait for its holder's state_update before it is a conflict
 Covering = Callable[[str], list[Grant]]  # the grants covering a path, from the lock manager
-
-
-class ResolutionError(ValueError):
-    """A resolution that cannot apply (no conflict, nothing kept to revert to, ...); nothing changed."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +81,7 @@ class FileGuard:
 
     def __init__(self, workspace: Path, recorder: Recorder, covering: Covering, journal_path: Path | None) -> None:
         self.workspace = workspace
+        self._recorder = recorder
         self._state = recorder.state
         self._emit = recorder.emit
         self._covering = covering
@@ -97,6 +89,7 @@ class FileGuard:
         self.index: FileIndex | None = None
         self.watcher: Watcher | None = None
         self._kept: KeptContent | None = None
+        self._resolutions: Resolutions | None = None
         self.reports: dict[str, Report] = {}
         self._deferred: dict[str, tuple[asyncio.TimerHandle, _Deferred]] = {}
         self._released: set[str] = set()  # resource ids released since the last `after_release`
@@ -139,7 +132,7 @@ class FileGuard:
                 self.on_changes(pair_renames(observations))
             return
         files: list[ScannedFile] = [
-            {"path": o.path, "checksum": o.checksum, "size": o.size, "mtime": _iso_ns(o.mtime_ns)}
+            {"path": o.path, "checksum": o.checksum, "size": o.size, "mtime": iso_from_ns(o.mtime_ns)}
             for o in observations
             if o.kind == "changed"
         ]
@@ -163,12 +156,12 @@ class FileGuard:
         for obs in index.scan():
             seen.add(obs.path)
             file = known.get(obs.path)
-            existed = file is not None and file.status != "deleted" and file.error is None
+            existed = file is not None and not file.deleted and file.error is None
             if obs.kind == "changed" and existed and file is not None and file.checksum == obs.checksum:
                 continue  # as the journal knew it
             changes.append(replace(obs, created=not existed, previous=file.checksum if file and existed else ""))
         for path, file in known.items():
-            if path not in seen and file.status != "deleted" and file.error is None:
+            if path not in seen and not file.deleted and file.error is None:
                 changes.append(Observation(path, "deleted", previous=file.checksum))
         self._forget_lost_content(known)
         if changes:
@@ -185,7 +178,7 @@ class FileGuard:
         for path, file in known.items():
             entry = index.entries.get(path)
             if file.status == "conflict" and entry is not None and not entry.error:
-                files.append({"path": path, "checksum": entry.checksum, "size": entry.size, "mtime": _iso_ns(entry.mtime_ns)})
+                files.append({"path": path, "checksum": entry.checksum, "size": entry.size, "mtime": iso_from_ns(entry.mtime_ns)})
         if files:
             self._emit(FilesScanned(files=files, unreadable=[]))
 
@@ -197,6 +190,7 @@ class FileGuard:
         ignore, spill_dir = self._journal_places()
         self.index = FileIndex(self.workspace, ignore=ignore)
         self._kept = KeptContent(ContentStore(spill_dir), self.index, self.workspace)
+        self._resolutions = Resolutions(self.workspace, self._recorder, self.index, self._kept, self.holders, self.settle)
         return True
 
     def _journal_places(self) -> tuple[list[str], Path]:
@@ -231,6 +225,7 @@ class FileGuard:
         if self._kept is not None:
             self._kept.close()
         self.index = None
+        self._resolutions = None
 
     # ------------------------------------------------------------ attribution
 
@@ -291,7 +286,7 @@ class FileGuard:
         if obs.renamed_from is not None and source_conflict is None:
             kept.forget(obs.renamed_from)
         self._emit(FileChanged(
-            path=obs.path, checksum=obs.checksum, size=obs.size, mtime=_iso_ns(obs.mtime_ns), change=change,
+            path=obs.path, checksum=obs.checksum, size=obs.size, mtime=iso_from_ns(obs.mtime_ns), change=change,
             renamed_from=obs.renamed_from, status="conflict" if conflict else "modified",
             modified_by=verdict.owner if conflict is None else None, conflict=conflict, source_conflict=source_conflict,
         ))
@@ -433,106 +428,17 @@ class FileGuard:
 
     # ------------------------------------------------------------ resolutions
 
-    def _conflicted(self, path: str) -> None:
-        if not self._in_conflict(path):
-            raise ResolutionError(f"{path} is not in conflict")
-        self._parts()
-
-    def _current(self, path: str) -> bytes | None:
-        index, _ = self._parts()
-        try:
-            return index.read(path)
-        except FileNotFoundError:
-            return None
-
-    def check(self, path: str, how: str) -> None:
-        """Raise ResolutionError when `how` cannot apply to `path`; changes nothing."""
-        self._conflicted(path)
-        kept = self.kept.get(path)
-        if how == "revert" and kept is None:
-            raise ResolutionError(f"no last good content of {path} was kept (it was under no lock)")
-        if how == "merge":
-            if kept is None or kept.base is ABSENT or kept.good is ABSENT:
-                raise ResolutionError(f"no merge base is known for {path}")
-            if not (self.workspace / path).is_file():
-                raise ResolutionError(f"{path} is gone from disk; accept or revert instead")
-
-    def accept(self, path: str, by: str) -> None:
-        """The current content (or absence) becomes the new base."""
-        self.check(path, "accept")
-        self.settle([path])
-        self._rebase(path)
-        self._resolved(path, "accept", by)
-
-    def revert(self, path: str, by: str) -> None:
-        """Put the last good content back (remove the file when it did not exist)."""
-        self.check(path, "revert")
-        _, kept = self._parts()
-        good = kept.by_path[path].good
-        self._write(path, None if good is ABSENT else kept.content(good))
-        self._rebase(path)
-        self._resolved(path, "revert", by)
-
-    def merge(self, path: str, by: str) -> MergeResult:
-        """Three-way merge base -> last good and base -> current; with markers, it stays a conflict."""
-        self.check(path, "merge")
-        _, kept_content = self._parts()
-        kept = kept_content.by_path[path]
-        assert kept.base is not None and kept.good is not None  # check() saw to it
-        current = self._current(path) or b""
-        result = merge3(kept_content.content(kept.base), kept_content.content(kept.good), current,
-                        labels=("last good", "base", "current"))
-        if not result.clean:
-            self._emit(ConflictResolved(path=path, resolution="merge", by=by, status="conflict",
-                                        conflicts=result.conflicts, tool=result.tool))
-            return result
-        self._write(path, result.content)
-        self._rebase(path)
-        self._resolved(path, "merge", by, tool=result.tool)
-        return result
-
-    def _rebase(self, path: str) -> None:
-        """After a resolution the content on disk is the base of whoever still holds the path."""
-        _, kept = self._parts()
-        kept.forget(path)
-        if self.holders(path):
-            kept.keep_base(path)
-
-    def escalate(self, path: str, by: str, note: str | None) -> None:
-        self._conflicted(path)
-        self._emit(ConflictEscalated(path=path, by=by, note=note))
+    def resolutions(self) -> Resolutions:
+        """The conflict resolutions, while the watcher runs (else ResolutionError says so)."""
+        if self._resolutions is None:
+            raise ResolutionError("the file watcher is not running")
+        return self._resolutions
 
     def diff(self, path: str) -> str:
         """A unified diff from the last good content to what is on disk now (for the escalation modal)."""
-        kept = self.kept.get(path)
-        current = self._current(path) if self.running else None
-        if kept is None or self._kept is None:
-            header = f"# no last good content of {path} was kept (it was under no lock)\n"
-            return header + _unified(None, current, path)
-        good = None if kept.good is ABSENT else self._kept.content(kept.good)
-        return _unified(good, current, path)
-
-    def _write(self, path: str, content: bytes | None) -> None:
-        index, _ = self._parts()
-        target = self.workspace / path
-        if content is None:
-            target.unlink(missing_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.sprintdeck-tmp")
-            temporary.write_bytes(content)
-            os.replace(temporary, target)
-        index.reconcile(path)  # our own write: the stat cache absorbs it, no change is judged
-
-    def _resolved(self, path: str, how: str, by: str, **extra: Any) -> None:
-        index, _ = self._parts()
-        entry = index.entries.get(path)
-        if entry is None:
-            self._emit(ConflictResolved(path=path, resolution=how, by=by, status="clean", deleted=True,
-                                        checksum=None, size=None, mtime=None, **extra))
-            return
-        self._emit(ConflictResolved(path=path, resolution=how, by=by, status="clean", deleted=False,
-                                    checksum=entry.checksum, size=entry.size, mtime=_iso_ns(entry.mtime_ns), **extra))
+        if self._resolutions is None:
+            return unified_diff_of(path, None, None, kept=False)
+        return self._resolutions.diff(path)
 
 
 # ---------------------------------------------------------------- helpers
@@ -547,17 +453,3 @@ def _holder(grant: Grant) -> HolderRecord:
         "token": grant.token,
         "taskId": grant.task_id,
     }
-
-
-def _iso_ns(mtime_ns: int | None) -> str | None:
-    if mtime_ns is None:
-        return None
-    return datetime.fromtimestamp(mtime_ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
-
-
-def _unified(old: bytes | None, new: bytes | None, path: str) -> str:
-    before = (old or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
-    after = (new or b"").decode("utf-8", errors="replace").splitlines(keepends=True)
-    old_name = f"a/{path}" if old is not None else "/dev/null"
-    new_name = f"b/{path}" if new is not None else "/dev/null"
-    return "".join(difflib.unified_diff(before, after, old_name, new_name))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, Protocol
 
 from engine.events import (
@@ -196,7 +197,7 @@ class LockDesk:
             grant = self._locks.get(lock_id)
             if grant is None or self._still_used(lock_id):
                 continue
-            self._end([grant], lambda g=grant: self._emit(LockReleased(lock_id=g.lock_id, reason="task_end", by=g.owner)))
+            self._end([grant], partial(self._emit, LockReleased(lock_id=lock_id, reason="task_end", by=grant.owner)))
             paths.append(grant.resource_id)
         self._wake(paths)
 

@@ -8,7 +8,8 @@ through the same paths agents' messages take, so a replay tells the whole story.
 from __future__ import annotations
 
 from engine.attempts import Attempts
-from engine.conflicts import FileGuard, ResolutionError
+from engine.conflicts import FileGuard
+from engine.resolutions import ResolutionError
 from engine.events import (
     Absent,
     OperatorAction,
@@ -165,14 +166,17 @@ class Operators:
         if how not in RESOLUTIONS:
             raise OperatorError(f"unknown resolution {how!r}; use accept, revert, merge or escalate")
         try:
-            self._files.check(path, how)
+            resolutions = self._files.resolutions()
+            resolutions.check(path, how)
         except ResolutionError as exc:
             raise OperatorError(str(exc)) from None
         self._record(OperatorAction(action=f"{how}_file", by=by, path=path, note=note))
         if how == "escalate":
-            self._files.escalate(path, by, None if isinstance(note, Absent) else note)
-            return None
-        if how == "merge":
-            return self._files.merge(path, by)
-        getattr(self._files, how)(path, by)
+            resolutions.escalate(path, by, None if isinstance(note, Absent) else note)
+        elif how == "merge":
+            return resolutions.merge(path, by)
+        elif how == "accept":
+            resolutions.accept(path, by)
+        else:
+            resolutions.revert(path, by)
         return None

@@ -14,7 +14,7 @@ import json
 import os
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -252,99 +252,100 @@ class IPCMessage(WireModel):
         `model_dump(mode="json", exclude_none=True)`, minus model_dump's argument handling: the
         manager records every message, and the serializer called directly costs a quarter less.
         """
-        return self.__pydantic_serializer__.to_python(self, mode="json", exclude_none=True, by_alias=True)
+        wire: dict[str, Any] = self.__pydantic_serializer__.to_python(self, mode="json", exclude_none=True, by_alias=True)
+        return wire
 
 
 # ---------------------------------------------------------------- one class per message type
 
 
 class TaskAssignMessage(IPCMessage):
-    type: Literal["task_assign"]
+    type: Literal[MessageType.TASK_ASSIGN]
     payload: TaskAssignPayload
 
 
 class TaskCompleteMessage(IPCMessage):
-    type: Literal["task_complete"]
+    type: Literal[MessageType.TASK_COMPLETE]
     payload: TaskCompletePayload
 
 
 class TaskFailedMessage(IPCMessage):
-    type: Literal["task_failed"]
+    type: Literal[MessageType.TASK_FAILED]
     payload: TaskFailedPayload
 
 
 class TaskUpdateMessage(IPCMessage):
-    type: Literal["task_update"]
+    type: Literal[MessageType.TASK_UPDATE]
     payload: TaskUpdatePayload
 
 
 class TaskCancelMessage(IPCMessage):
-    type: Literal["task_cancel"]
+    type: Literal[MessageType.TASK_CANCEL]
     payload: TaskCancelPayload
 
 
 class ResourceLockMessage(IPCMessage):
-    type: Literal["resource_lock"]
+    type: Literal[MessageType.RESOURCE_LOCK]
     payload: ResourceLockPayload
 
 
 class ResourceUnlockMessage(IPCMessage):
-    type: Literal["resource_unlock"]
+    type: Literal[MessageType.RESOURCE_UNLOCK]
     payload: ResourceUnlockPayload
 
 
 class ResourceConflictMessage(IPCMessage):
-    type: Literal["resource_conflict"]
+    type: Literal[MessageType.RESOURCE_CONFLICT]
     payload: ResourceConflictPayload
 
 
 class StateUpdateMessage(IPCMessage):
-    type: Literal["state_update"]
+    type: Literal[MessageType.STATE_UPDATE]
     payload: StateUpdatePayload
 
 
 class StateRequestMessage(IPCMessage):
-    type: Literal["state_request"]
+    type: Literal[MessageType.STATE_REQUEST]
     payload: StateRequestPayload
 
 
 class StateSyncMessage(IPCMessage):
-    type: Literal["state_sync"]
+    type: Literal[MessageType.STATE_SYNC]
     payload: StateSyncPayload
 
 
 class AgentReadyMessage(IPCMessage):
-    type: Literal["agent_ready"]
+    type: Literal[MessageType.AGENT_READY]
     payload: AgentReadyPayload
 
 
 class AgentBusyMessage(IPCMessage):
-    type: Literal["agent_busy"]
+    type: Literal[MessageType.AGENT_BUSY]
     payload: AgentBusyPayload
 
 
 class AgentErrorMessage(IPCMessage):
-    type: Literal["agent_error"]
+    type: Literal[MessageType.AGENT_ERROR]
     payload: AgentErrorPayload
 
 
 class RequestAssistanceMessage(IPCMessage):
-    type: Literal["request_assistance"]
+    type: Literal[MessageType.REQUEST_ASSISTANCE]
     payload: RequestAssistancePayload
 
 
 class ProvideAssistanceMessage(IPCMessage):
-    type: Literal["provide_assistance"]
+    type: Literal[MessageType.PROVIDE_ASSISTANCE]
     payload: ProvideAssistancePayload
 
 
 class BroadcastInfoMessage(IPCMessage):
-    type: Literal["broadcast_info"]
+    type: Literal[MessageType.BROADCAST_INFO]
     payload: BroadcastInfoPayload
 
 
 class HeartbeatMessage(IPCMessage):
-    type: Literal["heartbeat"]
+    type: Literal[MessageType.HEARTBEAT]
     payload: HeartbeatPayload
 
 
@@ -375,7 +376,24 @@ MANAGER_ONLY_TYPES = frozenset(
 )
 
 AnyMessage = Annotated[
-    Union[tuple(MESSAGE_CLASSES.values())],  # type: ignore[valid-type]
+    TaskAssignMessage
+    | TaskCompleteMessage
+    | TaskFailedMessage
+    | TaskUpdateMessage
+    | TaskCancelMessage
+    | ResourceLockMessage
+    | ResourceUnlockMessage
+    | ResourceConflictMessage
+    | StateUpdateMessage
+    | StateRequestMessage
+    | StateSyncMessage
+    | AgentReadyMessage
+    | AgentBusyMessage
+    | AgentErrorMessage
+    | RequestAssistanceMessage
+    | ProvideAssistanceMessage
+    | BroadcastInfoMessage
+    | HeartbeatMessage,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[IPCMessage] = TypeAdapter(AnyMessage)
@@ -458,9 +476,10 @@ def make_message(
     if kind.__class__ is not MessageType:
         kind = MessageType(kind)
     # The class's validator called directly: model_validate's wrapper was a quarter of the cost.
-    return MESSAGE_CLASSES[kind].__pydantic_validator__.validate_python(
+    message: IPCMessage = MESSAGE_CLASSES[kind].__pydantic_validator__.validate_python(
         {"type": kind, "from_": sender, "to": to, "payload": payload, **envelope}
     )
+    return message
 
 
 def reply_to(

@@ -240,7 +240,7 @@ def _task_unblocked(state: ProjectState, body: TaskUnblocked, event: Event) -> N
     task.status = "assigned"
     task.blocked_on = []
     waited = float(body.waited)
-    for agent_id in task.agents or [task.agent]:
+    for agent_id in _participants(task):
         if agent_id in state.agents:
             state.agents[agent_id].metrics.resource_lock_wait_time += waited
 
@@ -274,7 +274,7 @@ def _task_completed(state: ProjectState, body: TaskCompleted, event: Event) -> N
     task.progress = 1.0
     task.started_at = started
     duration = _seconds_between(started, now)
-    for agent_id in task.agents or [task.agent]:
+    for agent_id in _participants(task):
         metrics = state.agents[agent_id].metrics
         done = metrics.tasks_completed
         metrics.average_task_duration = (metrics.average_task_duration * done + duration) / (done + 1)

@@ -21,6 +21,7 @@ state.  Then the restart itself is recorded, so a replay tells the story too:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from engine.events import Event, EventType, SprintRecovered, TaskRequeued, WaiterRemoved
@@ -29,6 +30,7 @@ from engine.manager import SprintManager
 from engine.models import ProjectState, TaskState
 from engine.plan import Plan
 from engine.protocol import MANAGER_ID
+from engine.transports.base import Transport
 
 LOCAL_AGENT_KINDS = frozenset({"simulated", "shell"})
 RESTART_REASON = "manager_restart"
@@ -84,6 +86,17 @@ def resume_manager(plan: Plan, records: Sequence[dict[str, Any]], **manager_args
     manager.attempts.resume()
     _rebuild_scheduler(manager)
     return manager
+
+
+def sprint_manager(plan: Plan, records: Sequence[dict[str, Any]] | None, *, workspace: Path,
+                   journal: JournalWriter | None, transport: Transport | None = None, seed: int = 0,
+                   speed: float = 1.0) -> SprintManager:
+    """The manager of a sprint: a new one, or with a crashed run's journal `records` that sprint continued.
+
+    A resumed manager has no loop yet: its lease timers are armed when `start` runs on one.
+    """
+    args: dict[str, Any] = dict(workspace=workspace, journal=journal, transport=transport, seed=seed, speed=speed)
+    return SprintManager(plan, **args) if records is None else resume_manager(plan, records, **args)
 
 
 def _release(manager: SprintManager, lock_id: str, owner: str) -> None:

@@ -52,7 +52,7 @@ class _Group:
 
 
 class Scheduler:
-    def __init__(self, plan: Plan, graph: nx.DiGraph) -> None:
+    def __init__(self, plan: Plan, graph: nx.DiGraph[str]) -> None:
         critical = critical_path_lengths(graph)
         descendants = descendant_counts(graph)
         self._graph = graph
@@ -71,7 +71,7 @@ class Scheduler:
         self._collaborative = {task.id for task in plan.tasks if task.coordination == "collaborative"}
         self._pinned = {task.id for task in plan.tasks if task.agent}
         self._requires = {task.id: set(task.requires) for task in plan.tasks}
-        self._groups: dict[tuple[str, bool], _Group] = {}
+        self._groups: dict[tuple[tuple[str, ...], bool], _Group] = {}
         self._group_of: dict[str, _Group] = {}
         self._groups_with: dict[str, list[_Group]] = {}  # agent -> the groups it belongs to
         self._queued: dict[str, int] = {}  # task -> rank it was pushed with (lazy deletion)

@@ -7,6 +7,8 @@ a symbol and a word, so no state is conveyed by colour alone.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from textual.theme import Theme
 
 STATUS_VARIABLES = (
@@ -34,7 +36,22 @@ STATUS_VARIABLES = (
 )
 
 
-def _theme(name: str, *, dark: bool, base: dict[str, str], status: dict[str, str]) -> Theme:
+class Base(TypedDict):
+    """The colours every Textual theme names (widgets and the footer draw with these)."""
+
+    primary: str
+    secondary: str
+    accent: str
+    warning: str
+    error: str
+    success: str
+    foreground: str
+    background: str
+    surface: str
+    panel: str
+
+
+def _theme(name: str, *, dark: bool, base: Base, status: dict[str, str]) -> Theme:
     missing = set(STATUS_VARIABLES) - set(status)
     assert not missing, f"theme {name} lacks {sorted(missing)}"
     return Theme(name=name, dark=dark, variables=status, **base)
@@ -43,7 +60,7 @@ def _theme(name: str, *, dark: bool, base: dict[str, str], status: dict[str, str
 DARK = _theme(
     "sprintdeck-dark",
     dark=True,
-    base=dict(primary="#5fafff", secondary="#af87ff", accent="#ffaf5f", warning="#ffd75f", error="#ff5f5f",
+    base=Base(primary="#5fafff", secondary="#af87ff", accent="#ffaf5f", warning="#ffd75f", error="#ff5f5f",
               success="#87d787", foreground="#d0d0d0", background="#121212", surface="#1c1c1c", panel="#262626"),
     status={
         "status-pending": "#808080", "status-ready": "#87afff", "status-running": "#5fd7ff",
@@ -60,7 +77,7 @@ DARK = _theme(
 LIGHT = _theme(
     "sprintdeck-light",
     dark=False,
-    base=dict(primary="#005fd7", secondary="#5f00af", accent="#af5f00", warning="#875f00", error="#d70000",
+    base=Base(primary="#005fd7", secondary="#5f00af", accent="#af5f00", warning="#875f00", error="#d70000",
               success="#008700", foreground="#1c1c1c", background="#fafafa", surface="#eeeeee", panel="#e4e4e4"),
     status={
         "status-pending": "#6c6c6c", "status-ready": "#005faf", "status-running": "#0087af",
@@ -77,7 +94,7 @@ LIGHT = _theme(
 HIGH_CONTRAST = _theme(
     "sprintdeck-contrast",
     dark=True,
-    base=dict(primary="#00ffff", secondary="#ff00ff", accent="#ffff00", warning="#ffff00", error="#ff0000",
+    base=Base(primary="#00ffff", secondary="#ff00ff", accent="#ffff00", warning="#ffff00", error="#ff0000",
               success="#00ff00", foreground="#ffffff", background="#000000", surface="#000000", panel="#000000"),
     status={
         "status-pending": "#ffffff", "status-ready": "#00ffff", "status-running": "#00ffff",

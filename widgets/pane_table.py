@@ -7,7 +7,7 @@ index over all rows, so a 10,000-task sprint paid O(rows) per change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from rich.style import Style
 from rich.text import Text
@@ -107,7 +107,7 @@ class PaneTable(ScrollView, can_focus=True):
         if len(self._order) == 1:
             self.post_message(self.Highlighted(self, key))
 
-    def upsert(self, key: str, cells: list[Cell], columns: list[str] | None = None) -> None:
+    def upsert(self, key: str, cells: Sequence[Cell], columns: list[str] | None = None) -> None:
         """Add the row, or replace it and repaint just its line (no rebuild per event)."""
         if key not in self._row_cells:
             self.add_row(*cells, key=key)

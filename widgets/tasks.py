@@ -46,7 +46,7 @@ class TasksPane(PaneTable):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._graph = nx.DiGraph()
+        self._graph: nx.DiGraph[str] = nx.DiGraph()
         self._critical: set[str] = set()
         self._related: dict[str, str] = {}  # task -> "↑" or "↓"
         self._state: ProjectState | None = None
@@ -71,7 +71,7 @@ class TasksPane(PaneTable):
                     self.upsert(child, self._cells(state.tasks[child]), keys)
 
     def _rebuild(self, state: ProjectState) -> None:
-        graph = nx.DiGraph()
+        graph: nx.DiGraph[str] = nx.DiGraph()
         for task in state.tasks.values():
             graph.add_node(task.id, estimate=task.estimate)
             for dep in task.dependencies:

@@ -71,10 +71,11 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def divergence(path_a: Path, path_b: Path) -> str | None:
     """Describe the first diverging event, or None when the recordings agree (streamed, O(1) memory)."""
-    records: Iterator[tuple[dict | None, dict | None]] = zip_longest(iter_journal(path_a), iter_journal(path_b))
+    records: Iterator[tuple[dict[str, Any] | None, dict[str, Any] | None]] = zip_longest(iter_journal(path_a), iter_journal(path_b))
     for a, b in records:
         if a is None or b is None:
             longer, record = ("B", b) if a is None else ("A", a)
+            assert record is not None  # zip_longest fills one side only
             return f"seq {record['seq']} {record['type']}: A and B agree until here, then only {longer} goes on"
         if a["type"] != b["type"]:
             return f"seq {a['seq']}: {a['type']} in A, {b['type']} in B"

@@ -18,9 +18,9 @@ from typing import Any, TextIO
 from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
 from engine.events import Event, EventType
 from engine.journal import JournalError, JournalWriter, read_header
-from engine.manager import SprintManager, SprintResult
+from engine.manager import SprintResult
 from engine.plan import Plan, PlanError, load_plan
-from engine.resume import ResumeError, check_resumable, resume_manager
+from engine.resume import ResumeError, check_resumable, sprint_manager
 from engine.workspace import prepare_workspace
 
 DEFAULT_SPEED = 20.0
@@ -148,11 +148,8 @@ def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_p
     from app.dashboard import SprintDeckApp
     from app.source import LiveSource
 
-    manager_args = dict(workspace=workspace, journal=journal, seed=args.seed, speed=args.speed or DEFAULT_SPEED)
-    if records is None:
-        manager = SprintManager(plan, **manager_args)
-    else:  # no loop runs yet: lease timers are armed when the dashboard's loop starts the manager
-        manager = resume_manager(plan, records, **manager_args)
+    manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=args.seed,
+                             speed=args.speed or DEFAULT_SPEED)
     app = SprintDeckApp(LiveSource(manager, journal=str(journal_path)), theme_name=args.theme)
     app.run()
     if not manager.finished:
@@ -170,11 +167,7 @@ async def run_headless(
     records: list[dict] | None = None,
 ) -> SprintResult:
     """Run to the end; with `records` (a resumed journal) continue that sprint instead of starting one."""
-    manager_args = dict(workspace=workspace, journal=journal, seed=seed, speed=speed)
-    if records is None:
-        manager = SprintManager(plan, **manager_args)
-    else:
-        manager = resume_manager(plan, records, **manager_args)
+    manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=seed, speed=speed)
     progress = ProgressLine(sys.stderr, total=len(plan.tasks))
     progress.done = sum(task.status == "completed" for task in manager.state.tasks.values())  # resumed
     manager.subscribe(progress.on_event)

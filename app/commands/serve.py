@@ -25,7 +25,7 @@ from engine.events import AgentDead, Event, SprintFinished
 from engine.journal import JournalError, JournalWriter
 from engine.manager import SprintManager, SprintResult
 from engine.plan import Plan, PlanError, load_plan
-from engine.resume import ResumeError, check_resumable, resume_manager
+from engine.resume import ResumeError, check_resumable, sprint_manager
 from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
 from engine.transports.socket import SocketTransport
 from engine.transports.tokens import TokenError, ensure_tokens, token_path, tokens_dir_for
@@ -201,13 +201,8 @@ def build(served: Served) -> tuple[SprintManager, SocketTransport]:
     transport = SocketTransport(
         served.listener, served.address, tokens=served.tokens, welcome=lambda agent_id: welcome(served, agent_id)
     )
-    manager_args: dict[str, Any] = dict(
-        workspace=served.workspace, transport=transport, journal=served.journal, seed=served.seed, speed=served.speed
-    )
-    if served.records is None:
-        manager = SprintManager(served.plan, **manager_args)
-    else:
-        manager = resume_manager(served.plan, served.records, **manager_args)
+    manager = sprint_manager(served.plan, served.records, workspace=served.workspace, journal=served.journal,
+                             transport=transport, seed=served.seed, speed=served.speed)
     transport.on_refused = manager.refuse  # journaled as message_rejected (a security event if `security`)
 
     def on_event(event: Event) -> None:

@@ -109,9 +109,9 @@ class LocalAgent:
             execution = asyncio.get_running_loop().create_task(self._run_task(assign))
             self._running[assign.task_id] = (assign.attempt, execution)
         elif message.type == MessageType.TASK_CANCEL:
-            attempt, execution = self._running.get(message.payload.task_id, (None, None))
-            if execution is not None and attempt == message.payload.attempt:
-                execution.cancel()
+            running = self._running.get(message.payload.task_id)
+            if running is not None and running[0] == message.payload.attempt:
+                running[1].cancel()
 
     async def _run_task(self, assign: TaskAssignPayload) -> None:
         base = {"taskId": assign.task_id, "attempt": assign.attempt}
