@@ -24,7 +24,7 @@ from textual.timer import Timer
 from textual.worker import get_current_worker
 
 from app.dashboard import SprintDeckApp
-from engine.events import Event, EventType
+from engine.events import Event, MessageRecorded
 from engine.journal import JournalError
 from engine.models import ProjectState
 from engine.replay import ReplayCursor, parse_time_of_day
@@ -342,12 +342,11 @@ class ReplayApp(SprintDeckApp):
 def _describe(event: Event | None) -> str:
     if event is None:
         return "before the first event"
-    data = event.data
-    if event.type == EventType.MESSAGE:
-        message = data["message"]
+    body = event.body
+    if isinstance(body, MessageRecorded):
+        message = body.message
         return f"#{event.seq} message {message['type']} {message['from']} → {message['to']}"
-    subject = data.get("taskId") or data.get("path") or data.get("agentId") or data.get("resourceId") or ""
-    return f"#{event.seq} {event.type} {subject}".strip()
+    return f"#{event.seq} {event.type} {body.subject}".strip()
 
 
 def run_replay(cursor: ReplayCursor, *, theme: str | None = None, at: int | None = None) -> int:

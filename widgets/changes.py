@@ -5,7 +5,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.events import Event, EventType
+from engine.events import (
+    AgentDead,
+    AgentRegistered,
+    AgentStatus,
+    CompletionRefused,
+    Event,
+    EventBody,
+    FileEvent,
+    FileReported,
+    LockEvent,
+    LockGranted,
+    LockQueued,
+    LockRefused,
+    LockRenewed,
+    OperatorAction,
+    SprintStarted,
+    TaskAssigned,
+    TaskEvent,
+)
+
+_BY_AGENT = (AgentStatus, AgentDead, CompletionRefused, LockGranted, LockQueued, LockRenewed, LockRefused, FileReported)
 
 
 @dataclass
@@ -20,27 +40,41 @@ class Changes:
         return bool(self.tasks or self.agents or self.files or self.locks or self.everything)
 
 
-_LOCK_EVENTS = {
-    EventType.LOCK_GRANTED, EventType.LOCK_QUEUED, EventType.LOCK_RELEASED, EventType.LOCK_RENEWED,
-    EventType.WAITER_REMOVED, EventType.AGENT_DEAD,
-}
-
-
 def collect(events: Iterable[Event]) -> Changes:
     changes = Changes()
     for event in events:
-        data = event.data
-        if event.type == EventType.SPRINT_STARTED:
-            changes.everything = True
-        if "taskId" in data:
-            changes.tasks.add(data["taskId"])
-        changes.tasks.update(data.get("requeuedTasks", ()))
-        if "agentId" in data:
-            changes.agents.add(data["agentId"])
-        if event.type == EventType.TASK_ASSIGNED:
-            changes.agents.update(data["agents"])
-        if "path" in data:
-            changes.files.add(data["path"])
-        if event.type in _LOCK_EVENTS:
-            changes.locks = True
+        _note(changes, event.body)
     return changes
+
+
+def _note(changes: Changes, body: EventBody) -> None:
+    """The rows one event touches, by its kind (a kind that names a task, an agent, a file...)."""
+    if isinstance(body, SprintStarted):
+        changes.everything = True
+    if isinstance(body, TaskEvent):
+        changes.tasks.add(body.task_id)
+    if isinstance(body, TaskAssigned):
+        changes.agents.update(body.agents)
+    if isinstance(body, _BY_AGENT):
+        changes.agents.add(body.agent_id)
+    if isinstance(body, AgentRegistered):
+        changes.agents.add(str(body.agent.get("id", "")))
+    if isinstance(body, (LockGranted, LockQueued)) and body.task_id is not None:
+        changes.tasks.add(body.task_id)
+    if isinstance(body, AgentDead):
+        changes.tasks.update(body.requeued_tasks)
+    if isinstance(body, (LockEvent, AgentDead)):
+        changes.locks = True
+    if isinstance(body, FileEvent):
+        changes.files.add(body.path)
+    if isinstance(body, OperatorAction):
+        _note_operator(changes, body)
+
+
+def _note_operator(changes: Changes, body: OperatorAction) -> None:
+    if isinstance(body.task_id, str):
+        changes.tasks.add(body.task_id)
+    if isinstance(body.agent_id, str):
+        changes.agents.add(body.agent_id)
+    if isinstance(body.path, str):
+        changes.files.add(body.path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
-from engine.events import Event, EventType
+from engine.events import Event, TaskCancelled, TaskCompleted, TaskFailed
 from engine.journal import JournalError, JournalWriter, read_header
 from engine.manager import SprintResult
 from engine.plan import Plan, PlanError, load_plan
@@ -192,10 +192,10 @@ class ProgressLine:
 
     def on_event(self, event: Event) -> None:
         """Count outcomes from the event stream, so a redraw never scans every task."""
-        if event.type == EventType.TASK_COMPLETED:
+        body = event.body
+        if isinstance(body, TaskCompleted):
             self.done += 1
-        elif event.type == EventType.TASK_CANCELLED or (
-            event.type == EventType.TASK_FAILED and not event.data.get("willRetry")
+        elif isinstance(body, TaskCancelled) or (isinstance(body, TaskFailed) and not body.will_retry
         ):
             self.failed += 1
         else:

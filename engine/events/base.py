@@ -119,6 +119,11 @@ class EventBody:
     KIND: ClassVar[EventType]
     KEYS: ClassVar[tuple[tuple[str, str], ...]]  # (attribute, journal key), in journal order
 
+    @property
+    def subject(self) -> str:
+        """What the event is about, in a word (a task, a file, an agent, a lock), for a status line."""
+        return ""
+
     def wire(self) -> dict[str, Any]:
         """The record's `data` object: every field under its key, `ABSENT` ones left out."""
         data: dict[str, Any] = {}

@@ -49,6 +49,10 @@ class FileEvent(EventBody):
 
     path: str
 
+    @property
+    def subject(self) -> str:
+        return self.path
+
 
 @event_kind(EventType.FILES_SCANNED)
 @dataclass(slots=True, kw_only=True)

@@ -34,6 +34,10 @@ class LockGranted(LockEvent):
     expires_at: str
     request_id: str | None = None
 
+    @property
+    def subject(self) -> str:
+        return self.task_id or self.agent_id
+
 
 @event_kind(EventType.LOCK_QUEUED)
 @dataclass(slots=True, kw_only=True)
@@ -42,6 +46,10 @@ class LockQueued(LockEvent):
     agent_id: str
     task_id: str | None = None
     resources: list[LockItem]
+
+    @property
+    def subject(self) -> str:
+        return self.task_id or self.agent_id
 
 
 @event_kind(EventType.LOCK_RELEASED)
@@ -58,6 +66,10 @@ class LockRenewed(LockEvent):
     agent_id: str = ""
     expires_at: dict[str, str]  # lock id -> new expiry
 
+    @property
+    def subject(self) -> str:
+        return self.agent_id
+
 
 @event_kind(EventType.WAITER_REMOVED)
 @dataclass(slots=True, kw_only=True)
@@ -72,3 +84,7 @@ class LockRefused(EventBody):
     resource_id: str
     agent_id: str = ""
     reason: str = ""
+
+    @property
+    def subject(self) -> str:
+        return self.agent_id or self.resource_id

@@ -48,3 +48,10 @@ class OperatorAction(EventBody):
     holder: str | Absent = ABSENT
     path: str | Absent = ABSENT
     note: str | None | Absent = ABSENT
+
+    @property
+    def subject(self) -> str:
+        for value in (self.task_id, self.path, self.agent_id, self.resource_id):
+            if isinstance(value, str):
+                return value
+        return ""

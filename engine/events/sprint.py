@@ -78,6 +78,10 @@ class AgentStatus(EventBody):
     agent_id: str
     status: str
 
+    @property
+    def subject(self) -> str:
+        return self.agent_id
+
 
 @event_kind(EventType.AGENT_DEAD)
 @dataclass(slots=True, kw_only=True)
@@ -89,3 +93,7 @@ class AgentDead(EventBody):
     released_locks: list[str] = field(default_factory=list)
     requeued_tasks: list[str] = field(default_factory=list)
     cancelled_requests: list[str] = field(default_factory=list)
+
+    @property
+    def subject(self) -> str:
+        return self.agent_id

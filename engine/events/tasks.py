@@ -16,6 +16,10 @@ class TaskEvent(EventBody):
 
     task_id: str
 
+    @property
+    def subject(self) -> str:
+        return self.task_id
+
 
 @event_kind(EventType.TASK_READY)
 @dataclass(slots=True, kw_only=True)
