@@ -28,7 +28,7 @@ from app.screens.confirm import ConfirmScreen
 from app.screens.details import DetailsScreen
 from app.screens.help import HelpScreen
 from app.screens.message_details import MessageDetailsScreen
-from app.state_source import StateSource
+from app.source import StateSource
 from engine.events import Event
 from engine.message_filter import Filter
 from engine.message_store import MessageStore

@@ -20,7 +20,7 @@ from app.screens.confirm import ConfirmScreen
 from app.screens.conflict import ConflictScreen
 from app.screens.reassign import Candidate, ReassignScreen
 from app.source import LiveSource
-from app.state_source import StateSource
+from app.source import StateSource
 from engine.manager import SprintManager
 from engine.operators import OperatorError
 from engine.merge import MergeResult

@@ -1,18 +1,59 @@
 """Where the dashboard's state comes from: a running engine, or a fixed recorded history.
 
-Both look the same to the App (state, events, journal, whether operations apply), so the same
-widgets serve the live dashboard, snapshot tests and (later) replay.
+Both look the same to the App (state, events, journal, whether operations apply): `StateSource`
+names that shape, which the replay dashboard's cursor source has too, so the same widgets serve the
+live dashboard, snapshot tests and replay, and the App never asks which one it has (except to
+operate: only a live source has a manager).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from engine.events import Event
 from engine.manager import SprintManager
 from engine.models import ProjectState
 from engine.reducer import apply, fold
+
+
+class StateSource(Protocol):
+    """Read-only to the App: the state, its events, and where they come from."""
+
+    @property
+    def live(self) -> bool:
+        """A running engine is behind it, so operations apply and quitting stops the sprint."""
+        ...
+
+    @property
+    def mode(self) -> str:
+        """`live`, `recorded` or `replay`: the header says which."""
+        ...
+
+    @property
+    def transport(self) -> str: ...
+
+    @property
+    def journal(self) -> str | None: ...
+
+    @property
+    def state(self) -> ProjectState: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener` with every new event (a recording never has one)."""
+        ...
+
+    def history(self) -> list[Event]:
+        """The events that came before the App subscribed, drawn at first paint."""
+        ...
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class LiveSource:

@@ -265,7 +265,7 @@ class LockDesk:
             try:
                 grants = self._grant(decision, waiting.claim)
             except Exception as exc:
-                self._locks.withdraw(decision.request_id)
+                self._withdraw(decision.request_id, GRANT_FAILED)
                 self._refuse(waiting, f"could not grant the lock: {exc}", None)
                 continue
             waiting.granted(grants, round(self._recorder.clock() - waiting.since, 6))
@@ -309,9 +309,9 @@ class LockDesk:
         except RuntimeError:
             return  # not running yet (a resumed manager): `start` arms it
         delay = max(0.0, deadline - self._recorder.clock()) + 0.001
-        self._lease_timer = loop.call_later(delay, self._expire)
+        self._lease_timer = loop.call_later(delay, self.expire)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         """Leases that ran out end (their paths held back for lock-delay); ended hold-backs lift."""
         self._lease_timer = None
         expired, ended = self._locks.due()
