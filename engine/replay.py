@@ -49,7 +49,7 @@ from engine.models import ProjectState
 from engine.reducer import apply, state_digest
 
 INDEX_STRIDE = 64  # records between two index entries: 8 bytes per 64 events, a short skip per read
-_CHUNK = 1 << 18  # bytes read per block while opening: small enough to stay in cache, big enough to batch
+BLOCK_BYTES = 1 << 18  # bytes read per block while opening: small enough to stay in cache, big enough to batch
 _TAIL = itemgetter(slice(-CRC_SUFFIX_LEN, None))  # ,"crc":"xxxxxxxx"}  of a line without its newline
 _BODY = itemgetter(slice(None, -CRC_SUFFIX_LEN))  # what the crc covers, but for the closing brace
 _TAIL_TEMPLATE = CRC_PREFIX + b"________" + CRC_END
@@ -146,10 +146,10 @@ def _index_lines(index: array[int], lines: list[bytes], first: int, offset: int)
         index.append(lengths[number] + number)  # so line `number` starts `number` newlines further on
 
 
-def _scan(path: Path, file: IO[bytes]) -> _Scan:
+def _scan(path: Path, file: IO[bytes], block_bytes: int = BLOCK_BYTES) -> _Scan:
     """Check every record after the header; a bad line before the last is a `JournalError`.
 
-    This is the whole cost of opening a journal, so it works on blocks of `_CHUNK` bytes: split
+    This is the whole cost of opening a journal, so it works on blocks of `block_bytes` bytes: split
     into lines (the partial line at a block's end is carried into the next), checked in bulk by
     `_crcs_intact` and `_seqs_in_order`, about half the cost of a per-line loop.  Only a block
     that fails goes line by line through `_first_bad`, to find the line and say why; a bad line
@@ -158,7 +158,7 @@ def _scan(path: Path, file: IO[bytes]) -> _Scan:
     scan = _Scan()
     offset, carry = file.tell(), b""
     pending: tuple[int, int, str] | None = None  # (line, offset, why) of a bad line, maybe the last
-    while block := file.read(_CHUNK):
+    while block := file.read(block_bytes):
         if pending is not None:  # a bad line with more after it: damage, not a torn write
             raise JournalError(path, pending[0], pending[0] - 1, f"record seq {pending[0] - 1}: {pending[2]}")
         lines = block.split(b"\n")
@@ -237,15 +237,16 @@ class ReplayCursor:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: Path, *, snapshot_every: int = 1000) -> ReplayCursor:
+    def open(cls, path: Path, *, snapshot_every: int = 1000, block_bytes: int = BLOCK_BYTES) -> ReplayCursor:
         """Check and index a journal; a torn last record is cut (a `.broken` copy kept) and reported.
 
-        A bad record before the last raises `JournalError` naming its line and seq.
+        A bad record before the last raises `JournalError` naming its line and seq.  The journal
+        is checked `block_bytes` at a time (any size gives the same result; the default is fast).
         """
         path = Path(path)
         with open(path, "rb") as file:
             header = read_header_line(path, file)
-            scan = _scan(path, file)
+            scan = _scan(path, file, block_bytes)
         recovery = None
         if scan.torn is not None:
             recovery = cut_torn_tail(path, scan.end, scan.total, scan.torn[1])

@@ -194,7 +194,7 @@ def test_filtered_view_updates_incrementally() -> None:
     fill(store, 30, start=100)
     added = view.update()
     assert added == len(view) - before > 0
-    assert [view[r] for r in range(len(view))] == list(FilteredView(store, Filter(agent="tester"))._rows)
+    assert [view[r] for r in range(len(view))] == _rows(FilteredView(store, Filter(agent="tester")))
     assert view.update() == 0
 
 
@@ -259,8 +259,14 @@ def test_text_scan_across_chunk_boundaries(monkeypatch) -> None:
     """The buffer is scanned a few MiB at a time; a match cut by a chunk edge is still found."""
     store = MessageStore()
     fill(store, 300)
-    whole = [FilteredView(store, Filter(text=text))._rows.tolist() for text in ("routes", "Implement", "task_1")]
+    whole = [_rows(FilteredView(store, Filter(text=text))) for text in ("routes", "Implement", "task_1")]
     monkeypatch.setattr(Matcher, "CHUNK", 7)
-    chunked = [FilteredView(store, Filter(text=text))._rows.tolist() for text in ("routes", "Implement", "task_1")]
+    chunked = [_rows(FilteredView(store, Filter(text=text))) for text in ("routes", "Implement", "task_1")]
     assert chunked == whole and all(whole)
     assert whole[0] == expected(store, lambda m: "routes" in str(m["payload"]))
+
+
+def _rows(view: FilteredView) -> list[int]:
+    """The store indices a view shows, in order (through its public indexing)."""
+    view.update()
+    return [view[row] for row in range(len(view))]

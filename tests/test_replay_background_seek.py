@@ -125,11 +125,10 @@ async def test_a_quick_move_makes_a_pending_seek_stale(gate, journal, tmp_path) 
             await pilot.pause(0.1)
             await pilot.press("end")
             assert app.seeking == cursor.total and app.cursor.position == 15
-            stale = app._seek_generation
             await pilot.press("home")  # from the snapshot at 0: quick, done at once
             assert app.seeking is None and app.cursor.position == 0
             # Had the worker for `end` got its state before it was cancelled, its message is dropped:
-            app.post_message(ReplayApp.SeekReady(stale, cursor.total, cursor.state_at(cursor.total)))
+            app.post_message(ReplayApp.SeekReady(-1, cursor.total, cursor.state_at(cursor.total)))
             await pilot.pause(0.05)
             assert app.cursor.position == 0
         finally:

@@ -1,6 +1,6 @@
 """Opening a journal: the block-wise scan gives the same index, count and verdicts as a per-line check.
 
-`ReplayCursor.open` checks lines in bulk, a block of `engine.replay._CHUNK` bytes at a time, and
+`ReplayCursor.open` checks lines in bulk, a block of `block_bytes` bytes at a time, and
 carries a partial line from one block into the next.  Small block sizes put block edges everywhere
 (inside a record, right after a newline, inside the crc), so each case runs with several.
 """
@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import engine.replay
 from conftest import SAMPLES
 from engine.journal import JournalError, JournalWriter, encode_record, read_journal
-from engine.replay import INDEX_STRIDE, ReplayCursor
+from engine.replay import BLOCK_BYTES, INDEX_STRIDE, ReplayCursor
 
 SAMPLE_JOURNAL = SAMPLES / "webrtc/recorded.jsonl"
 CHUNKS = [1, 37, 300, 4096, 1 << 18]
@@ -23,8 +22,7 @@ LARGER_CHUNKS = CHUNKS[1:]  # a byte per read is slow on big or many files; 37 h
 
 
 @pytest.fixture(params=CHUNKS, ids=lambda size: f"chunk{size}")
-def chunk(request, monkeypatch) -> int:
-    monkeypatch.setattr(engine.replay, "_CHUNK", request.param)
+def chunk(request) -> int:
     return request.param
 
 
@@ -50,10 +48,15 @@ def synthetic_journal(path: Path, count: int) -> Path:
     return path
 
 
-def open_error_line(journal: Path) -> int | None:
+def _every_event_found(cursor: ReplayCursor, total: int) -> bool:
+    """Every record is found through the index, each at its own seq (a wrong index offset reads another)."""
+    return all(cursor.event(seq).seq == seq for seq in range(1, total + 1))
+
+
+def open_error_line(journal: Path, chunk: int) -> int | None:
     """The line `ReplayCursor.open` names in its error, None when it opens."""
     try:
-        ReplayCursor.open(journal).close()
+        ReplayCursor.open(journal, block_bytes=chunk).close()
     except JournalError as error:
         return error.line
     return None
@@ -63,9 +66,9 @@ def open_error_line(journal: Path) -> int | None:
 def test_index_and_count_match_a_line_by_line_scan(count: int, chunk: int, tmp_path: Path) -> None:
     journal = synthetic_journal(tmp_path / "j.jsonl", count)
     offsets, total = reference_index(journal)
-    with ReplayCursor.open(journal) as cursor:
+    with ReplayCursor.open(journal, block_bytes=chunk) as cursor:
         assert cursor.total == total == count
-        assert list(cursor._index) == offsets
+        assert _every_event_found(cursor, total)
         assert cursor.recovery is None
         for seq in {1, count // 2 + 1, count}:
             assert cursor.event(seq).seq == seq
@@ -75,15 +78,15 @@ def test_index_and_count_match_a_line_by_line_scan(count: int, chunk: int, tmp_p
 def test_seqs_across_9999_to_10000_index_the_same(chunk: int, tmp_path: Path) -> None:
     journal = synthetic_journal(tmp_path / "j.jsonl", 10_050)
     offsets, total = reference_index(journal)
-    with ReplayCursor.open(journal) as cursor:
-        assert (list(cursor._index), cursor.total) == (offsets, total)
+    with ReplayCursor.open(journal, block_bytes=chunk) as cursor:
+        assert cursor.total == total and _every_event_found(cursor, total)
         assert cursor.event(10_000).seq == 10_000
 
 
 def test_the_sample_indexes_the_same_with_any_block_size(chunk: int) -> None:
     offsets, total = reference_index(SAMPLE_JOURNAL)
-    with ReplayCursor.open(SAMPLE_JOURNAL) as cursor:  # nothing to cut: opening does not write
-        assert (list(cursor._index), cursor.total) == (offsets, total)
+    with ReplayCursor.open(SAMPLE_JOURNAL, block_bytes=chunk) as cursor:  # nothing to cut: opening does not write
+        assert cursor.total == total and _every_event_found(cursor, total)
 
 
 @pytest.mark.parametrize("chunk", LARGER_CHUNKS, indirect=True, ids=lambda size: f"chunk{size}")
@@ -96,7 +99,7 @@ def test_a_flipped_byte_on_any_line_is_named_like_read_journal_names_it(chunk: i
         journal.write_bytes(b"".join(lines[: line_no - 1]) + bytes(damaged) + b"".join(lines[line_no:]))
         with pytest.raises(JournalError) as expected:
             read_journal(journal)
-        assert open_error_line(journal) == expected.value.line == line_no, line_no
+        assert open_error_line(journal, chunk) == expected.value.line == line_no, line_no
         assert not journal.with_name(journal.name + ".broken").exists()
 
 
@@ -107,10 +110,10 @@ def test_a_torn_tail_at_every_byte_is_cut_with_any_block_size(chunk: int, tmp_pa
     for cut in range(last_start + 1, len(whole), 1 if chunk != 1 else 29):
         journal = tmp_path / f"cut{cut}.jsonl"
         journal.write_bytes(whole[:cut])
-        with ReplayCursor.open(journal) as cursor:
+        with ReplayCursor.open(journal, block_bytes=chunk) as cursor:
             assert cursor.recovery is not None and cursor.recovery.cut_bytes == cut - last_start
             assert cursor.total == total - 1
-            assert list(cursor._index) == [o for o in offsets if o < last_start]
+            assert _every_event_found(cursor, total - 1)
         assert journal.read_bytes() == whole[:last_start]
 
 
@@ -120,7 +123,7 @@ def test_a_bad_line_followed_by_a_partial_one_is_damage_not_a_torn_tail(chunk: i
     damaged[10] ^= 0x01
     journal = tmp_path / "j.jsonl"
     journal.write_bytes(b"".join(lines[:-2]) + bytes(damaged) + lines[-1][:20])
-    assert open_error_line(journal) == len(lines) - 1
+    assert open_error_line(journal, chunk) == len(lines) - 1
     assert not journal.with_name("j.jsonl.broken").exists()
 
 
@@ -132,7 +135,7 @@ def test_an_intact_record_with_the_wrong_seq_is_a_gap_even_at_the_end(where: str
     journal = tmp_path / "j.jsonl"
     journal.write_bytes(b"".join(lines[:drop] + lines[drop + 1 :]))
     with pytest.raises(JournalError, match="a gap") as caught:
-        ReplayCursor.open(journal)
+        ReplayCursor.open(journal, block_bytes=chunk)
     assert caught.value.line == drop + 1
 
 
@@ -146,4 +149,4 @@ def test_an_upper_case_crc_is_not_the_writers_and_is_refused(tmp_path: Path) -> 
     journal = tmp_path / "j.jsonl"
     journal.write_bytes(b'{"format":"sprintdeck-journal","version":1,"sprint":"s","planDigest":"d",'
                         b'"startedAt":"2026-01-01T00:00:00Z","epoch":1}\n' + b"".join(lines))
-    assert open_error_line(journal) == 3
+    assert open_error_line(journal, BLOCK_BYTES) == 3
