@@ -19,7 +19,7 @@ class Leases:
     def __init__(self) -> None:
         self._deadlines: list[tuple[float, int, str]] = []  # (expires_at, token, lock id)
         self._held_back: PathIndex[str, HoldBack] = PathIndex()
-        self._hold_back_of: dict[str, HoldBack] = {}  # ended lock id -> its hold-back
+        self.holding: dict[str, HoldBack] = {}  # ended lock id -> its hold-back (read it, never write)
 
     def track(self, grant: Grant, grants: Mapping[str, Grant]) -> None:
         """Note a new or renewed grant's deadline (`grants`: every live grant, to compact the heap)."""
@@ -38,7 +38,7 @@ class Leases:
         """The earliest live lease expiry or hold-back end, or None."""
         while self._deadlines and _is_stale(self._deadlines[0], grants):
             heapq.heappop(self._deadlines)
-        times = [delay.until for delay in self._hold_back_of.values()]
+        times = [delay.until for delay in self.holding.values()]
         if self._deadlines:
             times.append(self._deadlines[0][0])
         return min(times, default=None)
@@ -46,17 +46,17 @@ class Leases:
     def hold_back(self, ended: Grant, until: float) -> None:
         delay = HoldBack(ended.resource_id, until, ended)
         self._held_back.put(ended.resource_id, ended.lock_id, delay)
-        self._hold_back_of[ended.lock_id] = delay
+        self.holding[ended.lock_id] = delay
 
     def holding_back(self, path: str) -> list[HoldBack]:
-        """Hold-backs on paths overlapping `path`."""
-        return self._held_back.overlapping(path) if self._hold_back_of else []
+        """Hold-backs on paths overlapping `path` (callers on a hot path test `holding` first)."""
+        return self._held_back.overlapping(path) if self.holding else []
 
     def ended(self, now: float) -> list[HoldBack]:
-        return [delay for delay in self._hold_back_of.values() if delay.until <= now]
+        return [delay for delay in self.holding.values() if delay.until <= now]
 
     def end(self, delay: HoldBack) -> None:
-        if self._hold_back_of.pop(delay.ended.lock_id, None) is not None:
+        if self.holding.pop(delay.ended.lock_id, None) is not None:
             self._held_back.pop(delay.path, delay.ended.lock_id)
 
 

@@ -13,6 +13,11 @@ class Holders:
         self.by_id: dict[str, Grant] = {}
         self._by_path: PathIndex[str, Grant] = PathIndex()
         self._by_owner: dict[str, dict[str, None]] = {}
+        # Look-ups by path are the index's own methods: every conflict check makes one per path,
+        # and a forwarding method was a tenth of an uncontended acquire.
+        self.at = self._by_path.at  # grants on exactly this path, by lock id (None: there are none)
+        self.overlapping = self._by_path.overlapping
+        self.covering = self._by_path.covering
 
     def __contains__(self, lock_id: str) -> bool:
         return lock_id in self.by_id
@@ -21,7 +26,8 @@ class Holders:
         return self.by_id.get(lock_id)
 
     def add(self, grant: Grant) -> None:
-        self.update(grant)
+        self.by_id[grant.lock_id] = grant
+        self._by_path.put(grant.resource_id, grant.lock_id, grant)
         owned = self._by_owner.get(grant.owner)
         if owned is None:
             owned = self._by_owner[grant.owner] = {}
@@ -46,14 +52,3 @@ class Holders:
     def of(self, owner: str) -> list[Grant]:
         """The live grants of one owner, in token order."""
         return [self.by_id[lock_id] for lock_id in self._by_owner.get(owner, ())]
-
-    def at(self, path: str) -> list[Grant]:
-        """Grants on exactly this path."""
-        bucket = self._by_path.at(path)
-        return list(bucket.values()) if bucket else []
-
-    def overlapping(self, path: str) -> list[Grant]:
-        return self._by_path.overlapping(path)
-
-    def covering(self, path: str) -> list[Grant]:
-        return self._by_path.covering(path)

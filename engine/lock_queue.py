@@ -13,19 +13,19 @@ class WaitQueue:
     """Queued requests by arrival number (`seq`), by request id, and by every path they wait on."""
 
     def __init__(self) -> None:
-        self._requests: dict[int, QueuedRequest] = {}  # seq -> request, in arrival order
+        self.requests: dict[int, QueuedRequest] = {}  # seq -> request, in arrival order (read it, never write)
         self._waiting: PathIndex[tuple[int, int], QueuedItem] = PathIndex()
         self._seq_of: dict[str, int] = {}
         self.next_seq = 1
 
     def __bool__(self) -> bool:
-        return bool(self._requests)
+        return bool(self.requests)
 
     def __iter__(self) -> Iterator[QueuedRequest]:
-        return iter(list(self._requests.values()))
+        return iter(list(self.requests.values()))
 
     def get(self, seq: int) -> QueuedRequest | None:
-        return self._requests.get(seq)
+        return self.requests.get(seq)
 
     def holds(self, request_id: str) -> bool:
         return request_id in self._seq_of
@@ -41,13 +41,13 @@ class WaitQueue:
         if request.seq != self.next_seq:
             raise LockError(f"a stale decision: queue position {request.seq} was decided, {self.next_seq} is next")
         self.next_seq += 1
-        self._requests[request.seq] = request
+        self.requests[request.seq] = request
         self._seq_of[request.request_id] = request.seq
         for index, item in enumerate(request.items):
             self._waiting.put(item.path, (request.seq, index), QueuedItem(request, item))
 
     def remove(self, request: QueuedRequest) -> None:
-        del self._requests[request.seq]
+        del self.requests[request.seq]
         del self._seq_of[request.request_id]
         for index, item in enumerate(request.items):
             self._waiting.pop(item.path, (request.seq, index))
@@ -57,17 +57,17 @@ class WaitQueue:
         seq = self._seq_of.get(request_id)
         if seq is None:
             return []
-        request = self._requests[seq]
+        request = self.requests[seq]
         self.remove(request)
         return [item.path for item in request.items]
 
     def overlapping(self, path: str) -> list[QueuedItem]:
         """The queued paths that overlap `path` (on it, above it or below it)."""
-        return self._waiting.overlapping(path) if self._requests else []
+        return self._waiting.overlapping(path)
 
     def requests_of(self, owner: str) -> list[str]:
         """The ids of `owner`'s queued requests, in arrival order."""
-        return [request.request_id for request in self._requests.values() if request.owner == owner]
+        return [request.request_id for request in self.requests.values() if request.owner == owner]
 
     def owners(self) -> set[str]:
-        return {request.owner for request in self._requests.values()}
+        return {request.owner for request in self.requests.values()}

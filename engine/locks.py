@@ -1,13 +1,11 @@
 """The lock manager: who may hold which resource, in which mode, and until when.
 
-Pure decision logic (no asyncio, no I/O, no wall clock), called synchronously from the manager's
-one event loop.  Time comes from an injected monotonic clock, which makes every decision
-reproducible in tests.  Every change is split in two, so that the lock desk can journal a decision
-before it takes effect (decide, then record, then commit): `decide` says what a request would get
-and changes nothing; `commit` carries a decision out.  Likewise `wakeups` yields, one at a time,
-the queued requests a release has made grantable, each to be committed (or withdrawn) before the
-next is judged.  `acquire`, `release`, `tick` ... are those steps composed, for callers with
-nothing to record in between (tests, benchmarks).
+Pure decision logic (no asyncio, no I/O, no wall clock) on an injected monotonic clock, so every
+decision is reproducible in tests.  Every change is split in two, so that the lock desk can
+journal a decision before it takes effect: `decide` says what a request would get and changes
+nothing; `commit` carries it out.  Likewise `wakeups` yields, one at a time, the queued requests
+a release made grantable, each committed (or withdrawn) before the next is judged.  `acquire`,
+`release`, `tick` ... compose those steps, for callers with nothing to record in between.
 
 The semantics follow two well-understood systems rather than inventing new ones:
 
@@ -27,11 +25,9 @@ Choices the contract leaves open, made here:
 * An upgrade (the owner holds a weaker mode on the exact path) adds a *new* grant in the stronger
   mode beside the weaker one, as PostgreSQL does; releasing one leaves the other held.  While it
   is pending an upgrade behaves like `exclusive`, because it needs the asker to be the sole holder.
-* A queued request is one unit whose paths are all checked when it is woken, including paths the
-  owner already holds, and every path then gets a fresh grant carrying the request's id.
-* A waiter is granted as soon as it is compatible with the holders and with every *earlier* waiter
-  on an overlapping path - the same test a newcomer must pass - so a blocked waiter holds back
-  exactly the later requests that conflict with it, never compatible ones.
+* A queued request is one unit: woken, all its paths are checked and get fresh grants (its id).
+* A waiter is granted once compatible with the holders and every *earlier* waiter on an
+  overlapping path (a newcomer's test), so a blocked waiter holds back only conflicting ones.
 * `release_owner` also withdraws the owner's queued requests: a dead agent must not be granted.
   `withdraw` of a request that is no longer queued is a no-op, so callers may withdraw again.
 * Lock-delays and expiries take effect only when asked (`due`, `tick`), as all that depends on time.
@@ -143,7 +139,7 @@ class LockManager:
     def _mint(self, owner: str, item: Item, ttl: float, now: float, task_id: str | None,
               request_id: str | None, token: int) -> Grant:
         lock_id = f"L{token}"
-        while lock_id in self._holders:  # only after restoring ids minted elsewhere
+        while lock_id in self._holders.by_id:  # only after restoring ids minted elsewhere
             lock_id += "'"
         return mint_grant(lock_id, token, owner, item.path, item.mode, ttl, now, now + ttl, task_id, request_id)
 
@@ -156,7 +152,8 @@ class LockManager:
         items: list[Item] = []
         reused: dict[str, Grant] = {}
         for path, mode in merged.items():
-            own = [g for g in self._holders.at(path) if g.owner == owner]
+            held = self._holders.at(path)
+            own = [g for g in held.values() if g.owner == owner] if held else None
             if not own:
                 items.append(Item(path, mode, mode))
                 continue
@@ -185,24 +182,24 @@ class LockManager:
         A decision taken on a state that has changed since (another commit in between) is
         refused with LockError rather than carried out on assumptions that no longer hold.
         """
-        if result.status == "granted":
-            self._commit_grants(result)
-        elif result.status == "queued" and result.queued is not None:
+        if result.status == "queued" and result.queued is not None:
             self._queue.put(result.queued)
-
-    def _commit_grants(self, result: AcquireResult) -> None:
-        if result.fresh and result.fresh[0].token != self._next_token:
-            raise LockError(f"a stale decision: token {result.fresh[0].token} was decided, {self._next_token} is next")
+        if result.status != "granted":
+            return
+        fresh = result.fresh
+        if fresh and fresh[0].token != self._next_token:
+            raise LockError(f"a stale decision: token {fresh[0].token} was decided, {self._next_token} is next")
         woken = result.queued
         if woken is not None:  # a queued request granted by `wakeups`: it leaves the queue
             if self._queue.get(woken.seq) is not woken:
                 raise LockError(f"a stale decision: request {woken.request_id} is no longer queued")
             self._queue.remove(woken)
-        for grant in result.fresh:
-            self._holders.add(grant)
-            self._leases.track(grant, self._holders.by_id)
-        if result.fresh:
-            self._next_token = result.fresh[-1].token + 1
+        holders, leases = self._holders, self._leases
+        for grant in fresh:
+            holders.add(grant)
+            leases.track(grant, holders.by_id)
+        if fresh:
+            self._next_token = fresh[-1].token + 1
 
     def acquire(self, owner: str, requests: Sequence[tuple[str, LockType]], *, ttl: float | None = None,
                 wait: bool = False, request_id: str | None = None, task_id: str | None = None) -> AcquireResult:
@@ -229,9 +226,10 @@ class LockManager:
             for grant in self._holders.overlapping(item.path):
                 if grant.owner != owner and (grant.mode, item.check) not in COMPATIBLE:
                     yield item, grant
-            for delay in self._leases.holding_back(item.path):
-                yield item, delay
-            if self._queue:
+            if self._leases.holding:
+                for delay in self._leases.holding_back(item.path):
+                    yield item, delay
+            if self._queue.requests:
                 for queued in self._queue.overlapping(item.path):
                     ahead = queued.request
                     if (
@@ -284,7 +282,7 @@ class LockManager:
         A waiter is examined only after every earlier one, and granting or removing one can only
         unblock later waiters on overlapping paths, which are then examined too.
         """
-        if not self._queue:
+        if not self._queue.requests:
             return
         pending = sorted({q.request.seq for path in set(paths) for q in self._queue.overlapping(path)})
         seen = set(pending)
@@ -311,6 +309,8 @@ class LockManager:
     def wake(self, paths: Iterable[str]) -> list[Grant]:
         """Commit every wake-up over these paths; the grants made."""
         woken: list[Grant] = []
+        if not self._queue.requests:
+            return woken
         for result in self.wakeups(paths):
             self.commit(result)
             woken += result.grants
