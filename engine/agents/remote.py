@@ -43,7 +43,7 @@ from engine.transports.client import SocketClient
 log = logging.getLogger(__name__)
 
 RECONCILE_TIMEOUT = 30.0  # seconds to wait for the manager's state after a handshake
-LIVE = frozenset({"assigned", "running"})
+LIVE = frozenset({"assigned", "running"})  # assigned to its agents (a blocked attempt is not, yet)
 DEFAULT_HEARTBEAT = 1.0
 DEFAULT_SPEED = 20.0
 
@@ -117,8 +117,7 @@ class RemoteBehaviour(LocalAgent):
             await self._agree_on(TaskState.model_validate(raw), locks)
 
     async def _agree_on(self, task: TaskState, locks: list[ResourceLock]) -> None:
-        owners = task.agents if task.coordination == "collaborative" else [task.agent]
-        live_here = self.id in owners and task.status in LIVE
+        live_here = self.id in task.owners and task.status in LIVE
         running = self._running.get(task.id)
         if running is not None and (task.attempt > running[0] or (task.attempt == running[0] and not live_here)):
             log.info("stopping %s attempt %d: the manager has moved on", task.id, running[0])
