@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.protocol import MANAGER_ID, PRIORITY_RANK, IPCMessage, make_message  # noqa: E402
+from engine.payloads import PRIORITY_RANK  # noqa: E402
+from engine.protocol import IPCMessage, MANAGER_ID, make_message  # noqa: E402
 from engine.transports import inproc  # noqa: E402
 from engine.transports.base import _message_bound  # noqa: E402
 from engine.transports.inproc import InProcessTransport, PriorityInbox  # noqa: E402

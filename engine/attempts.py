@@ -33,8 +33,9 @@ from engine.lockdesk import LockDesk
 from engine.mail import Post
 from engine.metrics import sprint_metrics
 from engine.models import TERMINAL_TASK_STATUSES, TaskState
+from engine.payloads import LockType
 from engine.plan import Plan, TaskSpec
-from engine.protocol import MANAGER_ID, LockType, MessageType, make_message
+from engine.protocol import MANAGER_ID, MessageType, make_message
 from engine.recorder import Recorder
 from engine.scheduler import Placement, Scheduler
 
@@ -213,8 +214,12 @@ class Attempts:
     def _working_on(task: TaskState) -> list[str]:
         return task.owners if task.in_flight else []
 
-    def agent_died(self, agent_id: str, reason: str) -> None:
-        """One atomic event: locks released (with lock-delay), tasks requeued as new attempts."""
+    def agent_died(self, agent_id: str, reason: str, *, orderly: bool = False) -> None:
+        """One atomic event: locks released, tasks requeued as new attempts.
+
+        A dead agent's paths are held back for lock-delay (it may still be writing); an agent that
+        left in good order (`orderly`) lets go of them at once.
+        """
         agent = self._state.agents[agent_id]
         if agent.status == "dead":
             return
@@ -228,7 +233,7 @@ class Attempts:
             self._emit(AgentDead(agent_id=agent_id, reason=reason, released_locks=released,
                                  requeued_tasks=requeued, cancelled_requests=cancelled))
 
-        self._desk.end_agent(agent_id, requeued, record)
+        self._desk.end_agent(agent_id, requeued, record, hold_back=not orderly)
         for task_id in requeued:
             self._scheduler.push(self._state.tasks[task_id])
         self.dispatch()

@@ -16,18 +16,28 @@ from typing import Any
 
 from engine.attempts import Attempts
 from engine.conflicts import FileGuard
-from engine.events import AgentRegistered, AgentStatus, CompletionRefused, TaskProgress, TaskStarted
+from engine.events import (
+    AgentRegistered,
+    AgentSession,
+    AgentStatus,
+    CompletionRefused,
+    TaskProgress,
+    TaskStarted,
+    UsageRecorded,
+)
 from engine.lock_records import Conflict, Grant
 from engine.lockdesk import LockDesk
 from engine.locks import LockError
 from engine.mail import Mail
 from engine.models import TaskState
+from engine.payloads import LockRef, Usage
 from engine.protocol import (
-    MANAGER_ONLY_TYPES,
+    AgentBusyMessage,
+    AgentLeaveMessage,
     AgentReadyMessage,
     HeartbeatMessage,
     IPCMessage,
-    LockRef,
+    MANAGER_ONLY_TYPES,
     MessageType,
     ProtocolError,
     ResourceLockMessage,
@@ -35,22 +45,28 @@ from engine.protocol import (
     StateRequestMessage,
     StateUpdateMessage,
     TaskCompleteMessage,
+    TaskClaimMessage,
     TaskFailedMessage,
     TaskUpdateMessage,
     reply_to,
+    WELCOME,
 )
 from engine.recorder import Recorder
 from engine.recovery import ErrorRecoveryManager
 from engine.refusal import refusal_of
 from engine.resources import covers, normalise_resource
-from engine.scheduler import Scheduler
+from engine.scheduler import Placement, Scheduler
 
 log = logging.getLogger(__name__)
+
+#: What does not count as an agent acting again after it said it waits.
+_NOT_ACTIVITY = frozenset({MessageType.HEARTBEAT, MessageType.AGENT_BUSY})
 
 
 class MessageHandlers:
     def __init__(self, recorder: Recorder, mail: Mail, desk: LockDesk, attempts: Attempts, files: FileGuard,
-                 scheduler: Scheduler, heartbeats: ErrorRecoveryManager) -> None:
+                 scheduler: Scheduler, heartbeats: ErrorRecoveryManager,
+                 welcome: Callable[[str], dict[str, Any]]) -> None:
         self._state = recorder.state
         self._emit = recorder.emit
         self._wall_at = recorder.wall_at
@@ -61,6 +77,7 @@ class MessageHandlers:
         self._files = files
         self._scheduler = scheduler
         self._heartbeats = heartbeats
+        self._welcome = welcome  # what a joining agent is told (its plan entry, timings, workspace)
         self._handlers: dict[type[IPCMessage], Callable[[Any], None]] = {
             HeartbeatMessage: self._on_heartbeat,
             AgentReadyMessage: self._on_agent_ready,
@@ -71,6 +88,9 @@ class MessageHandlers:
             ResourceUnlockMessage: self._on_resource_unlock,
             StateRequestMessage: self._on_state_request,
             StateUpdateMessage: self._on_state_update,
+            TaskClaimMessage: self._on_task_claim,
+            AgentLeaveMessage: self._on_agent_leave,
+            AgentBusyMessage: self._on_agent_busy,
         }
 
     def decide(self, message: IPCMessage) -> None:
@@ -78,6 +98,7 @@ class MessageHandlers:
         self._mail.received(message)
         try:
             self._check_sender(message)
+            self._note_activity(message)
             handler = self._handlers.get(type(message))
             if handler is not None:
                 handler(message)
@@ -92,6 +113,12 @@ class MessageHandlers:
             raise ProtocolError("type", f"{message.type} is sent by the sprint manager only")
         if message.from_ not in self._state.agents and message.type != MessageType.AGENT_READY:
             raise ProtocolError("from", f"unknown agent {message.from_!r}; send agent_ready first")
+
+    def _note_activity(self, message: IPCMessage) -> None:
+        """An agent that was waiting (for a human) and acts again is working: it is ready again."""
+        agent = self._state.agents.get(message.from_)
+        if agent is not None and agent.status == "waiting" and message.type not in _NOT_ACTIVITY:
+            self._emit(AgentStatus(agent_id=agent.id, status="ready"))
 
     def refuse(self, message: IPCMessage, field: str, reason: str) -> None:
         """Record a refused message and tell its sender (if the sprint knows it) which field was wrong."""
@@ -109,8 +136,13 @@ class MessageHandlers:
         self._desk.renew(agent.id)
 
     def _on_agent_ready(self, message: AgentReadyMessage) -> None:
+        """An agent joins (or a side channel of it opens): checked, registered, its session bound,
+        and, when it asked for an answer, welcomed with what it needs to know."""
         payload = message.payload
+        if payload.agent_id is not None and payload.agent_id != message.from_:
+            raise ProtocolError("payload.agentId", f"{payload.agent_id!r} must equal the message's from ({message.from_!r})")
         agent = self._state.agents.get(message.from_)
+        self._check_session(message)
         if agent is None:
             self._emit(AgentRegistered(agent={
                 "id": message.from_,
@@ -123,6 +155,35 @@ class MessageHandlers:
             self._scheduler.agent_joined(self._state.agents[message.from_])
         elif agent.status in ("unresponsive", "dead"):
             self._emit(AgentStatus(agent_id=agent.id, status="ready"))
+        if payload.session is not None and self._state.agents[message.from_].session != payload.session:
+            self._emit(AgentSession(agent_id=message.from_, session=payload.session))
+        if message.requires_response:
+            data = {"info": WELCOME, "data": self._welcome(message.from_)}
+            self._post(reply_to(message, MessageType.BROADCAST_INFO, data, priority="critical"))
+
+    def _check_session(self, message: AgentReadyMessage) -> None:
+        """One Claude Code session per agent: another session may not be it while the first lives."""
+        session = message.payload.session
+        agent = self._state.agents.get(message.from_)
+        if session is None or agent is None or agent.session in (None, session) or agent.status == "dead":
+            return
+        raise ProtocolError(
+            "payload.session",
+            f"agent {agent.id!r} is Claude Code session {agent.session} while that session lives; "
+            "start this session as another agent of the plan, or end the other one first",
+        )
+
+    def _on_agent_leave(self, message: AgentLeaveMessage) -> None:
+        """The agent leaves in good order: its locks go at once (no lock-delay), its work is requeued."""
+        reason = message.payload.reason or "it left"
+        self._attempts.agent_died(message.from_, f"left: {reason}", orderly=True)
+
+    def _on_agent_busy(self, message: AgentBusyMessage) -> None:
+        """The agent says it waits (for a human, say): shown, and no new work until it acts again."""
+        agent = self._state.agents[message.from_]
+        reason = message.payload.reason or "busy"
+        if agent.status != "waiting" or agent.status_reason != reason:
+            self._emit(AgentStatus(agent_id=agent.id, status="waiting", reason=reason))
 
     # ------------------------------------------------------------ tasks
 
@@ -158,8 +219,15 @@ class MessageHandlers:
             self._emit(TaskProgress(task_id=task.id, attempt=task.attempt, progress=payload.progress,
                                     output=payload.message))
 
+    def _record_usage(self, message: IPCMessage, task_id: str, attempt: int, usage: Usage | None) -> None:
+        """What the attempt spent is recorded whatever becomes of its outcome (it was spent)."""
+        if usage is not None and task_id in self._state.tasks:
+            self._emit(UsageRecorded(agent_id=message.from_, task_id=task_id, attempt=attempt, cost_usd=usage.cost_usd,
+                                     input_tokens=usage.input_tokens, output_tokens=usage.output_tokens))
+
     def _on_task_complete(self, message: TaskCompleteMessage) -> None:
         payload = message.payload
+        self._record_usage(message, payload.task_id, payload.attempt, payload.usage)
         task = self._live_attempt(message, payload.task_id, payload.attempt)
         if task is None:
             return
@@ -172,6 +240,37 @@ class MessageHandlers:
             return
         self._attempts.complete(task, message.from_)
 
+    def _on_task_claim(self, message: TaskClaimMessage) -> None:
+        """An agent takes a ready task it can do (a Claude Code agent picking its own work)."""
+        task_id, agent_id = message.payload.task_id, message.from_
+        task = self._state.tasks.get(task_id)
+        if task is None:
+            raise ProtocolError("payload.taskId", f"unknown task {task_id!r}")
+        if not (task.in_flight and agent_id in task.owners):  # claiming one's own task again: it is yours
+            refusal = self._claim_refusal(task, agent_id)
+            if refusal:
+                raise ProtocolError("payload.taskId", refusal)
+            self._scheduler.discard(task_id)
+            self._attempts.start(Placement(task_id, (agent_id,)))
+            task = self._state.tasks[task_id]
+        data = {"taskId": task_id, "attempt": task.attempt, "status": task.status, "waitingFor": list(task.blocked_on)}
+        self._post(reply_to(message, MessageType.BROADCAST_INFO, {"info": "task_claimed", "data": data}))
+
+    def _claim_refusal(self, task: TaskState, agent_id: str) -> str | None:
+        """Why `agent_id` may not take `task` now (None: it may)."""
+        agent = self._state.agents[agent_id]
+        if task.in_flight:
+            return f"task {task.id} is {task.status} to {', '.join(task.owners)}; claim another task or message them"
+        if task.status != "ready":
+            return f"task {task.id} is {task.status}; only a ready task can be claimed"
+        if task.coordination == "collaborative":
+            return f"task {task.id} is collaborative: all of {', '.join(task.agents)} take part, as the manager places it"
+        if agent_id not in self._scheduler.capable_agents(task.id):
+            return f"{agent_id} cannot do task {task.id} (it needs {', '.join(task.requires) or 'another agent'})"
+        if len(agent.current_tasks) >= agent.max_concurrent_tasks:
+            return f"{agent_id} already has {len(agent.current_tasks)} of its {agent.max_concurrent_tasks} task(s): finish one first"
+        return None
+
     def _stale_fence(self, refs: list[LockRef]) -> str | None:
         for ref in refs:
             if ref.lock_id is None:
@@ -183,6 +282,7 @@ class MessageHandlers:
 
     def _on_task_failed(self, message: TaskFailedMessage) -> None:
         payload = message.payload
+        self._record_usage(message, payload.task_id, payload.attempt, payload.usage)
         task = self._live_attempt(message, payload.task_id, payload.attempt)
         if task is not None:
             self._attempts.fail(task, payload.error, retryable=payload.retryable)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from engine.protocol import LockType
+from engine.payloads import LockType
 from engine.resources import LockError, normalise_resource
 
 MODE_RANK: dict[str, int] = {"read": 0, "write": 1, "exclusive": 2}

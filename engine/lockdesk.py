@@ -38,7 +38,8 @@ from engine.events import (
 )
 from engine.lock_records import AcquireResult, Conflict, Grant
 from engine.locks import LockManager
-from engine.protocol import MANAGER_ID, LockType
+from engine.payloads import LockType
+from engine.protocol import MANAGER_ID
 from engine.recorder import Recorder
 from engine.resources import normalise_resource
 
@@ -201,8 +202,10 @@ class LockDesk:
             paths.append(grant.resource_id)
         self._wake(paths)
 
-    def end_agent(self, agent_id: str, tasks: list[str], record: Callable[[list[str], list[str]], None]) -> None:
-        """A dead agent: its locks released with lock-delay, its waits and its tasks' waits withdrawn.
+    def end_agent(self, agent_id: str, tasks: list[str], record: Callable[[list[str], list[str]], None], *,
+                  hold_back: bool = True) -> None:
+        """An agent gone: its locks released (held back for lock-delay unless it left in good order),
+        its waits and its tasks' waits withdrawn.
 
         `record(released lock ids, cancelled request ids)` records the death (one event).
         """
@@ -213,7 +216,7 @@ class LockDesk:
         grants = self._locks.grants_of(agent_id)
         cancelled += [r for r in self._locks.requests_of(agent_id) if r not in cancelled]
         paths = [g.resource_id for g in grants]
-        self._end(grants, lambda: record([g.lock_id for g in grants], cancelled), hold_back=True)
+        self._end(grants, lambda: record([g.lock_id for g in grants], cancelled), hold_back=hold_back)
         for request_id in cancelled:
             paths += self._forget_request(request_id)
         self._wake(paths)

@@ -63,7 +63,7 @@ from engine.lock_records import (
     merge_requests,
     owner_of,
 )
-from engine.protocol import LockType
+from engine.payloads import LockType
 from engine.resources import LockError, normalise_resource, overlaps
 
 if TYPE_CHECKING:

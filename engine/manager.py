@@ -86,7 +86,7 @@ class SprintManager:
         self.locks.after_timer = self.attempts.dispatch
         self.recovery = ErrorRecoveryManager(settings, self.recorder, self.mail.post, self.attempts.agent_died)
         self.handlers = MessageHandlers(self.recorder, self.mail, self.locks, self.attempts, self.files,
-                                        self.scheduler, self.recovery)
+                                        self.scheduler, self.recovery, self.welcome)
         self.operators = Operators(self.recorder, self.attempts, self.locks, self.files, self.scheduler)
         self.agents: list[LocalAgent] = []  # in-process agent runners started by execute_sprint
         self._loops: list[asyncio.Task[Any]] = []
@@ -112,6 +112,21 @@ class SprintManager:
     def refuse(self, refusal: Refusal) -> None:
         """Journal a transport's refusal (it has answered the peer itself)."""
         self.recorder.emit(refusal.event())
+
+    def welcome(self, agent_id: str) -> dict[str, Any]:
+        """What a joining agent is told: its plan entry, the heartbeat timing, seed and workspace."""
+        settings = self.plan.settings
+        spec = next((agent for agent in self.plan.agents if agent.id == agent_id), None)
+        return {
+            "sprint": self.plan.sprint,
+            "agentId": agent_id,
+            "agent": spec.model_dump(mode="json") if spec is not None else None,
+            "heartbeatInterval": settings.heartbeat_interval,
+            "heartbeatTimeout": settings.heartbeat_timeout,
+            "seed": self.seed,
+            "speed": self.speed,
+            "workspace": str(self.workspace),
+        }
 
     def broadcast_info(self, info: str, **data: Any) -> None:
         self.mail.post(make_message(MessageType.BROADCAST_INFO, MANAGER_ID, BROADCAST, {"info": info, "data": data}))

@@ -39,4 +39,7 @@ def sprint_metrics(state: ProjectState, now: datetime | None = None) -> SprintMe
         retries=sum(task.failures - (task.status == "failed") for task in state.tasks.values()),
         agent_deaths=sum(task.agent_deaths for task in state.tasks.values()),
         messages=meta.messages,
+        cost_usd=round(sum(agent.metrics.cost_usd for agent in state.agents.values()), 6),
+        input_tokens=sum(agent.metrics.input_tokens for agent in state.agents.values()),
+        output_tokens=sum(agent.metrics.output_tokens for agent in state.agents.values()),
     )

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from engine.protocol import LockType, Priority
+from engine.payloads import LockType, Priority
 
 TaskStatus = Literal[
     "pending", "ready", "blocked", "assigned", "running", "retrying", "completed", "failed", "cancelled"
@@ -21,8 +21,8 @@ TaskStatus = Literal[
 TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 #: An attempt is under way: placed on its agents, maybe waiting for its locks, maybe started.
 IN_FLIGHT_TASK_STATUSES: frozenset[str] = frozenset({"assigned", "running", "blocked"})
-AgentStatus = Literal["ready", "busy", "unresponsive", "dead", "paused"]
-AgentKind = Literal["simulated", "shell", "external"]
+AgentStatus = Literal["ready", "busy", "unresponsive", "dead", "paused", "waiting"]
+AgentKind = Literal["simulated", "shell", "external", "claude"]
 FileStatus = Literal["clean", "modified", "conflict"]
 
 
@@ -148,6 +148,12 @@ class TaskState(StateModel):
         return self.status in IN_FLIGHT_TASK_STATUSES
 
 
+def _unset(value: object) -> bool:
+    """A field added after journals were first written is left out of the JSON while unset, so
+    states folded from those journals serialise (and digest) exactly as they always did."""
+    return value is None or value == 0
+
+
 class AgentMetrics(StateModel):
     tasks_completed: int = 0
     tasks_in_progress: int = 0
@@ -157,6 +163,9 @@ class AgentMetrics(StateModel):
     messages_sent: int = 0
     messages_received: int = 0
     busy_time: float = 0.0  # seconds spent with at least one task
+    cost_usd: float = Field(default=0.0, exclude_if=_unset)  # language-model spend (Claude Code runs)
+    input_tokens: int = Field(default=0, exclude_if=_unset)
+    output_tokens: int = Field(default=0, exclude_if=_unset)
 
 
 class AgentState(StateModel):
@@ -170,6 +179,8 @@ class AgentState(StateModel):
     last_heartbeat: datetime | None = None
     busy_since: datetime | None = None
     metrics: AgentMetrics = Field(default_factory=AgentMetrics)
+    session: str | None = Field(default=None, exclude_if=_unset)  # the Claude Code session it is
+    status_reason: str | None = Field(default=None, exclude_if=_unset)  # why it waits (for a human...)
 
 
 class LockWaiter(StateModel):
@@ -250,6 +261,9 @@ class SprintMetrics(StateModel):
     retries: int = 0
     agent_deaths: int = 0
     messages: int = 0
+    cost_usd: float = 0.0  # language-model spend of every agent together
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class ActivityLog(StateModel):

@@ -38,7 +38,7 @@ from engine.plan_problems import PlanError as PlanError  # callers import both f
 from engine.plan_problems import Problem as Problem
 from engine.plan_problems import Report, suggest
 from engine.plan_values import Duration, Names, ResourcePath, Size, Text, one_or_many, show
-from engine.protocol import LockType, Priority
+from engine.payloads import LockType, Priority
 
 Coordination = Literal["sequential", "parallel", "collaborative"]
 

@@ -16,26 +16,45 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
+from pydantic import Field, TypeAdapter, ValidationError
+
+from engine.payloads import (
+    AgentBusyPayload,
+    AgentErrorPayload,
+    AgentLeavePayload,
+    AgentReadyPayload,
+    BroadcastInfoPayload,
+    HeartbeatPayload,
+    Priority,
+    ProvideAssistancePayload,
+    RequestAssistancePayload,
+    ResourceConflictPayload,
+    ResourceLockPayload,
+    ResourceUnlockPayload,
+    StateRequestPayload,
+    StateSyncPayload,
+    StateUpdatePayload,
+    TaskAssignPayload,
+    TaskCancelPayload,
+    TaskClaimPayload,
+    TaskCompletePayload,
+    TaskFailedPayload,
+    TaskUpdatePayload,
+    WireModel,
 )
-from pydantic.alias_generators import to_camel
 
 MANAGER_ID = "sprint_manager"
 BROADCAST = "broadcast"
+#: `broadcast_info` notices the manager sends: the answer to an agent's agent_ready, the sprint's end.
+WELCOME = "welcome"
+SPRINT_FINISHED = "sprint_finished"
 MAX_MESSAGE_BYTES = 1024 * 1024
 
-Priority = Literal["low", "medium", "high", "critical"]
-LockType = Literal["read", "write", "exclusive"]
-PRIORITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
 class MessageType(StrEnum):
-    """The seed's message types plus `heartbeat` and `task_cancel`."""
+    """The seed's message types, plus what a real system needs: `heartbeat`, `task_cancel`,
+    `task_claim` (an agent picks a ready task) and `agent_leave` (an agent leaves in good order)."""
 
     TASK_ASSIGN = "task_assign"
     TASK_COMPLETE = "task_complete"
@@ -55,158 +74,8 @@ class MessageType(StrEnum):
     PROVIDE_ASSISTANCE = "provide_assistance"
     BROADCAST_INFO = "broadcast_info"
     HEARTBEAT = "heartbeat"
-
-
-class WireModel(BaseModel):
-    """camelCase on the wire, snake_case in Python; unknown keys are an error, not a silent drop."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        serialize_by_alias=True,
-    )
-
-
-# ---------------------------------------------------------------- payloads
-
-
-class LockRef(WireModel):
-    """A lock as named in fenced mutations: which grant and which token."""
-
-    resource_id: str
-    lock_type: LockType = "write"
-    lock_id: str | None = None
-    token: int | None = None
-
-
-class TaskAssignPayload(WireModel):
-    task_id: str
-    attempt: int = Field(ge=1)
-    title: str = ""
-    command: str | None = None
-    estimate: float | None = None  # seconds
-    agents: list[str] = []  # every agent of a collaborative task
-    locks: list[LockRef] = []  # grants taken for the task's duration
-    max_execution_time: float | None = None  # seconds
-
-
-class TaskCompletePayload(WireModel):
-    task_id: str
-    attempt: int = Field(ge=1)
-    result: str | dict[str, Any] | None = None
-    locks: list[LockRef] = []  # fencing: the grants this completion relies on
-
-
-class TaskFailedPayload(WireModel):
-    task_id: str
-    attempt: int = Field(ge=1)
-    error: str
-    retryable: bool = True
-
-
-class TaskUpdatePayload(WireModel):
-    task_id: str
-    attempt: int = Field(ge=1)
-    progress: float | None = Field(default=None, ge=0.0, le=1.0)
-    message: str | None = None
-    stream: Literal["stdout", "stderr"] | None = None
-
-
-class TaskCancelPayload(WireModel):
-    task_id: str
-    attempt: int = Field(ge=1)
-    reason: str = ""
-
-
-class ResourceLockPayload(WireModel):
-    """A lock request, and (with lockId/token/expiresAt filled) its grant."""
-
-    resource_id: str
-    lock_type: LockType
-    ttl: int | None = Field(default=None, gt=0)  # ms
-    wait_ms: int | None = Field(default=None, ge=0)
-    task_id: str | None = None
-    also: list[LockRef] = []  # further paths granted all at once with resourceId
-    lock_id: str | None = None
-    token: int | None = None
-    expires_at: datetime | None = None
-    grants: list[LockRef] = []  # on a multi-path grant: every path's lockId/token
-
-
-class ResourceUnlockPayload(WireModel):
-    resource_id: str
-    lock_id: str | None = None
-    released: bool | None = None  # on the reply
-
-
-class ResourceConflictPayload(WireModel):
-    resource_id: str
-    lock_type: LockType
-    holder: str | None = None
-    holder_mode: LockType | None = None
-    holder_task: str | None = None
-    reason: str = ""
-
-
-class StateUpdatePayload(WireModel):
-    """A holder's report of a file's new content, fenced with its grant."""
-
-    path: str
-    checksum: str
-    lock_id: str | None = None
-    token: int | None = None
-    attempt: int | None = None
-    task_id: str | None = None
-
-
-class StateRequestPayload(WireModel):
-    sections: list[Literal["files", "tasks", "agents", "locks"]] = []
-
-
-class StateSyncPayload(WireModel):
-    version: int
-    state: dict[str, Any]
-
-
-class AgentReadyPayload(WireModel):
-    capabilities: list[str] = []
-    specializations: list[str] = []
-    max_concurrent_tasks: int | None = Field(default=None, ge=1)
-    token: str | None = None  # binds a remote connection to this agent id
-
-
-class AgentBusyPayload(WireModel):
-    task_id: str | None = None
-    reason: str = ""
-
-
-class AgentErrorPayload(WireModel):
-    error: str
-    field: str | None = None
-    ref_message_id: str | None = None
-
-
-class RequestAssistancePayload(WireModel):
-    topic: str
-    task_id: str | None = None
-    details: str = ""
-
-
-class ProvideAssistancePayload(WireModel):
-    topic: str = ""
-    task_id: str | None = None
-    details: str = ""
-
-
-class BroadcastInfoPayload(WireModel):
-    info: str
-    data: dict[str, Any] = {}
-
-
-class HeartbeatPayload(WireModel):
-    tasks: list[str] = []
-    load: int | None = Field(default=None, ge=0)
+    TASK_CLAIM = "task_claim"
+    AGENT_LEAVE = "agent_leave"
 
 
 # ---------------------------------------------------------------- envelope
@@ -354,6 +223,16 @@ class HeartbeatMessage(IPCMessage):
     payload: HeartbeatPayload
 
 
+class TaskClaimMessage(IPCMessage):
+    type: Literal["task_claim"]
+    payload: TaskClaimPayload
+
+
+class AgentLeaveMessage(IPCMessage):
+    type: Literal["agent_leave"]
+    payload: AgentLeavePayload
+
+
 MESSAGE_CLASSES: dict[MessageType, type[IPCMessage]] = {
     MessageType.TASK_ASSIGN: TaskAssignMessage,
     MessageType.TASK_COMPLETE: TaskCompleteMessage,
@@ -373,6 +252,8 @@ MESSAGE_CLASSES: dict[MessageType, type[IPCMessage]] = {
     MessageType.PROVIDE_ASSISTANCE: ProvideAssistanceMessage,
     MessageType.BROADCAST_INFO: BroadcastInfoMessage,
     MessageType.HEARTBEAT: HeartbeatMessage,
+    MessageType.TASK_CLAIM: TaskClaimMessage,
+    MessageType.AGENT_LEAVE: AgentLeaveMessage,
 }
 #: Types that carry the manager's decisions: an agent never sends them (the manager and every
 #: transport refuse them).
@@ -398,7 +279,9 @@ AnyMessage = Annotated[
     | RequestAssistanceMessage
     | ProvideAssistanceMessage
     | BroadcastInfoMessage
-    | HeartbeatMessage,
+    | HeartbeatMessage
+    | TaskClaimMessage
+    | AgentLeaveMessage,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[IPCMessage] = TypeAdapter(AnyMessage)

@@ -24,6 +24,7 @@ from engine.events import (
     Absent,
     AgentDead,
     AgentRegistered,
+    AgentSession,
     AgentStatus,
     CompletionRefused,
     Event,
@@ -45,6 +46,7 @@ from engine.events import (
     TaskReset,
     TaskStarted,
     TaskUnblocked,
+    UsageRecorded,
 )
 from engine.models import AgentState, FileState, ProjectState, TaskState
 
@@ -176,6 +178,18 @@ def _agent_registered(state: ProjectState, body: AgentRegistered, event: Event) 
 def _agent_status(state: ProjectState, body: AgentStatus, event: Event) -> None:
     agent = state.agents[body.agent_id]
     agent.status = "busy" if body.status == "ready" and agent.current_tasks else body.status  # type: ignore[assignment]
+    agent.status_reason = body.reason if isinstance(body.reason, str) else None
+
+
+def _agent_session(state: ProjectState, body: AgentSession, event: Event) -> None:
+    state.agents[body.agent_id].session = body.session
+
+
+def _usage_recorded(state: ProjectState, body: UsageRecorded, event: Event) -> None:
+    metrics = state.agents[body.agent_id].metrics
+    metrics.cost_usd = round(metrics.cost_usd + body.cost_usd, 6)
+    metrics.input_tokens += body.input_tokens
+    metrics.output_tokens += body.output_tokens
 
 
 def _agent_dead(state: ProjectState, body: AgentDead, event: Event) -> None:
@@ -190,6 +204,8 @@ def _agent_dead(state: ProjectState, body: AgentDead, event: Event) -> None:
         task.agent_deaths += 1
     agent = state.agents[body.agent_id]
     agent.status = "dead"
+    agent.session = None
+    agent.status_reason = None
     agent.current_tasks = []
     _close_busy_period(agent, now)
     agent.metrics.tasks_in_progress = 0
@@ -334,6 +350,8 @@ _HANDLERS: dict[type, Handler] = {
     StateDigest: _state_digest,
     AgentRegistered: _agent_registered,
     AgentStatus: _agent_status,
+    AgentSession: _agent_session,
+    UsageRecorded: _usage_recorded,
     AgentDead: _agent_dead,
     TaskReady: _task_ready,
     TaskAssigned: _task_assigned,

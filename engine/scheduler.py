@@ -25,7 +25,7 @@ import networkx as nx
 from engine.dag import critical_path_lengths, descendant_counts
 from engine.models import AgentState, ProjectState, TaskState
 from engine.plan import Plan
-from engine.protocol import PRIORITY_RANK
+from engine.payloads import PRIORITY_RANK
 
 PLACEABLE_AGENT_STATUSES = frozenset({"ready", "busy"})
 

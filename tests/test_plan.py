@@ -291,7 +291,7 @@ CASES = {
     ),
     "bad kind": (
         "sprint: s\nagents:\n  - id: a\n    kind: robot\n",
-        ["plan.yaml:4: agent 'a': kind: should be 'simulated', 'shell' or 'external', got 'robot'"],
+        ["plan.yaml:4: agent 'a': kind: should be 'simulated', 'shell', 'external' or 'claude', got 'robot'"],
     ),
     "bad lock mode": (
         "sprint: s\n" + AGENT + "tasks:\n  - id: t\n    resources:\n      - {path: a.py, mode: rw}\n",
@@ -387,7 +387,7 @@ def test_every_problem_is_reported_in_line_order(tmp_path: Path) -> None:
     )
     assert [line.split(": ", 1)[1] for line in problems(path)] == [
         "duplicate agent id 'builder' (first defined on line 3)",
-        "agent 'builder': kind: should be 'simulated', 'shell' or 'external', got 'robot'",
+        "agent 'builder': kind: should be 'simulated', 'shell', 'external' or 'claude', got 'robot'",
         "task 'compile': no agent can perform it: requires [gpu]; no agent has 'gpu'",
         "task 'compile': estimate: invalid duration 'later' (use 500ms, 30s, 2m, 1h or a number of seconds)",
         "task 'link': depends on unknown task 'assemble'",
@@ -408,7 +408,7 @@ def test_broken_task_does_not_hide_its_dependency_problems(tmp_path: Path) -> No
 def test_json_plan_problems_have_lines() -> None:
     path = SAMPLES / "invalid" / "several_problems.json"
     assert [line.removeprefix(f"{path}:") for line in problems(path)] == [
-        "5: agent 'builder': kind: should be 'simulated', 'shell' or 'external', got 'robot'",
+        "5: agent 'builder': kind: should be 'simulated', 'shell', 'external' or 'claude', got 'robot'",
         "5: duplicate agent id 'builder' (first defined on line 4)",
         "8: task 'compile': no agent can perform it: requires [gpu]; no agent has 'gpu'",
         "9: task 'link': priority: should be 'low', 'medium', 'high' or 'critical', got 'urgent'",

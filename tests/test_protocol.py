@@ -141,6 +141,8 @@ SAMPLES: dict[MessageType, tuple[str, str, dict[str, Any]]] = {
         {"info": "sprint paused", "data": {"by": "operator", "resumeAt": None}},
     ),
     MessageType.HEARTBEAT: ("backend-1", MANAGER_ID, {"tasks": ["api-auth"], "load": 1}),
+    MessageType.TASK_CLAIM: ("claude-1", MANAGER_ID, {"taskId": "api-auth"}),
+    MessageType.AGENT_LEAVE: ("claude-1", MANAGER_ID, {"reason": "the Claude Code session ended"}),
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from engine.protocol import BROADCAST, MANAGER_ID, MAX_MESSAGE_BYTES, IPCMessage, ProtocolError, make_message, parse_message, reply_to
+from engine.protocol import BROADCAST, MANAGER_ID, WELCOME, MAX_MESSAGE_BYTES, IPCMessage, ProtocolError, make_message, parse_message, reply_to
 from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
 from engine.transports.base import ResponseTimeout, TransportClosed, UnknownRecipient
 from engine.transports.client import HandshakeRefused, SocketClient
@@ -111,6 +111,14 @@ class Bus:
             await asyncio.gather(reading, return_exceptions=True)
 
 
+def welcome(transport: SocketTransport, message: IPCMessage) -> None:
+    """What the manager does with an agent_ready (the transport only binds once it is answered)."""
+    if message.type == "agent_ready" and message.requires_response:
+        data = {"agentId": message.from_, "heartbeatInterval": 0.05}
+        answer = reply_to(message, "broadcast_info", {"info": WELCOME, "data": data}, priority="critical")
+        asyncio.get_running_loop().create_task(transport.send(answer))
+
+
 def make_address(kind: str, directory: Path) -> Address:
     text = f"unix:{directory}/sock/bus.sock" if kind == "unix" else "tcp:127.0.0.1:0"
     return parse_address(text, listening=True)
@@ -125,9 +133,9 @@ async def start_bus(address: Address, *, manager: bool = False) -> Bus:
         listener,
         address,
         tokens=TOKENS,
-        welcome=lambda agent_id: {"agentId": agent_id, "heartbeatInterval": 0.05},
         on_refused=bus.refusals.append,
     )
+    bus.transport.tap(lambda message: welcome(bus.transport, message))
     if manager:
         bus.manager = bus.transport.subscribe(MANAGER_ID)
     await bus.transport.start()

@@ -199,7 +199,7 @@ def announce(served: Served) -> None:
 def build(served: Served) -> tuple[SprintManager, SocketTransport]:
     """The manager on a socket transport; refusals are journaled, the end stops taking messages."""
     transport = SocketTransport(
-        served.listener, served.address, tokens=served.tokens, welcome=lambda agent_id: welcome(served, agent_id)
+        served.listener, served.address, tokens=served.tokens
     )
     manager = sprint_manager(served.plan, served.records, workspace=served.workspace, journal=served.journal,
                              transport=transport, seed=served.seed, speed=served.speed)
@@ -214,21 +214,6 @@ def build(served: Served) -> tuple[SprintManager, SocketTransport]:
 
     manager.subscribe(on_event)
     return manager, transport
-
-
-def welcome(served: Served, agent_id: str) -> dict[str, Any]:
-    """What a connecting agent is told: its plan entry, the heartbeat interval, seed and workspace."""
-    settings = served.plan.settings
-    return {
-        "sprint": served.plan.sprint,
-        "agentId": agent_id,
-        "agent": served.plan.agent(agent_id).model_dump(mode="json"),
-        "heartbeatInterval": settings.heartbeat_interval,
-        "heartbeatTimeout": settings.heartbeat_timeout,
-        "seed": served.seed,
-        "speed": served.speed,
-        "workspace": str(served.workspace),
-    }
 
 
 async def serve_headless(served: Served) -> SprintResult:

@@ -14,14 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.plan import AgentSpec
-from engine.protocol import (
-    MANAGER_ID,
-    IPCMessage,
-    MessageType,
-    ProtocolError,
-    TaskAssignPayload,
-    make_message,
-)
+from engine.payloads import TaskAssignPayload
+from engine.protocol import IPCMessage, MANAGER_ID, MessageType, ProtocolError, make_message
 from engine.transports.base import Transport, TransportError
 
 log = logging.getLogger(__name__)

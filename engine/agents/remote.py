@@ -27,16 +27,9 @@ from engine.agents.base import LocalAgent
 from engine.agents.shell import ShellAgent
 from engine.agents.simulated import SimulatedAgent
 from engine.models import ResourceLock, TaskState
+from engine.payloads import LockRef, TaskAssignPayload
 from engine.plan import AgentSpec
-from engine.protocol import (
-    MANAGER_ID,
-    IPCMessage,
-    LockRef,
-    MessageType,
-    ProtocolError,
-    TaskAssignPayload,
-    make_message,
-)
+from engine.protocol import IPCMessage, MANAGER_ID, MessageType, ProtocolError, make_message
 from engine.transports.base import TransportError
 from engine.transports.client import SocketClient
 

@@ -11,7 +11,8 @@ import os
 import signal
 
 from engine.agents.base import LocalAgent, Outcome
-from engine.protocol import MessageType, TaskAssignPayload
+from engine.payloads import TaskAssignPayload
+from engine.protocol import MessageType
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 MAX_LINE = 2000

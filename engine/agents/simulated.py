@@ -21,7 +21,8 @@ from pathlib import Path
 
 from engine.agents.base import LocalAgent, Outcome
 from engine.plan import AgentSpec, Plan
-from engine.protocol import MessageType, TaskAssignPayload
+from engine.payloads import TaskAssignPayload
+from engine.protocol import MessageType
 from engine.resources import is_named
 from engine.transports.base import Transport
 

@@ -77,6 +77,7 @@ class AgentRegistered(EventBody):
 class AgentStatus(EventBody):
     agent_id: str
     status: str
+    reason: str | Absent = ABSENT  # why (waiting for a human, ...); absent when there is nothing to say
 
     @property
     def subject(self) -> str:
@@ -93,6 +94,36 @@ class AgentDead(EventBody):
     released_locks: list[str] = field(default_factory=list)
     requeued_tasks: list[str] = field(default_factory=list)
     cancelled_requests: list[str] = field(default_factory=list)
+
+    @property
+    def subject(self) -> str:
+        return self.agent_id
+
+
+@event_kind(EventType.AGENT_SESSION)
+@dataclass(slots=True, kw_only=True)
+class AgentSession(EventBody):
+    """The Claude Code session that is the agent from now on (None: its session ended)."""
+
+    agent_id: str
+    session: str | None = None
+
+    @property
+    def subject(self) -> str:
+        return self.agent_id
+
+
+@event_kind(EventType.USAGE_RECORDED)
+@dataclass(slots=True, kw_only=True)
+class UsageRecorded(EventBody):
+    """An attempt's language-model spend, as its agent reported it (recorded even if refused)."""
+
+    agent_id: str
+    task_id: str
+    attempt: int = 0
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     @property
     def subject(self) -> str:

@@ -21,12 +21,20 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.protocol import MANAGER_ID, IPCMessage, MessageType, ProtocolError, make_message, parse_message
+from engine.protocol import (
+    MANAGER_ID,
+    SPRINT_FINISHED,
+    WELCOME,
+    IPCMessage,
+    MessageType,
+    ProtocolError,
+    make_message,
+    parse_message,
+)
 from engine.transports.address import Address
 from engine.transports.base import Inbox, Transport, TransportClosed, TransportError, check_size
 from engine.transports.framing import Oversize, encode, read_lines
 from engine.transports.inproc import PriorityInbox
-from engine.transports.socket import SPRINT_FINISHED, WELCOME
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +80,17 @@ class SocketClient(Transport):
         token: Callable[[], str],
         give_up_after: float | None = GIVE_UP_AFTER,
         events: ClientEvents | None = None,
+        channel: str = "agent",
+        session: str | None = None,
     ) -> None:
+        """`channel="requests"` makes a side channel of the agent (its replies only, see
+        engine/transports/socket.py); `session` names the Claude Code session the agent is."""
         super().__init__()
         self.address = address
         self.agent_id = agent_id
+        self._joining: dict[str, Any] = {"channel": channel} if channel != "agent" else {}
+        if session is not None:
+            self._joining["session"] = session
         self.events = events or ClientEvents()
         self.welcome: dict[str, Any] = {}
         self.finished = False  # the server said the sprint is over
@@ -193,8 +208,9 @@ class SocketClient(Transport):
         reader, writer = await self._open()
         link = _Link(reader, writer, read_lines(reader).__aiter__())
         try:
-            payload = {**self._hello, "token": self._token()}
-            hello = make_message(MessageType.AGENT_READY, self.agent_id, MANAGER_ID, payload, priority="critical")
+            payload = {**self._hello, **self._joining, "token": self._token()}
+            hello = make_message(MessageType.AGENT_READY, self.agent_id, MANAGER_ID, payload, priority="critical",
+                                 requires_response=True, response_timeout=int(HANDSHAKE_TIMEOUT * 1000))
             writer.write(encode(hello))
             await writer.drain()
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from engine.protocol import BROADCAST, MAX_MESSAGE_BYTES, PRIORITY_RANK, IPCMessage
+from engine.payloads import PRIORITY_RANK
+from engine.protocol import BROADCAST, IPCMessage, MAX_MESSAGE_BYTES
 from engine.transports.base import (
     Inbox,
     Transport,

@@ -7,10 +7,12 @@ that is not connected (yet, or any more) waits in its inbox, in priority order, 
 (re)connects; whether it is dead is the manager's call, from heartbeats, not the transport's.
 
 On the wire each line is one message's `IPCMessage.wire()` JSON.  A connection is bound to an
-agent by its first message, `agent_ready` carrying that agent's token; the server answers with a
-`broadcast_info` "welcome" (the plan's heartbeat interval and the agent's entry) as the reply.
-After that, a message whose `from` is not the bound agent, or of a type only the manager sends, is
-refused.  Refusals (bad token, spoofed sender, malformed or oversize lines, unknown recipients)
+agent by its first message, `agent_ready` carrying that agent's token; the manager answers it
+with a `broadcast_info` "welcome" (the agent's plan entry, the heartbeat timing, the workspace),
+or refuses it (then the connection closes).  An agent has one connection of its own, which takes
+its messages; it may also open side channels (`channel: requests`, e.g. a Claude Code hook call)
+that get only the replies to their own requests.  After the handshake, a message whose `from` is
+not the bound agent, or of a type only the manager sends, is refused.  Refusals (bad token, spoofed sender, malformed or oversize lines, unknown recipients)
 get an `agent_error` reply naming the field and are handed to `on_refused`, which `serve`
 journals; the connection, and the engine, go on.  Tokens never reach the journal: they are
 stripped from `agent_ready` before the manager sees it.
@@ -25,11 +27,11 @@ import os
 import socket
 import stat
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from engine.protocol import (
     MANAGER_ID,
     MANAGER_ONLY_TYPES,
+    SPRINT_FINISHED,
     IPCMessage,
     MessageType,
     ProtocolError,
@@ -38,15 +40,12 @@ from engine.protocol import (
 )
 from engine.refusal import Refusal
 from engine.transports.address import Address
-from engine.transports.base import TransportClosed, TransportError, UnknownRecipient
+from engine.transports.base import TransportClosed, TransportError, UnknownRecipient, check_size
 from engine.transports.framing import Oversize, encode, read_lines
 from engine.transports.inproc import InProcessTransport, PriorityInbox
 
 log = logging.getLogger(__name__)
 
-#: `broadcast_info` `info` values the server itself sends on a connection.
-WELCOME = "welcome"
-SPRINT_FINISHED = "sprint_finished"
 DRAIN_TIMEOUT = 5.0  # seconds `finish` waits for connected agents to receive what is queued for them
 HELLO_TIMEOUT = 30.0  # seconds a connection may stay unbound before it is closed
 
@@ -59,6 +58,8 @@ class _Connection:
         self.writer = writer
         self.peer = peer
         self.agent_id: str | None = None
+        self.side = False  # a `requests` channel: it gets the replies to its own requests only
+        self.hello_id: str | None = None  # its agent_ready, until the manager answers it
         self.pump: asyncio.Task[None] | None = None
         self.closing = False
 
@@ -77,7 +78,8 @@ class SocketTransport(InProcessTransport):
     """In-process inboxes for local parties, socket connections for the plan's external agents.
 
     `listener` is a bound, listening socket (`engine.transports.address.listen`); `tokens` maps
-    each external agent id to its token; `welcome(agent_id)` gives the data of the welcome reply.
+    each external agent id to its token.  The manager answers each agent_ready (welcome or refusal);
+    a reply to a request that came on a connection goes back on that connection.
     """
 
     def __init__(
@@ -86,7 +88,6 @@ class SocketTransport(InProcessTransport):
         address: Address,
         *,
         tokens: Mapping[str, str],
-        welcome: Callable[[str], dict[str, Any]] | None = None,
         on_refused: Callable[[Refusal], None] | None = None,
     ) -> None:
         super().__init__()
@@ -94,10 +95,10 @@ class SocketTransport(InProcessTransport):
         self.on_refused = on_refused
         self._listener = listener
         self._tokens = dict(tokens)
-        self._welcome = welcome or (lambda agent_id: {})
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
         self._bound: dict[str, _Connection] = {}
+        self._routes: dict[str, _Connection] = {}  # request id -> the connection its reply goes to
         self._unsent: dict[str, IPCMessage] = {}  # taken from an inbox, not known to be written
         self._inbound = True
         for agent_id in self._tokens:
@@ -214,35 +215,31 @@ class SocketTransport(InProcessTransport):
             connection.closing = True
 
     async def _bind(self, connection: _Connection, message: IPCMessage) -> None:
-        """The first message: agent_ready from an external agent of the plan, with its token."""
+        """The first message: agent_ready from an external agent of the plan, with its token.
+
+        The manager answers it: a refusal (a second Claude Code session for a live one, say)
+        closes the connection; a welcome makes it the agent's own connection, replacing an older
+        one, or a side channel (`channel: requests`) that gets only the replies to its requests.
+        """
         problem = self._check_hello(message)
         if problem is not None:
             field, reason = problem
             self._refuse(connection, field, reason, message, security=True, close=True)
             return
-        if not await self._deliver(connection, _without_token(message)):
+        connection.agent_id = message.from_
+        connection.hello_id = message.id
+        connection.side = message.payload.channel == "requests"
+        self._routes[message.id] = connection
+        hello = _without_token(message).model_copy(update={"requires_response": True})
+        if not await self._deliver(connection, hello):
             connection.closing = True
-            return
-        agent_id = message.from_
-        self._take_over(agent_id)
-        connection.agent_id = agent_id
-        self._bound[agent_id] = connection
-        connection.pump = asyncio.get_running_loop().create_task(
-            self._pump(connection, agent_id), name=f"socket-pump-{agent_id}"
-        )
-        welcome = make_message(
-            MessageType.BROADCAST_INFO,
-            MANAGER_ID,
-            agent_id,
-            {"info": WELCOME, "data": self._welcome(agent_id)},
-            priority="critical",
-            correlation_id=message.id,
-        )
-        await self.send(welcome)
 
     def _check_hello(self, message: IPCMessage) -> tuple[str, str] | None:
         if message.type != MessageType.AGENT_READY:
             return "type", f"the first message on a connection must be agent_ready with the agent's token, not {message.type}"
+        claimed = message.payload.agent_id
+        if claimed is not None and claimed != message.from_:
+            return "payload.agentId", f"{claimed!r} must equal the message's from ({message.from_!r})"
         expected = self._tokens.get(message.from_)
         if expected is None:
             known = ", ".join(sorted(self._tokens)) or "none"
@@ -278,6 +275,8 @@ class SocketTransport(InProcessTransport):
         else:
             if message.type == MessageType.AGENT_READY:
                 message = _without_token(message)
+            if connection.side and message.requires_response:
+                self._routes[message.id] = connection
             await self._deliver(connection, message)
 
     async def _deliver(self, connection: _Connection, message: IPCMessage) -> bool:
@@ -316,7 +315,38 @@ class SocketTransport(InProcessTransport):
         except TransportClosed:
             pass
 
+    async def send(self, message: IPCMessage) -> None:
+        """A reply to a request that came on a connection goes back on it (a side channel has no
+        inbox; an agent's answer to its agent_ready must reach the connection that asked)."""
+        route = self._routes.pop(message.correlation_id, None) if message.correlation_id is not None else None
+        if route is None:
+            await super().send(message)
+            return
+        check_size(message)
+        self._notify(message)
+        route.write(message)
+        if route.hello_id == message.correlation_id:
+            self._answered_hello(route, message)
+
+    def _answered_hello(self, connection: _Connection, answer: IPCMessage) -> None:
+        """The manager welcomed the agent (its own connection starts taking its messages), or
+        refused it (the connection is let go)."""
+        connection.hello_id = None
+        agent_id = connection.agent_id
+        if answer.type == MessageType.AGENT_ERROR or agent_id is None:
+            connection.agent_id = None
+            connection.closing = True
+            asyncio.get_running_loop().call_soon(connection.close)
+        elif not connection.side:
+            self._take_over(agent_id)
+            self._bound[agent_id] = connection
+            connection.pump = asyncio.get_running_loop().create_task(
+                self._pump(connection, agent_id), name=f"socket-pump-{agent_id}"
+            )
+
     def _drop(self, connection: _Connection) -> None:
+        for request_id in [r for r, c in self._routes.items() if c is connection]:
+            del self._routes[request_id]
         self._connections.discard(connection)
         if connection.agent_id is not None and self._bound.get(connection.agent_id) is connection:
             del self._bound[connection.agent_id]

@@ -1,0 +1,218 @@
+"""Message payloads: one model per message type, camelCase on the wire, unknown keys refused.
+
+The seed gives the names where it has them (`resourceId`, `lockType`, the AgentConfig fields of
+`agent_ready`); `engine/protocol.py` pins each payload to its message type.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Priority = Literal["low", "medium", "high", "critical"]
+LockType = Literal["read", "write", "exclusive"]
+PRIORITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown keys are an error, not a silent drop."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        serialize_by_alias=True,
+    )
+
+
+# ---------------------------------------------------------------- payloads
+
+
+class LockRef(WireModel):
+    """A lock as named in fenced mutations: which grant and which token."""
+
+    resource_id: str
+    lock_type: LockType = "write"
+    lock_id: str | None = None
+    token: int | None = None
+
+
+class TaskAssignPayload(WireModel):
+    task_id: str
+    attempt: int = Field(ge=1)
+    title: str = ""
+    command: str | None = None
+    estimate: float | None = None  # seconds
+    agents: list[str] = []  # every agent of a collaborative task
+    locks: list[LockRef] = []  # grants taken for the task's duration
+    max_execution_time: float | None = None  # seconds
+
+
+class Usage(WireModel):
+    """What an attempt spent on a language model (a Claude Code run's result says)."""
+
+    cost_usd: float = Field(default=0.0, ge=0.0)
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+
+
+class TaskCompletePayload(WireModel):
+    task_id: str
+    attempt: int = Field(ge=1)
+    result: str | dict[str, Any] | None = None
+    locks: list[LockRef] = []  # fencing: the grants this completion relies on
+    usage: Usage | None = None
+
+
+class TaskFailedPayload(WireModel):
+    task_id: str
+    attempt: int = Field(ge=1)
+    error: str
+    retryable: bool = True
+    usage: Usage | None = None
+
+
+class TaskClaimPayload(WireModel):
+    """An agent asks for a ready task it can do (a Claude Code agent picks its own work)."""
+
+    task_id: str
+
+
+class TaskUpdatePayload(WireModel):
+    task_id: str
+    attempt: int = Field(ge=1)
+    progress: float | None = Field(default=None, ge=0.0, le=1.0)
+    message: str | None = None
+    stream: Literal["stdout", "stderr"] | None = None
+
+
+class TaskCancelPayload(WireModel):
+    task_id: str
+    attempt: int = Field(ge=1)
+    reason: str = ""
+
+
+class ResourceLockPayload(WireModel):
+    """A lock request, and (with lockId/token/expiresAt filled) its grant."""
+
+    resource_id: str
+    lock_type: LockType
+    ttl: int | None = Field(default=None, gt=0)  # ms
+    wait_ms: int | None = Field(default=None, ge=0)
+    task_id: str | None = None
+    also: list[LockRef] = []  # further paths granted all at once with resourceId
+    lock_id: str | None = None
+    token: int | None = None
+    expires_at: datetime | None = None
+    grants: list[LockRef] = []  # on a multi-path grant: every path's lockId/token
+
+
+class ResourceUnlockPayload(WireModel):
+    resource_id: str
+    lock_id: str | None = None
+    released: bool | None = None  # on the reply
+
+
+class ResourceConflictPayload(WireModel):
+    resource_id: str
+    lock_type: LockType
+    holder: str | None = None
+    holder_mode: LockType | None = None
+    holder_task: str | None = None
+    reason: str = ""
+
+
+class StateUpdatePayload(WireModel):
+    """A holder's report of a file's new content, fenced with its grant."""
+
+    path: str
+    checksum: str
+    lock_id: str | None = None
+    token: int | None = None
+    attempt: int | None = None
+    task_id: str | None = None
+
+
+class StateRequestPayload(WireModel):
+    sections: list[Literal["files", "tasks", "agents", "locks"]] = []
+
+
+class StateSyncPayload(WireModel):
+    version: int
+    state: dict[str, Any]
+
+
+def _empty(value: object) -> bool:
+    """Left out of the wire form while empty: messages written before the field existed stay
+    byte for byte what they were (journals record them)."""
+    return not value
+
+
+class ResourceLimits(WireModel):
+    """The seed's AgentConfig resourceLimits."""
+
+    max_concurrent_tasks: int | None = Field(default=None, ge=1)
+    max_memory_usage: int | None = Field(default=None, ge=0)  # bytes
+    max_execution_time: float | None = Field(default=None, gt=0)  # seconds
+
+
+class AgentReadyPayload(WireModel):
+    """The seed's AgentConfig, from an agent joining; `token` binds a remote connection to it.
+
+    `channel` says what the connection is for: `agent` (the agent itself: it receives the agent's
+    messages, and a newer one replaces an older one), or `requests` (a short-lived side channel of
+    the same agent, such as a Claude Code hook call: it receives only the replies to its own
+    requests).  `session` names the Claude Code session the agent is, when it is one.
+    """
+
+    agent_id: str | None = None  # the seed's agentId: must equal the envelope's `from`
+    capabilities: list[str] = []
+    specializations: list[str] = []
+    max_concurrent_tasks: int | None = Field(default=None, ge=1)
+    resource_limits: ResourceLimits | None = None
+    dependencies: list[str] = Field(default=[], exclude_if=_empty)
+    token: str | None = None
+    session: str | None = Field(default=None, min_length=1, max_length=200)
+    channel: Literal["agent", "requests"] = Field(default="agent", exclude_if=lambda value: value == "agent")
+
+
+class AgentLeavePayload(WireModel):
+    """An agent leaves in good order (its Claude Code session ended): its locks and work go back."""
+
+    reason: str = ""
+
+
+class AgentBusyPayload(WireModel):
+    task_id: str | None = None
+    reason: str = ""
+
+
+class AgentErrorPayload(WireModel):
+    error: str
+    field: str | None = None
+    ref_message_id: str | None = None
+
+
+class RequestAssistancePayload(WireModel):
+    topic: str
+    task_id: str | None = None
+    details: str = ""
+
+
+class ProvideAssistancePayload(WireModel):
+    topic: str = ""
+    task_id: str | None = None
+    details: str = ""
+
+
+class BroadcastInfoPayload(WireModel):
+    info: str
+    data: dict[str, Any] = {}
+
+
+class HeartbeatPayload(WireModel):
+    tasks: list[str] = []
+    load: int | None = Field(default=None, ge=0)
