@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
                        help="stop when no server answers for this long (default 300; 0 never)")
 
+    claude = sub.add_parser("init-claude", help="add sprintdeck's hooks and MCP server to a checkout for Claude Code")
+    claude.add_argument("--connect", metavar="ADDR", help="the address serve printed, for the printed commands")
+    claude.add_argument("--agent", metavar="ID", help="print the command that starts this agent")
+    claude.add_argument("--plan", metavar="PLAN", help="print the command that starts each external agent of PLAN")
+    claude.add_argument("--token-file", metavar="F", help="serve's --token-file, for the printed commands")
+    claude.add_argument("--dir", default=".", metavar="DIR", help="the checkout to prepare (default: here)")
+
     export = sub.add_parser("export", help="print the task DAG")
     export.add_argument("plan")
     export.add_argument("--format", choices=["mermaid", "dot", "json"], default="mermaid")
@@ -89,6 +96,7 @@ COMMANDS = {
     "diff": "app.commands.diff",
     "serve": "app.commands.serve",
     "agent": "app.commands.agent",
+    "init-claude": "app.commands.init_claude",
 }
 
 
