@@ -61,15 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a sprint whose external agents connect over a socket")
     _add_sprint_options(serve)
     serve.add_argument("--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT (loopback)")
+    serve.add_argument("--token-file", metavar="PATH",
+                       help="keep the agents' tokens in this JSON file (read, or created 0600 when absent)")
 
     agent = sub.add_parser("agent", help="be one external agent of a served sprint, in this process")
     agent.add_argument("--connect", required=True, metavar="ADDR", help="the address serve printed")
     agent.add_argument("--id", required=True, help="the agent id in the plan")
-    agent.add_argument("--token-file", metavar="F", help="the agent's token file (or set SPRINTDECK_TOKEN)")
+    agent.add_argument("--token-file", metavar="F",
+                       help="a token file serve wrote (or set SPRINTDECK_TOKEN or SPRINTDECK_TOKEN_FILE)")
     agent.add_argument("--workspace", metavar="DIR", help="run commands in DIR (default: the server's workspace)")
     agent.add_argument("--simulate", action="store_true", help="simulate the work instead of running commands")
     agent.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
                        help="stop when no server answers for this long (default 300; 0 never)")
+
+    claude = sub.add_parser("init-claude", help="add sprintdeck's hooks and MCP server to a checkout for Claude Code")
+    claude.add_argument("--connect", metavar="ADDR", help="the address serve printed, for the printed commands")
+    claude.add_argument("--agent", metavar="ID", help="print the command that starts this agent")
+    claude.add_argument("--plan", metavar="PLAN", help="print the command that starts each external agent of PLAN")
+    claude.add_argument("--token-file", metavar="F", help="serve's --token-file, for the printed commands")
+    claude.add_argument("--dir", default=".", metavar="DIR", help="the checkout to prepare (default: here)")
 
     export = sub.add_parser("export", help="print the task DAG")
     export.add_argument("plan")
@@ -86,6 +96,7 @@ COMMANDS = {
     "diff": "app.commands.diff",
     "serve": "app.commands.serve",
     "agent": "app.commands.agent",
+    "init-claude": "app.commands.init_claude",
 }
 
 

@@ -99,10 +99,10 @@ class Proc:
     err: Path
 
     @classmethod
-    def start(cls, args: list[str], name: str, directory: Path) -> Proc:
+    def start(cls, args: list[str], name: str, directory: Path, env: dict[str, str] | None = None) -> Proc:
         out, err = directory / f"{name}.out", directory / f"{name}.err"
         with out.open("wb") as stdout, err.open("wb") as stderr:
-            process = subprocess.Popen([*SPRINTDECK, *args], cwd=ROOT, env=ENV, stdout=stdout, stderr=stderr)
+            process = subprocess.Popen([*SPRINTDECK, *args], cwd=ROOT, env={**ENV, **(env or {})}, stdout=stdout, stderr=stderr)
         return cls(process, out, err)
 
     def stderr(self) -> str:

@@ -548,6 +548,6 @@ def test_tokens_are_private_and_reused_on_resume(short_dir: Path) -> None:
     first = ensure_tokens(directory, ["a", "b"], reuse=False)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE((directory / "a.token").stat().st_mode) == 0o600
-    assert read_token(directory / "a.token") == first["a"] and first["a"] != first["b"]
+    assert read_token(directory / "a.token", "a") == first["a"] and first["a"] != first["b"]
     assert ensure_tokens(directory, ["a", "b"], reuse=True) == first
     assert ensure_tokens(directory, ["a"], reuse=False)["a"] != first["a"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -23,9 +22,8 @@ from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
 from engine.agents.remote import RemoteAgentError, serve_agent
 from engine.transports.address import Address, AddressError, parse_address
 from engine.transports.client import ClientEvents, HandshakeRefused, ServerUnreachable, SocketClient
-from engine.transports.tokens import TokenError, read_token
+from engine.transports.tokens import TokenError, token_source
 
-TOKEN_ENV = "SPRINTDECK_TOKEN"
 EXIT_TERMINATED = 143
 
 
@@ -33,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
     prefix = f"sprintdeck agent {args.id}"
     try:
         address = parse_address(args.connect)
-        token = token_source(args.token_file)
+        token = token_source(args.id, args.token_file)
     except (AddressError, TokenError) as exc:
         print(f"{prefix}: {'--connect ' if isinstance(exc, AddressError) else ''}{exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -44,26 +42,6 @@ def main(args: argparse.Namespace) -> int:
     _log_to_stderr(prefix)
     give_up = args.give_up_after if args.give_up_after and args.give_up_after > 0 else None
     return asyncio.run(run(address, args.id, token, workspace, simulate=args.simulate, give_up_after=give_up))
-
-
-def token_source(token_file: str | None) -> Callable[[], str]:
-    """How to get the token at each connection: the file is re-read (serve may have rewritten it)."""
-    if token_file:
-        path = Path(token_file)
-        last = [read_token(path)]  # a missing or empty file is bad input now, not a retry loop
-
-        def from_file() -> str:
-            try:
-                last[0] = read_token(path)
-            except TokenError:
-                pass  # keep the token that worked
-            return last[0]
-
-        return from_file
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    if not token:
-        raise TokenError(f"no token: pass --token-file F (serve prints the directory of token files) or set {TOKEN_ENV}")
-    return lambda: token
 
 
 async def run(

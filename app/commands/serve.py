@@ -4,7 +4,8 @@ The same sprint as `run` (journal, exit codes, `--json` object, `--resume`), exc
 `external` agents join over a Unix socket or loopback TCP (`sprintdeck agent`); its simulated and
 shell agents still run embedded in this process.  Each external agent gets a token, written to a
 0700 directory beside the journal (and found there again by `--resume`, so agents of the crashed
-server reconnect to the new one).  Everything that can be refused - the address, the plan, the
+server reconnect to the new one), or kept in the one JSON file `--token-file` names (read when it
+exists, written when not).  Everything that can be refused - the address, the plan, the
 journal, the tokens - is checked before the journal is touched.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shlex
 import socket
 import sys
 from dataclasses import dataclass
@@ -28,7 +31,14 @@ from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
 from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
 from engine.transports.socket import SocketTransport
-from engine.transports.tokens import TokenError, ensure_tokens, token_path, tokens_dir_for
+from engine.transports.tokens import (
+    TokenError,
+    TokenPlace,
+    agents_needing_tokens,
+    ensure_tokens,
+    token_file_tokens,
+    tokens_dir_for,
+)
 from engine.workspace import prepare_workspace
 
 SHOWN_AGENT_COMMANDS = 5  # agent command lines printed at start (the rest are alike)
@@ -42,7 +52,7 @@ class Served:
     address: Address
     listener: socket.socket
     tokens: dict[str, str]
-    tokens_dir: Path
+    tokens_at: TokenPlace
     workspace: Path
     journal: JournalWriter
     journal_path: Path
@@ -134,12 +144,7 @@ def _open(
     seed: int,
 ) -> Served:
     """Tokens, then the journal: a new one, or the crashed run's reopened (its torn tail cut)."""
-    external = [agent.id for agent in plan.agents if agent.kind == "external"]
-    tokens_dir = tokens_dir_for(journal_path)
-    try:
-        tokens = ensure_tokens(tokens_dir, external, reuse=bool(args.resume))
-    except TokenError as exc:
-        raise BadInput(f"sprintdeck: {exc}") from None
+    tokens, tokens_at = _tokens(plan, args, journal_path)
     records = None
     try:
         if args.resume:
@@ -159,7 +164,7 @@ def _open(
         address=address,
         listener=listener,
         tokens=tokens,
-        tokens_dir=tokens_dir,
+        tokens_at=tokens_at,
         workspace=workspace,
         journal=journal,
         journal_path=journal_path,
@@ -167,6 +172,19 @@ def _open(
         speed=args.speed or DEFAULT_SPEED,
         records=records,
     )
+
+
+def _tokens(plan: Plan, args: argparse.Namespace, journal_path: Path) -> tuple[dict[str, str], TokenPlace]:
+    """Each external agent's token, from `--token-file` (read or created) or the directory beside the journal."""
+    agent_ids = agents_needing_tokens(plan)
+    try:
+        if args.token_file:
+            place = TokenPlace(Path(os.path.abspath(args.token_file)), one_file=True)
+            return token_file_tokens(place.path, agent_ids), place
+        place = TokenPlace(tokens_dir_for(journal_path), one_file=False)
+        return ensure_tokens(place.path, agent_ids, reuse=bool(args.resume)), place
+    except TokenError as exc:
+        raise BadInput(f"sprintdeck: {exc}") from None
 
 
 def _remove_socket(address: Address) -> None:
@@ -186,10 +204,11 @@ def announce(served: Served) -> None:
     if not served.tokens:
         print("sprintdeck: the plan has no external agents; nobody needs to connect", file=out)
         return
-    print(f"sprintdeck: agent tokens in {served.tokens_dir}", file=out)
+    print(f"sprintdeck: agent tokens in {served.tokens_at.path}", file=out)
     for agent_id in list(served.tokens)[:SHOWN_AGENT_COMMANDS]:
-        token_file = token_path(served.tokens_dir, agent_id)
-        print(f"sprintdeck: sprintdeck agent --connect {served.address} --id {agent_id} --token-file {token_file}", file=out)
+        token_file = served.tokens_at.file_for(agent_id)
+        command = ["sprintdeck", "agent", "--connect", str(served.address), "--id", agent_id, "--token-file", str(token_file)]
+        print(f"sprintdeck: {shlex.join(command)}", file=out)
     out.flush()
 
 
