@@ -20,6 +20,7 @@ Standard library only (and pytest, to fail a test).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -141,15 +142,18 @@ class ClaudeProcess:
         self.command = command
         self._scratch = scratch
         self._started = time.monotonic()
+        self._orphans: list[int] = []  # what a `kill` left running, for `finish` to remove
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def kill(self) -> None:
-        """SIGKILL the CLI alone, as a crash would: its MCP servers see their stdin close and
-        must notice on their own (`finish` removes whatever is still left, so check first)."""
+        """SIGKILL the CLI alone, as a crash would. Its MCP servers see their stdin close and
+        must notice on their own; its Bash commands run on. `finish` removes whatever is still
+        left, so check what a crash leaves before calling it."""
         if self.process.returncode is None:
+            self._orphans = _descendants(self.pid)
             self.process.kill()
 
     async def finish(self, timeout: float = DEFAULT_TIMEOUT) -> ClaudeRun:
@@ -158,14 +162,16 @@ class ClaudeProcess:
         try:
             out, err = await asyncio.wait_for(self.process.communicate(), timeout)
         except TimeoutError:
-            _kill_group(self.pid)
+            _kill_tree(self.pid)
             out, err = await self.process.communicate()
             raise ClaudeTimedOut(_timeout_message(self.command, timeout, out, err)) from None
         finally:
+            _kill(self._orphans)
             _kill_group(self.pid)
             if self._scratch is not None:
                 self._scratch.cleanup()
-        return ClaudeRun(self.command, self.process.returncode or 0, out.decode(), err.decode(),
+        assert self.process.returncode is not None  # communicate() returns once it has exited
+        return ClaudeRun(self.command, self.process.returncode, out.decode(), err.decode(),
                          time.monotonic() - self._started)
 
 
@@ -206,7 +212,7 @@ def run_claude(workdir: Path, model: FakeModel, prompt: str = "Do the task.", *,
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(process.pid)
+        _kill_tree(process.pid)
         out, err = process.communicate()
         raise ClaudeTimedOut(_timeout_message(command, timeout, out, err)) from None
     finally:
@@ -227,12 +233,41 @@ def _home(home: Path | None) -> tuple[tempfile.TemporaryDirectory[str] | None, P
     return scratch, home
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a CLI that overran and everything it started."""
+    _kill([pid, *_descendants(pid)])
+    _kill_group(pid)
+
+
 def _kill_group(pid: int) -> None:
-    """SIGKILL whatever is left of the run's process group (MCP servers, background commands)."""
-    try:
+    """SIGKILL whatever is left of the run's process group (its MCP servers, its hooks)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+
+
+def _kill(pids: Sequence[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, through /proc (Linux; elsewhere none). The CLI starts each
+    Bash command in a session of its own, so its process group does not reach them, and even
+    SIGTERM leaves them running."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
 
 
 def _timeout_message(command: list[str], timeout: float, out: bytes, err: bytes) -> str:

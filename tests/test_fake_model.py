@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import signal
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from claude_cli import LOCAL_CLAUDE, ClaudeNotFound, find_claude, run_claude, run_claude_async
+from claude_cli import (LOCAL_CLAUDE, ClaudeNotFound, ClaudeProcess, ClaudeTimedOut, find_claude,
+                        run_claude, run_claude_async, start_claude)
 from fake_model import FakeModel, Request, ToolCall
 
 DENY_REASON = "notes.txt is locked by agent backend (task api); edit other files meanwhile"
@@ -32,12 +35,12 @@ def project(tmp_path: Path, files: dict[str, str] | None = None) -> Path:
     return root
 
 
-def add_pre_tool_use_hook(root: Path, matcher: str, script: str) -> None:
+def add_pre_tool_use_hook(root: Path, matcher: str, script: str, args: Sequence[str] = ()) -> None:
     """Write `script` as a Python hook and register it in the project's .claude/settings.json."""
     hook = root / ".claude" / "hook.py"
     hook.parent.mkdir(exist_ok=True)
     hook.write_text(script)
-    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(hook))}"
+    command = shlex.join([sys.executable, str(hook), *args])
     settings = {"hooks": {"PreToolUse": [
         {"matcher": matcher, "hooks": [{"type": "command", "command": command, "timeout": 10}]}]}}
     (root / ".claude" / "settings.json").write_text(json.dumps(settings))
@@ -112,7 +115,7 @@ def test_hooks_and_mcp_servers_inherit_the_cli_environment(tmp_path: Path) -> No
     seen = tmp_path / "seen"
     seen.mkdir()
     record_env = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"
-    add_pre_tool_use_hook(root, "Write", f"import sys\nsys.argv[1:] = [{str(seen / 'hook')!r}]\n{record_env}\n")
+    add_pre_tool_use_hook(root, "Write", record_env, args=[str(seen / "hook")])
     mcp_config = tmp_path / "mcp.json"
     mcp_config.write_text(json.dumps({"mcpServers": {"probe": {
         "command": sys.executable, "args": ["-c", record_env, str(seen / "mcp")]}}}))
@@ -168,6 +171,54 @@ async def test_several_clis_run_at_once_each_against_its_own_model(tmp_path: Pat
     assert [r.exit_code for r in runs] == [0, 0, 0]
     assert [(root / n).read_text() for n in names] == names
     assert len({r.json["session_id"] for r in runs}) == 3
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie nobody has reaped yet does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def start_a_long_command(root: Path, model: FakeModel,
+                               pid_file: Path) -> tuple[ClaudeProcess, int]:
+    """Start a CLI whose Bash command writes its shell's pid and sleeps; return once it runs."""
+    claude = await start_claude(root, model, allowed_tools=["Bash"])
+    for _ in range(600):
+        if pid_file.exists() and pid_file.read_text().strip():
+            return claude, int(pid_file.read_text())
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the Bash command never started; the model saw {model.requests}")
+
+
+def sleeping_command(pid_file: Path) -> list[ToolCall]:
+    return [ToolCall("Bash", {"command": f"echo $$ > {pid_file}; sleep 60", "description": "Wait."})]
+
+
+async def test_a_killed_cli_leaves_its_bash_command_until_finish_removes_it(tmp_path: Path) -> None:
+    """The crash the sprint manager must survive: the CLI dies mid-command. Its Bash command
+    runs in a session of its own and outlives it; `finish` cleans it up."""
+    root, pid_file = project(tmp_path), tmp_path / "bash.pid"
+    with FakeModel([sleeping_command(pid_file)]) as model:
+        claude, bash = await start_a_long_command(root, model, pid_file)
+        claude.kill()
+        await claude.process.wait()
+        assert running(bash)
+        run = await claude.finish()
+
+    assert run.exit_code == -signal.SIGKILL
+    assert not running(bash)
+
+
+async def test_a_run_past_its_timeout_fails_saying_so_and_leaves_no_process(tmp_path: Path) -> None:
+    root, pid_file = project(tmp_path), tmp_path / "bash.pid"
+    with FakeModel([sleeping_command(pid_file)]) as model:
+        claude, bash = await start_a_long_command(root, model, pid_file)
+        with pytest.raises(ClaudeTimedOut, match="did not finish within 0.5 s"):
+            await claude.finish(timeout=0.5)
+
+    assert not running(bash)
 
 
 def test_a_turn_can_act_on_what_the_previous_turn_returned(tmp_path: Path) -> None:
