@@ -85,7 +85,9 @@ def claude_binary() -> str:
 
 def claude_env(model: FakeModel, home: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The run's environment: ours without the steering variables, the fake model's address,
-    the run's own HOME and config directory, then the test's `env` over all of that."""
+    the run's own HOME and config directory, then the test's `env` over all of that. A test
+    whose sprint manager starts `claude` itself gives the manager this environment (and
+    SPRINTDECK_CLAUDE=claude_binary()), so each CLI it starts talks to `model`."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(DROPPED_PREFIXES)}
     no_proxy = ",".join(filter(None, [inherited.get("NO_PROXY"), "127.0.0.1", "localhost"]))
     return {

@@ -12,7 +12,13 @@ request; the server records every request so the test can read those results.
 
 A turn may also be a function of the request that asks for it (it sees the previous turn's tool
 results), for scripts that branch. When the script runs out, the model ends the conversation with
-a text turn (`end_turn`). One server serves one CLI process: start as many as a test needs.
+a text turn (`end_turn`).
+
+Each conversation (the CLI's session id, sent with every request) plays its script from the
+start, so one server can serve several CLIs at once, such as those a sprint manager starts
+itself; give a function instead of a list to pick each conversation's script from its first
+request, e.g. by the task its prompt names. A test that starts the CLIs itself can as well
+start one server for each.
 
 Standard library only.
 """
@@ -40,6 +46,7 @@ class ToolCall:
 
 Block = str | ToolCall
 Turn = Sequence[Block] | Callable[["Request"], Sequence[Block]]
+Script = Sequence[Turn] | Callable[["Request"], Sequence[Turn]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,22 @@ class Request:
         return [_tool_result(block) for block in content if block.get("type") == "tool_result"]
 
     @property
+    def session_id(self) -> str:
+        """The CLI session this request belongs to ("" if the CLI did not say)."""
+        return next((v for k, v in self.headers.items() if k.lower() == "x-claude-code-session-id"), "")
+
+    @property
+    def prompt(self) -> str:
+        """The user's prompt: the first user message's text, without the CLI's system reminders."""
+        messages = self.body.get("messages") or []
+        first: dict[str, Any] = next((m for m in messages if m.get("role") == "user"), {})
+        content = first.get("content", "")
+        if isinstance(content, str):
+            return content
+        return "\n".join(b.get("text", "") for b in content if b.get("type") == "text"
+                         and not b.get("text", "").startswith("<system-reminder>"))
+
+    @property
     def tool_names(self) -> list[str]:
         """The names of the tools the CLI offered the model in this request."""
         return [tool.get("name", "") for tool in self.body.get("tools") or []]
@@ -92,21 +115,22 @@ def _tool_result(block: dict[str, Any]) -> ToolResult:
 
 
 class FakeModel:
-    """A Messages API server on a free loopback port that plays `script`, one turn per request.
+    """A Messages API server on a free loopback port that plays `script`, one turn per request
+    of each conversation.
 
-    Use it as a context manager (it starts on enter and stops on exit). If a scripted turn
-    function raises, the conversation is ended and the exception is raised again on exit, so the
-    test fails with the script's own traceback rather than with a puzzled CLI."""
+    Use it as a context manager (it starts on enter and stops on exit). If a script function
+    raises, every conversation ends and the exception is raised again on exit, so the test fails
+    with the script's own traceback rather than with a puzzled CLI."""
 
-    def __init__(self, script: Sequence[Turn] = (), *, final_text: str = "Done.",
+    def __init__(self, script: Script = (), *, final_text: str = "Done.",
                  model_name: str = "") -> None:
-        self.script = list(script)
+        self.script = script
         self.final_text = final_text
         self.model_name = model_name  # answer as this model; by default, as the one asked for
         self._lock = threading.Lock()
         self._requests: list[Request] = []
         self._calls: list[ToolCall] = []
-        self._next_turn = 0
+        self._conversations: dict[str, tuple[Sequence[Turn], int]] = {}  # script, turns played
         self._ids = itertools.count(1)
         self._errors: list[BaseException] = []
         self._server: ThreadingHTTPServer | None = None
@@ -160,8 +184,8 @@ class FakeModel:
 
     @property
     def turns(self) -> list[Request]:
-        """The main conversation's requests: the first carries the prompt, each next one the
-        results of the tool calls the previous answer made."""
+        """The conversations' requests, in arrival order (`session_id` tells the CLIs apart): the
+        first of each carries the prompt, each next one the results of the previous turn's calls."""
         return [r for r in self.requests if r.kind == "turn"]
 
     @property
@@ -200,23 +224,35 @@ class FakeModel:
             self._requests.append(request)
 
     def _blocks_for(self, request: Request) -> list[Block]:
-        """The content of the answer to `request`: the next scripted turn for the main
-        conversation, the final text once the script is done, a short text for a side call."""
+        """The content of the answer to `request`: the conversation's next scripted turn, the
+        final text once its script is done, a short text for a side call."""
         if request.kind != "turn":
             return ["OK"]
-        with self._lock:
-            index, self._next_turn = self._next_turn, self._next_turn + 1
-        if index >= len(self.script) or self._errors:
-            return [self.final_text]
-        turn = self.script[index]
         try:
-            blocks = list(turn(request) if callable(turn) else turn)
+            turn = self._next_turn(request)
+            blocks = [] if turn is None else list(turn(request) if callable(turn) else turn)
         except Exception as error:  # surfaced again by __exit__
             traceback.print_exc()
             with self._lock:
                 self._errors.append(error)
-            return [self.final_text]
+            blocks = []
         return [self._with_id(b) if isinstance(b, ToolCall) else b for b in blocks] or [self.final_text]
+
+    def _next_turn(self, request: Request) -> Turn | None:
+        """The next turn of `request`'s conversation; None when its script is done, or when any
+        script has failed (every conversation then ends, and the test fails on exit)."""
+        session = request.session_id
+        with self._lock:
+            known = self._conversations.get(session)
+        if known is None:  # the conversation's first request: pick its script
+            script = self.script(request) if callable(self.script) else self.script
+            known = (list(script), 0)
+        turns, played = known
+        with self._lock:
+            self._conversations[session] = (turns, played + 1)
+            if self._errors:
+                return None
+        return turns[played] if played < len(turns) else None
 
     def _with_id(self, call: ToolCall) -> ToolCall:
         sent = call if call.id else ToolCall(call.name, call.input, f"toolu_fake_{next(self._ids):04d}")

@@ -21,7 +21,7 @@ import pytest
 
 from claude_cli import (LOCAL_CLAUDE, ClaudeNotFound, ClaudeProcess, ClaudeTimedOut, find_claude,
                         run_claude, run_claude_async, start_claude)
-from fake_model import FakeModel, Request, ToolCall
+from fake_model import Block, FakeModel, Request, ToolCall
 
 DENY_REASON = "notes.txt is locked by agent backend (task api); edit other files meanwhile"
 
@@ -171,6 +171,25 @@ async def test_several_clis_run_at_once_each_against_its_own_model(tmp_path: Pat
     assert [r.exit_code for r in runs] == [0, 0, 0]
     assert [(root / n).read_text() for n in names] == names
     assert len({r.json["session_id"] for r in runs}) == 3
+
+
+async def test_one_model_serves_several_clis_a_script_for_each_conversation(tmp_path: Path) -> None:
+    """As when the sprint manager starts the CLIs itself, all with one environment: each
+    conversation gets the script its prompt asks for, from the start."""
+    root = project(tmp_path)
+
+    def script_for(first: Request) -> list[list[Block]]:
+        name = first.prompt.split()[-1]  # "Write a.txt" -> "a.txt"
+        return [[ToolCall("Write", {"file_path": str(root / name), "content": name})]]
+
+    names = ["a.txt", "b.txt", "c.txt"]
+    with FakeModel(script_for) as model:
+        runs = await asyncio.gather(*(run_claude_async(root, model, f"Write {n}",
+                                                       allowed_tools=["Write"]) for n in names))
+
+    assert [r.exit_code for r in runs] == [0, 0, 0]
+    assert [(root / n).read_text() for n in names] == names
+    assert {r.session_id for r in model.turns} == {r.json["session_id"] for r in runs}
 
 
 def running(pid: int) -> bool:
