@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     claude.add_argument("--token-file", metavar="F", help="serve's --token-file, for the printed commands")
     claude.add_argument("--dir", default=".", metavar="DIR", help="the checkout to prepare (default: here)")
 
+    hook = sub.add_parser("hook", help="Claude Code's hook command (init-claude installs it): EVENT's JSON on stdin")
+    hook.add_argument("event", choices=["session-start", "pre-tool-use", "post-tool-use", "notification", "stop",
+                                        "session-end"])
+
     export = sub.add_parser("export", help="print the task DAG")
     export.add_argument("plan")
     export.add_argument("--format", choices=["mermaid", "dot", "json"], default="mermaid")
@@ -101,7 +105,12 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["hook"]:  # on every edit of every Claude Code agent: no argparse, no engine
+        from app.hook import main as hook_main
+
+        return hook_main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     module = importlib.import_module(COMMANDS[args.command])
     try:
         return int(module.main(args))

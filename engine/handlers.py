@@ -158,6 +158,7 @@ class MessageHandlers:
         if payload.session is not None and self._state.agents[message.from_].session != payload.session:
             self._emit(AgentSession(agent_id=message.from_, session=payload.session))
         if message.requires_response:
+            self._attempts.dispatch()  # work it can take now is in its welcome (a hook names its task)
             data = {"info": WELCOME, "data": self._welcome(message.from_)}
             self._post(reply_to(message, MessageType.BROADCAST_INFO, data, priority="critical"))
 
@@ -166,6 +167,8 @@ class MessageHandlers:
         session = message.payload.session
         agent = self._state.agents.get(message.from_)
         if session is None or agent is None or agent.session in (None, session) or agent.status == "dead":
+            return
+        if agent.kind == "claude":  # the manager starts a new session per task: the newest is the agent
             return
         raise ProtocolError(
             "payload.session",
@@ -322,10 +325,15 @@ class MessageHandlers:
     # ------------------------------------------------------------ state
 
     def _on_state_request(self, message: StateRequestMessage) -> None:
-        state = self._state.model_dump(mode="json")
         sections = message.payload.sections
-        if sections:
-            state = {key: value for key, value in state.items() if key in sections or key == "version"}
+        if sections == ["conflicts"]:  # what a hook asks after each tool call: small, whatever the repo's size
+            files = {path: f for path, f in self._state.files.items() if f.status == "conflict"}
+            state: dict[str, Any] = {"version": self._state.version,
+                                     "conflicts": {p: f.model_dump(mode="json") for p, f in files.items()}}
+        else:
+            state = self._state.model_dump(mode="json")
+            if sections:
+                state = {key: value for key, value in state.items() if key in sections or key == "version"}
         self._post(reply_to(message, MessageType.STATE_SYNC, {"version": self._state.version, "state": state}))
 
     def _on_state_update(self, message: StateUpdateMessage) -> None:

@@ -186,9 +186,10 @@ class LockDesk:
         return grant
 
     def end_attempt(self, task_id: str) -> None:
-        """Give back everything a task's current attempt holds or waits for."""
+        """Give back everything a task's current attempt holds or waits for, and the locks its
+        agent took for it itself (a Claude Code hook tags each lock with the agent's task)."""
         request_id = self._attempt_request.pop(task_id, None)
-        lock_ids = self._attempt_grants.pop(task_id, [])
+        lock_ids = self._attempt_grants.pop(task_id, []) + self._own_for(task_id)
         if request_id is None and not lock_ids:
             return  # nothing held or asked for: nothing to wake, no kept content to drop
         paths: list[str] = []
@@ -241,6 +242,12 @@ class LockDesk:
         if waiting is not None and waiting.claim is not None:
             self._attempt_request.pop(waiting.claim, None)
         return self._locks.withdraw(request_id)
+
+    def _own_for(self, task_id: str) -> list[str]:
+        """The agents' own locks tagged with `task_id`, no longer their own once it ends."""
+        tagged = sorted(lock_id for lock_id in self._own if (g := self._locks.get(lock_id)) and g.task_id == task_id)
+        self._own.difference_update(tagged)
+        return tagged
 
     def _still_used(self, lock_id: str) -> bool:
         """A re-asked (reentrant) grant is shared: it stays while another task or the agent uses it."""

@@ -51,6 +51,7 @@ from engine.refusal import Refusal
 from engine.scheduler import Scheduler
 from engine.transports.base import Transport
 from engine.transports.inproc import InProcessTransport
+from engine.welcome import welcome
 
 
 @dataclass
@@ -114,19 +115,8 @@ class SprintManager:
         self.recorder.emit(refusal.event())
 
     def welcome(self, agent_id: str) -> dict[str, Any]:
-        """What a joining agent is told: its plan entry, the heartbeat timing, seed and workspace."""
-        settings = self.plan.settings
-        spec = next((agent for agent in self.plan.agents if agent.id == agent_id), None)
-        return {
-            "sprint": self.plan.sprint,
-            "agentId": agent_id,
-            "agent": spec.model_dump(mode="json") if spec is not None else None,
-            "heartbeatInterval": settings.heartbeat_interval,
-            "heartbeatTimeout": settings.heartbeat_timeout,
-            "seed": self.seed,
-            "speed": self.speed,
-            "workspace": str(self.workspace),
-        }
+        """What a joining agent is told (engine/welcome.py)."""
+        return welcome(self.plan, self.state, agent_id, workspace=self.workspace, seed=self.seed, speed=self.speed)
 
     def broadcast_info(self, info: str, **data: Any) -> None:
         self.mail.post(make_message(MessageType.BROADCAST_INFO, MANAGER_ID, BROADCAST, {"info": info, "data": data}))

@@ -137,7 +137,8 @@ class StateUpdatePayload(WireModel):
 
 
 class StateRequestPayload(WireModel):
-    sections: list[Literal["files", "tasks", "agents", "locks"]] = []
+    #: "conflicts" alone asks for the files in conflict only (a hook's question after each tool call)
+    sections: list[Literal["files", "tasks", "agents", "locks", "conflicts"]] = []
 
 
 class StateSyncPayload(WireModel):

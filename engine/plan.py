@@ -56,6 +56,10 @@ def _resource_entries(value: Any) -> Any:
     return value
 
 
+def _unset(value: object) -> bool:
+    return value is None or value == []
+
+
 class SpecModel(BaseModel):
     """A part of a plan as written: unknown keys are mistakes, and `"3"` is not a number."""
 
@@ -84,6 +88,11 @@ class AgentSpec(SpecModel):
     max_execution_time: Duration | None = None  # seconds
     max_memory_usage: Size | None = None  # bytes
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)  # simulated agents only
+    # Claude Code agents (left out of the plan's JSON when unset, so older journals read the same):
+    role: str | None = Field(default=None, min_length=1, exclude_if=_unset)  # standing instructions
+    model: str | None = Field(default=None, min_length=1, exclude_if=_unset)  # kind: claude only, as below
+    allowed_tools: Names = Field(default=[], exclude_if=_unset)
+    max_turns: int | None = Field(default=None, ge=1, exclude_if=_unset)
 
     @field_validator("id")
     @classmethod
@@ -91,6 +100,17 @@ class AgentSpec(SpecModel):
         if not AGENT_ID_PATTERN.fullmatch(value):
             raise ValueError(f"agent id {value!r} must match [a-z0-9_-]+")
         return value
+
+    @model_validator(mode="after")
+    def _claude_options(self) -> AgentSpec:
+        """What only `claude -p` reads is a mistake elsewhere; a Claude agent without a role has none."""
+        claude_only = [name for name in ("model", "allowed_tools", "max_turns") if getattr(self, name)]
+        if self.kind != "claude" and claude_only:
+            raise ValueError(f"{', '.join(claude_only)}: only for kind: claude (this agent is {self.kind})")
+        if self.kind == "claude" and not self.role:
+            raise ValueError("role: a claude agent needs a role, its standing instructions "
+                             "(e.g. 'You are the backend specialist: ...')")
+        return self
 
     def to_config(self) -> AgentConfig:
         """The seed's AgentConfig, the shape the engine's state records use."""

@@ -72,6 +72,13 @@ def imports_of(name: str, path: Path, is_package: bool) -> set[str]:
     return names
 
 
+def _standard_library(imported: str, rules: Rules) -> bool:
+    """The standard library, or a module that itself keeps to it (`from app.hook_link import X`)."""
+    top = imported.split(".")[0]
+    listed = rules.standard_library_only
+    return top in sys.stdlib_module_names or top == "__future__" or imported in listed or imported.rpartition(".")[0] in listed
+
+
 def check(root: Path, rules: Rules) -> list[str]:
     """Every breach of the rules in the tree at `root`, as sentences (empty: the tree is fine)."""
     modules = module_files(root, rules.packages)
@@ -89,7 +96,7 @@ def check(root: Path, rules: Rules) -> list[str]:
                 problems.append(f"{name} imports {imported}: {package} may import only {sorted(allowed)}")
             if top in rules.never_imports.get(package, []):
                 problems.append(f"{name} imports {imported}: {package} never imports {top}")
-            if name in rules.standard_library_only and top and top not in sys.stdlib_module_names and top != "__future__":
+            if name in rules.standard_library_only and not _standard_library(imported, rules):
                 problems.append(f"{name} imports {imported}: it may import the standard library only")
         problems += _sizes(name, path, rules)
     for cycle in sorted(sorted(component) for component in nx.strongly_connected_components(graph) if len(component) > 1):
