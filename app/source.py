@@ -16,6 +16,7 @@ from engine.events import Event
 from engine.manager import SprintManager
 from engine.models import ProjectState
 from engine.reducer import apply, fold
+from engine.transports.socket import SocketTransport
 
 
 class StateSource(Protocol):
@@ -85,6 +86,24 @@ class LiveSource:
 
     async def stop(self) -> None:
         await self.manager.stop()
+
+
+class ServedSource(LiveSource):
+    """The live source with a socket server started and ended around the sprint (`serve`, and
+    `run` when Claude Code runs' hooks and MCP servers must reach the manager)."""
+
+    def __init__(self, manager: SprintManager, server: SocketTransport, *, journal: str) -> None:
+        super().__init__(manager, journal=journal, transport=str(server.address))
+        self.server = server
+
+    async def run(self) -> None:
+        await self.server.start()
+        await self.manager.execute_sprint(keep_watching=True)
+        await self.server.finish()
+
+    async def stop(self) -> None:
+        await self.manager.stop()
+        await self.server.close()
 
 
 @dataclass

@@ -132,6 +132,7 @@ class Attempts:
                 "taskId": task.id,
                 "attempt": task.attempt,
                 "title": task.title,
+                "description": spec.description,
                 "command": spec.command,
                 "estimate": spec.estimate,
                 "agents": list(recipients),

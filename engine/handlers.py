@@ -177,9 +177,13 @@ class MessageHandlers:
         )
 
     def _on_agent_leave(self, message: AgentLeaveMessage) -> None:
-        """The agent leaves in good order: its locks go at once (no lock-delay), its work is requeued."""
-        reason = message.payload.reason or "it left"
-        self._attempts.agent_died(message.from_, f"left: {reason}", orderly=True)
+        """The agent leaves in good order: its locks go at once (no lock-delay), its work is requeued.
+        One whose supervisor saw it die (`crashed`) is dead like one that stopped heartbeating."""
+        payload = message.payload
+        if payload.crashed:
+            self._attempts.agent_died(message.from_, payload.reason or "crashed")
+        else:
+            self._attempts.agent_died(message.from_, f"left: {payload.reason or 'it left'}", orderly=True)
 
     def _on_agent_busy(self, message: AgentBusyMessage) -> None:
         """The agent says it waits (for a human, say): shown, and no new work until it acts again."""
@@ -231,6 +235,8 @@ class MessageHandlers:
     def _on_task_complete(self, message: TaskCompleteMessage) -> None:
         payload = message.payload
         self._record_usage(message, payload.task_id, payload.attempt, payload.usage)
+        if self._completed_already(message, payload.task_id, payload.attempt):
+            return
         task = self._live_attempt(message, payload.task_id, payload.attempt)
         if task is None:
             return
@@ -242,6 +248,12 @@ class MessageHandlers:
         if task.coordination == "collaborative" and not self._attempts.collaborator_done(task, message.from_):
             return
         self._attempts.complete(task, message.from_)
+
+    def _completed_already(self, message: IPCMessage, task_id: str, attempt: int) -> bool:
+        """The same completion twice from its agent (a Claude Code run that called complete_task,
+        then ended with its result): one completion, not a refusal to show the operator."""
+        task = self._state.tasks.get(task_id)
+        return task is not None and task.status == "completed" and task.attempt == attempt and message.from_ in task.owners
 
     def _on_task_claim(self, message: TaskClaimMessage) -> None:
         """An agent takes a ready task it can do (a Claude Code agent picking its own work)."""

@@ -229,6 +229,8 @@ class LockDesk:
         for grant in grants:
             self._locks.drop(grant, hold_back=hold_back)
             self._forget(grant.lock_id)
+        if hold_back and grants:
+            self._arm_lease_timer()  # the hold-back may end before any lease does
 
     def _withdraw(self, request_id: str, reason: str) -> list[str]:
         """Record that a queued request no longer waits, and take it out; the paths it waited on."""

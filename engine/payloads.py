@@ -44,6 +44,7 @@ class TaskAssignPayload(WireModel):
     task_id: str
     attempt: int = Field(ge=1)
     title: str = ""
+    description: str | None = None
     command: str | None = None
     estimate: float | None = None  # seconds
     agents: list[str] = []  # every agent of a collaborative task
@@ -184,6 +185,7 @@ class AgentLeavePayload(WireModel):
     """An agent leaves in good order (its Claude Code session ended): its locks and work go back."""
 
     reason: str = ""
+    crashed: bool = False  # it did not leave but died (its supervisor saw its process killed)
 
 
 class AgentBusyPayload(WireModel):

@@ -141,6 +141,7 @@ class TaskSpec(SpecModel):
 
     id: str = Field(min_length=1)
     title: Text = ""  # default: the id
+    description: Text | None = Field(default=None, exclude_if=_unset)  # what a Claude Code agent is told to do
     agent: str | None = None
     requires: Names = []
     agents: Names = []

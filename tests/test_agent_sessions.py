@@ -306,3 +306,23 @@ async def test_waiting_for_a_human_is_shown_until_the_agent_acts_again(short_dir
         await until(lambda: deck.agent("alpha").status == "busy", "alpha working again")
         assert deck.agent("alpha").status_reason is None
         assert [e.get("reason") for e in deck.events("agent_status")][-2:] == [reason, None]
+
+
+async def test_a_dead_agents_paths_are_free_after_lock_delay_not_after_its_lease(short_dir: Path) -> None:
+    plan = plan_of()
+    plan["settings"].update(lock_ttl="60s", lock_delay="200ms")
+    async with served(short_dir, plan) as deck:
+        alpha = await deck.join("alpha")
+        taken = (await next_assignment(alpha, alpha.subscribe("alpha"))).payload.task_id
+        path = deck.task(taken).resources[0].path
+        beta = await deck.join("beta")
+        beta_inbox = beta.subscribe("beta")
+        other = (await next_assignment(beta, beta_inbox)).payload.task_id
+        await beta.send(make_message("task_complete", "beta", MANAGER_ID, {"taskId": other, "attempt": 1}))
+        await alpha.send(make_message("agent_leave", "alpha", MANAGER_ID,
+                                      {"reason": "its process was killed", "crashed": True}))
+        await until(lambda: deck.agent("alpha").status == "dead", "alpha dead")
+        assert deck.events("agent_dead")[-1]["reason"] == "its process was killed"  # dead, not "left"
+        again = await next_assignment(beta, beta_inbox)  # within the guard: lock-delay, not the 60 s lease
+        assert (again.payload.task_id, again.payload.attempt) == (taken, 2)
+        assert deck.holders(path) == ["beta"]

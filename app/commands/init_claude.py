@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,21 +26,10 @@ from app.cli import EXIT_BAD_INPUT, EXIT_OK
 from engine.atomic_file import write_atomically
 from engine.plan import PlanError, load_plan
 from engine.transports.address import AddressError, parse_address
+from engine.claude_wiring import HOOKS, MCP_SERVER, hook_command, hook_group, mcp_server_entry
+from engine.claude_wiring import sprintdeck_executable as find_sprintdeck
 from engine.transports.tokens import TOKEN_FILE_ENV
 
-EDIT_TOOLS = "Write|Edit|MultiEdit|NotebookEdit"
-#: Claude Code event, matcher (None: every occurrence), `sprintdeck hook` event, timeout in seconds.
-#: A hook that times out does not block, so an edit would go through unlocked: pre-tool-use's
-#: timeout stays far above the hook's own deadline (3 s by default, plus SPRINTDECK_HOOK_WAIT_MS).
-HOOKS: tuple[tuple[str, str | None, str, int], ...] = (
-    ("SessionStart", None, "session-start", 10),
-    ("PreToolUse", EDIT_TOOLS, "pre-tool-use", 60),
-    ("PostToolUse", f"{EDIT_TOOLS}|Bash", "post-tool-use", 10),
-    ("Notification", None, "notification", 10),
-    ("Stop", None, "stop", 10),
-    ("SessionEnd", None, "session-end", 10),
-)
-MCP_SERVER = "sprintdeck"
 
 
 class SetupError(Exception):
@@ -98,14 +86,11 @@ def _setup(args: argparse.Namespace) -> Setup:
 
 def sprintdeck_executable() -> str:
     """Our console script, by absolute path, so that Claude Code finds it whatever its PATH."""
-    beside = Path(sys.executable).with_name("sprintdeck")
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside.absolute())
-    found = shutil.which("sprintdeck")
-    if found:
-        return os.path.abspath(found)
-    raise SetupError(f"cannot find the sprintdeck command beside {sys.executable} or on PATH; install "
-                     "sprintdeck in this environment (pip install .) and run init-claude again")
+    found = find_sprintdeck()
+    if found is None:
+        raise SetupError(f"cannot find the sprintdeck command beside {sys.executable} or on PATH; install "
+                         "sprintdeck in this environment (pip install .) and run init-claude again")
+    return found
 
 
 def _agents(args: argparse.Namespace) -> list[str]:
@@ -184,10 +169,6 @@ def read_json_object(path: Path) -> JsonFile:
 # ---------------------------------------------------------------- merging
 
 
-def hook_command(executable: str, event: str) -> str:
-    return shlex.join([executable, "hook", event])
-
-
 def merge_hooks(settings: JsonFile, executable: str) -> bool:
     """Add each of our hooks that no group of its event runs yet, in a group of its own."""
     hooks = settings.object_at(settings.data, "hooks")
@@ -197,9 +178,7 @@ def merge_hooks(settings: JsonFile, executable: str) -> bool:
         command = hook_command(executable, name)
         if command in _commands(groups):
             continue
-        group: dict[str, Any] = {} if matcher is None else {"matcher": matcher}
-        group["hooks"] = [{"type": "command", "command": command, "timeout": timeout}]
-        groups.append(group)
+        groups.append(hook_group(matcher, command, timeout))
         added = True
     return added
 
@@ -219,7 +198,7 @@ def merge_server(servers: JsonFile, executable: str) -> bool:
     entries = servers.object_at(servers.data, "mcpServers")
     present = entries.get(MCP_SERVER)
     if present is None:
-        entries[MCP_SERVER] = {"command": executable, "args": ["mcp"]}
+        entries[MCP_SERVER] = mcp_server_entry(executable)
         return True
     if not isinstance(present, dict) or present.get("command") != executable:
         print(f"sprintdeck: warning: {servers.path} already has an MCP server named {MCP_SERVER!r} that "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from engine.journal import JournalError, JournalWriter, read_header
 from engine.manager import SprintResult
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
+from engine.transports.private import private_transport, serving
 from engine.workspace import prepare_workspace
 
 DEFAULT_SPEED = 20.0
@@ -146,12 +148,19 @@ def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_p
                   records: list[dict] | None = None) -> int:
     """The dashboard with the engine embedded on the same event loop; stays open after the end."""
     from app.dashboard import SprintDeckApp
-    from app.source import LiveSource
+    from app.source import LiveSource, ServedSource
 
+    transport = private_transport(plan)  # claude agents' runs connect to it
     manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=args.seed,
-                             speed=args.speed or DEFAULT_SPEED)
-    app = SprintDeckApp(LiveSource(manager, journal=str(journal_path)), theme_name=args.theme)
+                             speed=args.speed or DEFAULT_SPEED, transport=transport)
+    source: LiveSource = LiveSource(manager, journal=str(journal_path))
+    if transport is not None:
+        transport.on_refused = manager.refuse
+        source = ServedSource(manager, transport, journal=str(journal_path))
+    app = SprintDeckApp(source, theme_name=args.theme)
     app.run()
+    if transport is not None and transport.address.path:
+        shutil.rmtree(Path(transport.address.path).parent, ignore_errors=True)
     if not manager.finished:
         return EXIT_TASKS_FAILED
     return EXIT_OK if manager.metrics().completed_tasks == len(plan.tasks) else EXIT_TASKS_FAILED
@@ -167,11 +176,14 @@ async def run_headless(
     records: list[dict] | None = None,
 ) -> SprintResult:
     """Run to the end; with `records` (a resumed journal) continue that sprint instead of starting one."""
-    manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=seed, speed=speed)
+    transport = private_transport(plan)  # claude agents' runs connect to it
+    manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=seed, speed=speed,
+                             transport=transport)
     progress = ProgressLine(sys.stderr, total=len(plan.tasks))
     progress.done = sum(task.status == "completed" for task in manager.state.tasks.values())  # resumed
     manager.subscribe(progress.on_event)
-    result = await manager.execute_sprint()
+    async with serving(transport, manager.refuse):
+        result = await manager.execute_sprint()
     progress.finish()
     return result
 

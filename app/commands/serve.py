@@ -23,7 +23,7 @@ from typing import Any
 
 from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
 from app.commands.run import DEFAULT_SPEED, ProgressLine, default_journal_path, open_journal, result_json, resume_inputs
-from app.source import LiveSource
+from app.source import ServedSource
 from engine.events import AgentDead, Event, SprintFinished
 from engine.journal import JournalError, JournalWriter
 from engine.manager import SprintManager, SprintResult
@@ -35,6 +35,7 @@ from engine.transports.tokens import (
     TokenError,
     TokenPlace,
     agents_needing_tokens,
+    claude_agents,
     ensure_tokens,
     token_file_tokens,
     tokens_dir_for,
@@ -205,7 +206,8 @@ def announce(served: Served) -> None:
         print("sprintdeck: the plan has no external agents; nobody needs to connect", file=out)
         return
     print(f"sprintdeck: agent tokens in {served.tokens_at.path}", file=out)
-    for agent_id in list(served.tokens)[:SHOWN_AGENT_COMMANDS]:
+    external = [agent.id for agent in served.plan.agents if agent.kind == "external"]  # claude ones start here
+    for agent_id in external[:SHOWN_AGENT_COMMANDS]:
         token_file = served.tokens_at.file_for(agent_id)
         command = ["sprintdeck", "agent", "--connect", str(served.address), "--id", agent_id, "--token-file", str(token_file)]
         print(f"sprintdeck: {shlex.join(command)}", file=out)
@@ -217,9 +219,7 @@ def announce(served: Served) -> None:
 
 def build(served: Served) -> tuple[SprintManager, SocketTransport]:
     """The manager on a socket transport; refusals are journaled, the end stops taking messages."""
-    transport = SocketTransport(
-        served.listener, served.address, tokens=served.tokens
-    )
+    transport = SocketTransport(served.listener, served.address, tokens=served.tokens, local=claude_agents(served.plan))
     manager = sprint_manager(served.plan, served.records, workspace=served.workspace, journal=served.journal,
                              transport=transport, seed=served.seed, speed=served.speed)
     transport.on_refused = manager.refuse  # journaled as message_rejected (a security event if `security`)
@@ -248,23 +248,6 @@ async def serve_headless(served: Served) -> SprintResult:
         await transport.close()
     progress.finish()
     return result
-
-
-class ServedSource(LiveSource):
-    """The live dashboard's source, with the socket server started and ended around the sprint."""
-
-    def __init__(self, manager: SprintManager, server: SocketTransport, *, journal: str) -> None:
-        super().__init__(manager, journal=journal, transport=str(server.address))
-        self.server = server
-
-    async def run(self) -> None:
-        await self.server.start()
-        await self.manager.execute_sprint(keep_watching=True)
-        await self.server.finish()
-
-    async def stop(self) -> None:
-        await self.manager.stop()
-        await self.server.close()
 
 
 def run_dashboard(served: Served, theme: str | None) -> int:

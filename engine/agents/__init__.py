@@ -1,17 +1,18 @@
-"""Agents that run inside the manager's process: simulated and shell."""
+"""Agents that run inside the manager's process: simulated, shell, and claude (which runs `claude -p`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from engine.agents.base import LocalAgent
+from engine.agents.claude import ClaudeAgent
 from engine.agents.shell import ShellAgent
 from engine.agents.simulated import SimulatedAgent, rogue_edit_plan
 from engine.plan import Plan
 from engine.transports.base import Transport
 
 def start_local_agents(plan: Plan, transport: Transport, workspace: Path, *, seed: int, speed: float) -> list[LocalAgent]:
-    """Create and start every simulated and shell agent of the plan (external ones connect)."""
+    """Create and start every agent of the plan that runs in this process (external ones connect)."""
     interval = plan.settings.heartbeat_interval
     agents: list[LocalAgent] = []
     rogue = rogue_edit_plan(plan, seed)
@@ -22,6 +23,8 @@ def start_local_agents(plan: Plan, transport: Transport, workspace: Path, *, see
                                    speed=speed, rogue_tasks=rogue)
         elif spec.kind == "shell":
             agent = ShellAgent(spec, transport, workspace=workspace, heartbeat_interval=interval)
+        elif spec.kind == "claude":
+            agent = ClaudeAgent(spec, transport, workspace=workspace, heartbeat_interval=interval, sprint=plan.sprint)
         else:
             continue
         agent.start()

@@ -27,6 +27,8 @@ class Outcome:
     result: str | dict[str, Any] | None = None
     error: str = ""
     retryable: bool = True
+    usage: dict[str, Any] | None = None  # what a language-model run spent (the seed's costUsd, tokens)
+    agent_died: str | None = None  # why the agent itself is gone (its Claude Code process was killed)
 
 
 class LocalAgent:
@@ -52,16 +54,14 @@ class LocalAgent:
             loop.create_task(self._serve(), name=f"agent-{self.id}"),
             loop.create_task(self._heartbeat(), name=f"agent-{self.id}-heartbeat"),
         ]
-        loop.create_task(
-            self.send(
-                MessageType.AGENT_READY,
-                {
-                    "capabilities": self.spec.capabilities,
-                    "specializations": self.spec.specializations,
-                    "maxConcurrentTasks": self.spec.max_concurrent_tasks,
-                },
-            )
-        )
+        loop.create_task(self.send(MessageType.AGENT_READY, self._announcement()))
+
+    def _announcement(self) -> dict[str, Any]:
+        return {
+            "capabilities": self.spec.capabilities,
+            "specializations": self.spec.specializations,
+            "maxConcurrentTasks": self.spec.max_concurrent_tasks,
+        }
 
     async def stop(self) -> None:
         """Stop serving; running executions are cancelled (shell processes are killed)."""
@@ -120,6 +120,11 @@ class LocalAgent:
             current = self._running.get(assign.task_id)
             if current is not None and current[0] == assign.attempt:
                 del self._running[assign.task_id]
+        if outcome.agent_died is not None:
+            await self._died(outcome.agent_died)
+            return
+        if outcome.usage is not None:
+            base["usage"] = outcome.usage
         if outcome.ok:
             # The assignment's LockRef models go back as they are: pydantic keeps a model instance
             # it is handed, where a dump would be validated into a new one.
@@ -129,6 +134,14 @@ class LocalAgent:
             await self.send(
                 MessageType.TASK_FAILED, {**base, "error": outcome.error, "retryable": outcome.retryable}
             )
+
+    async def _died(self, reason: str) -> None:
+        """What stood for the agent is gone: the manager records its death (its locks held back,
+        its work requeued), then the agent is back, as a supervisor restarts a process."""
+        for _, execution in list(self._running.values()):
+            execution.cancel()
+        await self.send(MessageType.AGENT_LEAVE, {"reason": reason, "crashed": True}, priority="critical")
+        await self.send(MessageType.AGENT_READY, self._announcement(), priority="critical")
 
     async def execute(self, assign: TaskAssignPayload) -> Outcome:
         raise NotImplementedError

@@ -113,6 +113,11 @@ class Transport(ABC):
         self._observers: list[Observer] = []
         self._pending = PendingReplies()
 
+    def joining(self, agent_id: str) -> tuple[str, str] | None:
+        """How another process joins as `agent_id` (a Claude Code run's hook and MCP server): the
+        address and the agent's token; None when this transport takes no connections."""
+        return None
+
     @abstractmethod
     def subscribe(self, agent_id: str) -> Inbox:
         """Open the inbox of `agent_id`; raises `TransportError` if it is already open."""

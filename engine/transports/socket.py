@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from engine.protocol import (
     MANAGER_ID,
@@ -88,6 +88,7 @@ class SocketTransport(InProcessTransport):
         address: Address,
         *,
         tokens: Mapping[str, str],
+        local: Collection[str] = (),
         on_refused: Callable[[Refusal], None] | None = None,
     ) -> None:
         super().__init__()
@@ -101,8 +102,10 @@ class SocketTransport(InProcessTransport):
         self._routes: dict[str, _Connection] = {}  # request id -> the connection its reply goes to
         self._unsent: dict[str, IPCMessage] = {}  # taken from an inbox, not known to be written
         self._inbound = True
+        self._local = frozenset(local)  # agents of this process (kind: claude) whose runs open side channels
         for agent_id in self._tokens:
-            self.subscribe(agent_id)
+            if agent_id not in self._local:
+                self.subscribe(agent_id)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -249,7 +252,13 @@ class SocketTransport(InProcessTransport):
             return "payload.token", f"missing: agent {message.from_!r} must send its token"
         if not hmac.compare_digest(token.encode(), expected.encode()):
             return "payload.token", f"wrong token for agent {message.from_!r}"
+        if message.from_ in self._local and message.payload.channel != "requests":
+            return "payload.channel", f"agent {message.from_!r} runs in the manager's process: join with channel requests"
         return None
+
+    def joining(self, agent_id: str) -> tuple[str, str] | None:
+        token = self._tokens.get(agent_id)
+        return None if token is None else (str(self.address), token)
 
     def _take_over(self, agent_id: str) -> None:
         """A reconnecting agent wins over its old connection (which may be half-open)."""

@@ -40,8 +40,15 @@ class TokenError(ValueError):
 
 
 def agents_needing_tokens(plan: Plan) -> list[str]:
-    """The agents that connect from other processes and so must prove who they are."""
-    return [agent.id for agent in plan.agents if agent.kind == "external"]
+    """The agents that connect from other processes and so must prove who they are (a `claude`
+    agent's runs connect their hooks and MCP server)."""
+    return [agent.id for agent in plan.agents if agent.kind in ("external", "claude")]
+
+
+def claude_agents(plan: Plan) -> list[str]:
+    """The agents the manager runs as `claude -p` processes: their hooks and MCP servers join
+    on side channels, while the agent itself lives in the manager's process."""
+    return [agent.id for agent in plan.agents if agent.kind == "claude"]
 
 
 def new_token() -> str:
