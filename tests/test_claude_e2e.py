@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -109,12 +110,12 @@ def task_of(request: Request) -> str:
     return found.group(1)
 
 
-def write_for_task(workspace: Path) -> Any:
+def write_for_task(workspace: Path, files: dict[str, str] = FILES) -> Any:
     """Each conversation writes its task's file: the script is picked from the prompt's task."""
     def script(first: Request) -> list[list[Any]]:
         task = task_of(first)
-        return [[ToolCall("Write", {"file_path": str(workspace / FILES[task]), "content": f"-- {task}\n"})],
-                [f"Wrote {FILES[task]}."]]
+        return [[ToolCall("Write", {"file_path": str(workspace / files[task]), "content": f"-- {task}\n"})],
+                [f"Wrote {files[task]}."]]
     return script
 
 
@@ -225,3 +226,25 @@ def test_killing_a_claude_process_mid_task_makes_the_agent_dead_and_the_task_run
     assert [(c["taskId"], c["attempt"]) for c in completed] == [("schema", 2)]
     assert (workspace / "db" / "schema.sql").read_text() == "-- schema\n"
     assert sleepers(sleeping) == []  # what the killed run had started is gone too
+
+
+def test_the_sample_claude_sprint_runs_its_four_specialists(run_dir: Path) -> None:
+    workspace = run_dir / "ws"
+    shutil.copytree(ROOT / "sample_sprints" / "claude" / "workspace", workspace)
+    files = {"schema": "db/schema.sql", "api": "server/api.py", "page": "web/index.html", "tests": "tests/test_api.py"}
+    with FakeModel(write_for_task(workspace, files)) as model, tempfile.TemporaryDirectory() as home:
+        env = claude_env(model, Path(home), {"SPRINTDECK_CLAUDE": claude_binary(), "PYTHONPATH": str(ROOT)})
+        done = subprocess.run([*SPRINTDECK, "run", "sample_sprints/claude/plan.yaml", "--headless", "--json",
+                               "--workspace", str(workspace), "--record", str(run_dir / "journal.jsonl")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=4 * GUARD)
+        prompts = {task_of(r): r for r in model.turns if "Your task is" in r.prompt}
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout)["state"]
+    owners = {"schema": "database", "api": "backend", "page": "frontend", "tests": "testing"}
+    for task, file in files.items():
+        assert state["tasks"][task]["status"] == "completed" and state["tasks"][task]["agent"] == owners[task]
+        assert state["files"][file]["modifiedBy"] == owners[task]
+        assert state["agents"][owners[task]]["metrics"]["costUsd"] > 0
+    system = json.dumps(prompts["api"].body.get("system"))
+    assert "You are the backend specialist" in system  # the role, as its appended system prompt
+    assert "GET /notes" in prompts["api"].prompt and "server/api.py (write)" in prompts["api"].prompt
