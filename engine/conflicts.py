@@ -50,6 +50,9 @@ from engine.watch import Watcher
 log = logging.getLogger(__name__)
 
 REPORT_GRACE = 0.25  # seconds a change may wait for its holder's state_update before it is a conflict
+#: Seconds a new file nobody holds may live before it is a conflict: an atomic save (Claude Code's
+#: Write, most editors) writes a temporary name and renames it onto the locked path within it.
+CREATION_GRACE = 0.25
 Covering = Callable[[str], list[Grant]]  # the grants covering a path, from the lock manager
 
 
@@ -263,7 +266,13 @@ class FileGuard:
                 self._on_changed(obs, excluded)
 
     def _on_changed(self, obs: Observation, exclude: list[str]) -> None:
+        if obs.renamed_from is not None and self._fresh(obs.renamed_from):
+            self._cancel_deferred(obs.renamed_from)  # its temporary name was never anyone's file:
+            obs = replace(obs, renamed_from=None)  # the path was written in place
         verdict = self.judge(obs.path, exclude)
+        if obs.created and obs.renamed_from is None and verdict.reason == "no_lock" and obs.path not in self._state.files:
+            self._defer(obs, verdict, None, CREATION_GRACE)  # a temporary name, unless it stays
+            return
         source_conflict = None
         if obs.renamed_from is not None:
             source = self.judge(obs.renamed_from, exclude)
@@ -271,9 +280,14 @@ class FileGuard:
                 source_conflict = self._conflict_record(obs.renamed_from, source, "deleted", unlocked_base=False)
         self._cancel_deferred(obs.path)
         if verdict.owner is not None and self._mismatch(obs.path, verdict.owner, obs.checksum, obs.content):
-            self._defer(obs, verdict, source_conflict)
+            self._defer(obs, verdict, source_conflict, REPORT_GRACE)
             return
         self._record_change(obs, verdict, source_conflict)
+
+    def _fresh(self, path: str) -> bool:
+        """A new unlocked file still within its CREATION_GRACE (nothing recorded of it yet)."""
+        pending = self._deferred.get(path)
+        return pending is not None and pending[1][0].created and pending[1][1].reason == "no_lock"
 
     def _record_change(self, obs: Observation, verdict: Verdict, source_conflict: ConflictRecord | None) -> None:
         index, kept = self._parts()
@@ -293,6 +307,9 @@ class FileGuard:
 
     def _on_deleted(self, obs: Observation, exclude: list[str]) -> None:
         _, kept = self._parts()
+        if self._fresh(obs.path):
+            self._cancel_deferred(obs.path)
+            return  # a temporary file came and went: nobody's work, nothing to record
         self._cancel_deferred(obs.path)
         verdict = self.judge(obs.path, exclude)
         conflict = None
@@ -343,10 +360,11 @@ class FileGuard:
         except (OSError, ValueError):
             return True
 
-    def _defer(self, obs: Observation, verdict: Verdict, source_conflict: ConflictRecord | None) -> None:
-        """Give the holder REPORT_GRACE to report this content before calling it a conflict."""
+    def _defer(self, obs: Observation, verdict: Verdict, source_conflict: ConflictRecord | None, grace: float) -> None:
+        """Judge this change after `grace`: time for its holder to report the content, or for a
+        temporary file to be renamed away."""
         args = (obs, verdict, source_conflict)
-        handle = asyncio.get_running_loop().call_later(REPORT_GRACE, self._recheck, *args)
+        handle = asyncio.get_running_loop().call_later(grace, self._recheck, *args)
         self._deferred[obs.path] = (handle, args)
 
     def _cancel_deferred(self, path: str) -> None:

@@ -88,3 +88,25 @@ def test_themes(snap_compare, tmp_path, theme) -> None:
 
 def test_finished_sprint(snap_compare, tmp_path) -> None:
     assert snap_compare(recorded_app(tmp_path, completed=None), terminal_size=(120, 40))
+
+
+CLAUDE_RECORDED = SAMPLES / "claude" / "recorded.jsonl"
+
+
+def claude_app(tmp_path: Path) -> SprintDeckApp:
+    """The recorded sample Claude Code sprint as its third task starts, with the frontend agent
+    waiting for a human (a permission prompt): sessions, spend and the wait on screen."""
+    _, records, _ = read_journal(CLAUDE_RECORDED)
+    events = [Event.from_record(r) for r in records]
+    cut = next(i for i, e in enumerate(events) if e.type == "task_started" and e.data["taskId"] == "page")
+    events = events[: cut + 1]
+    waiting = Event.decode(events[-1].seq + 1, events[-1].ts, "agent_status",
+                           {"agentId": "frontend", "status": "waiting",
+                            "reason": "waiting for a human: Claude needs your permission to use Bash"})
+    source = RecordedSource.from_events([*events, waiting], journal=str(CLAUDE_RECORDED.relative_to(SAMPLES.parent)))
+    frozen = datetime.fromisoformat(events[-1].ts)
+    return SprintDeckApp(source, clock=lambda: frozen, config_file=tmp_path / "config.json")
+
+
+def test_claude_agents_with_sessions_spend_and_a_wait(snap_compare, tmp_path) -> None:
+    assert snap_compare(claude_app(tmp_path), terminal_size=(160, 40))

@@ -474,3 +474,44 @@ async def test_locking_a_directory_with_a_named_pipe_does_not_block(tmp_path: Pa
         engine.write("d/a.txt", "b\n")
         await engine.until(lambda: engine.file("d/a.txt").checksum == _sum("b\n"))
         assert engine.file("d/a.txt").modified_by == "alice"
+
+
+async def test_an_atomic_save_of_a_locked_file_is_its_holders_change_not_a_conflict(tmp_path: Path, monkeypatch) -> None:
+    """Claude Code's Write (like most editors) writes a temporary name, then renames it onto the
+    file: the temporary file, seen on its own, must not become a conflict nobody caused."""
+    import engine.conflicts
+
+    monkeypatch.setattr(engine.conflicts, "CREATION_GRACE", 10.0)  # the rename always comes within it
+    async with Engine(tmp_path, {"db/schema.sql": "old\n"}) as engine:
+        await engine.lock("alice", "db/schema.sql")
+        temporary = "db/schema.sql.tmp.2030.658c47e7f96f"
+        engine.write(temporary, "create table notes;\n")
+        await engine.until(lambda: temporary in engine.manager.files.index.entries, what="the watcher saw it")
+        os.rename(engine.workspace / temporary, engine.workspace / "db/schema.sql")
+        await engine.until(lambda: engine.file("db/schema.sql").size == len("create table notes;\n"))
+        assert engine.file("db/schema.sql").modified_by == "alice"
+        assert engine.file("db/schema.sql").status == "modified"
+        assert engine.file(temporary) is None
+        assert not [e for e in engine.of("file_changed") if e.body.path == temporary]
+        assert engine.replayed_files() == engine.live_files()
+
+
+async def test_a_temporary_file_that_comes_and_goes_is_not_recorded(tmp_path: Path, monkeypatch) -> None:
+    import engine.conflicts
+
+    monkeypatch.setattr(engine.conflicts, "CREATION_GRACE", 10.0)
+    async with Engine(tmp_path, {}) as engine:
+        engine.write("scratch.tmp", "x")
+        await engine.until(lambda: "scratch.tmp" in engine.manager.files.index.entries, what="the watcher saw it")
+        (engine.workspace / "scratch.tmp").unlink()
+        await engine.until(lambda: "scratch.tmp" not in engine.manager.files.index.entries, what="the deletion")
+        await engine.manager.files.stop()  # what was still pending is judged now: nothing is
+        assert engine.file("scratch.tmp") is None and not engine.of("file_deleted") and not engine.of("file_changed")
+
+
+async def test_a_new_unlocked_file_that_stays_is_a_conflict_after_the_grace(tmp_path: Path) -> None:
+    async with Engine(tmp_path, {}) as engine:
+        engine.write("intruder.txt", "x")
+        await engine.until(lambda: engine.file("intruder.txt") is not None, what="the conflict")
+        assert engine.file("intruder.txt").status == "conflict"
+        assert engine.file("intruder.txt").conflict.reason == "no_lock"

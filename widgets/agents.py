@@ -11,8 +11,9 @@ from widgets.changes import Changes
 from widgets.pane_table import PaneTable
 from widgets.status import agent_badge
 
-COLUMNS = [("status", "Status"), ("agent", "Agent"), ("load", "Load"), ("beat", "Heartbeat"),
-           ("done", "Done/failed"), ("kind", "Kind"), ("task", "Current task")]
+COLUMNS = [("status", "Status"), ("agent", "Agent"), ("load", "Load"), ("cost", "Cost"), ("beat", "Heartbeat"),
+           ("done", "Done/failed"), ("kind", "Kind"), ("task", "Current task"), ("session", "Session")]
+SESSION_SHOWN = 8  # characters of a Claude Code session id: enough to tell sessions apart
 
 
 class AgentsPane(PaneTable):
@@ -33,11 +34,24 @@ class AgentsPane(PaneTable):
             agent_badge(self.app, agent.status),
             agent.id,
             f"{len(agent.current_tasks)}/{agent.max_concurrent_tasks}",
+            cost(metrics.cost_usd),
             _age(agent.last_heartbeat, now),
             f"{metrics.tasks_completed}/{metrics.tasks_failed}",
             agent.kind,
-            ", ".join(agent.current_tasks) or "—",
+            _doing(agent),
+            (agent.session or "—")[:SESSION_SHOWN],
         ]
+
+
+def cost(usd: float) -> str:
+    """Language-model spend as the operator reads it ("—": nothing spent, e.g. a shell agent)."""
+    return f"${usd:,.2f}" if usd else "—"
+
+
+def _doing(agent: AgentState) -> str:
+    """Its tasks, and why it waits when it does (a Claude Code permission prompt, say)."""
+    tasks = ", ".join(agent.current_tasks) or "—"
+    return f"{tasks} · {agent.status_reason}" if agent.status_reason else tasks
 
 
 def _age(then: datetime | None, now: datetime) -> str:

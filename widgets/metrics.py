@@ -16,6 +16,7 @@ from textual.widgets import Sparkline, Static
 
 from engine.metrics import sprint_metrics
 from engine.models import ProjectState
+from widgets.agents import cost
 from widgets.changes import Changes
 from widgets.pane_table import PaneTable
 from widgets.text_line import TextLines
@@ -85,6 +86,9 @@ class MetricsPane(VerticalScroll):
             f"messages {metrics.messages} · reply latency {metrics.communication_latency:.1f} ms · "
             f"contention: {', '.join(f'{p} ×{n}' for p, n in busiest) or 'none'}"
         )
+        if metrics.cost_usd or metrics.input_tokens:
+            summary += (f"\nspend {cost(metrics.cost_usd)} · tokens in {metrics.input_tokens:,} · "
+                        f"out {metrics.output_tokens:,}")
         self.summary.set_text(summary)
         self._refresh_agents(state, metrics.agent_utilization)
 
@@ -95,11 +99,11 @@ class MetricsPane(VerticalScroll):
             table.upsert(agent.id, [agent.id, str(m.tasks_completed), str(m.tasks_failed),
                                     f"{m.average_task_duration:.1f}", f"{m.resource_lock_wait_time:.1f}",
                                     str(m.messages_sent), str(m.messages_received),
-                                    f"{utilisation.get(agent.id, 0.0):.0%}"], AGENT_COLUMN_KEYS)
+                                    f"{utilisation.get(agent.id, 0.0):.0%}", cost(m.cost_usd)], AGENT_COLUMN_KEYS)
 
 
 AGENT_COLUMNS = [("agent", "Agent"), ("done", "Done"), ("failed", "Fail"), ("avg", "Avg s"),
-                 ("wait", "Lock wait s"), ("sent", "Sent"), ("recv", "Recv"), ("util", "Util")]
+                 ("wait", "Lock wait s"), ("sent", "Sent"), ("recv", "Recv"), ("util", "Util"), ("cost", "Cost")]
 AGENT_COLUMN_KEYS = [key for key, _ in AGENT_COLUMNS]
 
 

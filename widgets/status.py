@@ -24,6 +24,7 @@ AGENT = {
     "unresponsive": ("?", "unresponsive"),
     "dead": ("✖", "dead"),
     "paused": ("‖", "paused"),
+    "waiting": ("…", "waiting"),  # for a human: a Claude Code permission prompt, say
 }
 
 LOCK = {"read": ("r", "read"), "write": ("w", "write"), "exclusive": ("X", "exclusive")}
