@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     claude.add_argument("--token-file", metavar="F", help="serve's --token-file, for the printed commands")
     claude.add_argument("--dir", default=".", metavar="DIR", help="the checkout to prepare (default: here)")
 
+    sub.add_parser("mcp", help="the MCP server of a Claude Code agent (stdio; who it is comes from SPRINTDECK_* variables)")
+
     export = sub.add_parser("export", help="print the task DAG")
     export.add_argument("plan")
     export.add_argument("--format", choices=["mermaid", "dot", "json"], default="mermaid")
@@ -97,6 +99,7 @@ COMMANDS = {
     "serve": "app.commands.serve",
     "agent": "app.commands.agent",
     "init-claude": "app.commands.init_claude",
+    "mcp": "app.mcp_server",
 }
 
 
