@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -64,7 +65,7 @@ async def _answer(work: Awaitable[str | dict[str, Any]]) -> str:
 
 def build_server(link: AgentLink) -> MCPServer:
     """The MCP server whose tools act as `link`'s agent."""
-    server: MCPServer = MCPServer("sprintdeck", instructions=INSTRUCTIONS, log_level="WARNING")
+    server: MCPServer = MCPServer("sprintdeck", instructions=INSTRUCTIONS, version=_version(), log_level="WARNING")
     tool = server.tool(structured_output=False)
 
     @tool
@@ -172,10 +173,11 @@ def build_server(link: AgentLink) -> MCPServer:
 def main(args: argparse.Namespace) -> int:
     """`sprintdeck mcp`: serve the tools on stdin/stdout until Claude Code closes them."""
     _log_to_stderr(os.environ.get("SPRINTDECK_AGENT_ID", "").strip())
-    return asyncio.run(serve())
+    return asyncio.run(serve_stdio())
 
 
-async def serve() -> int:
+async def serve_stdio() -> int:
+    """Until stdin closes (the session ended) or SIGTERM; either way the agent leaves in good order."""
     link = AgentLink(identity_from(os.environ))
     server = build_server(link)
     link.start()
@@ -198,6 +200,13 @@ async def _terminated(link: AgentLink) -> None:
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(EXIT_TERMINATED)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("sprintdeck")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "0"
 
 
 def _log_to_stderr(agent_id: str) -> None:

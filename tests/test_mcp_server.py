@@ -119,6 +119,12 @@ async def test_whoami_names_the_agent_its_assignment_its_locks_and_how_to_work(s
         assert "acquire_lock" in me["howToWork"] and "complete_task" in me["howToWork"]
 
 
+async def test_the_session_named_in_the_environment_is_bound_to_the_agent(short_dir: Path) -> None:
+    async with served(short_dir, sprint()) as deck, \
+            session(environment(deck, "backend") | {"SPRINTDECK_SESSION": "S-one"}):
+        await until(lambda: deck.agent("backend").session == "S-one", "backend bound to session S-one")
+
+
 async def test_list_tasks_shows_status_owner_dependencies_and_what_each_waits_for(short_dir: Path) -> None:
     async with served(short_dir, sprint()) as deck, session(environment(deck, "frontend")) as frontend:
         await until(lambda: deck.task("api-routes").status == "ready", "api-routes ready")
