@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     hook = sub.add_parser("hook", help="Claude Code's hook command (init-claude installs it): EVENT's JSON on stdin")
     hook.add_argument("event", choices=["session-start", "pre-tool-use", "post-tool-use", "notification", "stop",
                                         "session-end"])
+    sub.add_parser("mcp", help="the MCP server of a Claude Code agent (stdio; who it is comes from SPRINTDECK_* variables)")
 
     export = sub.add_parser("export", help="print the task DAG")
     export.add_argument("plan")
@@ -101,6 +102,7 @@ COMMANDS = {
     "serve": "app.commands.serve",
     "agent": "app.commands.agent",
     "init-claude": "app.commands.init_claude",
+    "mcp": "app.mcp_server",
 }
 
 
