@@ -7,10 +7,13 @@ what to do next (work on other files, queue, message the holder...).  Refusals a
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any, Literal
 
 from app.mcp_agent import AgentLink, Assignment, ToolProblem
+from engine.atomic_file import write_atomically
 from engine.models import ResourceLock, TaskState
 from engine.payloads import ResourceConflictPayload
 from engine.protocol import BROADCAST, MANAGER_ID, MessageType
@@ -155,8 +158,22 @@ async def report_progress(link: AgentLink, message: str, fraction: float | None,
     return f"Progress on {work.task_id} recorded{done}."
 
 
+def _leave_verdict(link: AgentLink, verdict: dict[str, Any]) -> str | None:
+    """In a run the manager started (kind: claude), the run's end decides the attempt: the model's
+    verdict is left for it, so the outcome and what the run cost arrive together, once."""
+    path = link.identity.verdict_file if link.identity else None
+    if path is None:
+        return None
+    write_atomically(Path(path), json.dumps(verdict))
+    return (f"Recorded: the task {verdict['outcome']} when this run ends, which the sprint manager sees. "
+            "Finish now with a short summary of what you did.")
+
+
 async def complete_task(link: AgentLink, summary: str, task_id: str | None) -> str:
     """task_complete with the attempt and, as its fencing, the locks held for the task."""
+    left = _leave_verdict(link, {"outcome": "completed", "summary": summary})
+    if left is not None:
+        return left
     work = link.assignment(task_id)
     refs = [held.ref() for held in link.locks.values() if held.task_id == work.task_id]
     payload = {"taskId": work.task_id, "attempt": work.attempt, "result": summary, "locks": refs}
@@ -166,7 +183,7 @@ async def complete_task(link: AgentLink, summary: str, task_id: str | None) -> s
         link.finished(work.task_id)
         raise ToolProblem(f"the manager refused to complete {work.task_id}: {problem}. Your work on it is not "
                           "recorded; call list_tasks to see where the task stands") from None
-    released = await _release_task_locks(link, work.task_id, state)
+    released = _released_with(link, work.task_id, state)
     link.finished(work.task_id)
     task = TaskState.model_validate(state["tasks"][work.task_id])
     if task.status != "completed":
@@ -184,6 +201,9 @@ async def complete_task(link: AgentLink, summary: str, task_id: str | None) -> s
 
 
 async def fail_task(link: AgentLink, error: str, retryable: bool, task_id: str | None) -> str:
+    left = _leave_verdict(link, {"outcome": "failed", "error": error, "retryable": retryable})
+    if left is not None:
+        return left
     work = link.assignment(task_id)
     payload = {"taskId": work.task_id, "attempt": work.attempt, "error": error, "retryable": retryable}
     try:
@@ -191,7 +211,7 @@ async def fail_task(link: AgentLink, error: str, retryable: bool, task_id: str |
     except ToolProblem as problem:
         link.finished(work.task_id)
         raise ToolProblem(f"the manager refused the failure of {work.task_id}: {problem}") from None
-    released = await _release_task_locks(link, work.task_id, state)
+    released = _released_with(link, work.task_id, state)
     link.finished(work.task_id)
     task = TaskState.model_validate(state["tasks"][work.task_id])
     if task.status in ("retrying", "ready", "assigned", "running", "blocked"):
@@ -201,17 +221,12 @@ async def fail_task(link: AgentLink, error: str, retryable: bool, task_id: str |
     return answer + (f" Released your locks on {', '.join(released)}." if released else "")
 
 
-async def _release_task_locks(link: AgentLink, task_id: str, state: dict[str, Any]) -> list[str]:
-    """The locks the agent took for a task it finished go back (the manager ends its own grants)."""
-    mine = [ResourceLock.model_validate(raw) for raw in state.get("locks", {}).values()]
-    released = []
-    for lock in mine:
-        if lock.agent_id == link.agent_id and lock.task_id == task_id:
-            reply = await link.ask(MessageType.RESOURCE_UNLOCK, {"resourceId": lock.resource_id, "lockId": lock.lock_id})
-            if reply.type == MessageType.RESOURCE_UNLOCK:
-                released.append(lock.resource_id)
-            link.locks.pop(lock.lock_id, None)
-    return released
+def _released_with(link: AgentLink, task_id: str, state: dict[str, Any]) -> list[str]:
+    """The paths the agent held for the task that the manager let go of when it ended (it ends a
+    task's grants and the locks the agent took for it)."""
+    still = {raw["lockId"] for raw in state.get("locks", {}).values()}
+    ended = [held for lock_id, held in link.locks.items() if held.task_id == task_id and lock_id not in still]
+    return sorted({held.resource_id for held in ended})
 
 
 # ---------------------------------------------------------------- locks

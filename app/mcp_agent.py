@@ -103,12 +103,18 @@ class AgentLink:
         if isinstance(who, Identity):
             events = ClientEvents(connected=self._connected, lost=self._lost, retrying=self._retrying)
             self.client = SocketClient(who.address, who.agent_id, token=who.token, give_up_after=give_up_after,
-                                       events=events, session=who.session)
+                                       events=events, session=who.session, channel=who.channel)
         self._waiting_logged = False
 
     @property
     def agent_id(self) -> str:
         return self.identity.agent_id if self.identity else "(unknown agent)"
+
+    @property
+    def speaks_for_agent(self) -> bool:
+        """On the agent's own channel this process is the agent: it heartbeats, and its end is the
+        agent leaving.  On a side channel (a run the manager started) it only asks."""
+        return self.identity is not None and self.identity.channel == "agent"
 
     @property
     def welcome(self) -> dict[str, Any]:
@@ -126,6 +132,8 @@ class AgentLink:
     async def stop(self, leaving: str | None = None) -> None:
         """Close the connection; with `leaving`, first tell the manager the agent leaves (and why)."""
         client = self.client
+        if not self.speaks_for_agent:
+            leaving = None  # the agent lives on in the manager's process; this run's end is not its end
         if leaving and client is not None and client.connected and not client.finished:
             try:
                 await client.send(make_message(MessageType.AGENT_LEAVE, self.agent_id, MANAGER_ID, {"reason": leaving}))
@@ -148,8 +156,9 @@ class AgentLink:
             self._inbox = client.subscribe(self.agent_id)
             loop = asyncio.get_running_loop()
             self._loops += [loop.create_task(self._read(), name="mcp-agent-read"),
-                            loop.create_task(self._heartbeat(), name="mcp-agent-heartbeat"),
                             loop.create_task(self.reconcile(), name="mcp-agent-reconcile")]
+            if self.speaks_for_agent:
+                self._loops.append(loop.create_task(self._heartbeat(), name="mcp-agent-heartbeat"))
             await client.run()  # the reader: replies (the reconcile's too) arrive through it
             log.info("the sprint has finished")
         except HandshakeRefused as exc:

@@ -19,6 +19,11 @@ from engine.transports.tokens import TokenError, token_source
 AGENT_ENV = "SPRINTDECK_AGENT_ID"
 CONNECT_ENV = "SPRINTDECK_CONNECT"
 SESSION_ENV = "SPRINTDECK_SESSION"
+#: "requests" when the agent itself lives elsewhere (a `kind: claude` run the manager started): the
+#: server then joins on a side channel, neither heartbeating for the agent nor leaving for it.
+CHANNEL_ENV = "SPRINTDECK_CHANNEL"
+#: Where such a run's complete_task/fail_task leave their verdict for the manager to read at its end.
+VERDICT_ENV = "SPRINTDECK_VERDICT_FILE"
 #: Where the workspace root is for the session; Claude Code sets it for its hooks and servers.
 PROJECT_ENV = "CLAUDE_PROJECT_DIR"
 HOW_TO_START = "sprintdeck init-claude --plan PLAN prints the command that starts each agent"
@@ -33,6 +38,8 @@ class Identity:
     token: Callable[[], str]
     session: str | None = None
     project_dir: str | None = None  # where absolute paths from Claude Code are relative to
+    channel: str = "agent"
+    verdict_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,4 +73,9 @@ def identity_from(environ: Mapping[str, str] = os.environ) -> Identity | Unident
         return Unidentified(f"agent {agent_id} has no token: {exc}")
     session = environ.get(SESSION_ENV, "").strip() or None
     project_dir = environ.get(PROJECT_ENV, "").strip() or None
-    return Identity(agent_id, address, token, session=session, project_dir=project_dir)
+    channel = environ.get(CHANNEL_ENV, "").strip() or "agent"
+    if channel not in ("agent", "requests"):
+        return Unidentified(f"{CHANNEL_ENV}={channel!r} should be agent or requests")
+    verdict_file = environ.get(VERDICT_ENV, "").strip() or None
+    return Identity(agent_id, address, token, session=session, project_dir=project_dir, channel=channel,
+                    verdict_file=verdict_file)

@@ -248,3 +248,47 @@ def test_the_sample_claude_sprint_runs_its_four_specialists(run_dir: Path) -> No
     system = json.dumps(prompts["api"].body.get("system"))
     assert "You are the backend specialist" in system  # the role, as its appended system prompt
     assert "GET /notes" in prompts["api"].prompt and "server/api.py (write)" in prompts["api"].prompt
+
+
+def test_a_claude_run_reaches_the_sprint_through_its_mcp_server(run_dir: Path) -> None:
+    """The run's model asks whoami, does the work and completes the task itself with complete_task;
+    the run's own result then completes the same attempt once, and nothing is refused."""
+    workspace = run_dir / "ws"
+    workspace.mkdir()
+    plan = claude_plan(run_dir, [{"id": "schema", "title": "Schema", "requires": ["db"], "resources": ["db/schema.sql"]}])
+    script = [[ToolCall("mcp__sprintdeck__whoami", {})],
+              [ToolCall("Write", {"file_path": str(workspace / "db/schema.sql"), "content": "-- schema\n"})],
+              [ToolCall("mcp__sprintdeck__complete_task", {"summary": "wrote the schema"})],
+              ["Wrote the schema."]]
+    journal = run_dir / "journal.jsonl"
+    with FakeModel(script) as model, tempfile.TemporaryDirectory() as home:
+        env = claude_env(model, Path(home), {"SPRINTDECK_CLAUDE": claude_binary(), "PYTHONPATH": str(ROOT)})
+        done = subprocess.run([*SPRINTDECK, "run", str(plan), "--headless", "--json", "--workspace", str(workspace),
+                               "--record", str(journal)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=4 * GUARD)
+        whoami = model.results("mcp__sprintdeck__whoami")
+        completed = model.results("mcp__sprintdeck__complete_task")
+    assert done.returncode == 0, done.stderr
+    assert whoami and not whoami[0].is_error and "backend" in whoami[0].content and "schema" in whoami[0].content
+    assert completed and not completed[0].is_error, completed
+    assert [(c["taskId"], c["attempt"]) for c in records_of(journal, "task_completed")] == [("schema", 1)]
+    assert records_of(journal, "completion_refused") == []
+    assert records_of(journal, "agent_dead") == []  # the run's MCP server ending is not the agent leaving
+
+
+def test_a_claude_run_that_calls_fail_task_fails_its_attempt_with_the_models_reason(run_dir: Path) -> None:
+    workspace = run_dir / "ws"
+    workspace.mkdir()
+    plan = claude_plan(run_dir, [{"id": "schema", "title": "Schema", "requires": ["db"], "max_retries": 0}])
+    script = [[ToolCall("mcp__sprintdeck__fail_task", {"error": "the schema needs a decision on ids", "retryable": False})],
+              ["I could not do it."]]
+    journal = run_dir / "journal.jsonl"
+    with FakeModel(script) as model, tempfile.TemporaryDirectory() as home:
+        env = claude_env(model, Path(home), {"SPRINTDECK_CLAUDE": claude_binary(), "PYTHONPATH": str(ROOT)})
+        done = subprocess.run([*SPRINTDECK, "run", str(plan), "--headless", "--json", "--workspace", str(workspace),
+                               "--record", str(journal)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=4 * GUARD)
+    assert done.returncode == 1, done.stderr  # the sprint ran; a task failed
+    [failed] = records_of(journal, "task_failed")
+    assert failed["taskId"] == "schema" and "the schema needs a decision on ids" in failed["error"]
+    assert records_of(journal, "usage_recorded")[0]["costUsd"] > 0  # what the run spent is kept all the same

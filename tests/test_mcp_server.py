@@ -183,7 +183,7 @@ async def test_progress_and_a_fenced_completion_reach_the_manager_and_the_journa
         await backend.call("acquire_lock", paths=["src/routes/extra.py"])
         done = await backend.call("complete_task", summary="added GET/POST /api/v1/items")
         assert done.startswith("Task api-routes is completed. It unblocked api-docs, ui-page.")
-        assert "Released your locks on src/routes/extra.py." in done
+        assert "Released your locks on src/api.py, src/routes/extra.py." in done  # the task's and its own
         assert deck.task("api-routes").status == "completed"
         assert deck.holders("src/api.py") == deck.holders("src/routes/extra.py") == []
         assert [e["taskId"] for e in deck.events("task_completed")] == ["api-routes"]
@@ -197,7 +197,8 @@ async def test_a_failed_task_is_retried_and_the_new_attempt_reaches_the_agent(sh
     async with served(short_dir, sprint()) as deck, session(environment(deck, "backend")) as backend:
         await assigned(backend, "api-routes")
         answer = await backend.call("fail_task", error="the schema is not there yet")
-        assert answer == "Task api-routes attempt 1 is recorded as failed; the manager will retry it."
+        assert answer == ("Task api-routes attempt 1 is recorded as failed; the manager will retry it. "
+                          "Released your locks on src/api.py.")
         assert deck.task("api-routes").failures == 1
         assert [e["error"] for e in deck.events("task_failed")] == ["the schema is not there yet"]
         await assigned(backend, "api-routes", attempt=2)

@@ -29,6 +29,7 @@ from engine.process_tree import end_run, new_mark
 from engine.transports.base import Transport
 
 CLAUDE_ENV = "SPRINTDECK_CLAUDE"
+VERDICT_ENV = "SPRINTDECK_VERDICT_FILE"  # where the run's complete_task/fail_task (MCP) leave their verdict
 SUMMARY_LIMIT = 2000  # characters of the run's final answer kept as the task's result
 STDERR_LIMIT = 500
 
@@ -70,7 +71,8 @@ class ClaudeAgent(LocalAgent):
         # What its Bash commands left running holds the output pipes open: end it, then read to the end.
         await end_run(process, mark)
         out, err = await reading
-        return run_outcome(process.pid, process.returncode, out, err, assign.task_id)
+        outcome = run_outcome(process.pid, process.returncode, out, err, assign.task_id)
+        return with_verdict(outcome, _take_verdict(Path(env[VERDICT_ENV])))
 
     # ------------------------------------------------------------ the command
 
@@ -92,7 +94,9 @@ class ClaudeAgent(LocalAgent):
             "SPRINTDECK_AGENT_ID": self.id, "SPRINTDECK_CONNECT": address, "SPRINTDECK_TOKEN": token,
             "SPRINTDECK_TASK_ID": assign.task_id, "SPRINTDECK_ATTEMPT": str(assign.attempt),
             "SPRINTDECK_CHANNEL": "requests",  # the agent's own inbox is this process's
+            VERDICT_ENV: str(self._wiring_dir() / f"verdict-{assign.task_id}-{assign.attempt}.json"),
         })
+        Path(env[VERDICT_ENV]).unlink(missing_ok=True)
         env.setdefault("ENABLE_TOOL_SEARCH", "false")  # the sprint's tools listed, not deferred
         return self.command(binary, assign, settings, mcp), env
 
@@ -121,10 +125,13 @@ class ClaudeAgent(LocalAgent):
                   "answer completes the task (call fail_task from the sprintdeck tools if it cannot be done)."]
         return "\n".join(lines)
 
-    def _wiring_files(self, executable: str) -> tuple[Path, Path]:
+    def _wiring_dir(self) -> Path:
         if self._wiring is None:
             self._wiring = Path(tempfile.mkdtemp(prefix=f"sprintdeck-{self.id}-"))
-        settings, mcp = self._wiring / "settings.json", self._wiring / "mcp.json"
+        return self._wiring
+
+    def _wiring_files(self, executable: str) -> tuple[Path, Path]:
+        settings, mcp = self._wiring_dir() / "settings.json", self._wiring_dir() / "mcp.json"
         settings.write_text(json.dumps(settings_document(executable), indent=2))
         mcp.write_text(json.dumps(mcp_document(executable), indent=2))
         return settings, mcp
@@ -153,6 +160,28 @@ def run_outcome(pid: int, code: int | None, out: bytes, err: bytes, task_id: str
         return Outcome(ok=True, result=summary, usage=usage)
     why = answer or str(result.get("subtype") or "an error")
     return Outcome(ok=False, error=f"claude ended with {why} (exit {code})", usage=usage)
+
+
+def _take_verdict(path: Path) -> dict[str, Any] | None:
+    try:
+        verdict = json.loads(path.read_text())
+        path.unlink()
+    except (OSError, ValueError):
+        return None
+    return verdict if isinstance(verdict, dict) else None
+
+
+def with_verdict(outcome: Outcome, verdict: dict[str, Any] | None) -> Outcome:
+    """The model's own complete_task/fail_task decides over the run's exit (it may have run out of
+    turns after finishing, say); a run that died stays the agent dying."""
+    if verdict is None or outcome.agent_died is not None:
+        return outcome
+    if verdict.get("outcome") == "failed":
+        return Outcome(ok=False, error=str(verdict.get("error") or "failed"), retryable=bool(verdict.get("retryable", True)),
+                       usage=outcome.usage)
+    result = outcome.result if isinstance(outcome.result, dict) else {}
+    return Outcome(ok=True, result={**result, "summary": str(verdict.get("summary") or "")[:SUMMARY_LIMIT]},
+                   usage=outcome.usage)
 
 
 def run_usage(result: dict[str, Any]) -> dict[str, Any]:
