@@ -1,0 +1,5 @@
+import sys
+
+from greet import greet
+
+print(greet(sys.argv[1]))
