@@ -14,15 +14,16 @@ deadline (SPRINTDECK_HOOK_DEADLINE_MS); when the manager does not answer in time
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO
 
 from app.hook_link import Deadline, Identity, Link, NotConfigured, Refused, Unreachable, identity_from
+
+TYPE_CHECKING = False  # typing and dataclasses would add a third to the start-up of every edit
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, BinaryIO
 
 DEADLINE_ENV = "SPRINTDECK_HOOK_DEADLINE_MS"
 WAIT_ENV = "SPRINTDECK_HOOK_WAIT_MS"
@@ -44,17 +45,12 @@ class BadSetting(BadInput):
     """A SPRINTDECK_HOOK_* variable that is not a number: before an edit, that denies it."""
 
 
-@dataclass
 class Call:
     """One hook call: the event's JSON and this process's environment."""
 
-    event: str
-    data: dict[str, Any]
-    environ: Mapping[str, str]
-    deadline: Deadline = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.deadline = Deadline(_ms(self.environ, DEADLINE_ENV, DEFAULT_DEADLINE_MS, minimum=1))
+    def __init__(self, event: str, data: dict[str, Any], environ: Mapping[str, str]) -> None:
+        self.event, self.data, self.environ = event, data, environ
+        self.deadline = Deadline(_ms(environ, DEADLINE_ENV, DEFAULT_DEADLINE_MS, minimum=1))
 
     @property
     def session(self) -> str | None:
@@ -207,6 +203,8 @@ def post_tool_use(call: Call) -> dict[str, Any] | None:
 
 def _report_checksum(call: Call, link: Link, relative: str) -> None:
     """The watcher then attributes the change to this agent's lock, whatever order things arrive in."""
+    import hashlib  # only after an edit: OpenSSL's start-up is not paid before every edit
+
     try:
         with open(os.path.join(os.path.realpath(call.workspace), relative), "rb") as file:
             checksum = "sha256:" + hashlib.file_digest(file, "sha256").hexdigest()

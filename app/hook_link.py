@@ -16,10 +16,11 @@ import json
 import os
 import socket
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+
+TYPE_CHECKING = False  # typing, dataclasses and datetime would add a third to the hook's start-up
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 MANAGER_ID = "sprint_manager"
 AGENT_ID_ENV = "SPRINTDECK_AGENT_ID"
@@ -55,11 +56,11 @@ class Deadline:
         return max(0, int(self.left() * 1000))
 
 
-@dataclass(frozen=True)
 class Identity:
-    agent_id: str
-    connect: str
-    token: str
+    """Which agent this is, where its manager listens, and its token."""
+
+    def __init__(self, agent_id: str, connect: str, token: str) -> None:
+        self.agent_id, self.connect, self.token = agent_id, connect, token
 
 
 def identity_from(environ: Mapping[str, str]) -> Identity:
@@ -99,13 +100,19 @@ def _token(environ: Mapping[str, str], agent_id: str) -> str:
     return mine
 
 
+def _now() -> str:
+    """UTC now in ISO 8601, as the envelope's timestamp (without importing datetime)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
 def _envelope(kind: str, sender: str, payload: dict[str, Any], deadline: Deadline | None) -> dict[str, Any]:
     message: dict[str, Any] = {
         "id": os.urandom(12).hex(),  # the manager routes replies by id: unique across every hook process
         "type": kind,
         "from": sender,
         "to": MANAGER_ID,
-        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "timestamp": _now(),
         "priority": "high",
         "payload": payload,
     }
