@@ -162,7 +162,8 @@ class AgentLink:
             await client.run()  # the reader: replies (the reconcile's too) arrive through it
             log.info("the sprint has finished")
         except HandshakeRefused as exc:
-            self.problem = f"{exc}; check the agent id and its token (SPRINTDECK_TOKEN or SPRINTDECK_TOKEN_FILE)"
+            hint = "" if "payload.session" in str(exc) else "; check the agent id and its token (SPRINTDECK_TOKEN or SPRINTDECK_TOKEN_FILE)"
+            self.problem = f"{exc}{hint}"
             log.error("%s", self.problem)
         except TransportError as exc:  # closed while connecting, or (with give_up_after) no server
             if not isinstance(exc, TransportClosed):

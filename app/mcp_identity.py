@@ -19,6 +19,9 @@ from engine.transports.tokens import TokenError, token_source
 AGENT_ENV = "SPRINTDECK_AGENT_ID"
 CONNECT_ENV = "SPRINTDECK_CONNECT"
 SESSION_ENV = "SPRINTDECK_SESSION"
+#: What Claude Code tells the MCP servers it starts: the session is bound to the agent, so a second
+#: session as the same agent is refused rather than taking the first one's connection over.
+CLAUDE_SESSION_ENV = "CLAUDE_CODE_SESSION_ID"
 #: "requests" when the agent itself lives elsewhere (a `kind: claude` run the manager started): the
 #: server then joins on a side channel, neither heartbeating for the agent nor leaving for it.
 CHANNEL_ENV = "SPRINTDECK_CHANNEL"
@@ -71,7 +74,7 @@ def identity_from(environ: Mapping[str, str] = os.environ) -> Identity | Unident
         token = token_source(agent_id, None, environ)
     except TokenError as exc:
         return Unidentified(f"agent {agent_id} has no token: {exc}")
-    session = environ.get(SESSION_ENV, "").strip() or None
+    session = (environ.get(SESSION_ENV) or environ.get(CLAUDE_SESSION_ENV) or "").strip() or None
     project_dir = environ.get(PROJECT_ENV, "").strip() or None
     channel = environ.get(CHANNEL_ENV, "").strip() or "agent"
     if channel not in ("agent", "requests"):

@@ -125,6 +125,20 @@ async def test_the_session_named_in_the_environment_is_bound_to_the_agent(short_
         await until(lambda: deck.agent("backend").session == "S-one", "backend bound to session S-one")
 
 
+async def test_a_second_claude_code_session_as_the_same_agent_is_refused_and_the_first_keeps_working(short_dir: Path) -> None:
+    async with served(short_dir, sprint()) as deck, \
+            session(environment(deck, "backend") | {"CLAUDE_CODE_SESSION_ID": "S-first"}) as first:
+        await until(lambda: deck.agent("backend").session == "S-first", "backend bound to S-first")
+        async with session(environment(deck, "backend") | {"CLAUDE_CODE_SESSION_ID": "S-second"},
+                           connected=False) as second:
+            await until(lambda: second.link.problem is not None, "the second session refused")
+            answer = await second.refused("whoami")
+            assert "S-first" in answer and "another agent of the plan" in answer and "token" not in answer
+        assert first.link.client is not None and first.link.client.connected  # not taken over
+        assert "backend" in await first.call("whoami")
+        assert deck.agent("backend").session == "S-first"
+
+
 async def test_list_tasks_shows_status_owner_dependencies_and_what_each_waits_for(short_dir: Path) -> None:
     async with served(short_dir, sprint()) as deck, session(environment(deck, "frontend")) as frontend:
         await until(lambda: deck.task("api-routes").status == "ready", "api-routes ready")
