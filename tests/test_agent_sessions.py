@@ -9,8 +9,6 @@ the manager's state and the journal.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from engine.transports.address import Address, bound_address, listen, parse_addr
 from engine.transports.client import HandshakeRefused, SocketClient
 from engine.transports.socket import SocketTransport
 from test_bus import drain
+from test_socket_transport import short_dir  # noqa: F401 (a fixture: a short directory for sockets)
 
 GUARD = 10.0
 
@@ -79,13 +78,6 @@ class Served:
     def holders(self, path: str) -> list[str]:
         """Who holds a lock on `path`, as the Locks pane lists them."""
         return [lock.agent_id for lock in self.manager.state.locks.values() if lock.resource_id == path]
-
-
-@pytest.fixture
-def short_dir() -> Any:
-    directory = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @asynccontextmanager

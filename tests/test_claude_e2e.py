@@ -133,6 +133,17 @@ def claude_plan(directory: Path, tasks: list[dict[str, Any]]) -> Path:
     return directory / "plan.yaml"
 
 
+def run_with_claude(plan: Path | str, workspace: Path, journal: Path, script: Any) -> tuple[subprocess.CompletedProcess[str], FakeModel]:
+    """`sprintdeck run PLAN --headless --json` whose claude agents talk to a model playing `script`;
+    the model is returned stopped, with what the CLIs sent it."""
+    with FakeModel(script) as model, tempfile.TemporaryDirectory() as home:
+        env = claude_env(model, Path(home), {"SPRINTDECK_CLAUDE": claude_binary(), "PYTHONPATH": str(ROOT)})
+        done = subprocess.run([*SPRINTDECK, "run", str(plan), "--headless", "--json", "--workspace", str(workspace),
+                               "--record", str(journal)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=4 * GUARD)
+    return done, model
+
+
 def test_a_claude_sprint_runs_to_completion_with_what_each_agent_spent(run_dir: Path) -> None:
     workspace = run_dir / "ws"
     workspace.mkdir()
@@ -142,13 +153,8 @@ def test_a_claude_sprint_runs_to_completion_with_what_each_agent_spent(run_dir: 
         {"id": "api", "title": "API", "requires": ["api"], "depends_on": ["schema"], "resources": ["server/api.py"]},
         {"id": "ui", "title": "UI", "requires": ["ui"], "depends_on": ["schema"], "resources": ["web/app.js"]},
     ])
-    with FakeModel(write_for_task(workspace)) as model, tempfile.TemporaryDirectory() as home:
-        env = claude_env(model, Path(home), {"SPRINTDECK_CLAUDE": claude_binary()})
-        done = subprocess.run([*SPRINTDECK, "run", str(plan), "--headless", "--json", "--workspace", str(workspace),
-                               "--record", str(run_dir / "journal.jsonl")],
-                              cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                              timeout=4 * GUARD)
-        spent = model.usage()
+    done, model = run_with_claude(plan, workspace, run_dir / "journal.jsonl", write_for_task(workspace))
+    spent = model.usage()
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     state, metrics = result["state"], result["metrics"]
@@ -232,12 +238,9 @@ def test_the_sample_claude_sprint_runs_its_four_specialists(run_dir: Path) -> No
     workspace = run_dir / "ws"
     shutil.copytree(ROOT / "sample_sprints" / "claude" / "workspace", workspace)
     files = {"schema": "db/schema.sql", "api": "server/api.py", "page": "web/index.html", "tests": "tests/test_api.py"}
-    with FakeModel(write_for_task(workspace, files)) as model, tempfile.TemporaryDirectory() as home:
-        env = claude_env(model, Path(home), {"SPRINTDECK_CLAUDE": claude_binary(), "PYTHONPATH": str(ROOT)})
-        done = subprocess.run([*SPRINTDECK, "run", "sample_sprints/claude/plan.yaml", "--headless", "--json",
-                               "--workspace", str(workspace), "--record", str(run_dir / "journal.jsonl")],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=4 * GUARD)
-        prompts = {task_of(r): r for r in model.turns if "Your task is" in r.prompt}
+    done, model = run_with_claude("sample_sprints/claude/plan.yaml", workspace, run_dir / "journal.jsonl",
+                                  write_for_task(workspace, files))
+    prompts = {task_of(r): r for r in model.turns if "Your task is" in r.prompt}
     assert done.returncode == 0, done.stderr
     state = json.loads(done.stdout)["state"]
     owners = {"schema": "database", "api": "backend", "page": "frontend", "tests": "testing"}
@@ -261,13 +264,9 @@ def test_a_claude_run_reaches_the_sprint_through_its_mcp_server(run_dir: Path) -
               [ToolCall("mcp__sprintdeck__complete_task", {"summary": "wrote the schema"})],
               ["Wrote the schema."]]
     journal = run_dir / "journal.jsonl"
-    with FakeModel(script) as model, tempfile.TemporaryDirectory() as home:
-        env = claude_env(model, Path(home), {"SPRINTDECK_CLAUDE": claude_binary(), "PYTHONPATH": str(ROOT)})
-        done = subprocess.run([*SPRINTDECK, "run", str(plan), "--headless", "--json", "--workspace", str(workspace),
-                               "--record", str(journal)], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=4 * GUARD)
-        whoami = model.results("mcp__sprintdeck__whoami")
-        completed = model.results("mcp__sprintdeck__complete_task")
+    done, model = run_with_claude(plan, workspace, journal, script)
+    whoami = model.results("mcp__sprintdeck__whoami")
+    completed = model.results("mcp__sprintdeck__complete_task")
     assert done.returncode == 0, done.stderr
     assert whoami and not whoami[0].is_error and "backend" in whoami[0].content and "schema" in whoami[0].content
     assert completed and not completed[0].is_error, completed
@@ -283,11 +282,7 @@ def test_a_claude_run_that_calls_fail_task_fails_its_attempt_with_the_models_rea
     script = [[ToolCall("mcp__sprintdeck__fail_task", {"error": "the schema needs a decision on ids", "retryable": False})],
               ["I could not do it."]]
     journal = run_dir / "journal.jsonl"
-    with FakeModel(script) as model, tempfile.TemporaryDirectory() as home:
-        env = claude_env(model, Path(home), {"SPRINTDECK_CLAUDE": claude_binary(), "PYTHONPATH": str(ROOT)})
-        done = subprocess.run([*SPRINTDECK, "run", str(plan), "--headless", "--json", "--workspace", str(workspace),
-                               "--record", str(journal)], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=4 * GUARD)
+    done, _ = run_with_claude(plan, workspace, journal, script)
     assert done.returncode == 1, done.stderr  # the sprint ran; a task failed
     [failed] = records_of(journal, "task_failed")
     assert failed["taskId"] == "schema" and "the schema needs a decision on ids" in failed["error"]
