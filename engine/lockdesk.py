@@ -79,6 +79,7 @@ class _Waiting:
     refused: Refused
     wait_ms: int | None = None
     timer: asyncio.TimerHandle | None = None
+    conflict: Conflict | None = None  # who stood in the way when it queued (named if the wait runs out)
 
 
 class LockDesk:
@@ -112,7 +113,8 @@ class LockDesk:
             self._emit(LockRefused(resource_id=subject, agent_id=owner, reason=reason))
             return Outcome("refused", [], decision.conflict, reason)
         if decision.status == "queued":
-            self._queue(decision, _Waiting(owner, self._recorder.clock(), claim, subject, granted, refused, wait_ms))
+            self._queue(decision, _Waiting(owner, self._recorder.clock(), claim, subject, granted, refused, wait_ms,
+                                           conflict=decision.conflict))
             return Outcome("queued", decision.grants, decision.conflict)
         try:
             grants = self._grant(decision, claim)
@@ -293,7 +295,7 @@ class LockDesk:
         if waiting is None:
             return
         paths = self._withdraw(request_id, "waitMs elapsed")
-        self._refuse(waiting, f"not granted within waitMs={waiting.wait_ms}", None)
+        self._refuse(waiting, f"not granted within waitMs={waiting.wait_ms}", waiting.conflict)
         self._wake(paths)
         self.after_timer()
 

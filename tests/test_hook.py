@@ -346,3 +346,28 @@ def test_the_hook_imports_only_the_standard_library() -> None:
     done = subprocess.run([sys.executable, "-c", probe], env={**ENV}, cwd=ROOT, capture_output=True, text=True, timeout=GUARD)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
     assert "unknown event" in done.stderr  # the hook did run
+
+
+def test_with_a_wait_an_edit_queues_for_the_file_and_goes_ahead_when_the_holder_lets_go(sprint: Sprint) -> None:
+    assert edit(sprint, "alpha").out == ""
+    env = sprint.env("beta", SPRINTDECK_HOOK_WAIT_MS="20000", SPRINTDECK_HOOK_DEADLINE_MS="30000")
+    stdin = json.dumps(hook_input("pre-edit", sprint.workspace, "S-beta")).encode()
+    waiting = subprocess.Popen([*SPRINTDECK, "hook", "pre-tool-use"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**ENV, **env}, cwd=ROOT)
+    assert waiting.stdin is not None and waiting.stdout is not None and waiting.stderr is not None
+    waiting.stdin.write(stdin)
+    waiting.stdin.close()
+    sprint.wait_for("lock_queued", "beta queued for the file", agentId="beta")
+    with sprint.link("alpha", "S-alpha") as link:
+        link.tell("task_complete", {"taskId": "t-alpha", "attempt": 1})
+    waiting.wait(timeout=GUARD)
+    out, err = waiting.stdout.read(), waiting.stderr.read()
+    assert (waiting.returncode, out, err) == (0, b"", b"")  # granted once alpha let go: the edit goes ahead
+    sprint.wait_for("lock_granted", "beta's lock", agentId="beta", resourceId="src/shared.py")
+
+
+def test_a_wait_that_runs_out_is_a_deny_naming_the_holder(sprint: Sprint) -> None:
+    assert edit(sprint, "alpha").out == ""
+    done = hook("pre-tool-use", hook_input("pre-edit", sprint.workspace, "S-beta"),
+                sprint.env("beta", SPRINTDECK_HOOK_WAIT_MS="300"))
+    assert "alpha" in done.denied and "src/shared.py" in done.denied
