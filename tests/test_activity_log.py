@@ -1,0 +1,175 @@
+"""`sprintdeck log JOURNAL`: the seed's ActivityLog of a real recorded sprint, as a user reads it.
+
+Each test records a sprint with `sprintdeck run --headless --record` (a separate process, the
+sample plans as shipped) and reads its log back with `sprintdeck log`, asserting on what a user
+would look for: a failed attempt's error and duration, who held a lock and for how long, the
+filters, and bad input that exits 2 naming the file and line without touching the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SAMPLES
+
+SPRINTDECK = [sys.executable, "-m", "app.cli"]
+ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+SEED_KEYS = ("timestamp", "agentId", "action", "resourceId", "taskId", "duration", "success", "error")
+
+
+def sprintdeck(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SPRINTDECK, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def flaky(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The flaky sample, seed 0: `packaging` fails three times on `wobbly`, then completes."""
+    journal = tmp_path_factory.mktemp("flaky") / "run.jsonl"
+    done = sprintdeck("run", str(SAMPLES / "flaky/plan.yaml"), "--headless", "--record", str(journal), "--speed", "50")
+    assert done.returncode == 0, done.stderr
+    return journal
+
+
+def log_json(journal: Path, *args: str) -> list[dict]:
+    done = sprintdeck("log", str(journal), "--json", *args)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_a_failed_attempt_shows_its_agent_error_and_duration(flaky: Path) -> None:
+    entries = log_json(flaky)
+    for entry in entries:  # the seed's field names, in the seed's order; absent values left out
+        keys = [key for key in entry if key in SEED_KEYS]
+        assert keys == [key for key in SEED_KEYS if key in entry]
+        assert {"timestamp", "agentId", "action", "success"} <= set(entry)
+    failures = [e for e in entries if e["action"] == "task_failed"]
+    assert failures, "the flaky sprint's seed-0 run fails packaging three times"
+    first = failures[0]
+    assert first["agentId"] == "wobbly" and first["taskId"] == "packaging" and first["success"] is False
+    assert first["error"] == "simulated failure of packaging attempt 1"
+    assert first["duration"] > 0  # from the attempt's start to its failure, in ms
+    completed = [e for e in entries if e["action"] == "task_completed" and e["taskId"] == "packaging"]
+    assert len(completed) == 1 and completed[0]["success"] is True and "attempt 4" in completed[0]["detail"]
+    assert entries[-1]["action"] == "sprint_finished" and entries[-1]["agentId"] == "sprint_manager"
+    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)
+
+
+def test_a_lock_names_its_holder_task_and_hold_time(flaky: Path) -> None:
+    entries = log_json(flaky)
+    acquired = next(e for e in entries if e["action"] == "lock_acquired" and e["resourceId"] == "src/api.py")
+    released = next(e for e in entries if e["action"] == "lock_released" and e["resourceId"] == "src/api.py")
+    assert acquired["agentId"] == released["agentId"] == "steady"
+    assert acquired["taskId"] == released["taskId"] == "api_errors"
+    assert "write lock" in acquired["detail"] and released["success"] is True
+    held_ms = released["duration"]
+    assert held_ms > 0
+    assert released["seq"] > acquired["seq"]
+    # The hold covers the attempt: it was granted before the task started and released after it ended.
+    run = next(e for e in entries if e["action"] == "task_completed" and e["taskId"] == "api_errors")
+    assert held_ms >= run["duration"]
+    changed = next(e for e in entries if e["action"] == "file_changed" and e["resourceId"] == "src/api.py")
+    assert changed["agentId"] == "steady" and changed["taskId"] == "api_errors"
+
+
+def test_filters_by_agent_and_by_task(flaky: Path) -> None:
+    everything = log_json(flaky)
+    wobbly = log_json(flaky, "--agent", "wobbly")
+    assert wobbly and {e["agentId"] for e in wobbly} == {"wobbly"}
+    assert wobbly == [e for e in everything if e["agentId"] == "wobbly"]
+    docs = log_json(flaky, "--task", "docs")
+    assert docs and {e["taskId"] for e in docs} == {"docs"}
+    assert {e["action"] for e in docs} >= {"task_assigned", "lock_acquired", "task_completed", "lock_released"}
+    both = log_json(flaky, "--agent", "wobbly", "--task", "packaging")
+    assert both and all(e["agentId"] == "wobbly" and e["taskId"] == "packaging" for e in both)
+    assert sum(e["action"] == "task_failed" for e in both) == 3
+
+
+def test_the_table_is_aligned_and_says_what_failed(flaky: Path) -> None:
+    done = sprintdeck("log", str(flaky), "--task", "packaging")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = lines[0]
+    assert header.split() == ["TIME", "AGENT", "ACTION", "TASK", "RESOURCE", "DURATION", "OK", "ERROR", "/", "DETAIL"]
+    column = header.index("ACTION")
+    assert all(line[column - 2:column] == "  " and line[column] != " " for line in lines[1:])
+    failed = [line for line in lines if " task_failed " in line]
+    assert len(failed) == 3
+    assert all(" FAIL " in line and "simulated failure of packaging attempt" in line for line in failed)
+    assert len(lines) == 1 + len(log_json(flaky, "--task", "packaging"))
+
+
+def test_a_conflict_is_logged_as_a_failure_naming_the_file(tmp_path: Path) -> None:
+    journal = tmp_path / "conflict.jsonl"
+    done = sprintdeck("run", str(SAMPLES / "conflict/plan.yaml"), "--headless", "--record", str(journal))
+    assert done.returncode in (0, 1), done.stderr
+    conflicts = [e for e in log_json(journal) if e["action"] == "file_conflict"]
+    assert len(conflicts) == 1
+    assert conflicts[0]["resourceId"] == "src/config.py" and conflicts[0]["success"] is False
+    assert "read locks" in conflicts[0]["error"]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _untouched(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+def test_a_torn_tail_is_bad_input_named_by_line_and_the_journal_is_not_modified(flaky: Path, tmp_path: Path) -> None:
+    torn = tmp_path / "torn.jsonl"
+    data = flaky.read_bytes()
+    torn.write_bytes(data[:-30])  # the last record cut short, as a crash mid-write leaves it
+    lines = data[:-30].count(b"\n") + 1
+    before = _untouched(torn)
+    done = sprintdeck("log", str(torn), "--json")
+    assert done.returncode == 2
+    assert done.stdout == ""  # nothing half-printed before the error
+    assert f"{torn}:{lines}: record seq {lines - 1}: torn" in done.stderr
+    assert "run --resume" in done.stderr and "Traceback" not in done.stderr
+    assert _untouched(torn) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["torn.jsonl"]  # no .broken copy either
+
+
+def test_a_corrupt_record_in_the_middle_names_its_line(flaky: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.jsonl"
+    lines = flaky.read_bytes().split(b"\n")
+    lines[9] = lines[9].replace(b'"seq":9,', b'"seq":9, ')  # same record, bytes its crc does not cover
+    corrupt.write_bytes(b"\n".join(lines))
+    done = sprintdeck("log", str(corrupt))
+    assert done.returncode == 2
+    assert f"{corrupt}:10: record seq 9: crc mismatch" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: None, "{path}: no such journal"),
+        (lambda p: p.write_text("hello\n"), "{path}:1: not a sprintdeck journal"),
+        (lambda p: p.write_text(""), "{path}:1: not a sprintdeck journal (empty file"),
+        (lambda p: p.mkdir(), "{path}: is a directory, not a journal"),
+        (lambda p: os.mkfifo(p), "{path}: is not a regular file (a FIFO or a device)"),
+    ],
+    ids=["missing", "not-a-journal", "empty", "directory", "fifo"],
+)
+def test_what_is_not_a_journal_exits_2_with_a_sentence(tmp_path: Path, make, expected: str) -> None:
+    path = tmp_path / "j.jsonl"
+    make(path)
+    done = sprintdeck("log", str(path))  # a FIFO must not block the reader: the timeout guards that
+    assert done.returncode == 2
+    assert expected.format(path=path) in done.stderr
+    assert "Traceback" not in done.stderr and "Errno" not in done.stderr
+
+
+def test_a_filter_that_names_nothing_in_the_journal_is_bad_input(flaky: Path) -> None:
+    done = sprintdeck("log", str(flaky), "--agent", "wobly")
+    assert done.returncode == 2
+    assert "--agent wobly" in done.stderr and "no agent 'wobly'" in done.stderr and "wobbly" in done.stderr
+    done = sprintdeck("log", str(flaky), "--task", "nope")
+    assert done.returncode == 2 and "no task 'nope'" in done.stderr and "packaging" in done.stderr
