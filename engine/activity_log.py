@@ -220,8 +220,8 @@ class ActivityDeriver:
         kind, sender, payload = message.get("type"), str(message.get("from", "")), message.get("payload") or {}
         task = payload.get("taskId") if isinstance(payload.get("taskId"), str) else None
         if kind == "agent_ready" and sender != MANAGER_ID and payload.get("channel", "agent") == "agent":
-            capabilities = ", ".join(str(c) for c in payload.get("capabilities") or []) or "none"
-            self._add(sender, "agent_joined", detail=f"capabilities: {capabilities}")
+            capabilities = ", ".join(str(c) for c in payload.get("capabilities") or [])
+            self._add(sender, "agent_joined", detail=f"capabilities: {capabilities}" if capabilities else None)
             self._joins[str(message.get("id"))] = len(self.entries) - 1
         elif kind == "agent_leave" and not payload.get("crashed"):
             self._leaving.add(sender)
