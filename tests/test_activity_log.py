@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,52 @@ def test_a_filter_that_names_nothing_in_the_journal_is_bad_input(flaky: Path) ->
     assert "--agent wobly" in done.stderr and "no agent 'wobly'" in done.stderr and "wobbly" in done.stderr
     done = sprintdeck("log", str(flaky), "--task", "nope")
     assert done.returncode == 2 and "no task 'nope'" in done.stderr and "packaging" in done.stderr
+
+
+def test_a_killed_agent_shows_as_died_with_its_locks_and_attempt_ended(tmp_path: Path) -> None:
+    """kill -9 of a `sprintdeck agent` mid-task: its death, the locks it lost and the attempt it
+    lost are in the log, each failed with the reason; the next attempt completes."""
+    from test_serve import Proc, finish_all, listening_on, records_of, serve, wait_for, write_plan
+
+    directory = Path(tempfile.mkdtemp(prefix="sd-log-", dir="/tmp"))  # a short socket path
+    try:
+        write_plan(directory, {
+            "sprint": "dies",
+            "settings": {"heartbeat_interval": "100ms", "heartbeat_timeout": "1s", "lock_ttl": "30s"},
+            "agents": [{"id": "worker", "kind": "external", "capabilities": ["work"]}],
+            "tasks": [{"id": "slow", "requires": ["work"], "resources": ["again", "out.txt"],
+                       "command": "if [ -f again ]; then echo second > out.txt; else touch again; sleep 30; fi"}],
+        })
+        journal = directory / "run.jsonl"
+        server = serve(directory / "plan.yaml", f"unix:{directory}/deck.sock", directory, "--record", str(journal),
+                       "--workspace", str(directory / "ws"))
+        agents: list[Proc] = []
+        try:
+            address = listening_on(server)
+            token = ["--token-file", str(directory / "run.tokens/worker.token")]
+            agents.append(Proc.start(["agent", "--connect", address, "--id", "worker", *token], "first", directory))
+            wait_for(lambda: (directory / "ws/again").exists(), "the first attempt's command", server.process)
+            agents[0].kill()  # SIGKILL
+            wait_for(lambda: bool(records_of(journal, "agent_dead")), "the agent's death", server.process)
+            agents.append(Proc.start(["agent", "--connect", address, "--id", "worker", *token], "second", directory))
+            assert server.finish().returncode == 0, server.stderr()
+        finally:
+            server.kill()
+            finish_all(agents)
+        entries = log_json(journal, "--agent", "worker")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    died = [e for e in entries if e["action"] == "agent_died"]
+    assert len(died) == 1 and died[0]["success"] is False and died[0]["error"]
+    after = [e for e in entries if e["seq"] >= died[0]["seq"]]
+    lost_locks = [e for e in after if e["action"] == "lock_released" and e["seq"] == died[0]["seq"]]
+    assert sorted(e["resourceId"] for e in lost_locks) == ["again", "out.txt"]
+    for lock in lost_locks:
+        assert lock["success"] is False and lock["error"].startswith("worker died: ") and lock["duration"] > 0
+        assert lock["taskId"] == "slow"
+    lost = next(e for e in after if e["action"] == "task_requeued")
+    assert lost["taskId"] == "slow" and lost["success"] is False and lost["error"].startswith("worker died: ")
+    assert lost["duration"] > 0 and lost["detail"] == "attempt 1"
+    done = [e for e in after if e["action"] == "task_completed"]
+    assert len(done) == 1 and done[0]["detail"] == "attempt 2"
+    assert any(e["action"] == "agent_joined" for e in after)  # the second process

@@ -103,6 +103,8 @@ def test_the_readme_agent_completes_the_pair_sprint_with_its_work_on_disk_and_in
     answers = [m for m in messages if m["type"] == "provide_assistance"]
     assert len(answers) == 1 and answers[0]["correlationId"] == asked[0]["id"] and answers[0]["from"] == "backend"
     assert records_of(journal, "message_rejected") == [] and records_of(journal, "completion_refused") == []
+    beating = {m["from"] for m in messages if m["type"] == "heartbeat"}
+    assert beating == {"backend", "frontend"}  # the library heartbeats by itself
 
     # And the activity log tells the same story.
     logged = subprocess.run([*(sys.executable, "-m", "app.cli"), "log", str(journal), "--json", "--agent", "frontend"],
@@ -154,3 +156,77 @@ def test_a_refused_token_and_a_bad_address_exit_2_with_a_sentence(run_dir: Path,
         assert bad.returncode == 2 and "http://example.com" in bad.stderr and "Traceback" not in bad.stderr
     finally:
         server.kill()
+
+
+PROBE = '''
+import asyncio
+
+from engine.agents.client import Agent, AssistanceRequest, LockRefused, Task, TaskResult
+
+
+class Probe(Agent):
+    """`holder` keeps its task's lock on shared.txt until `prober` says it has looked."""
+
+    looked = asyncio.Event()
+
+    async def execute_task(self, task: Task) -> TaskResult:
+        if task.id == "hold":
+            await asyncio.wait_for(self.looked.wait(), 30)
+            return TaskResult(result="held until asked to let go")
+        lock = await self.request_resource_lock("shared.txt", "write", task=task)
+        try:
+            async with self.lock("shared.txt", "exclusive", task=task, wait=0.2):
+                pass
+            queued = "granted"
+        except LockRefused as refused:
+            queued = str(refused)
+        answer = await self.request_assistance("done", "you may let go", to="holder", task=task, timeout=10)
+        return TaskResult(result={"granted": bool(lock), "holder": lock.holder, "holderMode": lock.holder_mode,
+                                  "holderTask": lock.holder_task, "queued": queued, "answer": answer.details})
+
+    async def provide_assistance(self, request: AssistanceRequest) -> str | None:
+        self.looked.set()
+        return "letting go"
+
+
+if __name__ == "__main__":
+    raise SystemExit(Probe.main())
+'''
+
+
+def test_a_refused_lock_is_false_and_names_its_holder_and_task(run_dir: Path) -> None:  # noqa: F811
+    write_plan(run_dir, {
+        "sprint": "probe",
+        "settings": {"heartbeat_interval": "200ms", "heartbeat_timeout": "20s"},
+        "agents": [{"id": "holder", "kind": "external", "capabilities": ["hold"]},
+                   {"id": "prober", "kind": "external", "capabilities": ["probe"]}],
+        "tasks": [{"id": "hold", "requires": ["hold"], "resources": ["shared.txt"]},
+                  {"id": "look", "requires": ["probe"]}],
+    })
+    script = run_dir / "probe.py"
+    script.write_text(PROBE)
+    journal = run_dir / "run.jsonl"
+    server = serve(run_dir / "plan.yaml", f"unix:{run_dir}/sock/deck.sock", run_dir, "--record", str(journal),
+                   "--workspace", str(run_dir / "ws"))
+    agents: list[Proc] = []
+    try:
+        address = listening_on(server)
+        tokens = run_dir / "run.tokens"
+        agents.append(start_agent(script, address, "holder", tokens / "holder.token", run_dir))
+        wait_for(lambda: any(g["taskId"] == "hold" for g in records_of(journal, "lock_granted")), "hold's lock",
+                 agents[0].process)
+        agents.append(start_agent(script, address, "prober", tokens / "prober.token", run_dir))
+        out = server.finish()
+    finally:
+        server.kill()
+        done = finish_all(agents)
+    assert out.returncode == 0, out.stderr
+    assert all(proc.returncode == 0 for proc in done), [proc.stderr for proc in done]
+    result = next(m["message"]["payload"]["result"] for m in records_of(journal, "message")
+                  if m["message"]["type"] == "task_complete" and m["message"]["payload"]["taskId"] == "look")
+    assert result["granted"] is False
+    assert (result["holder"], result["holderMode"], result["holderTask"]) == ("holder", "write", "hold")
+    # the wait of 0.2 s ran out, naming who stood in the way
+    assert result["queued"] == ("no exclusive lock on shared.txt: not granted within waitMs=200 "
+                                "(held by holder: write, task hold)")
+    assert result["answer"] == "letting go"

@@ -64,7 +64,8 @@ class LockRefused(RuntimeError):
     """`lock()` could not have the lock; `.lock` says who holds it and why."""
 
     def __init__(self, lock: Lock) -> None:
-        super().__init__(f"no {lock.lock_type} lock on {lock.resource_id}: {lock.reason}")
+        held = f" (held by {lock.holder}: {lock.holder_mode}, task {lock.holder_task or 'none'})" if lock.holder else ""
+        super().__init__(f"no {lock.lock_type} lock on {lock.resource_id}: {lock.reason}{held}")
         self.lock = lock
 
 
