@@ -334,9 +334,10 @@ class ActivityDeriver:
         self._holds[body.lock_id] = _Hold(body.resource_id, body.lock_type, body.agent_id, body.task_id, body.token,
                                           self._now)
         wait = self._waits.get(body.request_id or "")
+        waited = ", after waiting in the queue" if wait is not None else ""
         self._add(body.agent_id, "lock_acquired", resource_id=body.resource_id, task_id=body.task_id,
                   duration=self._since(wait.since) if wait is not None else None,  # how long it waited
-                  detail=f"{body.lock_type} lock {body.lock_id}, token {body.token}")
+                  detail=f"{body.lock_type} lock {body.lock_id}, token {body.token}{waited}")
 
     def _lock_released(self, body: LockReleased) -> None:
         error = RELEASE_ERRORS.get(body.reason)

@@ -224,3 +224,13 @@ def test_a_killed_agent_shows_as_died_with_its_locks_and_attempt_ended(tmp_path:
     done = [e for e in after if e["action"] == "task_completed"]
     assert len(done) == 1 and done[0]["detail"] == "attempt 2"
     assert any(e["action"] == "agent_joined" for e in after)  # the second process
+
+
+def test_a_lock_that_waited_in_the_queue_carries_its_wait() -> None:
+    """The recorded webrtc sprint: message_persistence queued for server/db/messages.ts."""
+    entries = log_json(SAMPLES / "webrtc/recorded.jsonl", "--task", "message_persistence")
+    queued = next(e for e in entries if e["action"] == "lock_queued")
+    granted = next(e for e in entries if e["action"] == "lock_acquired" and e["resourceId"] == queued["resourceId"])
+    assert granted["seq"] > queued["seq"] and granted["duration"] > 0 and "after waiting" in granted["detail"]
+    unblocked = next(e for e in entries if e["action"] == "task_unblocked")
+    assert abs(unblocked["duration"] - granted["duration"]) < 1.0  # the task waited as long as its lock
