@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,8 @@ def test_the_readme_agent_completes_the_pair_sprint_with_its_work_on_disk_and_in
     answers = [m for m in messages if m["type"] == "provide_assistance"]
     assert len(answers) == 1 and answers[0]["correlationId"] == asked[0]["id"] and answers[0]["from"] == "backend"
     assert records_of(journal, "message_rejected") == [] and records_of(journal, "completion_refused") == []
+    progress = {(p["taskId"], p["output"]) for p in records_of(journal, "task_progress")}
+    assert {("library", "writing src/greet.py"), ("command", "writing src/cli.py"), ("command", "done")} <= progress
     beating = {m["from"] for m in messages if m["type"] == "heartbeat"}
     assert beating == {"backend", "frontend"}  # the library heartbeats by itself
 
@@ -230,3 +233,60 @@ def test_a_refused_lock_is_false_and_names_its_holder_and_task(run_dir: Path) ->
     assert result["queued"] == ("no exclusive lock on shared.txt: not granted within waitMs=200 "
                                 "(held by holder: write, task hold)")
     assert result["answer"] == "letting go"
+
+
+SLOW = '''
+import asyncio
+
+from engine.agents.client import Agent, Task, TaskResult
+
+
+class Slow(Agent):
+    async def execute_task(self, task: Task) -> TaskResult:
+        await self.report_progress(task, 0.1, "started")
+        await asyncio.sleep(1.5)  # the server is killed and resumed meanwhile
+        path = self.workspace / "out" / f"{task.id}.txt"
+        path.parent.mkdir(exist_ok=True)
+        with open(path, "a") as out:
+            out.write(f"{task.id} attempt {task.attempt}\\n")
+        return TaskResult(result=str(path.name))
+
+
+if __name__ == "__main__":
+    raise SystemExit(Slow.main())
+'''
+
+
+def test_a_library_agent_reconnects_to_a_resumed_server_and_its_task_completes_once(run_dir: Path) -> None:  # noqa: F811
+    plan = write_plan(run_dir, {
+        "sprint": "resumed",
+        "settings": {"heartbeat_interval": "100ms", "heartbeat_timeout": "20s"},
+        "agents": [{"id": "worker", "kind": "external", "capabilities": ["work"]}],
+        "tasks": [{"id": "slow", "requires": ["work"], "resources": ["out/slow.txt"]}],
+    })
+    script = run_dir / "slow.py"
+    script.write_text(SLOW)
+    journal, listen, workspace = run_dir / "run.jsonl", f"unix:{run_dir}/s/deck.sock", run_dir / "ws"
+    server = serve(run_dir / "plan.yaml", listen, run_dir, "--record", str(journal), "--workspace", str(workspace))
+    agents: list[Proc] = []
+    resumed = None
+    try:
+        address = listening_on(server)
+        agents.append(start_agent(script, address, "worker", run_dir / "run.tokens/worker.token", run_dir))
+        wait_for(lambda: b'"type":"task_started"' in journal.read_bytes(), "the task's start", server.process)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=GUARD)
+        resumed = serve(run_dir / "plan.yaml", listen, run_dir, "--resume", str(journal), "--workspace",
+                        str(workspace), name="resumed")
+        out = resumed.finish()
+    finally:
+        server.kill()
+        if resumed is not None:
+            resumed.kill()
+        done = finish_all(agents)
+    assert plan.sprint == "resumed"
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["state"]["tasks"]["slow"]["status"] == "completed"
+    assert done[0].returncode == 0 and "reconnected" in done[0].stderr, done[0].stderr
+    assert (workspace / "out/slow.txt").read_text() == "slow attempt 1\n"  # run once, by the first attempt
+    assert len(records_of(journal, "task_completed")) == 1
