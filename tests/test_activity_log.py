@@ -66,18 +66,20 @@ def test_a_failed_attempt_shows_its_agent_error_and_duration(flaky: Path) -> Non
 def test_a_lock_names_its_holder_task_and_hold_time(flaky: Path) -> None:
     entries = log_json(flaky)
     acquired = next(e for e in entries if e["action"] == "lock_acquired" and e["resourceId"] == "src/api.py")
-    released = next(e for e in entries if e["action"] == "lock_released" and e["resourceId"] == "src/api.py")
-    assert acquired["agentId"] == released["agentId"] == "steady"
+    lock_id = acquired["detail"].split()[2].rstrip(",")  # "write lock L5, token 5"
+    released = next(e for e in entries if e["action"] == "lock_released" and f" lock {lock_id}" in e["detail"])
+    holder = acquired["agentId"]
+    assert holder in ("steady", "shaky", "wobbly") and released["agentId"] == holder
     assert acquired["taskId"] == released["taskId"] == "api_errors"
-    assert "write lock" in acquired["detail"] and released["success"] is True
+    assert acquired["detail"].startswith("write lock") and released["resourceId"] == "src/api.py"
     held_ms = released["duration"]
-    assert held_ms > 0
-    assert released["seq"] > acquired["seq"]
-    # The hold covers the attempt: it was granted before the task started and released after it ended.
-    run = next(e for e in entries if e["action"] == "task_completed" and e["taskId"] == "api_errors")
-    assert held_ms >= run["duration"]
-    changed = next(e for e in entries if e["action"] == "file_changed" and e["resourceId"] == "src/api.py")
-    assert changed["agentId"] == "steady" and changed["taskId"] == "api_errors"
+    assert held_ms > 0 and released["seq"] > acquired["seq"]
+    # The hold covers the attempt: granted before it started, released after it ended.
+    ended = next(e for e in entries if e["action"] in ("task_completed", "task_failed") and e["taskId"] == "api_errors"
+                 and e["seq"] > acquired["seq"])
+    assert ended["agentId"] == holder and held_ms >= ended["duration"] > 0
+    changed = [e for e in entries if e["action"] == "file_changed" and e["resourceId"] == "src/api.py"]
+    assert changed and all(e["taskId"] == "api_errors" for e in changed)  # credited to the task holding the lock
 
 
 def test_filters_by_agent_and_by_task(flaky: Path) -> None:
@@ -186,7 +188,7 @@ def test_a_killed_agent_shows_as_died_with_its_locks_and_attempt_ended(tmp_path:
     try:
         write_plan(directory, {
             "sprint": "dies",
-            "settings": {"heartbeat_interval": "100ms", "heartbeat_timeout": "1s", "lock_ttl": "30s"},
+            "settings": {"heartbeat_interval": "100ms", "heartbeat_timeout": "2s", "lock_ttl": "30s"},
             "agents": [{"id": "worker", "kind": "external", "capabilities": ["work"]}],
             "tasks": [{"id": "slow", "requires": ["work"], "resources": ["again", "out.txt"],
                        "command": "if [ -f again ]; then echo second > out.txt; else touch again; sleep 30; fi"}],
