@@ -164,16 +164,18 @@ def test_a_refused_token_and_a_bad_address_exit_2_with_a_sentence(run_dir: Path,
 PROBE = '''
 import asyncio
 
-from engine.agents.client import Agent, AssistanceRequest, LockRefused, Task, TaskResult
+from engine.agents.client import Agent, AssistanceRequest, IPCMessage, Lock, LockRefused, Task, TaskResult
 
 
 class Probe(Agent):
     """`holder` keeps its task's lock on shared.txt until `prober` says it has looked."""
 
     looked = asyncio.Event()
+    refused = asyncio.Event()
 
     async def execute_task(self, task: Task) -> TaskResult:
         if task.id == "hold":
+            (self.workspace / "shared.txt").write_text("mine")
             await asyncio.wait_for(self.looked.wait(), 30)
             return TaskResult(result="held until asked to let go")
         lock = await self.request_resource_lock("shared.txt", "write", task=task)
@@ -183,9 +185,17 @@ class Probe(Agent):
             queued = "granted"
         except LockRefused as refused:
             queued = str(refused)
+        forged = Lock("shared.txt", "write", True, lock_id="L999", token=999)
+        await self.report_file("shared.txt", forged, task)  # refused: the agent's log says so
+        await asyncio.wait_for(self.refused.wait(), 10)
         answer = await self.request_assistance("done", "you may let go", to="holder", task=task, timeout=10)
         return TaskResult(result={"granted": bool(lock), "holder": lock.holder, "holderMode": lock.holder_mode,
                                   "holderTask": lock.holder_task, "queued": queued, "answer": answer.details})
+
+    async def on_message(self, message: IPCMessage) -> None:
+        await super().on_message(message)  # logs a refusal
+        if message.type == "agent_error":
+            self.refused.set()
 
     async def provide_assistance(self, request: AssistanceRequest) -> str | None:
         self.looked.set()
@@ -233,6 +243,9 @@ def test_a_refused_lock_is_false_and_names_its_holder_and_task(run_dir: Path) ->
     assert result["queued"] == ("no exclusive lock on shared.txt: not granted within waitMs=200 "
                                 "(held by holder: write, task hold)")
     assert result["answer"] == "letting go"
+    assert "sprint_manager refused a message: payload.token: stale or foreign lock L999 for shared.txt" in done[1].stderr
+    refusals = records_of(journal, "message_rejected")
+    assert [(r["from"], r["field"]) for r in refusals] == [("prober", "payload.token")]
 
 
 SLOW = '''

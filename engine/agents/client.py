@@ -51,8 +51,8 @@ from engine.transports.base import ResponseTimeout, TransportError
 from engine.transports.client import ClientEvents, HandshakeRefused, ServerUnreachable, SocketClient
 from engine.transports.tokens import TokenError, token_source
 
-__all__ = ["Agent", "AgentRequestError", "Assistance", "AssistanceRequest", "Lock", "LockRefused", "Task",
-           "TaskFailed", "TaskResult"]
+__all__ = ["Agent", "AgentRequestError", "Assistance", "AssistanceRequest", "IPCMessage", "Lock", "LockRefused",
+           "MANAGER_ID", "MessageType", "Task", "TaskFailed", "TaskResult"]
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 30.0  # seconds for the manager's answer to a lock, unlock or state request
@@ -104,7 +104,14 @@ class Agent(ABC):
         return None
 
     async def on_message(self, message: IPCMessage) -> None:
-        """Any other message addressed to this agent (broadcasts, state pushes, late replies)."""
+        """Any other message addressed to this agent (broadcasts, state pushes, late replies).
+
+        By default a refusal of something sent without waiting for its answer (a file report, a
+        progress update) is logged, so that it is never lost silently; the rest is ignored.
+        """
+        if message.type == MessageType.AGENT_ERROR:
+            where = f"{message.payload.field}: " if message.payload.field else ""
+            log.warning("%s refused a message: %s%s", message.from_, where, message.payload.error)
 
     # ------------------------------------------------------------ running
 
