@@ -54,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("journal_a")
     diff.add_argument("journal_b")
 
+    log = sub.add_parser(
+        "log", help="the seed's ActivityLog of a recorded sprint: who did what, how long, whether it worked",
+        description="Print the activity log derived from a journal (read only): timestamp, agentId, action, "
+                    "resourceId, taskId, duration (ms), success, error. --json writes JSON lines: one object per "
+                    "entry with the seed's field names (plus seq and detail), absent values left out.")
+    log.add_argument("journal")
+    log.add_argument("--json", action="store_true", help="JSON lines, one ActivityLog entry per line")
+    log.add_argument("--agent", metavar="ID", help="only this agent's entries")
+    log.add_argument("--task", metavar="ID", help="only this task's entries")
+
     validate = sub.add_parser("validate", help="check a sprint plan")
     validate.add_argument("plan")
     validate.add_argument("--json", action="store_true")
@@ -99,6 +109,7 @@ COMMANDS = {
     "export": "app.commands.export",
     "replay": "app.commands.replay",
     "diff": "app.commands.diff",
+    "log": "app.commands.log",
     "serve": "app.commands.serve",
     "agent": "app.commands.agent",
     "init-claude": "app.commands.init_claude",

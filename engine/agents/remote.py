@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,16 +184,24 @@ def _spec(agent_id: str, welcome: dict[str, Any]) -> AgentSpec:
     return AgentSpec(id=agent_id, kind="external")
 
 
-async def serve_agent(client: SocketClient, *, simulate: bool, workspace: Path | None) -> RemoteBehaviour | None:
+async def serve_agent(
+    client: SocketClient, *, simulate: bool, workspace: Path | None,
+    build: Callable[[SocketClient, dict[str, Any]], RemoteBehaviour] | None = None,
+) -> RemoteBehaviour | None:
     """Connect, run assignments until the server says the sprint is over, then stop.
 
-    Raises `HandshakeRefused`, `ServerUnreachable` or `RemoteAgentError`; returns the agent (None
-    when the sprint was already over at the first connection).
+    `build` makes the agent from the welcome instead of `build_agent` (the client library's
+    agents, engine/agents/client.py).  Raises `HandshakeRefused`, `ServerUnreachable` or
+    `RemoteAgentError`; returns the agent (None when the sprint was already over at the first
+    connection).
     """
     welcome = await client.connect()
     if client.finished:
         return None
-    agent = build_agent(client, welcome, simulate=simulate, workspace=workspace)
+    if build is not None:
+        agent = build(client, welcome)
+    else:
+        agent = build_agent(client, welcome, simulate=simulate, workspace=workspace)
     client.events.connected = _chain(client.events.connected, agent.schedule_reconcile)
     agent.start()
     agent.schedule_reconcile()
