@@ -44,7 +44,7 @@ def text_problem(text: str, *, max_length: int) -> str | None:
     if bad is not None:
         return f"contains the control character {bad}"
     if len(text) > max_length:
-        return f"is {len(text):,} characters long (at most {max_length:,})"
+        return f"is too long (at most {max_length:,} characters)"
     return None
 
 
