@@ -23,6 +23,7 @@ import pytest
 from conftest import ROOT, run_sprint, write_plan
 from engine.events import EventType
 from engine.journal import read_journal
+from engine.plan import load_plan
 from engine.protocol import MANAGER_ID, IPCMessage, make_message, parse_message
 from engine.resources import ResourceError, canonical_resource, resource_ids_in
 from test_serve import ENV, GUARD, SPRINTDECK, listening_on, serve
@@ -217,8 +218,12 @@ async def test_two_tasks_naming_one_file_by_two_names_never_hold_it_together(tmp
             held.add(event.data["lockId"])
         elif event.type == EventType.LOCK_RELEASED:
             held.discard(event.data["lockId"])
-    # The edit through the alias is the lock holder's: no conflict on the file it reaches.
-    assert run.result.state.files["a.txt"].status != "conflict"
+    # The edit through the alias is the lock holder's: no conflict on the file it reaches, and the
+    # watcher, which follows linked directories (`up` -> ..), records the file under its own name only.
+    files = run.result.state.files
+    assert files["a.txt"].status == "modified" and files["a.txt"].modified_by in ("sh1", "sh2")
+    assert not [path for path, file in files.items() if file.status == "conflict"]
+    assert not [path for path in files if path.startswith(("up/", "docs/", "etc_link/"))]
     assert sorted((run.workspace / "a.txt").read_text().split()) == ["aliased", "direct", "file", "one"]
 
 
@@ -250,3 +255,19 @@ def test_the_repository_sample_of_symlinks_validates_as_documented() -> None:
         "sample_sprints/invalid/symlink_escape.yaml:10: task 'steal': resources[2].path",
     ]
     assert "'etc_link/passwd' leads to '/etc/passwd' through a symlink" in out.stderr
+
+
+async def test_a_scratch_copy_keeps_absolute_links_into_the_sample_inside_the_copy(tmp_path: Path) -> None:
+    sample = make_workspace(tmp_path / "sample")
+    os.symlink(sample / "a.txt", sample / "absolute_alias.txt")  # absolute, into the sample itself
+    (tmp_path / "plan.yaml").write_text(
+        "sprint: s\nworkspace: sample\nsettings: {heartbeat_interval: 50ms, max_retries: 0}\n"
+        "agents: [{id: sh, kind: shell}]\n"
+        "tasks: [{id: t, resources: [absolute_alias.txt], command: 'echo more >> absolute_alias.txt'}]\n")
+    plan = load_plan(tmp_path / "plan.yaml")  # validates: the link stays inside the sample
+    run = await run_sprint(plan, tmp_path)  # on a scratch copy of the sample
+    assert run.result.succeeded, run.result.state.tasks["t"].error
+    assert os.readlink(run.workspace / "absolute_alias.txt") == "a.txt"
+    assert (run.workspace / "a.txt").read_text() == "one file\nmore\n"
+    assert (sample / "a.txt").read_text() == "one file\n"  # the sample stays pristine
+    assert [e.data["resourceId"] for e in run.events if e.type == EventType.LOCK_GRANTED] == ["a.txt"]
