@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable
 from functools import lru_cache, partial
 from pathlib import Path
@@ -95,7 +96,7 @@ def canonical_resource(resource_id: str, root: str) -> str:
     does not exist yet is kept as written (a lock may be taken on a file before it is created).
     Raises ResourceError when the path leads out of the workspace or to its root."""
     path = normalise_resource(resource_id)
-    if is_named(path):
+    if is_named(path) or not _through_link(root, path):
         return path
     real = os.path.realpath(os.path.join(root, path))
     inside = root if root.endswith(os.sep) else root + os.sep
@@ -111,6 +112,21 @@ def canonical_resource(resource_id: str, root: str) -> str:
         return normalise_resource(canonical)
     except ResourceError as exc:
         raise ResourceError(f"resource {shown(resource_id)} leads through a symlink to {shown(canonical, 200)}: {exc}") from None
+
+
+def _through_link(root: str, path: str) -> bool:
+    """Whether a component of `path` below `root` is a symlink: one lstat each, stopping at the
+    first that does not exist (the common case costs a few microseconds; `realpath` from `/` is
+    paid only when there is a link to resolve)."""
+    current = root
+    for part in path.split("/"):
+        current = os.path.join(current, part)
+        try:
+            if stat.S_ISLNK(os.lstat(current).st_mode):
+                return True
+        except OSError:
+            return False  # nothing below a missing component can be a link yet
+    return False
 
 
 def resource_ids_in(workspace: str | os.PathLike[str]) -> Callable[[str], str]:
