@@ -26,6 +26,8 @@ from engine.journal import read_journal
 from engine.plan import load_plan
 from engine.protocol import MANAGER_ID, IPCMessage, make_message, parse_message
 from engine.resources import ResourceError, canonical_resource, resource_ids_in
+from test_agent_sessions import served, short_dir  # noqa: F401 (short_dir is a fixture)
+from test_mcp_server import environment, session, sprint
 from test_serve import ENV, GUARD, SPRINTDECK, listening_on, serve
 
 
@@ -271,3 +273,22 @@ async def test_a_scratch_copy_keeps_absolute_links_into_the_sample_inside_the_co
     assert (run.workspace / "a.txt").read_text() == "one file\nmore\n"
     assert (sample / "a.txt").read_text() == "one file\n"  # the sample stays pristine
     assert [e.data["resourceId"] for e in run.events if e.type == EventType.LOCK_GRANTED] == ["a.txt"]
+
+
+# ---------------------------------------------------------------- the MCP tools, through the same socket
+
+
+async def test_mcp_tools_lock_one_file_by_either_name_and_refuse_a_way_out(short_dir: Path) -> None:
+    async with served(short_dir, sprint()) as deck:
+        make_workspace(short_dir / "ws")
+        async with session(environment(deck, "backend")) as backend, session(environment(deck, "frontend")) as frontend:
+            granted = await backend.call("acquire_lock", paths=["alias.txt"])
+            taken = await frontend.refused("acquire_lock", paths=["a.txt"])
+            escape = await frontend.refused("acquire_lock", paths=["etc_link/passwd"])
+            released = await backend.call("release_lock", paths=["alias.txt"])
+            after = await frontend.call("acquire_lock", paths=["./a.txt"])
+    assert granted.startswith("Granted: write lock on a.txt")
+    assert "a.txt is locked for writing by backend" in taken
+    assert "resource 'etc_link/passwd' leads to '/etc/passwd' through a symlink, outside the workspace" in escape
+    assert released == "Released alias.txt."
+    assert after.startswith("Granted: write lock on a.txt")
