@@ -276,8 +276,9 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     header = _validate(report, _Header, header_keys, (), None)
     raw_settings = root.get("settings")
     settings = _validate(report, Settings, {} if raw_settings is None else raw_settings, ("settings",), "settings")
-    if settings is not None:
-        check_timings(report, settings)
+    timings = settings or _quietly(Settings, _timings_of(raw_settings))  # a bad max_retries hides no livelock
+    if timings is not None:
+        check_timings(report, timings)
     agents = _validate_items(root, "agents", AgentSpec, AgentLinks, report)
     tasks = _validate_items(root, "tasks", TaskSpec, TaskLinks, report)
     cross_check(report, agents, tasks)
@@ -353,6 +354,11 @@ def _validate_items(
         spec = _validate(report, model, item, (key, index), _who(key[:-1], item, index))
         entries.append(Entry(index, item, spec, spec or _quietly(links, item)))
     return entries
+
+
+def _timings_of(raw_settings: Any) -> dict[str, Any]:
+    keys = ("heartbeat_interval", "heartbeat_timeout", "lock_ttl")
+    return {key: raw_settings[key] for key in keys if key in raw_settings} if isinstance(raw_settings, dict) else {}
 
 
 def _quietly(model: type[Links], value: Any) -> Links | None:

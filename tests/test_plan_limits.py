@@ -122,6 +122,16 @@ def test_timings_from_defaults_point_at_the_setting_that_makes_them_wrong(tmp_pa
     ]
 
 
+def test_a_broken_setting_does_not_hide_a_timing_problem(tmp_path: Path) -> None:
+    (tmp_path / "plan.yaml").write_text("sprint: s\nsettings:\n  max_retries: -1\n  lock_ttl: 0\nagents: [{id: a}]\n")
+    with pytest.raises(PlanError) as refused:
+        load_plan(tmp_path / "plan.yaml")
+    assert [(p.line, p.message) for p in refused.value.problems] == [
+        (3, "settings: max_retries: should be greater than or equal to 0, got -1"),
+        (4, "settings: lock_ttl: must be more than 0"),
+    ]
+
+
 def test_timings_at_the_bounds_are_accepted(tmp_path: Path) -> None:
     (tmp_path / "plan.yaml").write_text("sprint: s\nsettings: {heartbeat_interval: 10ms, heartbeat_timeout: 20ms, "
                                         "lock_ttl: 20ms, lock_delay: 0}\nagents: [{id: a}]\n"
