@@ -31,8 +31,10 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from engine.identifiers import MAX_ID_LENGTH, shown
 from engine.marked_yaml import MarkedDict, UnreadableDocument, read_document
 from engine.models import AgentConfig, AgentKind, ResourceLimits
+from engine.payloads import LockType, Priority
 from engine.plan_checks import (
     AgentLinks,
     Entry,
@@ -46,7 +48,6 @@ from engine.plan_checks import (
 from engine.plan_problems import PlanError as PlanError  # callers import both from here
 from engine.plan_problems import Problem as Problem
 from engine.plan_problems import Report, suggest
-from engine.identifiers import MAX_ID_LENGTH, shown
 from engine.plan_values import (
     Duration,
     Id,
@@ -60,7 +61,6 @@ from engine.plan_values import (
     one_or_many,
     show,
 )
-from engine.payloads import LockType, Priority
 
 Coordination = Literal["sequential", "parallel", "collaborative"]
 
@@ -282,7 +282,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     agents = _validate_items(root, "agents", AgentSpec, AgentLinks, report)
     tasks = _validate_items(root, "tasks", TaskSpec, TaskLinks, report)
     cross_check(report, agents, tasks)
-    workspace = check_workspace(report, source, header.workspace if header else None)
+    workspace = check_workspace(report, source, root.get("workspace"))
     if workspace is not None:
         check_resource_links(report, workspace, tasks)
 

@@ -19,16 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ROOT, run_sprint, write_plan
+from test_agent_sessions import served, short_dir
+from test_mcp_server import environment, session, sprint
+from test_serve import ENV, GUARD, SPRINTDECK, listening_on, serve
+
 from engine.events import EventType
 from engine.journal import read_journal
 from engine.plan import load_plan
 from engine.protocol import MANAGER_ID, IPCMessage, make_message, parse_message
 from engine.resources import ResourceError, canonical_resource, resource_ids_in
-from test_agent_sessions import served, short_dir  # noqa: F401 (short_dir is a fixture)
-from test_mcp_server import environment, session, sprint
-from test_serve import ENV, GUARD, SPRINTDECK, listening_on, serve
+
+__all__ = ["short_dir"]  # the fixture, used by name
 
 
 def make_workspace(root: Path) -> Path:
