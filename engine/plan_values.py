@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator
@@ -120,28 +122,17 @@ def one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-def _name(value: str) -> str:
-    """A capability, agent or tool name: shown in terminals and the dashboard, so plain and short."""
-    problem = text_problem(value, max_length=MAX_ID_LENGTH)
-    if problem is not None:
-        raise ValueError(f"{shown(value)} {problem}")
-    return value
+def _refusing(problem_of: Callable[[str], str | None]) -> Callable[[str], str]:
+    """A validator that refuses a string `problem_of` finds fault with (engine/identifiers.py),
+    quoting it escaped and cut short: the message must not act in the terminal either."""
 
+    def check(value: str) -> str:
+        problem = problem_of(value)
+        if problem is not None:
+            raise ValueError(f"{shown(value)} {problem}")
+        return value
 
-def checked_id(value: str) -> str:
-    """A task id or sprint name: a name, and a safe part of a file name (engine/identifiers.py)."""
-    problem = id_problem(value)
-    if problem is not None:
-        raise ValueError(f"{shown(value)} {problem}")
-    return value
-
-
-def _line_of_text(value: str) -> str:
-    """One-line text (a title): no control characters, which would act in a terminal."""
-    problem = text_problem(value, max_length=1000)
-    if problem is not None:
-        raise ValueError(f"{shown(value)} {problem}")
-    return value
+    return check
 
 
 def _limit(value: float) -> float:
@@ -151,12 +142,15 @@ def _limit(value: float) -> float:
     return value
 
 
+_NAME = AfterValidator(_refusing(partial(text_problem, max_length=MAX_ID_LENGTH)))  # capabilities, tools
+_ID = AfterValidator(_refusing(id_problem))  # task ids and the sprint's name: parts of file names, too
+_ONE_LINE = AfterValidator(_refusing(partial(text_problem, max_length=1000)))  # titles
+
 Text = Annotated[str, BeforeValidator(_text)]
-Title = Annotated[str, BeforeValidator(_text), AfterValidator(_line_of_text)]
-Name = Annotated[str, AfterValidator(_name)]
-Names = Annotated[list[Name], BeforeValidator(one_or_many)]
-Id = Annotated[str, AfterValidator(checked_id)]
-SprintName = Annotated[str, BeforeValidator(_text), AfterValidator(checked_id)]
+Title = Annotated[str, BeforeValidator(_text), _ONE_LINE]
+Names = Annotated[list[Annotated[str, _NAME]], BeforeValidator(one_or_many)]
+Id = Annotated[str, _ID]
+SprintName = Annotated[str, BeforeValidator(_text), _ID]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 TimeLimit = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_limit)]
