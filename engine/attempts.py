@@ -37,6 +37,7 @@ from engine.payloads import LockType
 from engine.plan import Plan, TaskSpec
 from engine.protocol import MANAGER_ID, MessageType, make_message
 from engine.recorder import Recorder
+from engine.resources import LockError
 from engine.scheduler import Placement, Scheduler
 
 RETRY_BASE = 1.0  # seconds of sprint time before the first retry
@@ -93,7 +94,11 @@ class Attempts:
         attempt = task.attempt + 1
         self._collaborators_done.pop(task.id, None)
         self._emit(TaskAssigned(task_id=task.id, attempt=attempt, agents=list(placement.agents)))
-        requests = self._locks_of[task.id]
+        try:  # canonical now: a symlink made since the plan was checked may lead out of the workspace
+            requests = [(self._desk.canonical(path), mode) for path, mode in self._locks_of[task.id]]
+        except LockError as exc:
+            self.fail(task, f"cannot lock its resources: {exc}", retryable=False)
+            return
         if not requests:
             self.send_assignment(task)
             return

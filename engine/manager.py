@@ -48,6 +48,7 @@ from engine.protocol import BROADCAST, MANAGER_ID, IPCMessage, MessageType, make
 from engine.recorder import Recorder
 from engine.recovery import ErrorRecoveryManager
 from engine.refusal import Refusal
+from engine.resources import resource_ids_in
 from engine.scheduler import Scheduler
 from engine.transports.base import Transport
 from engine.transports.inproc import InProcessTransport
@@ -81,7 +82,8 @@ class SprintManager:
         lock_manager = LockManager(clock, default_ttl=settings.lock_ttl, lock_delay=settings.lock_delay)
         self.files = FileGuard(workspace, self.recorder, lock_manager.covering, journal.path if journal else None)
         self.locks = LockDesk(lock_manager, self.files, self.recorder,
-                              undefer=lambda: self.scheduler.undefer_all(self.state))
+                              undefer=lambda: self.scheduler.undefer_all(self.state),
+                              canonical=resource_ids_in(workspace))
         self.mail = Mail(self.transport, self.recorder)
         self.attempts = Attempts(plan, self.recorder, self.mail.post, self.locks, self.scheduler, seed=seed, speed=speed)
         self.locks.after_timer = self.attempts.dispatch

@@ -31,14 +31,36 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from engine.identifiers import MAX_ID_LENGTH, shown
 from engine.marked_yaml import MarkedDict, UnreadableDocument, read_document
 from engine.models import AgentConfig, AgentKind, ResourceLimits
-from engine.plan_checks import AgentLinks, Entry, TaskLinks, agents_with, cross_check
+from engine.payloads import LockType, Priority
+from engine.plan_checks import (
+    AgentLinks,
+    Entry,
+    TaskLinks,
+    agents_with,
+    check_resource_links,
+    check_timings,
+    check_workspace,
+    cross_check,
+)
 from engine.plan_problems import PlanError as PlanError  # callers import both from here
 from engine.plan_problems import Problem as Problem
 from engine.plan_problems import Report, suggest
-from engine.plan_values import Duration, Names, ResourcePath, Size, Text, one_or_many, show
-from engine.payloads import LockType, Priority
+from engine.plan_values import (
+    Duration,
+    Id,
+    Names,
+    ResourcePath,
+    SizeLimit,
+    SprintName,
+    Text,
+    TimeLimit,
+    Title,
+    one_or_many,
+    show,
+)
 
 Coordination = Literal["sequential", "parallel", "collaborative"]
 
@@ -73,8 +95,8 @@ class Settings(SpecModel):
     heartbeat_interval: Duration = 1.0
     heartbeat_timeout: Duration = 5.0
     lock_delay: Duration = 1.0
-    max_retries: int = Field(default=2, ge=0)
-    rogue_edits: int = Field(default=0, ge=0)  # simulated agents' unlocked edits, to exercise conflicts
+    max_retries: int = Field(default=2, ge=0, le=100)
+    rogue_edits: int = Field(default=0, ge=0, le=1000)  # simulated agents' unlocked edits, to exercise conflicts
 
 
 class AgentSpec(SpecModel):
@@ -84,21 +106,23 @@ class AgentSpec(SpecModel):
     kind: AgentKind = "simulated"
     capabilities: Names = []
     specializations: Names = []
-    max_concurrent_tasks: int = Field(default=1, ge=1)
-    max_execution_time: Duration | None = None  # seconds
-    max_memory_usage: Size | None = None  # bytes
+    max_concurrent_tasks: int = Field(default=1, ge=1, le=100)
+    max_execution_time: TimeLimit | None = None  # seconds
+    max_memory_usage: SizeLimit | None = None  # bytes
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)  # simulated agents only
     # Claude Code agents (left out of the plan's JSON when unset, so older journals read the same):
     role: str | None = Field(default=None, min_length=1, exclude_if=_unset)  # standing instructions
     model: str | None = Field(default=None, min_length=1, exclude_if=_unset)  # kind: claude only, as below
     allowed_tools: Names = Field(default=[], exclude_if=_unset)
-    max_turns: int | None = Field(default=None, ge=1, exclude_if=_unset)
+    max_turns: int | None = Field(default=None, ge=1, le=10000, exclude_if=_unset)
 
     @field_validator("id")
     @classmethod
     def _id_pattern(cls, value: str) -> str:
+        if len(value) > MAX_ID_LENGTH:
+            raise ValueError(f"agent id {shown(value)} is too long (at most {MAX_ID_LENGTH} characters)")
         if not AGENT_ID_PATTERN.fullmatch(value):
-            raise ValueError(f"agent id {value!r} must match [a-z0-9_-]+")
+            raise ValueError(f"agent id {shown(value)} must match [a-z0-9_-]+")
         return value
 
     @model_validator(mode="after")
@@ -139,8 +163,8 @@ class ResourceSpec(SpecModel):
 class TaskSpec(SpecModel):
     """A task as declared; who may take it is `Plan.capable_agents`."""
 
-    id: str = Field(min_length=1)
-    title: Text = ""  # default: the id
+    id: Id = Field(min_length=1)
+    title: Title = ""  # default: the id
     description: Text | None = Field(default=None, exclude_if=_unset)  # what a Claude Code agent is told to do
     agent: str | None = None
     requires: Names = []
@@ -152,7 +176,7 @@ class TaskSpec(SpecModel):
     priority: Priority = "medium"
     estimate: Duration = 1.0  # seconds
     command: Text | None = None
-    max_retries: int = Field(default=2, ge=0)  # default: settings.max_retries (set by the plan)
+    max_retries: int = Field(default=2, ge=0, le=100)  # default: settings.max_retries (set by the plan)
 
     @model_validator(mode="after")
     def _defaults(self) -> TaskSpec:
@@ -170,7 +194,7 @@ class TaskSpec(SpecModel):
 class _Header(SpecModel):
     """The top-level scalars, validated apart so that broken agents or tasks do not hide them."""
 
-    sprint: Text
+    sprint: SprintName
     description: Text = ""
     workspace: str | None = None
 
@@ -239,20 +263,28 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     source = Path(path)
     report = Report(os.fspath(path))
     try:
-        root, digest = read_document(source)
+        root, digest, duplicates = read_document(source)
     except UnreadableDocument as exc:
         raise PlanError([Problem(report.file, exc.line, exc.message)]) from None
     report.root = root
+    for line, message in duplicates:
+        report.add(line, message)
     if not _check_top(root, report):
-        raise PlanError(report.problems)
+        raise PlanError(sorted(report.problems, key=lambda problem: problem.line))
 
     header_keys = {key: root[key] for key in ("sprint", "description", "workspace") if key in root}
     header = _validate(report, _Header, header_keys, (), None)
     raw_settings = root.get("settings")
     settings = _validate(report, Settings, {} if raw_settings is None else raw_settings, ("settings",), "settings")
+    timings = settings or _quietly(Settings, _timings_of(raw_settings))  # a bad max_retries hides no livelock
+    if timings is not None:
+        check_timings(report, timings)
     agents = _validate_items(root, "agents", AgentSpec, AgentLinks, report)
     tasks = _validate_items(root, "tasks", TaskSpec, TaskLinks, report)
     cross_check(report, agents, tasks)
+    workspace = check_workspace(report, source, root.get("workspace"))
+    if workspace is not None:
+        check_resource_links(report, workspace, tasks)
 
     if report.problems:
         raise PlanError(sorted(report.problems, key=lambda problem: problem.line))
@@ -324,6 +356,11 @@ def _validate_items(
     return entries
 
 
+def _timings_of(raw_settings: Any) -> dict[str, Any]:
+    keys = ("heartbeat_interval", "heartbeat_timeout", "lock_ttl")
+    return {key: raw_settings[key] for key in keys if key in raw_settings} if isinstance(raw_settings, dict) else {}
+
+
 def _quietly(model: type[Links], value: Any) -> Links | None:
     """What the cross checks need of an item whose full spec failed, or None if even that is unreadable."""
     try:
@@ -335,7 +372,7 @@ def _quietly(model: type[Links], value: Any) -> Links | None:
 def _who(kind: str, item: Any, index: int) -> str:
     """`task 'x'` when the item has a usable id, else `task #3` (1-based, as people count)."""
     item_id = item.get("id") if isinstance(item, dict) else None
-    return f"{kind} '{item_id}'" if isinstance(item_id, str) and item_id else f"{kind} #{index + 1}"
+    return f"{kind} {shown(item_id)}" if isinstance(item_id, str) and item_id else f"{kind} #{index + 1}"
 
 
 # ---------------------------------------------------------------- pydantic's errors in an author's words
