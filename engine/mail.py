@@ -5,6 +5,8 @@ Messages to agents wait in an outbox until the journal has flushed the events th
 message the transport delivers is recorded as a `message` event, with the reply latency of a reply
 to a request the manager received.  The manager's inbox is read in batches: every message already
 waiting is decided before work is placed, so placement runs once per batch, not once per message.
+
+When the journal fails, nothing more is sent and `until` raises the failure, which stops the sprint.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 from collections.abc import Callable
 
 from engine.events import Event, MessageRecorded
+from engine.journal import JournalFailure
 from engine.protocol import MANAGER_ID, IPCMessage, ProtocolError
 from engine.recorder import Recorder
 from engine.transports.base import Inbox, Transport, TransportError
@@ -30,6 +33,8 @@ class Mail:
         self._recorder = recorder
         self._outbox: list[IPCMessage] = []
         self._wake = asyncio.Event()
+        self._failed = asyncio.Event()
+        self.failure: JournalFailure | None = None  # the journal failed: nothing more is sent
         self._requests_seen: dict[str, float] = {}  # request message id -> arrival (for latency)
         transport.tap(self._record)
         self.inbox: Inbox = transport.subscribe(MANAGER_ID)
@@ -57,17 +62,37 @@ class Mail:
             self._recorder.emit(MessageRecorded(message=message.wire_dict(), latency_ms=latency_ms))
 
     async def flusher(self) -> None:
-        while True:
+        """Deliver whenever woken; ends when the journal fails (`until` then raises it)."""
+        while self.failure is None:
             await self._wake.wait()
             self._wake.clear()
             await self.deliver()
+
+    async def until(self, done: asyncio.Event) -> None:
+        """Wait for `done`; raise the journal's `JournalFailure` instead if it fails first (or meanwhile)."""
+        if self.failure is None and not done.is_set():
+            waits = [asyncio.ensure_future(done.wait()), asyncio.ensure_future(self._failed.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+        if self.failure is not None:
+            raise self.failure
 
     async def deliver(self) -> None:
         """Make the journal durable first: no agent hears of a decision the journal could lose."""
         outbox, self._outbox = self._outbox, []  # taken first: a message posted mid-flush waits for the next one
         journal = self._recorder.journal
+        if self.failure is not None:
+            return  # the journal cannot keep what a message would announce: nothing more is sent
         if journal is not None:
-            await journal.flush()
+            try:
+                await journal.flush()
+            except JournalFailure as failure:
+                self.failure = failure
+                self._failed.set()
+                return
         for message in outbox:
             try:
                 await self.transport.send(message)
