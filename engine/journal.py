@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from engine.journal_codec import BadHeader, BadRecord, decode_header, decode_record, encode_header, encode_record
 from engine.journal_sync import SyncThread
-from engine.os_errors import FULL, describe, regular_file_problem
+from engine.os_errors import describe, regular_file_problem
 
 __all__ = [
     "JournalError",
@@ -82,14 +82,16 @@ class JournalFailure(JournalError):
 
     `durable_seq` is the last record known to be on disk; the writer has cut the file back to it
     (best effort), so the journal reads as valid up to there and `--resume` continues from it.
+    `started` is False when not even the header could be written (no journal file is left).
     """
 
-    def __init__(self, path: Path, durable_seq: int, error: OSError, doing: str) -> None:
-        super().__init__(path, durable_seq + 2, durable_seq + 1,
-                         f"cannot {doing}: {describe(error)}; the journal is valid up to seq {durable_seq}")
+    def __init__(self, path: Path, durable_seq: int, error: OSError, doing: str, *, started: bool = True) -> None:
+        kept = f"the journal is valid up to seq {durable_seq}" if started else "no journal was written"
+        super().__init__(path, durable_seq + 2 if started else 1, durable_seq + 1 if started else None,
+                         f"cannot {doing}: {describe(error)}; {kept}")
         self.durable_seq = durable_seq
         self.os_error = error
-        self.disk_full = error.errno in FULL
+        self.started = started
 
 
 class JournalWriter:
@@ -145,9 +147,10 @@ class JournalWriter:
             _write_all(file.fileno(), line)
             os.fsync(file.fileno())
             _fsync_directory(path.parent)
-        except OSError as exc:
+        except OSError as exc:  # the file was empty or absent: what is left of it is nobody's
             file.close()
-            raise JournalFailure(path, 0, exc, "write the journal header") from None
+            path.unlink(missing_ok=True)
+            raise JournalFailure(path, 0, exc, "write the journal header", started=False) from None
         return cls(path, file, last_seq=0)
 
     @classmethod

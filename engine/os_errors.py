@@ -29,7 +29,6 @@ _SENTENCES = {
     errno.ELOOP: "too many levels of symbolic links",
     errno.EEXIST: "already exists and is not a directory",  # what mkdir of a workspace meets
 }
-FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # errors that mean "no room to write"
 
 
 def describe(exc: OSError, path: Path | str | None = None) -> str:

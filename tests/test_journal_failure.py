@@ -120,6 +120,33 @@ def test_a_full_disk_stops_serve_with_exit_3_and_serve_resume_continues(tmp_path
     assert len(tasks) == 10 and all(task["status"] == "completed" for task in tasks)
 
 
+def test_a_full_disk_under_the_dashboard_leaves_the_terminal_and_exits_3(tmp_path: Path) -> None:
+    """`run` without --headless, in a pseudo-terminal (util-linux `script`): the app quits, then the sentence."""
+    journal = tmp_path / "j.jsonl"
+    command = f"{sys.executable} -m app.cli run {WEBRTC} --speed 200 --record {journal} --workspace {tmp_path / 'ws'}"
+    out = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=ROOT, capture_output=True, timeout=60,
+                         env=ENV | {"PYTHONDONTWRITEBYTECODE": "1", "TERM": "xterm-256color", "COLUMNS": "120",
+                                    "LINES": "40"}, preexec_fn=file_size_limit(FILE_LIMIT))
+    assert out.returncode == 3
+    screen = out.stdout.decode(errors="replace")
+    after_app = screen[screen.rindex("\x1b[?1049l"):]  # what is printed once the app has left the alternate screen
+    durable = stopped_at(after_app.replace("\r", ""), journal)
+    assert_ends_at(journal, durable)
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_no_room_for_the_header_exits_3_before_the_sprint_starts(command: str, tmp_path: Path, short_dir: Path) -> None:
+    journal = tmp_path / "j.jsonl"
+    listen = ("--listen", f"unix:{short_dir}/s.sock") if command == "serve" else ()
+    out = sprintdeck(command, WEBRTC, *listen, "--headless", "--record", journal, "--workspace", tmp_path / "ws",
+                     limit=100, timeout=60)  # the header line is longer than 100 bytes
+    assert out.returncode == 3, out.stderr
+    assert f"{journal}" in out.stderr and "cannot write the journal header" in out.stderr, out.stderr
+    assert "file size limit" in out.stderr and "no journal was written" in out.stderr
+    assert "Traceback" not in out.stderr and "--resume" not in out.stderr
+    assert not journal.exists()  # no half header left behind to trip the next run
+
+
 def torn_copy(tmp_path: Path) -> tuple[Path, bytes, int]:
     """The sample journal with its last record cut in the middle; (path, bytes, records kept)."""
     whole = (SAMPLES / "webrtc" / "recorded.jsonl").read_bytes()

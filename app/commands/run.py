@@ -46,8 +46,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         workspace = workspace_for(plan, args.workspace)
         journal = open_journal(journal_path, plan, args.seed, args.plan, workspace)
-    except JournalFailure as failure:
-        return journal_failed(failure, args)
+    except JournalFailure as failure:  # not even the header could be written
+        print(f"sprintdeck: the sprint did not start: {failure}", file=sys.stderr)
+        return EXIT_JOURNAL_FAILED
     except (OSError, JournalError) as exc:
         print(f"sprintdeck: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

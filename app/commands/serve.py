@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
+from app.cli import EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED, EXIT_OK, EXIT_TASKS_FAILED
 from app.commands.run import (
     DEFAULT_SPEED,
     ProgressLine,
@@ -73,7 +73,11 @@ class Served:
 
 
 class BadInput(Exception):
-    """Printed as it is and exits 2."""
+    """Printed as it is and exits 2 (3 when the journal could not be written)."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def main(args: argparse.Namespace) -> int:
@@ -81,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         served = prepare(args)
     except BadInput as exc:
         print(exc, file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exc.code
     announce(served)
     try:
         if not args.headless:
@@ -174,7 +178,8 @@ def _open(
             journal = open_journal(journal_path, plan, seed, args.plan, workspace)
     except (OSError, JournalError, ResumeError) as exc:
         verb = f"cannot resume {journal_path}" if args.resume else str(journal_path)
-        raise BadInput(f"sprintdeck: {verb}: {exc}") from None
+        code = EXIT_JOURNAL_FAILED if isinstance(exc, JournalFailure) else EXIT_BAD_INPUT  # a full disk
+        raise BadInput(f"sprintdeck: {verb}: {exc}", code) from None
     assert workspace is not None
     return Served(
         plan=plan,
