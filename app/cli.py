@@ -11,7 +11,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-EXIT_OK, EXIT_TASKS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_TASKS_FAILED, EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED = 0, 1, 2, 3
+EXIT_CODES = (
+    "exit codes: 0 every task completed; 1 the sprint ran but tasks failed or were cancelled; "
+    "2 bad input (the message names the file, line or id); 3 the journal could not be written "
+    "(a full disk): the sprint stopped, the journal is valid up to its last durable record, and "
+    "--resume continues it"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,10 +43,11 @@ def _add_sprint_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sprintdeck", description="Coordinate coding agents working on one repository.")
+    parser = _Parser(prog="sprintdeck", description="Coordinate coding agents working on one repository.",
+                     epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run a sprint plan (dashboard, or --headless)")
+    run = sub.add_parser("run", help="run a sprint plan (dashboard, or --headless)", epilog=EXIT_CODES)
     _add_sprint_options(run)
 
     replay = sub.add_parser("replay", help="step through a recorded sprint (dashboard, or --headless)")
@@ -68,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("plan")
     validate.add_argument("--json", action="store_true")
 
-    serve = sub.add_parser("serve", help="run a sprint whose external agents connect over a socket")
+    serve = sub.add_parser("serve", help="run a sprint whose external agents connect over a socket", epilog=EXIT_CODES)
     _add_sprint_options(serve)
     serve.add_argument("--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT (loopback)")
     serve.add_argument("--token-file", metavar="PATH",

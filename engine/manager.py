@@ -35,7 +35,7 @@ from engine.conflicts import FileGuard
 from engine.dag import build_dag
 from engine.events import Event, SprintStarted
 from engine.handlers import MessageHandlers
-from engine.journal import JournalWriter
+from engine.journal import JournalFailure, JournalWriter
 from engine.lockdesk import LockDesk
 from engine.locks import LockManager
 from engine.mail import Mail
@@ -157,12 +157,18 @@ class SprintManager:
     async def execute_sprint(self, *, keep_watching: bool = False) -> SprintResult:
         """The seed's executeSprint: start local agents, run every task, return the outcome.
 
+        Raises `JournalFailure`, after stopping everything, when the journal cannot be written.
+
         With `keep_watching` (the dashboard) only the agents stop at the end: the manager keeps
         watching files and taking operator actions (conflict resolution) until `stop()`.
         """
         self.agents = start_local_agents(self.plan, self.transport, self.workspace, seed=self.seed, speed=self.speed)
         await self.start()
-        await self.attempts.finished.wait()
+        try:
+            await self.mail.until(self.attempts.finished)
+        except JournalFailure:  # nothing more can be acknowledged: the sprint stops here
+            await self.stop()
+            raise
         if keep_watching:
             await self._stop_agents()
         else:
@@ -198,7 +204,7 @@ class SprintManager:
         self._loops = []
         await self._stop_agents()
         self.locks.stop()
-        if self.journal is not None:
+        if self.journal is not None and self.journal.failure is None:
             self.journal.flush_sync()
         if self._gc_thresholds is not None:
             collector_restored(self._gc_thresholds)

@@ -21,12 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
-from app.commands.run import DEFAULT_SPEED, ProgressLine, default_journal_path, open_journal, result_json, resume_inputs
+from app.cli import EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED, EXIT_OK, EXIT_TASKS_FAILED
+from app.commands.run import (
+    DEFAULT_SPEED,
+    ProgressLine,
+    default_journal_path,
+    journal_failed,
+    open_journal,
+    result_json,
+    resume_inputs,
+    resume_problem,
+)
 from app.source import ServedSource
 from engine.events import AgentDead, Event, SprintFinished
-from engine.journal import JournalError, JournalWriter
+from engine.journal import JournalError, JournalFailure, JournalWriter
 from engine.manager import SprintManager, SprintResult
+from engine.os_errors import regular_file_problem
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
 from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
@@ -63,7 +73,11 @@ class Served:
 
 
 class BadInput(Exception):
-    """Printed as it is and exits 2."""
+    """Printed as it is and exits 2 (3 when the journal could not be written)."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def main(args: argparse.Namespace) -> int:
@@ -71,12 +85,15 @@ def main(args: argparse.Namespace) -> int:
         served = prepare(args)
     except BadInput as exc:
         print(exc, file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exc.code
     announce(served)
     try:
         if not args.headless:
-            return run_dashboard(served, args.theme)
+            code = run_dashboard(served, args.theme)
+            return journal_failed(served.journal.failure, args) if served.journal.failure else code
         result = asyncio.run(serve_headless(served))
+    except JournalFailure as failure:  # a full disk: the sprint stopped, exit 3
+        return journal_failed(failure, args)
     finally:
         served.journal.close()
         served.listener.close()
@@ -102,10 +119,13 @@ def prepare(args: argparse.Namespace) -> Served:
         try:
             workspace, header = resume_inputs(plan, args)
         except (OSError, JournalError, ResumeError) as exc:
-            raise BadInput(f"sprintdeck: cannot resume {journal_path}: {exc}") from None
+            raise BadInput(f"sprintdeck: {resume_problem(journal_path, exc)}") from None
         seed = int(header.get("seed", args.seed))
     else:
         journal_path = Path(args.record) if args.record else default_journal_path(plan)
+        problem = regular_file_problem(journal_path, must_exist=False)  # a directory, a FIFO, a device
+        if problem is not None:
+            raise BadInput(f"sprintdeck: {journal_path}: {problem}")
         if journal_path.exists() and journal_path.stat().st_size > 0:
             raise BadInput(f"sprintdeck: {journal_path}: journal already exists; refusing to overwrite it")
         workspace, seed = None, args.seed
@@ -158,7 +178,8 @@ def _open(
             journal = open_journal(journal_path, plan, seed, args.plan, workspace)
     except (OSError, JournalError, ResumeError) as exc:
         verb = f"cannot resume {journal_path}" if args.resume else str(journal_path)
-        raise BadInput(f"sprintdeck: {verb}: {exc}") from None
+        code = EXIT_JOURNAL_FAILED if isinstance(exc, JournalFailure) else EXIT_BAD_INPUT  # a full disk
+        raise BadInput(f"sprintdeck: {verb}: {exc}", code) from None
     assert workspace is not None
     return Served(
         plan=plan,
