@@ -38,6 +38,7 @@ from engine.plan import Plan, TaskSpec
 from engine.protocol import MANAGER_ID, MessageType, make_message
 from engine.recorder import Recorder
 from engine.scheduler import Placement, Scheduler
+from engine.superseded import ContestedPaths
 
 RETRY_BASE = 1.0  # seconds of sprint time before the first retry
 RETRY_CAP = 30.0
@@ -55,7 +56,7 @@ def lock_requests(spec: TaskSpec) -> list[tuple[str, LockType]]:
 
 class Attempts:
     def __init__(self, plan: Plan, recorder: Recorder, post: Post, desk: LockDesk, scheduler: Scheduler, *,
-                 seed: int, speed: float) -> None:
+                 seed: int, speed: float, contested: ContestedPaths | None = None) -> None:
         self._state = recorder.state
         self._emit = recorder.emit
         self._post = post
@@ -63,6 +64,8 @@ class Attempts:
         self._scheduler = scheduler
         self._seed = seed
         self._speed = speed
+        self._contested = contested
+        self._max_deaths = plan.settings.max_task_deaths
         self._specs = {spec.id: spec for spec in plan.tasks}  # plan.task() goes through pydantic's private-attribute lookup
         self._max_execution_time = {spec.id: spec.max_execution_time for spec in plan.agents}
         self._locks_of = {spec.id: lock_requests(spec) for spec in plan.tasks}  # the plan never changes
@@ -215,16 +218,21 @@ class Attempts:
     def _working_on(task: TaskState) -> list[str]:
         return task.owners if task.in_flight else []
 
-    def agent_died(self, agent_id: str, reason: str, *, orderly: bool = False) -> None:
+    def agent_died(self, agent_id: str, reason: str, *, orderly: bool = False, exited: bool = False) -> None:
         """One atomic event: locks released, tasks requeued as new attempts.
 
         A dead agent's paths are held back for lock-delay (it may still be writing); an agent that
-        left in good order (`orderly`) lets go of them at once.
+        left in good order (`orderly`) lets go of them at once.  Unless its process is known to have
+        exited (`exited`: its commands died with it), its write paths stay contested
+        (engine/superseded.py) until it is heard from again.  A task whose agents died under it
+        `max_task_deaths` times fails instead of going round again.
         """
         agent = self._state.agents[agent_id]
         if agent.status == "dead":
             return
         requeued = list(agent.current_tasks)
+        superseded = {task_id: self._state.tasks[task_id].attempt for task_id in requeued}
+        grants = [] if orderly or exited or self._contested is None else self._desk.grants_of(agent_id)
         for task_id in requeued:
             task = self._state.tasks[task_id]
             self._stop(task, f"{agent_id} died", [a for a in self._working_on(task) if a != agent_id])
@@ -235,9 +243,18 @@ class Attempts:
                                  requeued_tasks=requeued, cancelled_requests=cancelled))
 
         self._desk.end_agent(agent_id, requeued, record, hold_back=not orderly)
+        if grants and self._contested is not None:
+            self._contested.contest(grants, superseded)
         for task_id in requeued:
-            self._scheduler.push(self._state.tasks[task_id])
+            task = self._state.tasks[task_id]
+            if orderly or task.agent_deaths < self._max_deaths:
+                self._scheduler.push(task)
+                continue
+            error = f"agent died {task.agent_deaths} times running it (max_task_deaths: {self._max_deaths})"
+            self._emit(TaskFailed(task_id=task_id, attempt=task.attempt, error=error, will_retry=False, retry_in=None))
+            self.cancel_dependents(task_id, f"dependency {task_id} failed")
         self.dispatch()
+        self.check_finished()
 
     # ------------------------------------------------------------ the end
 

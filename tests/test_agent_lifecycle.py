@@ -1,0 +1,196 @@
+"""Agent processes' lifecycle, with real processes: `serve`, `sprintdeck agent`, kill -9, SIGSTOP.
+
+* a killed agent's command dies with it (grandchildren of `sh -c` included) and writes nothing
+  later, and its work moves on after the disconnect grace, not the heartbeat timeout;
+* a stopped agent's command that writes under the new holder's lock is a conflict naming the
+  superseded attempt, and the agent kills that command when it resumes, before anything else;
+* `serve --spawn` starts the external agents and restarts one that dies (`agent_restarted`);
+* a task whose agents keep dying under it fails with the reason after `max_task_deaths`.
+
+Waits are on what the processes print, journal or leave on disk; nothing asserts a time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+from conftest import write_plan
+from test_serve import Proc, agent, finish_all, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401
+
+SETTINGS = {"heartbeat_interval": "100ms", "heartbeat_timeout": "1s", "lock_ttl": "5s", "lock_delay": "200ms",
+            "disconnect_grace": "300ms", "max_retries": 0}
+
+
+def two_agent_plan(directory: Path, command: str, **settings: object) -> Path:
+    """Agents a and b can both do the one task, which locks data.txt (and its marker) for writing."""
+    write_plan(directory, {
+        "sprint": "lifecycle",
+        "settings": {**SETTINGS, **settings},
+        "agents": [{"id": agent_id, "kind": "external", "capabilities": ["work"]} for agent_id in ("a", "b")],
+        "tasks": [{"id": "job", "requires": ["work"], "command": command, "resources": ["data.txt", "first.done"]}],
+    })
+    return directory / "plan.yaml"
+
+
+def first_attempt_then_second(first: str, second: str) -> str:
+    """A command whose first attempt does `first` and any later one `second` (a marker file tells)."""
+    return f"if [ -e first.done ]; then {second}; else touch first.done; {first}; fi"
+
+
+def processes_with(needle: str, *, exact: bool = True) -> list[int]:
+    """Live processes whose command line is `needle` (or contains it, not `exact`)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if (command == needle if exact else needle in command) and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def runner_of(journal: Path, attempt: int) -> str:
+    assigned = [r for r in records_of(journal, "task_assigned") if r["attempt"] == attempt]
+    return assigned[0]["agents"][0] if assigned else ""
+
+
+def start_served(directory: Path, plan: Path, *extra: str) -> tuple[Proc, Path, Path]:
+    journal, workspace = directory / "run.jsonl", directory / "ws"
+    server = serve(plan, f"unix:{directory}/s.sock", directory, "--record", str(journal),
+                   "--workspace", str(workspace), *extra)
+    return server, journal, workspace
+
+
+def start_pair(directory: Path, plan: Path) -> tuple[Proc, dict[str, Proc], Path, Path]:
+    server, journal, workspace = start_served(directory, plan)
+    address = listening_on(server)
+    agents = {agent_id: agent(address, agent_id, directory / "run.tokens", directory) for agent_id in ("a", "b")}
+    return server, agents, journal, workspace
+
+
+def test_kill_9_of_an_agent_kills_its_command_tree_and_its_task_moves_on(run_dir: Path) -> None:
+    marker = f"{60 + uuid.uuid4().int % 1000 / 1000:.3f}"  # a sleep of its own, to find its processes
+    late = "(sleep 1.5; echo orphan > late.txt) &"
+    command = first_attempt_then_second(f"{late} sleep {marker}", "echo second > data.txt")
+    plan = two_agent_plan(run_dir, command)
+    server, agents, journal, workspace = start_pair(run_dir, plan)
+    try:
+        wait_for(lambda: (workspace / "first.done").exists() and bool(processes_with(f"sleep {marker}")),
+                 "the first attempt's command", server.process)
+        victim = runner_of(journal, 1)
+        agents[victim].process.send_signal(signal.SIGKILL)
+        agents[victim].process.wait()
+        wait_for(lambda: not processes_with(f"sleep {marker}"), "the killed agent's command to die")
+        result = server.finish()
+    finally:
+        server.kill()
+        finish_all(list(agents.values()))
+    assert result.returncode == 0, result.stderr
+    deaths = records_of(journal, "agent_dead")
+    assert [d["agentId"] for d in deaths] == [victim]
+    assert "connection closed and not back within 0.3s (disconnect_grace)" in deaths[0]["reason"]
+    other = "b" if victim == "a" else "a"
+    assert runner_of(journal, 2) == other
+    assert (workspace / "data.txt").read_text() == "second\n"
+    time.sleep(2.0)  # past the moment the killed attempt's background job would have written
+    assert not (workspace / "late.txt").exists()
+    assert not processes_with(f"sleep {marker}")
+    assert not [c for c in records_of(journal, "file_changed") if c.get("conflict")]
+
+
+def test_a_stopped_agents_command_writing_under_the_new_holders_lock_is_a_conflict_naming_the_old_attempt(
+    run_dir: Path,
+) -> None:
+    marker = f"{60 + uuid.uuid4().int % 1000 / 1000:.3f}"
+    first = f"(sleep 2.5; echo stale > data.txt) & sleep {marker}"
+    command = first_attempt_then_second(first, "while [ ! -e go ]; do sleep 0.05; done; echo second > data.txt")
+    plan = two_agent_plan(run_dir, command)
+    server, agents, journal, workspace = start_pair(run_dir, plan)
+    try:
+        wait_for(lambda: (workspace / "first.done").exists(), "the first attempt's command", server.process)
+        victim = runner_of(journal, 1)
+        agents[victim].process.send_signal(signal.SIGSTOP)
+        wait_for(lambda: [r for r in records_of(journal, "file_changed") if r["path"] == "data.txt"],
+                 "the stale write to be judged", server.process)
+        stale = [r for r in records_of(journal, "file_changed") if r["path"] == "data.txt"][0]
+        agents[victim].process.send_signal(signal.SIGCONT)
+        wait_for(lambda: not processes_with(f"sleep {marker}"), "the resumed agent to kill its superseded command")
+        # The resumed agent's first word reaches the manager (a dead agent heard again is ready).
+        wait_for(lambda: _back(journal, victim), "the resumed agent to be heard from", server.process)
+        (workspace / "go").touch()  # now the new holder writes
+        result = server.finish()
+    finally:
+        for proc in agents.values():
+            if proc.process.poll() is None:
+                proc.process.send_signal(signal.SIGCONT)
+        server.kill()
+        finish_all(list(agents.values()))
+    other = "b" if victim == "a" else "a"
+    assert runner_of(journal, 2) == other
+    conflict = stale["conflict"]
+    assert stale["status"] == "conflict" and stale["modifiedBy"] is None
+    assert conflict["reason"] == "superseded_holder"
+    assert f"{victim}'s write lock" in conflict["detail"] and "attempt 1 of task job" in conflict["detail"]
+    assert f"{other} holds it now" in conflict["detail"]
+    assert conflict["holders"][0]["agentId"] == victim and conflict["holders"][0]["taskId"] == "job"
+    later = [r for r in records_of(journal, "file_changed") if r["path"] == "data.txt"][-1]
+    assert later["modifiedBy"] == other and later["status"] == "modified"  # credited once the old one is over
+
+
+def test_serve_spawn_starts_the_agents_and_restarts_one_killed(run_dir: Path) -> None:
+    marker = f"{60 + uuid.uuid4().int % 1000 / 1000:.3f}"
+    command = first_attempt_then_second(f"sleep {marker}", "echo second > data.txt")
+    plan = two_agent_plan(run_dir, command)
+    server, journal, workspace = start_served(run_dir, plan, "--spawn")
+    try:
+        wait_for(lambda: bool(processes_with(f"sleep {marker}")), "the first attempt's command", server.process)
+        victim = runner_of(journal, 1)
+        [pid] = [p for p in processes_with(f"--id {victim} ", exact=False) if _parent(p) == server.process.pid]
+        os.kill(pid, signal.SIGKILL)
+        result = server.finish()
+    finally:
+        server.kill()
+    assert result.returncode == 0, result.stderr
+    [restart] = records_of(journal, "agent_restarted")
+    assert restart["agentId"] == victim and restart["restart"] == 1 and restart["reason"] == "killed by SIGKILL"
+    assert restart["pid"] != pid
+    assert (workspace / "data.txt").read_text() == "second\n"
+    assert not processes_with("--token-file " + str(run_dir), exact=False)  # the spawned agents ended with the sprint
+
+
+def test_a_task_whose_agent_keeps_dying_fails_naming_the_deaths(run_dir: Path) -> None:
+    plan = two_agent_plan(run_dir, "kill -9 $PPID; sleep 30", max_task_deaths=2)
+    server, journal, _ = start_served(run_dir, plan, "--spawn")
+    try:
+        result = server.finish()
+    finally:
+        server.kill()
+    assert result.returncode == 1
+    [failed] = records_of(journal, "task_failed")
+    assert failed["error"] == "agent died 2 times running it (max_task_deaths: 2)"
+    assert len(records_of(journal, "agent_dead")) == 2
+    assert len(records_of(journal, "agent_restarted")) >= 1
+
+
+def _back(journal: Path, agent_id: str) -> bool:
+    """Whether the journal shows `agent_id` heard from after its death."""
+    from engine.journal import read_journal
+
+    _, records, _ = read_journal(journal)
+    kinds = [(r["type"], r["data"]) for r in records if r["data"].get("agentId") == agent_id]
+    dead = max((i for i, (kind, _) in enumerate(kinds) if kind == "agent_dead"), default=None)
+    return dead is not None and any(kind == "agent_status" and data["status"] in ("ready", "busy")
+                                    for kind, data in kinds[dead + 1:])
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+    except OSError:
+        return 0
