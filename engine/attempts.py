@@ -42,6 +42,9 @@ from engine.superseded import ContestedPaths
 
 RETRY_BASE = 1.0  # seconds of sprint time before the first retry
 RETRY_CAP = 30.0
+#: Seconds past an attempt's max_execution_time before the manager fails it itself: an agent stops
+#: its own work at the limit (and says so); this catches one that does not (a client of its own).
+OVERRUN_GRACE = 3.0
 
 
 def lock_requests(spec: TaskSpec) -> list[tuple[str, LockType]]:
@@ -130,6 +133,10 @@ class Attempts:
             for g in self._desk.attempt_grants(task.id)
         ]
         recipients = task.owners
+        limits = [limit for a in recipients if (limit := self._max_execution_time.get(a))]
+        if limits:
+            asyncio.get_running_loop().call_later(max(limits) + OVERRUN_GRACE, self._overran, task.id, task.attempt,
+                                                  max(limits))
         for agent_id in recipients:
             payload = {
                 "taskId": task.id,
@@ -143,6 +150,16 @@ class Attempts:
                 "maxExecutionTime": self._max_execution_time.get(agent_id),
             }
             self._post(make_message(MessageType.TASK_ASSIGN, MANAGER_ID, agent_id, payload, priority=task.priority))
+
+    def _overran(self, task_id: str, attempt: int, limit: float) -> None:
+        """The attempt is still live past its limit (and the grace): stopped and failed here."""
+        task = self._state.tasks[task_id]
+        if task.attempt != attempt or not task.in_flight or self.finished.is_set():
+            return
+        reason = f"exceeded max_execution_time of {limit:g}s; stopped by the sprint manager"
+        self._stop(task, reason, self._working_on(task))
+        self.fail(task, reason, retryable=True)
+        self.dispatch()
 
     # ------------------------------------------------------------ ends of attempts
 
