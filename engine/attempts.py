@@ -259,7 +259,8 @@ class Attempts:
             self._emit(AgentDead(agent_id=agent_id, reason=reason, released_locks=released,
                                  requeued_tasks=requeued, cancelled_requests=cancelled))
 
-        self._desk.end_agent(agent_id, requeued, record, hold_back=not orderly)
+        # No lock-delay when its process is known to have exited: its commands died with it.
+        self._desk.end_agent(agent_id, requeued, record, hold_back=not (orderly or exited))
         if grants and self._contested is not None:
             self._contested.contest(grants, superseded)
         for task_id in requeued:

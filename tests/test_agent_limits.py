@@ -60,9 +60,9 @@ async def test_the_manager_fails_an_attempt_whose_agent_does_not_stop_at_its_lim
     """An agent that ignores its limit (a client of its own): the manager stops it after a grace."""
     plan = write_plan(tmp_path, plan_of(
         [{"id": "own", "kind": "external", "max_execution_time": "100ms"}, {"id": "sim"}],
-        [{"id": "forever", "agent": "own"}, {"id": "other", "agent": "sim"}],
+        [{"id": "forever", "agent": "own"}, {"id": "other", "agent": "sim", "estimate": "5s"}],
         heartbeat_timeout="60s",
-    ))
+    ))  # `other` keeps the sprint going while the manager's grace runs out, and the agent is told
     from engine.attempts import OVERRUN_GRACE
 
     def setup(manager: SprintManager) -> None:
@@ -77,7 +77,7 @@ async def test_the_manager_fails_an_attempt_whose_agent_does_not_stop_at_its_lim
         tasks.append(asyncio.get_running_loop().create_task(agent()))
 
     tasks: list[asyncio.Task[None]] = []
-    run = await run_sprint(plan, tmp_path, setup=setup)
+    run = await run_sprint(plan, tmp_path, setup=setup, speed=1.0)
     for task in tasks:
         task.cancel()
     forever = run.result.state.tasks["forever"]
