@@ -433,6 +433,12 @@ class FileGuard:
             self._released.update(paths)
             self.settle(paths)
 
+    def leases_expired(self, grants: Iterable[Grant]) -> None:
+        """Leases that ran out (their holder went silent): their paths are contested until it is heard from."""
+        tasks = self._state.tasks
+        grants = list(grants)
+        self.contested.contest(grants, {g.task_id: tasks[g.task_id].attempt for g in grants if g.task_id in tasks})
+
     def forget_grants(self, grants: Iterable[Grant]) -> None:
         """Grants that were never made after all (their grant failed): drop what was kept for them."""
         self._released.update(g.resource_id for g in grants if not is_named(g.resource_id))
