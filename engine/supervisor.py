@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 RESTART_BASE = 0.25  # seconds before the first restart; doubled for each one after
 RESTART_CAP = 8.0
-STOP_GRACE = 3.0  # seconds a spawned agent gets to end after SIGTERM
+STOP_GRACE = 3.0  # seconds a spawned agent gets to end by itself at the end, and again after SIGTERM
 EXIT_BAD_INPUT = 2  # `sprintdeck agent` refused (bad token, no workspace): starting it again cannot help
 EXIT_FINISHED = 0
 
@@ -145,6 +145,9 @@ class ProcessSupervisor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         running = [p for p in self.processes.values() if p.returncode is None]
+        with contextlib.suppress(TimeoutError):  # told the sprint is over, they end by themselves
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), timeout=STOP_GRACE)
+        running = [p for p in running if p.returncode is None]
         for process in running:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
