@@ -57,10 +57,12 @@ class ErrorRecoveryManager:
         """A message from the agent.  Any but its handshake also says that the commands of its
         superseded attempts are dead (an agent kills them first), so its paths are no longer contested."""
         self._last_seen[agent_id] = self._clock()
-        if self._disconnected:
+        if handshake and self._disconnected:
+            # Back within the grace: only a handshake says so, since a message it sent before its
+            # connection closed may be decided after the close was noticed.
             pending = self._disconnected.pop(agent_id, None)
             if pending is not None:
-                pending.cancel()  # back within the grace
+                pending.cancel()
         if self._heard_from is not None and not handshake:
             self._heard_from(agent_id)
 

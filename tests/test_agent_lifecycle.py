@@ -179,14 +179,17 @@ def test_a_task_whose_agent_keeps_dying_fails_naming_the_deaths(run_dir: Path) -
 
 
 def _back(journal: Path, agent_id: str) -> bool:
-    """Whether the journal shows `agent_id` heard from after its death."""
+    """Whether the manager heard from `agent_id` after its death with more than a handshake (the
+    word that ends its paths' contest: an agent kills superseded commands before it)."""
     from engine.journal import read_journal
 
     _, records, _ = read_journal(journal)
-    kinds = [(r["type"], r["data"]) for r in records if r["data"].get("agentId") == agent_id]
-    dead = max((i for i, (kind, _) in enumerate(kinds) if kind == "agent_dead"), default=None)
-    return dead is not None and any(kind == "agent_status" and data["status"] in ("ready", "busy")
-                                    for kind, data in kinds[dead + 1:])
+    dead = [r["seq"] for r in records if r["type"] == "agent_dead" and r["data"].get("agentId") == agent_id]
+    return bool(dead) and any(
+        r["type"] == "message" and r["seq"] > dead[-1] and r["data"]["message"].get("from") == agent_id
+        and r["data"]["message"].get("type") != "agent_ready"
+        for r in records
+    )
 
 
 def _parent(pid: int) -> int:
@@ -194,3 +197,119 @@ def _parent(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
     except OSError:
         return 0
+
+
+class CuttableProxy:
+    """A loopback TCP proxy in front of the server whose connections the test can cut (a network
+    failure the agent survives), refusing new ones until `mend`."""
+
+    def __init__(self, target: str) -> None:
+        import socket
+        import threading
+
+        host, port = target.removeprefix("tcp:").rsplit(":", 1)
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"tcp:127.0.0.1:{self._listener.getsockname()[1]}"
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._open = True
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._open:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self._target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:  # noqa: ANN001
+        import socket
+
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):  # shut down before closing: a close while the other thread
+            try:                      # still reads the socket would send no FIN
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def cut(self) -> None:
+        import socket
+
+        self._open = False
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for client, upstream in pairs:
+            for end in (upstream, client):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def mend(self) -> None:
+        self._open = True
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+def test_an_agent_back_after_it_was_declared_dead_kills_its_superseded_command_first(run_dir: Path) -> None:
+    marker = f"{60 + uuid.uuid4().int % 1000 / 1000:.3f}"
+    command = first_attempt_then_second(f"sleep {marker}", "while [ ! -e go ]; do sleep 0.05; done; echo second > data.txt")
+    plan = two_agent_plan(run_dir, command, heartbeat_timeout="5s")  # only the closed connection kills here
+    journal, workspace = run_dir / "run.jsonl", run_dir / "ws"
+    server = serve(plan, "tcp:127.0.0.1:0", run_dir, "--record", str(journal), "--workspace", str(workspace))
+    proxies: list[CuttableProxy] = []
+    agents: dict[str, Proc] = {}
+    try:
+        address = listening_on(server)
+        proxies = [CuttableProxy(address) for _ in ("a", "b")]
+        agents = {agent_id: agent(proxy.address, agent_id, run_dir / "run.tokens", run_dir)
+                  for agent_id, proxy in zip(("a", "b"), proxies)}
+        wait_for(lambda: bool(processes_with(f"sleep {marker}")), "the first attempt's command", server.process)
+        victim = runner_of(journal, 1)
+        proxy = proxies[0 if victim == "a" else 1]
+        proxy.cut()  # the network fails: the victim's process lives on, its command too
+        wait_for(lambda: [d for d in records_of(journal, "agent_dead") if d["agentId"] == victim],
+                 "the victim declared dead after disconnect_grace", server.process)
+        assert processes_with(f"sleep {marker}")  # still running while the agent is cut off
+        proxy.mend()
+        wait_for(lambda: "declared dead meanwhile: stopping job" in agents[victim].stderr(),
+                 "the victim to learn of its death", agents[victim].process)
+        wait_for(lambda: not processes_with(f"sleep {marker}"), "its superseded command to die")
+        wait_for(lambda: _back(journal, victim), "the victim heard from again", server.process)
+        (workspace / "go").touch()
+        result = server.finish()
+    finally:
+        server.kill()
+        finish_all(list(agents.values()))
+        for proxy in proxies:
+            proxy.close()
+    assert result.returncode == 0, result.stderr
+    [death] = records_of(journal, "agent_dead")
+    assert death["reason"] == "connection closed and not back within 0.3s (disconnect_grace)"
+    other = "b" if victim == "a" else "a"
+    [change] = [r for r in records_of(journal, "file_changed") if r["path"] == "data.txt"]
+    assert change["modifiedBy"] == other and change["status"] == "modified"
