@@ -72,6 +72,8 @@ class LocalAgent:
         if task.cancelled() or task.exception() is None or not self.alive:
             return
         error = task.exception()
+        if isinstance(error, TransportError):  # its transport closed (the sprint is over): no crash
+            return
         log.error("agent %s crashed: %r", self.id, error)
         self.alive = False  # silent from now on, as a dead process is
         if self.on_crash is not None:
