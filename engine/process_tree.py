@@ -116,7 +116,9 @@ class CommandGuard:
 
     def _start(self) -> int:
         if self._write_fd is not None and self._pid == os.getpid():
-            return self._write_fd
+            if self._watchdog is None or self._watchdog.poll() is None:
+                return self._write_fd
+            os.close(self._write_fd)  # the watchdog was killed: start another
         read_fd, write_fd = os.pipe()
         self._watchdog = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(read_fd)],
@@ -140,7 +142,8 @@ class CommandGuard:
                 libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
                 if os.getppid() != parent:  # the agent died before the signal was armed
                     os._exit(137)
-            os.write(write_fd, b"+%d\n" % os.getpid())
+            with contextlib.suppress(OSError):  # no watchdog: the group and the signal still hold
+                os.write(write_fd, b"+%d\n" % os.getpid())
             if memory_limit is not None:
                 resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 

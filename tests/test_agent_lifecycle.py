@@ -313,3 +313,24 @@ def test_an_agent_back_after_it_was_declared_dead_kills_its_superseded_command_f
     other = "b" if victim == "a" else "a"
     [change] = [r for r in records_of(journal, "file_changed") if r["path"] == "data.txt"]
     assert change["modifiedBy"] == other and change["status"] == "modified"
+
+
+def test_kill_9_of_run_takes_its_embedded_shell_agents_commands_with_it(run_dir: Path) -> None:
+    marker = f"{60 + uuid.uuid4().int % 1000 / 1000:.3f}"
+    write_plan(run_dir, {
+        "sprint": "embedded",
+        "agents": [{"id": "sh", "kind": "shell"}],
+        "tasks": [{"id": "job", "command": f"(sleep 1.5; echo orphan > late.txt) & sleep {marker}"}],
+    })
+    workspace = run_dir / "ws"
+    run = Proc.start(["run", str(run_dir / "plan.yaml"), "--headless", "--workspace", str(workspace),
+                      "--record", str(run_dir / "run.jsonl")], "run", run_dir)
+    try:
+        wait_for(lambda: bool(processes_with(f"sleep {marker}")), "the command", run.process)
+        run.process.send_signal(signal.SIGKILL)
+        run.process.wait()
+        wait_for(lambda: not processes_with(f"sleep {marker}"), "the command to die with `run`")
+    finally:
+        run.kill()
+    time.sleep(2.0)  # past the moment the background job would have written
+    assert not (workspace / "late.txt").exists()
