@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT (loopback)")
     serve.add_argument("--token-file", metavar="PATH",
                        help="keep the agents' tokens in this JSON file (read, or created 0600 when absent)")
+    serve.add_argument("--spawn", action="store_true",
+                       help="start the plan's external agents as `sprintdeck agent` processes and restart one that dies")
 
     agent = sub.add_parser("agent", help="be one external agent of a served sprint, in this process")
     agent.add_argument("--connect", required=True, metavar="ADDR", help="the address serve printed")

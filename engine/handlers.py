@@ -94,7 +94,7 @@ class MessageHandlers:
         }
 
     def decide(self, message: IPCMessage) -> None:
-        self._heartbeats.saw(message.from_)
+        self._heartbeats.saw(message.from_, handshake=message.type == MessageType.AGENT_READY)
         self._mail.received(message)
         try:
             self._check_sender(message)

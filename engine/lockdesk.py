@@ -55,6 +55,7 @@ class FileHooks(Protocol):
     def before_release(self, grants: Iterable[Grant]) -> None: ...
     def after_release(self) -> None: ...
     def forget_grants(self, grants: Iterable[Grant]) -> None: ...
+    def leases_expired(self, grants: Iterable[Grant]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +338,7 @@ class LockDesk:
         if expired:
             self._end(expired, lambda: [self._emit(LockReleased(lock_id=g.lock_id, reason="expired", by=MANAGER_ID))
                                         for g in expired], hold_back=True)
+            self._files.leases_expired(expired)  # a silent holder's commands may still write
         for delay in ended:
             self._locks.end_delay(delay)
         self._wake(paths)

@@ -50,6 +50,7 @@ from engine.recovery import ErrorRecoveryManager
 from engine.refusal import Refusal
 from engine.resources import resource_ids_in
 from engine.scheduler import Scheduler
+from engine.supervisor import LocalSupervisor, Restarts
 from engine.transports.base import Transport
 from engine.transports.inproc import InProcessTransport
 from engine.welcome import welcome
@@ -85,9 +86,13 @@ class SprintManager:
                               undefer=lambda: self.scheduler.undefer_all(self.state),
                               canonical=resource_ids_in(workspace))
         self.mail = Mail(self.transport, self.recorder)
-        self.attempts = Attempts(plan, self.recorder, self.mail.post, self.locks, self.scheduler, seed=seed, speed=speed)
+        self.attempts = Attempts(plan, self.recorder, self.mail.post, self.locks, self.scheduler, seed=seed, speed=speed,
+                                 contested=self.files.contested)
         self.locks.after_timer = self.attempts.dispatch
-        self.recovery = ErrorRecoveryManager(settings, self.recorder, self.mail.post, self.attempts.agent_died)
+        self.recovery = ErrorRecoveryManager(settings, self.recorder, self.mail.post, self.attempts.agent_died,
+                                             heard_from=self.files.contested.settle)
+        self.restarts = Restarts(self.recorder.emit, settings.max_agent_restarts, lambda: self.finished)
+        self.supervisor = LocalSupervisor(self.restarts, self.attempts.agent_died)
         self.handlers = MessageHandlers(self.recorder, self.mail, self.locks, self.attempts, self.files,
                                         self.scheduler, self.recovery, self.welcome)
         self.operators = Operators(self.recorder, self.attempts, self.locks, self.files, self.scheduler)
@@ -163,6 +168,7 @@ class SprintManager:
         watching files and taking operator actions (conflict resolution) until `stop()`.
         """
         self.agents = start_local_agents(self.plan, self.transport, self.workspace, seed=self.seed, speed=self.speed)
+        self.supervisor.watch(self.agents)
         await self.start()
         try:
             await self.mail.until(self.attempts.finished)
@@ -190,6 +196,8 @@ class SprintManager:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             self._loops.remove(task)
+        self.recovery.stop()
+        await self.supervisor.stop()
         await self.mail.deliver()
         agents, self.agents = self.agents, []
         for agent in agents:

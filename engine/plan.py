@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -97,6 +98,19 @@ class Settings(SpecModel):
     lock_delay: Duration = 1.0
     max_retries: int = Field(default=2, ge=0, le=100)
     rogue_edits: int = Field(default=0, ge=0, le=1000)  # simulated agents' unlocked edits, to exercise conflicts
+    # A closed connection marks its agent disconnected at once, and dead after this grace unless it
+    # is back: a killed process's work moves on well before its heartbeats would have timed out.
+    disconnect_grace: Duration = 0.5
+    max_task_deaths: int = Field(default=3, ge=1, le=100)  # agents dying under one task before it fails
+    max_agent_restarts: int = Field(default=5, ge=0, le=100)  # restarts of one crashed agent (serve --spawn, embedded)
+
+    @field_validator("disconnect_grace")
+    @classmethod
+    def _disconnect_grace(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("heartbeat_timeout", 5.0)
+        if not 0 < value <= timeout:
+            raise ValueError(f"should be more than 0 and at most heartbeat_timeout ({timeout:g}s), got {value:g}s")
+        return value
 
 
 class AgentSpec(SpecModel):
@@ -110,6 +124,8 @@ class AgentSpec(SpecModel):
     max_execution_time: TimeLimit | None = None  # seconds
     max_memory_usage: SizeLimit | None = None  # bytes
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)  # simulated agents only
+    # The seed's AgentConfig.dependencies: agents that must be ready before this one gets work.
+    dependencies: Names = Field(default=[], exclude_if=_unset)
     # Claude Code agents (left out of the plan's JSON when unset, so older journals read the same):
     role: str | None = Field(default=None, min_length=1, exclude_if=_unset)  # standing instructions
     model: str | None = Field(default=None, min_length=1, exclude_if=_unset)  # kind: claude only, as below
@@ -285,6 +301,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     workspace = check_workspace(report, source, root.get("workspace"))
     if workspace is not None:
         check_resource_links(report, workspace, tasks)
+    _check_agent_dependencies(report, agents)
 
     if report.problems:
         raise PlanError(sorted(report.problems, key=lambda problem: problem.line))
@@ -318,6 +335,47 @@ def _plan(
         task_lines={entry.raw["id"]: entry.raw.line for entry in tasks},
         agent_lines={entry.raw["id"]: entry.raw.line for entry in agents},
     )
+
+
+def _check_agent_dependencies(report: Report, agents: Sequence[Entry[AgentSpec, object]]) -> None:
+    """Each agent's `dependencies` name other agents of the plan, and never lead back to it."""
+    depends = {entry.spec.id: entry for entry in agents if entry.spec is not None}
+    for agent_id, entry in depends.items():
+        assert entry.spec is not None
+        for index, other in enumerate(entry.spec.dependencies):
+            if other == agent_id:
+                report.at(("agents", entry.index, "dependencies", index), "dependencies: an agent cannot depend on itself", f"agent '{agent_id}'")
+            elif other not in depends:
+                report.at(("agents", entry.index, "dependencies", index),
+                          f"dependencies: unknown agent '{other}'{suggest(other, list(depends))}", f"agent '{agent_id}'")
+    for agent_id, entry in depends.items():
+        cycle = _dependency_cycle(agent_id, depends)
+        if cycle and cycle[0] == min(cycle):  # reported once, at the cycle's first agent
+            report.at(("agents", entry.index, "dependencies"),
+                      f"dependencies: agents depend on each other in a cycle ({' -> '.join(cycle + [cycle[0]])})",
+                      f"agent '{agent_id}'")
+
+
+def _dependency_cycle(start: str, depends: dict[str, Entry[AgentSpec, object]]) -> list[str]:
+    """The agents on a dependency cycle through `start` (empty if there is none)."""
+    path: list[str] = [start]
+    seen: set[str] = set()
+
+    def walk(agent_id: str) -> bool:
+        entry = depends.get(agent_id)
+        for other in entry.spec.dependencies if entry is not None and entry.spec is not None else []:
+            if other == start and len(path) > 1:
+                return True
+            if other in seen or other not in depends or other == agent_id:
+                continue
+            seen.add(other)
+            path.append(other)
+            if walk(other):
+                return True
+            path.pop()
+        return False
+
+    return path if walk(start) else []
 
 
 def _check_top(root: Any, report: Report) -> bool:

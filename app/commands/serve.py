@@ -7,6 +7,10 @@ shell agents still run embedded in this process.  Each external agent gets a tok
 server reconnect to the new one), or kept in the one JSON file `--token-file` names (read when it
 exists, written when not).  Everything that can be refused - the address, the plan, the
 journal, the tokens - is checked before the journal is touched.
+
+With `--spawn` the server starts each external agent itself, as a `sprintdeck agent` process, and
+starts one again when it dies before the sprint is over (engine/supervisor.py).  A closed
+connection marks its agent disconnected at once and dead after `settings.disconnect_grace`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from engine.manager import SprintManager, SprintResult
 from engine.os_errors import regular_file_problem
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
+from engine.supervisor import ProcessSupervisor
 from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
 from engine.transports.socket import SocketTransport
 from engine.transports.tokens import (
@@ -70,6 +75,7 @@ class Served:
     seed: int
     speed: float
     records: list[dict[str, Any]] | None = None  # a resumed journal's records
+    spawn: bool = False  # start the external agents as processes, and keep them alive
 
 
 class BadInput(Exception):
@@ -193,6 +199,7 @@ def _open(
         seed=seed,
         speed=args.speed or DEFAULT_SPEED,
         records=records,
+        spawn=bool(getattr(args, "spawn", False)),
     )
 
 
@@ -227,7 +234,11 @@ def announce(served: Served) -> None:
         print("sprintdeck: the plan has no external agents; nobody needs to connect", file=out)
         return
     print(f"sprintdeck: agent tokens in {served.tokens_at.path}", file=out)
-    external = [agent.id for agent in served.plan.agents if agent.kind == "external"]  # claude ones start here
+    external = external_agents(served.plan)  # claude ones start here
+    if served.spawn:
+        print(f"sprintdeck: starting {len(external)} agent process(es): {', '.join(external)}", file=out)
+        out.flush()
+        return
     for agent_id in external[:SHOWN_AGENT_COMMANDS]:
         token_file = served.tokens_at.file_for(agent_id)
         command = ["sprintdeck", "agent", "--connect", str(served.address), "--id", agent_id, "--token-file", str(token_file)]
@@ -238,12 +249,33 @@ def announce(served: Served) -> None:
 # ---------------------------------------------------------------- running
 
 
+def external_agents(plan: Plan) -> list[str]:
+    """The agents that connect from processes of their own (`sprintdeck agent`), in plan order."""
+    return [agent.id for agent in plan.agents if agent.kind == "external"]
+
+
+def agent_command(served: Served, agent_id: str) -> list[str]:
+    """How `--spawn` starts one external agent: this Python, this sprintdeck."""
+    token_file = served.tokens_at.file_for(agent_id)
+    return [sys.executable, "-m", "app.cli", "agent", "--connect", str(served.address), "--id", agent_id,
+            "--token-file", str(token_file), "--workspace", str(served.workspace)]
+
+
+def spawner(served: Served, manager: SprintManager) -> ProcessSupervisor | None:
+    """With `--spawn`, the supervisor of the external agents' processes."""
+    if not served.spawn:
+        return None
+    return ProcessSupervisor(external_agents(served.plan), lambda agent_id: agent_command(served, agent_id),
+                             manager.restarts, exited=manager.recovery.disconnected)
+
+
 def build(served: Served) -> tuple[SprintManager, SocketTransport]:
     """The manager on a socket transport; refusals are journaled, the end stops taking messages."""
     transport = SocketTransport(served.listener, served.address, tokens=served.tokens, local=claude_agents(served.plan))
     manager = sprint_manager(served.plan, served.records, workspace=served.workspace, journal=served.journal,
                              transport=transport, seed=served.seed, speed=served.speed)
     transport.on_refused = manager.refuse  # journaled as message_rejected (a security event if `security`)
+    transport.on_disconnected = manager.recovery.disconnected  # dead after disconnect_grace unless back
 
     def on_event(event: Event) -> None:
         body = event.body
@@ -262,10 +294,15 @@ async def serve_headless(served: Served) -> SprintResult:
     progress.done = sum(task.status == "completed" for task in manager.state.tasks.values())  # resumed
     manager.subscribe(progress.on_event)
     await transport.start()
+    agents = spawner(served, manager)
     try:
+        if agents is not None:
+            await agents.start()
         result = await manager.execute_sprint()
         await transport.finish()
     finally:
+        if agents is not None:
+            await agents.stop()
         await transport.close()
     progress.finish()
     return result
@@ -275,7 +312,8 @@ def run_dashboard(served: Served, theme: str | None) -> int:
     from app.dashboard import SprintDeckApp
 
     manager, transport = build(served)
-    app = SprintDeckApp(ServedSource(manager, transport, journal=str(served.journal_path)), theme_name=theme)
+    source = ServedSource(manager, transport, journal=str(served.journal_path), spawned=spawner(served, manager))
+    app = SprintDeckApp(source, theme_name=theme)
     app.run()
     if not manager.finished:
         return EXIT_TASKS_FAILED
