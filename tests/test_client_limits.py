@@ -22,7 +22,14 @@ from pathlib import Path
 
 from conftest import write_plan
 from engine.protocol import MANAGER_ID, make_message
-from engine.transports.limits import HANDSHAKE_SECONDS, MAX_UNBOUND, REFUSALS_IN_FULL
+from engine.transports.limits import (
+    FLOOD_SECONDS,
+    HANDSHAKE_SECONDS,
+    MAX_QUEUED_MESSAGES,
+    MAX_UNBOUND,
+    REFUSALS_IN_FULL,
+    Budget,
+)
 from test_serve import GUARD, Proc, listening_on, run_dir, serve, wait_for  # noqa: F401 (run_dir is a fixture)
 
 AGENTS = ("honest", "hog", "flooder")
@@ -167,7 +174,7 @@ def test_an_agent_that_never_reads_is_disconnected_with_the_reason_and_memory_st
         wait_for(lambda: honest.round_trips(1) and rejected(journal, "hog"), "the hog's disconnection", server.process)
         [record] = rejected(journal, "hog")
         assert record["reason"].startswith("disconnected: it fell behind: ")
-        assert "messages wait for it (limit 1,000)" in record["reason"] and record["transport"] == "unix"
+        assert f"messages wait for it (limit {MAX_QUEUED_MESSAGES:,})" in record["reason"] and record["transport"] == "unix"
         assert grown < 20, f"the server grew by {grown:.1f} MB"
         # It is an agent that disconnected, like any other: it joins again, and what waited is its.
         hog_again = Agent(path, "hog", tokens["hog"])
@@ -230,7 +237,7 @@ def test_a_flood_of_garbage_is_slowed_disconnected_and_journaled_as_a_few_record
     reasons = [r["reason"] for r in records]
     assert len(records) <= REFUSALS_IN_FULL + 2, reasons  # not one per line
     assert all(reason.startswith("not JSON") for reason in reasons[:REFUSALS_IN_FULL])
-    assert "disconnected: it kept sending faster than 2,000 lines or 8 MiB a second for 5 s" in reasons
+    assert f"disconnected: it kept sending faster than {Budget().describe()} for {FLOOD_SECONDS:g} s" in reasons
     [summary] = [r for r in records if r.get("count")]
     assert summary["reason"].startswith(f"refused {summary['count']:,} more lines from agent 'flooder' in ")
     assert "the first: not JSON" in summary["reason"]

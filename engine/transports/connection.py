@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.protocol import IPCMessage
 from engine.transports.framing import encode
-from engine.transports.limits import Backlog, Budget
+from engine.transports.limits import SEND_BUFFER, Backlog, Budget
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class Connection:
         self.pump: asyncio.Task[None] | None = None
         self.task: asyncio.Task[object] | None = None  # the one reading it
         self.unyielded = 0  # lines read since it last let the other connections have a turn
+        self.written = 0  # messages its pump wrote since it last let the others have a turn
         self.closing = False
         self.budget = Budget()
         self.backlog = Backlog()
@@ -82,6 +83,9 @@ async def accept(listener: socket.socket, serve: Serve, budget: Budget) -> None:
             log.warning("could not accept a connection: %s", exc.strerror or exc)
             await asyncio.sleep(ACCEPT_RETRY)
             continue
+        # A peer that stops reading is noticed once this much waits in the system for it: TCP
+        # would otherwise take megabytes of replies off our hands that the peer never reads.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         reader = asyncio.StreamReader()
         # A plain callback that starts our own task: the task `StreamReaderProtocol` makes for a
         # coroutine logs an error when it is cancelled, as closing the transport does.

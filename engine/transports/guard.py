@@ -94,6 +94,15 @@ class Guard:
 
     # ------------------------------------------------------------ writing
 
+    async def wrote(self, connection: Connection) -> None:
+        """After each message its pump wrote (and the peer took): a long backlog is written a turn
+        at a time, so it does not hold up the other connections either."""
+        connection.backlog.took()
+        if (written := connection.written + 1) >= YIELD_EVERY:
+            written = 0
+            await asyncio.sleep(0)
+        connection.written = written
+
     async def watch(self, backlogs: Callable[[], Iterable[tuple[Connection, int]]]) -> None:
         """Every `BACKLOG_CHECK` seconds, disconnect each peer that falls behind with what waits
         for it: `backlogs` gives every open connection with the messages queued for it."""

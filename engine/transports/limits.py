@@ -15,9 +15,11 @@ Three budgets, one home for their figures:
   over the cap pushes out the oldest, so held-open connections cannot lock honest agents out),
   each for at most `HANDSHAKE_SECONDS`, and connections are accepted at `ACCEPT_RATE` a second.
 
-The rates are far above what an agent needs (a heartbeat a second, a lock request per file) and
-above a client doing lock round trips back to back (benchmarks/bench_attacks.py measures an honest
-agent's round trip during each attack next to its unloaded figure).
+The line rate is far above what an agent needs (a heartbeat a second, a lock request per file) and
+about what a client doing lock round trips back to back sends today (~600-800 lines a second).  It
+is also what one agent may make the manager do: at 2,000 a second, an agent pipelining valid lock
+requests over TCP lifted an honest agent's round trip 1.5-2.7x; at 1,000, 1.1-1.6x
+(benchmarks/bench_attacks.py, benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from engine.protocol import MAX_MESSAGE_BYTES
 
 # ---------------------------------------------------------------- reading
-LINE_RATE = 2_000.0  # lines a second one connection is read at, sustained
+LINE_RATE = 1_000.0  # lines a second one agent (all its connections) is read at, sustained
 LINE_BURST = 400.0  # lines it may send at once before it is slowed
 BYTE_RATE = 8.0 * 1024 * 1024  # bytes a second
 BYTE_BURST = 2.0 * MAX_MESSAGE_BYTES + 64 * 1024  # two messages of the largest size at once
@@ -39,6 +41,7 @@ YIELD_EVERY = 32  # lines read from one connection before the others get their t
 # ---------------------------------------------------------------- writing
 MAX_QUEUED_MESSAGES = 1_000  # messages waiting for a connected agent before it must catch up
 MAX_QUEUED_BYTES = 4 * MAX_MESSAGE_BYTES  # bytes written to a connection and not yet taken by it
+SEND_BUFFER = 256 * 1024  # the system's send buffer of a connection (TCP's own grows to megabytes)
 STALL_SECONDS = 20.0  # a connected agent that takes nothing this long while messages wait for it
 BACKLOG_CHECK = 0.25  # seconds between two looks at every connection's backlog
 

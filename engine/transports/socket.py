@@ -331,7 +331,7 @@ class SocketTransport(InProcessTransport):
                 self._unsent[agent_id] = message
                 connection.writer.write(encode(message))
                 await connection.writer.drain()
-                connection.backlog.took()
+                await self._guard.wrote(connection)
                 if self._unsent.get(agent_id) is message:
                     del self._unsent[agent_id]
         except (ConnectionError, OSError):
