@@ -19,7 +19,8 @@ The line rate is far above what an agent needs (a heartbeat a second, a lock req
 about what a client doing lock round trips back to back sends today (~600-800 lines a second).  It
 is also what one agent may make the manager do: at 2,000 a second, an agent pipelining valid lock
 requests over TCP lifted an honest agent's round trip 1.5-2.7x; at 1,000, 1.1-1.6x
-(benchmarks/bench_attacks.py, benchmarks/BENCHMARKS.md).
+(benchmarks/bench_attacks.py, benchmarks/BENCHMARKS.md).  The bursts are small for the same
+reason: 400 lines let at once into the manager's inbox were a 100-200 ms stall for everyone else.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from engine.protocol import MAX_MESSAGE_BYTES
 
 # ---------------------------------------------------------------- reading
 LINE_RATE = 1_000.0  # lines a second one agent (all its connections) is read at, sustained
-LINE_BURST = 400.0  # lines it may send at once before it is slowed
+LINE_BURST = 32.0  # lines it may send at once before it is slowed
 BYTE_RATE = 8.0 * 1024 * 1024  # bytes a second
 BYTE_BURST = 2.0 * MAX_MESSAGE_BYTES + 64 * 1024  # two messages of the largest size at once
 REFUSED_LINE_COST = 10  # a refused line uses the budget of this many lines
@@ -49,7 +50,7 @@ BACKLOG_CHECK = 0.25  # seconds between two looks at every connection's backlog
 MAX_UNBOUND = 64  # connections waiting for their handshake at once
 HANDSHAKE_SECONDS = 10.0  # a connection that has not said who it is by then is closed
 ACCEPT_RATE = 200.0  # connections accepted a second, sustained
-ACCEPT_BURST = 100.0
+ACCEPT_BURST = 20.0
 
 # ---------------------------------------------------------------- recording refusals
 REFUSALS_IN_FULL = 5  # refusals of one burst journaled one by one; the rest in one counted record
