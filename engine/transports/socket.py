@@ -162,12 +162,12 @@ class SocketTransport(InProcessTransport):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._listener.close()
         connections = list(self._connections)
+        readers = [c.task for c in connections if c.task is not None and c.task is not asyncio.current_task()]
         for connection in connections:
             connection.close()
-            if connection.task is not None:
-                connection.task.cancel()  # it may be waiting for its budget
-        await asyncio.gather(*(c.pump for c in connections if c.pump), *(c.task for c in connections if c.task),
-                             return_exceptions=True)
+        for reader in readers:
+            reader.cancel()  # it may be waiting for its budget
+        await asyncio.gather(*(c.pump for c in connections if c.pump), *readers, return_exceptions=True)
         self._guard.flush()
         self._remove_socket_file()
         await super().close()
