@@ -54,7 +54,7 @@ from engine.protocol import (
 from engine.recorder import Recorder
 from engine.recovery import ErrorRecoveryManager
 from engine.refusal import refusal_of
-from engine.resources import covers, normalise_resource
+from engine.resources import covers
 from engine.scheduler import Placement, Scheduler
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class MessageHandlers:
         }
 
     def decide(self, message: IPCMessage) -> None:
-        self._heartbeats.saw(message.from_)
+        self._heartbeats.saw(message.from_, handshake=message.type == MessageType.AGENT_READY)
         self._mail.received(message)
         try:
             self._check_sender(message)
@@ -352,7 +352,7 @@ class MessageHandlers:
         """A holder reports a file's checksum; it must be fenced by a live grant it holds."""
         payload = message.payload
         try:
-            path = normalise_resource(payload.path)
+            path = self._desk.canonical(payload.path)
         except LockError as exc:
             raise ProtocolError("payload.path", str(exc)) from None
         if payload.lock_id is not None:

@@ -40,7 +40,8 @@ def start(directory: Path) -> tuple[Proc, str, dict[str, str], Path]:
     agents = [{"id": agent_id, "kind": "external", "capabilities": [agent_id]} for agent_id in (*AGENTS, "worker")]
     write_plan(directory, {
         "sprint": "limits",
-        "settings": {"heartbeat_interval": "1s", "heartbeat_timeout": "600s", "lock_ttl": "60s"},
+        # A disconnected agent stays so (not dead) for a minute: long enough to see it come back.
+        "settings": {"heartbeat_interval": "1s", "heartbeat_timeout": "600s", "lock_ttl": "60s", "disconnect_grace": "60s"},
         "agents": agents,
         "tasks": [{"id": "later", "requires": ["worker"], "command": "true"}],
     })
@@ -170,13 +171,22 @@ def test_an_agent_that_never_reads_is_disconnected_with_the_reason_and_memory_st
         grown = rss_mb(server.process.pid) - before
         assert granted == 100
         assert sent > 1_000  # it got far enough to matter before it was cut off
-        # Journaled with the reason (the next flush of the journal is the honest agent's).
-        wait_for(lambda: honest.round_trips(1) and rejected(journal, "hog"), "the hog's disconnection", server.process)
+        # Journaled with the reason, and the hog marked disconnected (the journal is flushed with
+        # the honest agent's next grant).
+
+        def disconnected() -> list[dict]:
+            honest.round_trips(1)
+            return [r["data"] for r in journaled(journal) if r["type"] == "agent_status" and r["data"]["agentId"] == "hog"
+                    and r["data"].get("reason") == "disconnected"]
+
+        wait_for(disconnected, "the hog marked disconnected", server.process)
         [record] = rejected(journal, "hog")
         assert record["reason"].startswith("disconnected: it fell behind: ")
         assert f"messages wait for it (limit {MAX_QUEUED_MESSAGES:,})" in record["reason"] and record["transport"] == "unix"
         assert grown < 20, f"the server grew by {grown:.1f} MB"
-        # It is an agent that disconnected, like any other: it joins again, and what waited is its.
+        # It is an agent that disconnected, like any other: marked so (above), it joins again, and
+        # what waited for it is its.
+        assert disconnected()[-1]["status"] == "unresponsive"
         hog_again = Agent(path, "hog", tokens["hog"])
         assert hog_again.welcome["payload"]["info"] == "welcome"
         backlog = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -37,6 +38,7 @@ class Connection:
         self.unyielded = 0  # lines read since it last let the other connections have a turn
         self.written = 0  # messages its pump wrote since it last let the others have a turn
         self.closing = False
+        self.peer_pid = peer_pid(writer)  # a Unix socket peer's process, else None
         self.budget = Budget()
         self.backlog = Backlog()
 
@@ -96,6 +98,18 @@ async def accept(listener: socket.socket, serve: Serve, budget: Budget) -> None:
             sock.close()
         if wait := budget.charge(1):
             await asyncio.sleep(wait)
+
+
+def peer_pid(writer: asyncio.StreamWriter) -> int | None:
+    """The process at the other end of a Unix socket (SO_PEERCRED, Linux), else None."""
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except OSError:
+        return None
+    return pid or None
 
 
 def peer_name(writer: asyncio.StreamWriter) -> str:

@@ -80,6 +80,8 @@ class SocketTransport(InProcessTransport):
         super().__init__()
         self.address = address
         self.on_refused = on_refused
+        #: Called with (agent id, peer pid or None) when an agent's own connection closes mid-sprint.
+        self.on_disconnected: Callable[[str, int | None], None] | None = None
         self._listener = listener
         self._tokens = dict(tokens)
         self._tasks: list[asyncio.Task[None]] = []  # accepting, and watching the backlogs
@@ -376,6 +378,8 @@ class SocketTransport(InProcessTransport):
         if connection.agent_id is not None and self._bound.get(connection.agent_id) is connection:
             del self._bound[connection.agent_id]
             log.info("agent %s disconnected; its messages wait in its inbox", connection.agent_id)
+            if self._inbound and self.on_disconnected is not None:
+                self.on_disconnected(connection.agent_id, connection.peer_pid)
         connection.close()
 
     # ------------------------------------------------------------ refusals
