@@ -16,9 +16,9 @@ Three budgets, one home for their figures:
   each for at most `HANDSHAKE_SECONDS`, and connections are accepted at `ACCEPT_RATE` a second.
 
 The line rate is far above what an agent needs (a heartbeat a second, a lock request per file) and
-about what a client doing lock round trips back to back sends today (~600-800 lines a second).  It
-is also what one agent may make the manager do: at 2,000 a second, an agent pipelining valid lock
-requests over TCP lifted an honest agent's round trip 1.5-2.7x; at 1,000, 1.1-1.6x
+above what a client doing lock round trips back to back sends (~1,500 lines a second from another
+process).  It is also what one agent may make the manager do: an agent pipelining valid lock
+requests at this rate over TCP lifts an honest agent's round trip p50 1.2-1.7x
 (benchmarks/bench_attacks.py, benchmarks/BENCHMARKS.md).  The bursts are small for the same
 reason: 400 lines let at once into the manager's inbox were a 100-200 ms stall for everyone else.
 """
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from engine.protocol import MAX_MESSAGE_BYTES
 
 # ---------------------------------------------------------------- reading
-LINE_RATE = 1_000.0  # lines a second one agent (all its connections) is read at, sustained
+LINE_RATE = 2_000.0  # lines a second one agent (all its connections) is read at, sustained
 LINE_BURST = 32.0  # lines it may send at once before it is slowed
 BYTE_RATE = 8.0 * 1024 * 1024  # bytes a second
 BYTE_BURST = 2.0 * MAX_MESSAGE_BYTES + 64 * 1024  # two messages of the largest size at once
