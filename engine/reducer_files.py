@@ -50,7 +50,7 @@ def _message(state: ProjectState, body: MessageRecorded, event: Event) -> None:
 
 
 def _message_rejected(state: ProjectState, body: MessageRejected, event: Event) -> None:
-    state.meta.rejected_messages += 1
+    state.meta.rejected_messages += body.count if isinstance(body.count, int) else 1
 
 
 def _operator_action(state: ProjectState, body: OperatorAction, event: Event) -> None:

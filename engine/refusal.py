@@ -5,7 +5,10 @@ lock); a transport refuses what never became a message or came from the wrong pe
 a spoofed sender, a malformed or oversize line).  Both build a `Refusal`: its `event` is the
 `message_rejected` the journal records, its `reply` the `agent_error` the sender gets, naming the
 field and the reason.  A transport refusal also says where the line came from (`transport`),
-whether it was about identity (`security`) and whom it claimed to be.
+whether it was about identity (`security`) and whom it claimed to be.  A burst of refusals from one
+source is recorded once with its `count` (engine/transports/digest.py), and a peer the transport
+disconnects (it stopped reading, flooded, never said who it was) is recorded the same way, with
+the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class Refusal:
     bound: str | None = None  # the agent the connection is bound to (transport refusals)
     transport: str | None = None  # "unix" or "tcp:HOST:PORT" when a transport refused it
     security: bool = False  # about identity (token, sender, manager-only type), not form
+    count: int = 1  # how many refusals this record stands for (a collapsed burst: more than one)
 
     @property
     def sender(self) -> str:
@@ -38,7 +42,8 @@ class Refusal:
             return MessageRejected(from_=sender, message_id=self.message_id, field=self.field, reason=self.reason)
         claimed = self.claimed if self.claimed and self.claimed != sender else ABSENT
         return MessageRejected(from_=sender, message_id=self.message_id, field=self.field, reason=self.reason,
-                               transport=self.transport, security=self.security, claimed_from=claimed)
+                               transport=self.transport, security=self.security, claimed_from=claimed,
+                               count=self.count if self.count > 1 else ABSENT)
 
     def reply(self, refused: IPCMessage | None = None) -> IPCMessage:
         """The `agent_error` its sender gets: a reply to the refused message when it came from them."""

@@ -31,6 +31,7 @@ class MessageRejected(EventBody):
     transport: str | Absent = ABSENT
     security: bool | Absent = ABSENT
     claimed_from: str | Absent = ABSENT
+    count: int | Absent = ABSENT  # a burst recorded once: how many refusals it stands for
 
 
 @event_kind(EventType.OPERATOR_ACTION)

@@ -16,6 +16,13 @@ not the bound agent, or of a type only the manager sends, is refused.  Refusals 
 get an `agent_error` reply naming the field and are handed to `on_refused`, which `serve`
 journals; the connection, and the engine, go on.  Tokens never reach the journal: they are
 stripped from `agent_ready` before the manager sees it.
+
+No client is trusted with the server's memory or time (the figures: engine/transports/limits.py;
+enforced by `Guard`, engine/transports/guard.py): each connection is read at a bounded pace
+(slowed when over it, disconnected when it keeps on), what waits for a peer is bounded (one that
+stops reading is disconnected), and connections are accepted at a bounded rate, with a cap and a
+deadline on those still to say who they are.  Every refusal and disconnection is answered to the
+peer and recorded through one path, a burst of them as one record with a count.
 """
 
 from __future__ import annotations
@@ -26,8 +33,7 @@ import logging
 import os
 import socket
 import stat
-import struct
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 from engine.protocol import (
     MANAGER_ID,
@@ -42,38 +48,16 @@ from engine.protocol import (
 from engine.refusal import Refusal
 from engine.transports.address import Address
 from engine.transports.base import TransportClosed, TransportError, UnknownRecipient, check_size
+from engine.transports.connection import Connection as _Connection  # the names this module always used
+from engine.transports.connection import accept
+from engine.transports.connection import peer_name as _peer_name
+from engine.transports.guard import Guard
 from engine.transports.framing import Oversize, encode, read_lines
 from engine.transports.inproc import InProcessTransport, PriorityInbox
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 5.0  # seconds `finish` waits for connected agents to receive what is queued for them
-HELLO_TIMEOUT = 30.0  # seconds a connection may stay unbound before it is closed
-
-
-class _Connection:
-    """One accepted connection: its streams, the agent it is bound to and its writer task."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.peer = peer
-        self.agent_id: str | None = None
-        self.side = False  # a `requests` channel: it gets the replies to its own requests only
-        self.hello_id: str | None = None  # its agent_ready, until the manager answers it
-        self.pump: asyncio.Task[None] | None = None
-        self.closing = False
-        self.peer_pid = _peer_pid(writer)  # a Unix socket peer's process, else None
-
-    def write(self, message: IPCMessage) -> None:
-        if not self.closing and not self.writer.is_closing():
-            self.writer.write(encode(message))
-
-    def close(self) -> None:
-        self.closing = True
-        if self.pump is not None:
-            self.pump.cancel()
-        self.writer.close()
 
 
 class SocketTransport(InProcessTransport):
@@ -100,8 +84,9 @@ class SocketTransport(InProcessTransport):
         self.on_disconnected: Callable[[str, int | None], None] | None = None
         self._listener = listener
         self._tokens = dict(tokens)
-        self._server: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []  # accepting, and watching the backlogs
         self._connections: set[_Connection] = set()
+        self._guard = Guard(self._queued, self._record)
         self._bound: dict[str, _Connection] = {}
         self._routes: dict[str, _Connection] = {}  # request id -> the connection its reply goes to
         self._unsent: dict[str, IPCMessage] = {}  # taken from an inbox, not known to be written
@@ -120,10 +105,24 @@ class SocketTransport(InProcessTransport):
 
     async def start(self) -> None:
         """Accept connections (the listener already listens; early clients wait in its backlog)."""
-        if self.address.kind == "unix":
-            self._server = await asyncio.start_unix_server(self._serve, sock=self._listener)
-        else:
-            self._server = await asyncio.start_server(self._serve, sock=self._listener)
+        self._listener.setblocking(False)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(accept(self._listener, self._serve, self._guard.accepts), name="socket-accept"),
+                       loop.create_task(self._guard.watch(self._backlogs), name="socket-backlogs")]
+
+    def _backlogs(self) -> Iterator[tuple[_Connection, int]]:
+        """Every open connection, with the messages waiting for it (an agent's own connection's)."""
+        for connection in self._connections:
+            agent_id = connection.agent_id
+            own = agent_id is not None and self._bound.get(agent_id) is connection
+            yield connection, self._queued(agent_id) if own else 0
+
+    def _queued(self, agent_id: str | None) -> int:
+        """Messages waiting for an external agent's own connection: its inbox, and one being written."""
+        inbox = self._inboxes.get(agent_id) if agent_id is not None and agent_id not in self._local else None
+        if inbox is None or agent_id not in self._tokens:
+            return 0
+        return len(inbox) + (agent_id in self._unsent)
 
     def discard_queued(self, agent_id: str) -> int:
         """Drop what waits for an agent the manager declared dead: its assignments went elsewhere,
@@ -160,16 +159,18 @@ class SocketTransport(InProcessTransport):
 
     async def close(self) -> None:
         self._inbound = False
-        if self._server is not None:
-            self._server.close()
-        else:
-            self._listener.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._listener.close()
         connections = list(self._connections)
+        readers = [c.task for c in connections if c.task is not None and c.task is not asyncio.current_task()]
         for connection in connections:
             connection.close()
-        await asyncio.gather(*(c.pump for c in connections if c.pump), return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+        for reader in readers:
+            reader.cancel()  # it may be waiting for its budget
+        await asyncio.gather(*(c.pump for c in connections if c.pump), *readers, return_exceptions=True)
+        self._guard.flush()
         self._remove_socket_file()
         await super().close()
 
@@ -186,23 +187,31 @@ class SocketTransport(InProcessTransport):
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = _Connection(reader, writer, _peer_name(writer))
+        connection.task = asyncio.current_task()
         self._connections.add(connection)
-        deadline = asyncio.get_running_loop().call_later(HELLO_TIMEOUT, _close_if_unbound, connection)
+        deadline = self._guard.admit(connection)
         try:
-            async for line in read_lines(reader):
-                if not self._inbound:
-                    self._after_the_end(connection)
-                elif isinstance(line, Oversize):
-                    self._refuse(connection, "", line.reason(), close=connection.agent_id is None)
-                else:
-                    await self._on_line(connection, line)
-                if connection.closing:
-                    break
+            await self._read(connection)
         except Exception:  # a bug must not take the server down; this connection ends
             log.exception("socket connection %s failed", connection.peer)
         finally:
             deadline.cancel()
             self._drop(connection)
+
+    async def _read(self, connection: _Connection) -> None:
+        """Take the connection's lines at the pace its `Guard` allows."""
+        async for line in read_lines(connection.reader):
+            if connection.closing:
+                break
+            if not self._inbound:
+                self._after_the_end(connection)
+            elif isinstance(line, Oversize):
+                self._refuse(connection, "", line.reason(), close=connection.agent_id is None)
+            else:
+                await self._on_line(connection, line)
+            if connection.closing:
+                break
+            await self._guard.paced(connection, line.size if isinstance(line, Oversize) else len(line) + 1)
 
     async def _on_line(self, connection: _Connection, line: bytes) -> None:
         try:
@@ -232,6 +241,9 @@ class SocketTransport(InProcessTransport):
         if problem is not None:
             field, reason = problem
             self._refuse(connection, field, reason, message, security=True, close=True)
+            return
+        if (too_fast := self._guard.bind(connection, message.from_)) is not None:
+            self._refuse(connection, "", too_fast, message, close=True)
             return
         connection.agent_id = message.from_
         connection.hello_id = message.id
@@ -276,7 +288,7 @@ class SocketTransport(InProcessTransport):
                     {"error": f"a newer connection of agent {agent_id!r} replaced this one"},
                 )
             )
-            old.close()
+            old.abort()
 
     async def _forward(self, connection: _Connection, message: IPCMessage) -> None:
         bound = connection.agent_id
@@ -321,6 +333,7 @@ class SocketTransport(InProcessTransport):
                 self._unsent[agent_id] = message
                 connection.writer.write(encode(message))
                 await connection.writer.drain()
+                await self._guard.wrote(connection)
                 if self._unsent.get(agent_id) is message:
                     del self._unsent[agent_id]
         except (ConnectionError, OSError):
@@ -361,6 +374,7 @@ class SocketTransport(InProcessTransport):
         for request_id in [r for r, c in self._routes.items() if c is connection]:
             del self._routes[request_id]
         self._connections.discard(connection)
+        self._guard.dropped(connection)
         if connection.agent_id is not None and self._bound.get(connection.agent_id) is connection:
             del self._bound[connection.agent_id]
             log.info("agent %s disconnected; its messages wait in its inbox", connection.agent_id)
@@ -381,7 +395,7 @@ class SocketTransport(InProcessTransport):
         security: bool = False,
         close: bool = False,
     ) -> None:
-        """Tell the peer what was wrong (`agent_error` naming the field) and record it."""
+        """Tell the peer what was wrong (`agent_error` naming the field) and record it (`Guard.refused`)."""
         refusal = Refusal(
             field=field,
             reason=reason,
@@ -391,16 +405,19 @@ class SocketTransport(InProcessTransport):
             transport=connection.peer,
             security=security,
         )
-        connection.write(refusal.reply(message))
-        log.warning("refused a message on %s from %s: %s%s", connection.peer, refusal.sender or "?",
-                    f"{field}: " if field else "", reason)
+        self._guard.refused(connection, refusal, message)
+        if close:
+            connection.closing = True
+
+    def _record(self, refusal: Refusal) -> None:
+        """The log and the journal (`on_refused`) of a refusal the digest lets through."""
+        log.warning("refused on %s from %s: %s%s", refusal.transport, refusal.sender or "?",
+                    f"{refusal.field}: " if refusal.field else "", refusal.reason)
         if self.on_refused is not None:
             try:
                 self.on_refused(refusal)
             except Exception:
                 log.exception("could not record a refused message")
-        if close:
-            connection.closing = True
 
 
 def _drain(inbox: PriorityInbox) -> list[IPCMessage]:
@@ -408,13 +425,6 @@ def _drain(inbox: PriorityInbox) -> list[IPCMessage]:
     while (message := inbox.get_nowait()) is not None:
         messages.append(message)
     return messages
-
-
-def _close_if_unbound(connection: _Connection) -> None:
-    """A peer that never says who it is does not get to hold a connection open."""
-    if connection.agent_id is None:
-        log.warning("closed a connection on %s that sent no agent_ready within %gs", connection.peer, HELLO_TIMEOUT)
-        connection.close()
 
 
 def _without_token(message: IPCMessage) -> IPCMessage:
@@ -425,23 +435,3 @@ def _without_token(message: IPCMessage) -> IPCMessage:
 
 def _finished(agent_id: str) -> IPCMessage:
     return make_message(MessageType.BROADCAST_INFO, MANAGER_ID, agent_id, {"info": SPRINT_FINISHED})
-
-
-def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
-    """The process at the other end of a Unix socket (SO_PEERCRED, Linux), else None."""
-    sock = writer.get_extra_info("socket")
-    if sock is None or sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
-        return None
-    try:
-        pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    except OSError:
-        return None
-    return pid or None
-
-
-def _peer_name(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = f"[{peer[0]}]" if ":" in str(peer[0]) else peer[0]
-        return f"tcp:{host}:{peer[1]}"
-    return "unix"
