@@ -172,7 +172,8 @@ class MessageHandlers:
             raise ProtocolError(*contradiction)
         agent = self._state.agents.get(message.from_)
         self._check_session(message)
-        joined = agent is None or agent.status in ("unresponsive", "dead")  # it was not live: now it is
+        # It was not live and now it is (a side channel, a hook call say, is not the agent joining).
+        joined = (agent is None or agent.status in ("unresponsive", "dead")) and payload.channel == "agent"
         if agent is None:
             self._emit(AgentRegistered(agent={
                 "id": message.from_,
