@@ -35,9 +35,15 @@ class Announcements:
 
     def _on_event(self, event: Event) -> None:
         body = event.body
+        kind = type(body)
+        if kind not in _ANNOUNCED:  # every event of the sprint passes here: one set lookup for most
+            return
         if isinstance(body, SprintPaused):
             self.announce(SPRINT_PAUSED)
         elif isinstance(body, SprintResumed):
             self.announce(SPRINT_RESUMED)
         elif isinstance(body, AgentDead):
             self.announce(AGENT_DIED, agentId=body.agent_id, reason=body.reason, requeuedTasks=body.requeued_tasks)
+
+
+_ANNOUNCED: frozenset[type] = frozenset({SprintPaused, SprintResumed, AgentDead})
