@@ -64,6 +64,7 @@ from engine.protocol import (
 from engine.recorder import Recorder
 from engine.recovery import ErrorRecoveryManager
 from engine.refusal import refusal_of
+from engine.replies import OneReply
 from engine.resources import covers, normalise_resource
 from engine.scheduler import Placement, Scheduler
 from engine.state_push import StatePush, state_sections
@@ -86,7 +87,8 @@ class MessageHandlers:
         self._emit = recorder.emit
         self._wall_at = recorder.wall_at
         self._mail = mail
-        self._post = mail.post
+        self._replies = OneReply(mail.post)  # every request gets exactly one reply
+        self._post = self._replies.post
         self._desk = desk
         self._attempts = attempts
         self._files = files
@@ -117,6 +119,7 @@ class MessageHandlers:
     def decide(self, message: IPCMessage) -> None:
         self._heartbeats.saw(message.from_)
         self._mail.received(message)
+        self._replies.begin(message)
         try:
             self._check_sender(message)
             self._note_activity(message)
@@ -128,6 +131,7 @@ class MessageHandlers:
         except Exception as exc:  # a bug must not stop the sprint; it is recorded and logged
             log.exception("internal error handling %s from %s", message.type, message.from_)
             self.refuse(message, "", f"internal error: {exc!r}")
+        self._replies.end(message)
 
     def _check_sender(self, message: IPCMessage) -> None:
         refused = agent_traffic_refusal(message)
@@ -152,6 +156,8 @@ class MessageHandlers:
         self._emit(refusal.event())
         if message.from_ in self._state.agents:
             self._post(refusal.reply(message))
+        else:
+            self._replies.answered()  # an unknown sender cannot be reached
 
     # ------------------------------------------------------------ agents
 
@@ -231,6 +237,7 @@ class MessageHandlers:
         """Asked of the manager, help is brokered (engine/assistance.py); between agents it is only recorded."""
         if message.to == MANAGER_ID:
             self.assistance.request(message)
+            self._replies.answered()  # the helper's answer, or the broker's "nobody could help"
 
     def _on_provide_assistance(self, message: ProvideAssistanceMessage) -> None:
         if message.to == MANAGER_ID and not self.assistance.answered(message):
@@ -372,6 +379,8 @@ class MessageHandlers:
             self._post(_grant_reply(message, outcome.grants, self._wall_at))
         elif outcome.status == "refused":
             self._post(_conflict_reply(message, outcome.reason, outcome.conflict))
+        else:  # queued: granted or refused later, and that is the reply
+            self._replies.answered()
 
     def _on_resource_unlock(self, message: ResourceUnlockMessage) -> None:
         payload = message.payload

@@ -55,10 +55,11 @@ SPRINT_RESUMED = "sprint_resumed"
 AGENT_JOINED = "agent_joined"
 AGENT_DIED = "agent_died"
 TASK_CLAIMED = "task_claimed"
+RECEIVED = "received"  # the acknowledgement of a request nothing else answers (engine/replies.py)
 #: The `info` of a broadcast_info only the manager may send: an agent saying "welcome" or
 #: "sprint_finished" would end or confuse another agent's session.
 MANAGER_NOTICES = frozenset({WELCOME, SPRINT_FINISHED, SPRINT_STARTED, SPRINT_PAUSED, SPRINT_RESUMED,
-                             AGENT_JOINED, AGENT_DIED, TASK_CLAIMED})
+                             AGENT_JOINED, AGENT_DIED, TASK_CLAIMED, RECEIVED})
 MAX_MESSAGE_BYTES = 1024 * 1024
 
 

@@ -261,6 +261,28 @@ def test_a_state_update_is_fenced_and_answered_exactly_once(run_dir: Path) -> No
     assert [r["field"] for r in records_of(journal, EventType.MESSAGE_REJECTED)] == ["payload.lockId"]
 
 
+def test_every_request_to_the_manager_gets_exactly_one_reply(run_dir: Path) -> None:
+    requests = [  # (type, payload, the reply's type)
+        ("heartbeat", {"tasks": []}, "broadcast_info"),
+        ("agent_busy", {"reason": "thinking"}, "broadcast_info"),
+        ("task_update", {"taskId": "open", "attempt": 1, "progress": 0.5}, "agent_error"),  # not its task
+        ("resource_unlock", {"resourceId": "nothing.txt"}, "agent_error"),
+        ("state_request", {"sections": ["agents"]}, "state_sync"),
+        ("resource_lock", {"resourceId": "a.txt", "lockType": "write"}, "resource_lock"),
+        ("agent_error", {"error": "my disk is full"}, "broadcast_info"),
+    ]
+    with served(run_dir) as (path, tokens, journal):
+        alpha = Raw(path, "alpha")
+        alpha.join(token(tokens, "alpha"))
+        for kind, payload, reply in requests:
+            answers = alpha.replies_to(alpha.send(kind, payload, reply=True))
+            assert [m["type"] for m in answers] == [reply], (kind, answers)
+            if reply == "broadcast_info":
+                assert answers[0]["payload"] == {"info": "received", "data": {"type": kind, "id": answers[0]["correlationId"]}}
+    statuses = [(r["status"], r.get("reason")) for r in records_of(journal, EventType.AGENT_STATUS) if r["agentId"] == "alpha"]
+    assert ("waiting", "thinking") in statuses and statuses[-1] == ("error", "my disk is full")
+
+
 def test_agents_cannot_send_each_other_the_managers_notices(run_dir: Path) -> None:
     forged = [
         ("agent_error", {"error": "you are fired"}, "beta", "to"),
