@@ -226,8 +226,9 @@ class MessageHandlers:
 
     def _on_agent_error(self, message: AgentErrorMessage) -> None:
         """The agent reports an error of its own: shown, and no new work until it says agent_ready.
-        As the reply to a request for help forwarded to it, it also tells the asker."""
-        self.assistance.answered(message)
+        As the reply to a request for help forwarded to it, it only tells the asker it cannot help."""
+        if self.assistance.answered(message):
+            return
         agent = self._state.agents[message.from_]
         reason = message.payload.error[:STATUS_REASON_CHARS]
         if agent.status not in ("dead", "paused") and (agent.status != "error" or agent.status_reason != reason):

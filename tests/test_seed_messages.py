@@ -325,6 +325,12 @@ def test_help_is_brokered_to_a_capable_agent_and_nobody_helping_is_an_answer(run
         silent = alpha.send("request_assistance", {"topic": "again?", "agentId": "beta"}, reply=True, timeout_ms=1000)
         (timeout,) = alpha.replies_to(silent, quiet=2.0)  # beta reads it and says nothing
         assert timeout["payload"]["helped"] is False and timeout["payload"]["details"] == "beta gave no answer within 800 ms"
+        declined = alpha.send("request_assistance", {"topic": "and now?", "agentId": "beta"}, reply=True)
+        while (forwarded := beta.read())["type"] != "request_assistance" or forwarded["payload"]["topic"] != "and now?":
+            pass
+        beta.send("agent_error", {"error": "I only review"}, correlationId=forwarded["id"])
+        (no,) = alpha.replies_to(declined)
+        assert no["payload"]["helped"] is False and no["payload"]["details"] == "beta could not help: I only review"
         nobody = alpha.send("request_assistance", {"topic": "compile?", "capability": "rust"}, reply=True)
         (none,) = alpha.replies_to(nobody)
         assert none["payload"] == {"topic": "compile?", "details": "no live agent with rust other than alpha can help now",
@@ -332,7 +338,9 @@ def test_help_is_brokered_to_a_capable_agent_and_nobody_helping_is_an_answer(run
         ghost = alpha.reply_to(alpha.send("request_assistance", {"topic": "x", "agentId": "ghost"}, reply=True))
         assert ghost["type"] == "agent_error" and ghost["payload"]["field"] == "payload.agentId"
     types = [m["type"] for m in message_records(journal) if m["type"] in ("request_assistance", "provide_assistance")]
-    assert types.count("provide_assistance") == 4  # beta's answer, and one reply to each of alpha's requests
+    assert types.count("provide_assistance") == 5  # beta's answer, and one reply to each of alpha's requests
+    beta_statuses = [r["status"] for r in records_of(journal, EventType.AGENT_STATUS) if r["agentId"] == "beta"]
+    assert "error" not in beta_statuses  # declining to help is not an error of its own
 
 
 def test_state_is_pushed_to_a_subscriber_after_changes_at_a_bounded_rate(run_dir: Path) -> None:
