@@ -367,3 +367,24 @@ def test_state_is_pushed_to_a_subscriber_after_changes_at_a_bounded_rate(run_dir
         alpha.reply_to(alpha.send("state_request", {"sections": ["locks"], "subscribe": False}, reply=True))
         beta.reply_to(beta.send("resource_lock", {"resourceId": "after.txt", "lockType": "write"}, reply=True))
         assert all(m["type"] != "state_sync" for m in iter(lambda: alpha.read(3 * PUSH_INTERVAL), None))
+
+
+def test_the_managers_news_reaches_every_agent_and_an_agent_process_prints_a_death(run_dir: Path) -> None:
+    with served(run_dir) as (path, tokens, journal):
+        alpha = agent(f"unix:{path}", "alpha", tokens, run_dir)
+        try:
+            beta = Raw(path, "beta")
+            beta.join(token(tokens, "beta"))
+            beta.send("agent_leave", {"reason": "its process was killed", "crashed": True})
+            deadline = time.monotonic() + GUARD
+            while "the manager says: agent_died" not in alpha.stderr():
+                assert time.monotonic() < deadline and alpha.process.poll() is None, alpha.stderr()
+                time.sleep(0.05)
+        finally:
+            alpha.kill()
+    line = next(line for line in alpha.stderr().splitlines() if "agent_died" in line)
+    assert '"agentId": "beta", "reason": "its process was killed"' in line
+    news = [(m["payload"]["info"], m["payload"]["data"].get("agentId")) for m in message_records(journal)
+            if m["type"] == "broadcast_info" and m["to"] == "broadcast"]
+    assert ("sprint_started", None) in news
+    assert ("agent_joined", "beta") in news and ("agent_died", "beta") in news
