@@ -30,7 +30,8 @@ from engine.events import (
     TaskStarted,
     UsageRecorded,
 )
-from engine.lock_records import Conflict, Grant
+from engine.lock_records import Grant
+from engine.lock_replies import conflict_reply, grant_reply
 from engine.lockdesk import LockDesk
 from engine.locks import LockError
 from engine.mail import Mail
@@ -371,15 +372,15 @@ class MessageHandlers:
             outcome = self._desk.request(
                 message.from_, requests, request_id=message.id, claim=None, task_id=payload.task_id,
                 ttl=payload.ttl / 1000 if payload.ttl else None, wait_ms=payload.wait_ms,
-                granted=lambda grants, waited: self._post(_grant_reply(message, grants, self._wall_at)),
-                refused=lambda reason, conflict: self._post(_conflict_reply(message, reason, conflict)),
+                granted=lambda grants, waited: self._post(grant_reply(message, grants, self._wall_at)),
+                refused=lambda reason, conflict: self._post(conflict_reply(message, reason, conflict)),
             )
         except LockError as exc:
             raise ProtocolError("payload.resourceId", str(exc)) from None
         if outcome.status == "granted":
-            self._post(_grant_reply(message, outcome.grants, self._wall_at))
+            self._post(grant_reply(message, outcome.grants, self._wall_at))
         elif outcome.status == "refused":
-            self._post(_conflict_reply(message, outcome.reason, outcome.conflict))
+            self._post(conflict_reply(message, outcome.reason, outcome.conflict))
         else:  # queued: granted or refused later, and that is the reply
             self._replies.answered()
 
@@ -444,38 +445,3 @@ class MessageHandlers:
     def _write_grant(self, agent_id: str, path: str) -> Grant | None:
         """The agent's live write or exclusive grant covering `path`, if it holds one."""
         return next((g for g in self._desk.grants_of(agent_id) if g.mode != "read" and covers(g.resource_id, path)), None)
-
-def _grant_reply(request: ResourceLockMessage, grants: list[Grant], wall_at: Callable[[float], str]) -> IPCMessage:
-    first = grants[0]
-    return reply_to(
-        request,
-        MessageType.RESOURCE_LOCK,
-        {
-            "resourceId": first.resource_id,
-            "lockType": first.mode,
-            "ttl": int(first.ttl * 1000),
-            "lockId": first.lock_id,
-            "token": first.token,
-            "expiresAt": wall_at(first.expires_at),
-            "grants": [
-                {"resourceId": g.resource_id, "lockType": g.mode, "lockId": g.lock_id, "token": g.token}
-                for g in grants
-            ],
-        },
-    )
-
-
-def _conflict_reply(request: ResourceLockMessage, reason: str, conflict: Conflict | None) -> IPCMessage:
-    payload = request.payload
-    return reply_to(
-        request,
-        MessageType.RESOURCE_CONFLICT,
-        {
-            "resourceId": conflict.resource_id if conflict else payload.resource_id,
-            "lockType": payload.lock_type,
-            "holder": conflict.holder if conflict else None,
-            "holderMode": conflict.holder_mode if conflict else None,
-            "holderTask": conflict.holder_task if conflict else None,
-            "reason": reason,
-        },
-    )
