@@ -11,7 +11,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-EXIT_OK, EXIT_TASKS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_TASKS_FAILED, EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED = 0, 1, 2, 3
+EXIT_CODES = (
+    "exit codes: 0 every task completed; 1 the sprint ran but tasks failed or were cancelled; "
+    "2 bad input (the message names the file, line or id); 3 the journal could not be written "
+    "(a full disk): the sprint stopped, the journal is valid up to its last durable record, and "
+    "--resume continues it"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,10 +43,11 @@ def _add_sprint_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sprintdeck", description="Coordinate coding agents working on one repository.")
+    parser = _Parser(prog="sprintdeck", description="Coordinate coding agents working on one repository.",
+                     epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run a sprint plan (dashboard, or --headless)")
+    run = sub.add_parser("run", help="run a sprint plan (dashboard, or --headless)", epilog=EXIT_CODES)
     _add_sprint_options(run)
 
     replay = sub.add_parser("replay", help="step through a recorded sprint (dashboard, or --headless)")
@@ -54,15 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("journal_a")
     diff.add_argument("journal_b")
 
+    log = sub.add_parser(
+        "log", help="the seed's ActivityLog of a recorded sprint: who did what, how long, whether it worked",
+        description="Print the activity log derived from a journal (read only): timestamp, agentId, action, "
+                    "resourceId, taskId, duration (ms), success, error. --json writes JSON lines: one object per "
+                    "entry with the seed's field names (plus seq and detail), absent values left out.")
+    log.add_argument("journal")
+    log.add_argument("--json", action="store_true", help="JSON lines, one ActivityLog entry per line")
+    log.add_argument("--agent", metavar="ID", help="only this agent's entries")
+    log.add_argument("--task", metavar="ID", help="only this task's entries")
+
     validate = sub.add_parser("validate", help="check a sprint plan")
     validate.add_argument("plan")
     validate.add_argument("--json", action="store_true")
 
-    serve = sub.add_parser("serve", help="run a sprint whose external agents connect over a socket")
+    serve = sub.add_parser("serve", help="run a sprint whose external agents connect over a socket", epilog=EXIT_CODES)
     _add_sprint_options(serve)
     serve.add_argument("--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT (loopback)")
     serve.add_argument("--token-file", metavar="PATH",
                        help="keep the agents' tokens in this JSON file (read, or created 0600 when absent)")
+    serve.add_argument("--spawn", action="store_true",
+                       help="start the plan's external agents as `sprintdeck agent` processes and restart one that dies")
 
     agent = sub.add_parser("agent", help="be one external agent of a served sprint, in this process")
     agent.add_argument("--connect", required=True, metavar="ADDR", help="the address serve printed")
@@ -99,6 +118,7 @@ COMMANDS = {
     "export": "app.commands.export",
     "replay": "app.commands.replay",
     "diff": "app.commands.diff",
+    "log": "app.commands.log",
     "serve": "app.commands.serve",
     "agent": "app.commands.agent",
     "init-claude": "app.commands.init_claude",

@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 
+from app.cli import EXIT_JOURNAL_FAILED
 from app.config import load_config, save_config
 from app.operator_actions import PRIORITIES, OperatorActions
 from app.screens.confirm import ConfirmScreen
@@ -30,6 +31,7 @@ from app.screens.help import HelpScreen
 from app.screens.message_details import MessageDetailsScreen
 from app.source import StateSource
 from engine.events import Event
+from engine.journal import JournalFailure
 from engine.message_filter import Filter
 from engine.message_store import MessageStore
 from themes.themes import DEFAULT_THEME, THEMES, resolve_theme
@@ -120,7 +122,10 @@ class SprintDeckApp(OperatorActions):
 
     @work(exclusive=True, group="sprint")
     async def _run_sprint(self) -> None:
-        await self.source.run()
+        try:
+            await self.source.run()
+        except JournalFailure:  # the sprint stopped; the command says why once the screen is gone
+            self.exit(EXIT_JOURNAL_FAILED)
 
     def on_resize(self, event) -> None:
         self._apply_width(event.size.width)

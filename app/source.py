@@ -16,6 +16,7 @@ from engine.events import Event
 from engine.manager import SprintManager
 from engine.models import ProjectState
 from engine.reducer import apply, fold
+from engine.supervisor import ProcessSupervisor
 from engine.transports.socket import SocketTransport
 
 
@@ -92,16 +93,22 @@ class ServedSource(LiveSource):
     """The live source with a socket server started and ended around the sprint (`serve`, and
     `run` when Claude Code runs' hooks and MCP servers must reach the manager)."""
 
-    def __init__(self, manager: SprintManager, server: SocketTransport, *, journal: str) -> None:
+    def __init__(self, manager: SprintManager, server: SocketTransport, *, journal: str,
+                 spawned: ProcessSupervisor | None = None) -> None:
         super().__init__(manager, journal=journal, transport=str(server.address))
         self.server = server
+        self.spawned = spawned  # `serve --spawn`: the external agents' processes
 
     async def run(self) -> None:
         await self.server.start()
+        if self.spawned is not None:
+            await self.spawned.start()
         await self.manager.execute_sprint(keep_watching=True)
         await self.server.finish()
 
     async def stop(self) -> None:
+        if self.spawned is not None:
+            await self.spawned.stop()
         await self.manager.stop()
         await self.server.close()
 

@@ -37,10 +37,15 @@ from engine.payloads import LockType
 from engine.plan import Plan, TaskSpec
 from engine.protocol import MANAGER_ID, MessageType, make_message
 from engine.recorder import Recorder
+from engine.resources import LockError
 from engine.scheduler import Placement, Scheduler
+from engine.superseded import ContestedPaths
 
 RETRY_BASE = 1.0  # seconds of sprint time before the first retry
 RETRY_CAP = 30.0
+#: Seconds past an attempt's max_execution_time before the manager fails it itself: an agent stops
+#: its own work at the limit (and says so); this catches one that does not (a client of its own).
+OVERRUN_GRACE = 3.0
 
 
 def lock_requests(spec: TaskSpec) -> list[tuple[str, LockType]]:
@@ -55,7 +60,7 @@ def lock_requests(spec: TaskSpec) -> list[tuple[str, LockType]]:
 
 class Attempts:
     def __init__(self, plan: Plan, recorder: Recorder, post: Post, desk: LockDesk, scheduler: Scheduler, *,
-                 seed: int, speed: float) -> None:
+                 seed: int, speed: float, contested: ContestedPaths | None = None) -> None:
         self._state = recorder.state
         self._emit = recorder.emit
         self._post = post
@@ -63,6 +68,8 @@ class Attempts:
         self._scheduler = scheduler
         self._seed = seed
         self._speed = speed
+        self._contested = contested
+        self._max_deaths = plan.settings.max_task_deaths
         self._specs = {spec.id: spec for spec in plan.tasks}  # plan.task() goes through pydantic's private-attribute lookup
         self._max_execution_time = {spec.id: spec.max_execution_time for spec in plan.agents}
         self._locks_of = {spec.id: lock_requests(spec) for spec in plan.tasks}  # the plan never changes
@@ -93,7 +100,11 @@ class Attempts:
         attempt = task.attempt + 1
         self._collaborators_done.pop(task.id, None)
         self._emit(TaskAssigned(task_id=task.id, attempt=attempt, agents=list(placement.agents)))
-        requests = self._locks_of[task.id]
+        try:  # canonical now: a symlink made since the plan was checked may lead out of the workspace
+            requests = [(self._desk.canonical(path), mode) for path, mode in self._locks_of[task.id]]
+        except LockError as exc:
+            self.fail(task, f"cannot lock its resources: {exc}", retryable=False)
+            return
         if not requests:
             self.send_assignment(task)
             return
@@ -127,6 +138,10 @@ class Attempts:
             for g in self._desk.attempt_grants(task.id)
         ]
         recipients = task.owners
+        limits = [limit for a in recipients if (limit := self._max_execution_time.get(a))]
+        if limits:
+            asyncio.get_running_loop().call_later(max(limits) + OVERRUN_GRACE, self._overran, task.id, task.attempt,
+                                                  max(limits))
         for agent_id in recipients:
             payload = {
                 "taskId": task.id,
@@ -140,6 +155,16 @@ class Attempts:
                 "maxExecutionTime": self._max_execution_time.get(agent_id),
             }
             self._post(make_message(MessageType.TASK_ASSIGN, MANAGER_ID, agent_id, payload, priority=task.priority))
+
+    def _overran(self, task_id: str, attempt: int, limit: float) -> None:
+        """The attempt is still live past its limit (and the grace): stopped and failed here."""
+        task = self._state.tasks[task_id]
+        if task.attempt != attempt or not task.in_flight or self.finished.is_set():
+            return
+        reason = f"exceeded max_execution_time of {limit:g}s; stopped by the sprint manager"
+        self._stop(task, reason, self._working_on(task))
+        self.fail(task, reason, retryable=True)
+        self.dispatch()
 
     # ------------------------------------------------------------ ends of attempts
 
@@ -215,16 +240,21 @@ class Attempts:
     def _working_on(task: TaskState) -> list[str]:
         return task.owners if task.in_flight else []
 
-    def agent_died(self, agent_id: str, reason: str, *, orderly: bool = False) -> None:
+    def agent_died(self, agent_id: str, reason: str, *, orderly: bool = False, exited: bool = False) -> None:
         """One atomic event: locks released, tasks requeued as new attempts.
 
         A dead agent's paths are held back for lock-delay (it may still be writing); an agent that
-        left in good order (`orderly`) lets go of them at once.
+        left in good order (`orderly`) lets go of them at once.  Unless its process is known to have
+        exited (`exited`: its commands died with it), its write paths stay contested
+        (engine/superseded.py) until it is heard from again.  A task whose agents died under it
+        `max_task_deaths` times fails instead of going round again.
         """
         agent = self._state.agents[agent_id]
         if agent.status == "dead":
             return
         requeued = list(agent.current_tasks)
+        superseded = {task_id: self._state.tasks[task_id].attempt for task_id in requeued}
+        grants = [] if orderly or exited or self._contested is None else self._desk.grants_of(agent_id)
         for task_id in requeued:
             task = self._state.tasks[task_id]
             self._stop(task, f"{agent_id} died", [a for a in self._working_on(task) if a != agent_id])
@@ -234,10 +264,20 @@ class Attempts:
             self._emit(AgentDead(agent_id=agent_id, reason=reason, released_locks=released,
                                  requeued_tasks=requeued, cancelled_requests=cancelled))
 
-        self._desk.end_agent(agent_id, requeued, record, hold_back=not orderly)
+        # No lock-delay when its process is known to have exited: its commands died with it.
+        self._desk.end_agent(agent_id, requeued, record, hold_back=not (orderly or exited))
+        if grants and self._contested is not None:
+            self._contested.contest(grants, superseded)
         for task_id in requeued:
-            self._scheduler.push(self._state.tasks[task_id])
+            task = self._state.tasks[task_id]
+            if orderly or task.agent_deaths < self._max_deaths:
+                self._scheduler.push(task)
+                continue
+            error = f"agent died {task.agent_deaths} times running it (max_task_deaths: {self._max_deaths})"
+            self._emit(TaskFailed(task_id=task_id, attempt=task.attempt, error=error, will_retry=False, retry_in=None))
+            self.cancel_dependents(task_id, f"dependency {task_id} failed")
         self.dispatch()
+        self.check_finished()
 
     # ------------------------------------------------------------ the end
 

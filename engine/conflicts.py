@@ -6,7 +6,8 @@ that moment, and records the decision as an event (so the journal replays it).  
 * a change to a path under exactly one agent's write/exclusive lock is `modified` by that agent,
   unless the holder has reported (a fenced `state_update`) a checksum the content does not match;
 * a change under no such lock, or under read locks only, or not matching the holder's report, is a
-  `conflict` naming every lock that bore on the path then.
+  `conflict` naming every lock that bore on the path then;
+* a change to a *contested* path (engine/superseded.py) is a conflict naming the superseded lock.
 
 Lock hand-overs race with notifications (an agent writes, completes, and its lock is released
 before the notice arrives), so the lock desk has the guard *settle* the paths of a lock just before
@@ -44,6 +45,7 @@ from engine.models import FileState
 from engine.recorder import Recorder
 from engine.resolutions import ResolutionError, Resolutions, unified_diff_of
 from engine.resources import LockError, is_named
+from engine.superseded import ContestedPaths
 from engine.file_index import FileIndex, Observation, checksum_with, pair_renames
 from engine.watch import Watcher
 
@@ -96,6 +98,7 @@ class FileGuard:
         self.reports: dict[str, Report] = {}
         self._deferred: dict[str, tuple[asyncio.TimerHandle, _Deferred]] = {}
         self._released: set[str] = set()  # resource ids released since the last `after_release`
+        self.contested = ContestedPaths()
 
     @property
     def running(self) -> bool:
@@ -245,6 +248,10 @@ class FileGuard:
         grants = self.holders(path, exclude)
         described = [_holder(g) for g in grants]
         writers = sorted({g.owner for g in grants if g.mode != "read"})
+        superseded = self.contested.on(path) if self.contested else []
+        if superseded:
+            detail = self.contested.detail(superseded[0], writers)
+            return Verdict(None, [_holder(g) for g in superseded] + described, "superseded_holder", detail)
         if len(writers) == 1:
             return Verdict(writers[0], described)
         if len(writers) > 1:
@@ -425,6 +432,12 @@ class FileGuard:
         if paths:
             self._released.update(paths)
             self.settle(paths)
+
+    def leases_expired(self, grants: Iterable[Grant]) -> None:
+        """Leases that ran out (their holder went silent): their paths are contested until it is heard from."""
+        tasks = self._state.tasks
+        grants = list(grants)
+        self.contested.contest(grants, {g.task_id: tasks[g.task_id].attempt for g in grants if g.task_id in tasks})
 
     def forget_grants(self, grants: Iterable[Grant]) -> None:
         """Grants that were never made after all (their grant failed): drop what was kept for them."""

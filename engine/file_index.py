@@ -309,19 +309,17 @@ class FileIndex:
     # ------------------------------------------------------------ internals
 
     def _inside(self, rel: str) -> bool:
-        """Whether `rel`'s directory is reached without leaving the root through a symlink.
-
-        Only the components below the root are looked at (one lstat each); `realpath` of the
-        whole absolute path is the slow fallback, needed only when one of them is a link.
-        """
+        """Whether `rel`'s directory is reached without going through a symlink (one lstat per
+        component below the root): the watcher follows linked directories, the index does not."""
         parts = rel.split("/")[:-1]
         current = self._root
         for part in parts:
             current = os.path.join(current, part)
             try:
                 if stat.S_ISLNK(os.lstat(current).st_mode):
-                    real = os.path.realpath(self.root.joinpath(*parts))
-                    return real == self.real_root or real.startswith(self.real_root + os.sep)
+                    # Links are recorded, never followed (the scan does not either): a file
+                    # inside is watched under its own name, and one name is one resource.
+                    return False
             except OSError:
                 return True  # a missing directory: the caller's own lstat reports it
         return True

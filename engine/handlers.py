@@ -66,7 +66,7 @@ from engine.recorder import Recorder
 from engine.recovery import ErrorRecoveryManager
 from engine.refusal import refusal_of
 from engine.replies import OneReply
-from engine.resources import covers, normalise_resource
+from engine.resources import covers
 from engine.scheduler import Placement, Scheduler
 from engine.state_push import StatePush, state_sections
 from engine.welcome import hello_refusal
@@ -118,7 +118,7 @@ class MessageHandlers:
         }
 
     def decide(self, message: IPCMessage) -> None:
-        self._heartbeats.saw(message.from_)
+        self._heartbeats.saw(message.from_, handshake=message.type == MessageType.AGENT_READY)
         self._mail.received(message)
         self._replies.begin(message)
         try:
@@ -420,7 +420,7 @@ class MessageHandlers:
         """
         payload = message.payload
         try:
-            path = normalise_resource(payload.path)
+            path = self._desk.canonical(payload.path)
         except LockError as exc:
             raise ProtocolError("payload.path", str(exc)) from None
         lock_id, token = payload.lock_id, payload.token

@@ -7,9 +7,14 @@ A record is complete once its newline is on disk.  A torn or corrupt *last* reco
 mid-write leaves: `read_journal(recover=True)` keeps a `.broken` copy, cuts it off and reports it.
 Anything wrong *before* the last record is damage a crash cannot cause, so it is always an error.
 
-Durability is group commit: `append` only buffers; `flush` writes the buffer and runs one `os.fsync`
-in a worker thread for every caller waiting at that moment, so under load one fsync acknowledges
-many events.
+Durability is group commit: `append` only buffers; `flush` writes the buffer and has the journal's
+own sync thread (`engine/journal_sync.py`) run one `fdatasync` for every caller waiting at that
+moment, so under load one sync acknowledges many events.  A write or sync that fails (a full disk)
+is a `JournalFailure`: the file is cut back to its last durable record and nothing more is
+acknowledged, so the sprint stops with a journal that `--resume` continues.
+
+Reading never writes: `read_journal` without `recover` (and the replay cursor) stop at a torn tail
+and say so; only `recover=True`, which `run --resume`/`serve --resume` use, repairs the file.
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.journal_codec import BadHeader, BadRecord, decode_header, decode_record, encode_header, encode_record
+from engine.journal_sync import SyncThread
+from engine.os_errors import describe, regular_file_problem
 
 __all__ = [
     "JournalError",
+    "JournalFailure",
     "JournalWriter",
     "Recovery",
     "cut_torn_tail",
     "encode_record",
     "iter_journal",
+    "open_journal_file",
     "read_header",
     "read_header_line",
     "read_journal",
@@ -38,10 +47,10 @@ __all__ = [
 
 
 class JournalError(Exception):
-    """A journal that cannot be written or read as asked; names the file line (1-based)."""
+    """A journal that cannot be written or read as asked; names the file line (1-based; 0 for the file itself)."""
 
     def __init__(self, path: Path | str, line: int, seq: int | None, reason: str) -> None:
-        super().__init__(f"{path}:{line}: {reason}")
+        super().__init__(f"{path}:{line}: {reason}" if line else f"{path}: {reason}")  # line 0: the file itself
         self.path = Path(path)
         self.line = line
         self.seq = seq
@@ -68,6 +77,23 @@ class Recovery:
 # ---------------------------------------------------------------- writing
 
 
+class JournalFailure(JournalError):
+    """The journal could not be written (a full disk, a failed disk): nothing more can be acknowledged.
+
+    `durable_seq` is the last record known to be on disk; the writer has cut the file back to it
+    (best effort), so the journal reads as valid up to there and `--resume` continues from it.
+    `started` is False when not even the header could be written (no journal file is left).
+    """
+
+    def __init__(self, path: Path, durable_seq: int, error: OSError, doing: str, *, started: bool = True) -> None:
+        kept = f"the journal is valid up to seq {durable_seq}" if started else "no journal was written"
+        super().__init__(path, durable_seq + 2 if started else 1, durable_seq + 1 if started else None,
+                         f"cannot {doing}: {describe(error)}; {kept}")
+        self.durable_seq = durable_seq
+        self.os_error = error
+        self.started = started
+
+
 class JournalWriter:
     """Appends records to one journal file; the single writer of that file.
 
@@ -75,17 +101,25 @@ class JournalWriter:
     then `await flush()` before acknowledging it: durable before acknowledgement, one fsync shared
     by every event appended meanwhile.  Until a flush writes it, the last record can be taken
     back with `retract`.
+
+    The first failed write or sync ends the writer's useful life: the file is cut back to the
+    last durable record, every flush raises that `JournalFailure` from then on, and appends are
+    buffered only to be dropped (the sprint is being stopped; its events must not fail on the way).
     """
 
     def __init__(self, path: Path, file: IO[bytes], last_seq: int) -> None:
         self.path = path
-        self._file = file
+        self._file = file  # unbuffered: every byte written is handed to the OS at once
+        self._fd = file.fileno()
         self._buffer: list[bytes] = []
         self._last_seq = last_seq  # appended (maybe only buffered)
         self._written_seq = last_seq  # handed to the OS
         self._durable_seq = last_seq  # fsynced
-        self._sync: asyncio.Task[None] | None = None
-        self._failure: OSError | None = None
+        self._written_bytes = self._durable_bytes = os.fstat(self._fd).st_size
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (seq, flush waiting for it)
+        self._syncing = False  # a sync is with the sync thread
+        self._sync_thread = SyncThread(f"sprintdeck-journal-sync:{path.name}")
+        self._failure: JournalFailure | None = None
         self._closed = False
         self.fsync_count = 0
 
@@ -94,18 +128,29 @@ class JournalWriter:
         """Start a new journal with its header line; refuses to overwrite a non-empty file.
 
         `header` gives `sprint`, `planDigest` and any further keys (`encode_header` says which
-        default).
+        default).  A path that is not a regular file (a directory, a FIFO, a device) is refused
+        with `JournalError`; a header that cannot be written is a `JournalFailure`.
         """
         path = Path(path)
         line = encode_header(header)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.stat().st_size > 0:
-            raise JournalError(path, 1, None, "journal already exists; refusing to overwrite it")
-        file = open(path, "ab")
-        file.write(line)
-        file.flush()
-        os.fsync(file.fileno())
-        _fsync_directory(path.parent)
+        problem = regular_file_problem(path, must_exist=False)
+        if problem is not None:
+            raise JournalError(path, 0, None, problem)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() and path.stat().st_size > 0:
+                raise JournalError(path, 1, None, "journal already exists; refusing to overwrite it")
+            file = open(path, "ab", buffering=0)
+        except OSError as exc:
+            raise JournalError(path, 0, None, describe(exc, path)) from None
+        try:
+            _write_all(file.fileno(), line)
+            os.fsync(file.fileno())
+            _fsync_directory(path.parent)
+        except OSError as exc:  # the file was empty or absent: what is left of it is nobody's
+            file.close()
+            path.unlink(missing_ok=True)
+            raise JournalFailure(path, 0, exc, "write the journal header", started=False) from None
         return cls(path, file, last_seq=0)
 
     @classmethod
@@ -120,7 +165,11 @@ class JournalWriter:
         path = Path(path)
         header, records, recovery = read_journal(path, recover=True)
         last_seq = records[-1]["seq"] if records else 0
-        return cls(path, open(path, "ab"), last_seq), header, records, recovery
+        try:
+            file = open(path, "ab", buffering=0)
+        except OSError as exc:
+            raise JournalError(path, 0, None, describe(exc, path)) from None
+        return cls(path, file, last_seq), header, records, recovery
 
     @property
     def last_seq(self) -> int:
@@ -131,6 +180,11 @@ class JournalWriter:
     def durable_seq(self) -> int:
         """Every record up to this seq is fsynced."""
         return self._durable_seq
+
+    @property
+    def failure(self) -> JournalFailure | None:
+        """Why the journal can no longer be written, once a write or sync has failed."""
+        return self._failure
 
     def append(self, seq: int, type: str, data: dict[str, Any], ts: str, mono: float) -> None:
         """Buffer one record; `seq` must be `last_seq + 1`.  Durable only after a flush."""
@@ -167,29 +221,40 @@ class JournalWriter:
     async def flush(self) -> int:
         """Make every record appended so far durable; returns the durable seq.
 
-        Callers share fsyncs: one that arrives while an fsync runs waits for it and, if its own
-        records were not in it, for the next one, which every caller waiting by then shares.
+        Group commit: the buffer is written on the loop thread and synced by the sync thread; a
+        caller that arrives while a sync runs waits for it and, if its own records were not in
+        it, for the next one, which every caller waiting by then shares.  Raises `JournalFailure`.
         """
-        target = self._last_seq
-        while self._durable_seq < min(target, self._last_seq):  # a retract may lower the target
-            self._check_failure()
-            if self._sync is None:
-                self._sync = asyncio.get_running_loop().create_task(self._sync_once())
-            await asyncio.shield(self._sync)
         self._check_failure()
+        target = self._last_seq
+        if self._durable_seq >= target:
+            return self._durable_seq
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append((target, waiter))
+        if not self._syncing:
+            self._start_sync(loop)
+        await waiter
         return self._durable_seq
 
     def flush_sync(self) -> int:
         """`flush` for code without an event loop at hand (shutdown, tests); blocks on fsync."""
         self._check_failure()
         if self._durable_seq < self._last_seq:
-            covered = self._write_buffer()
-            self._fsync(self._file.fileno())
-            self._durable_seq = max(self._durable_seq, covered)
+            try:
+                covered = self._write_buffer()
+                self.fsync_count += 1
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise self._fail(exc, "sync the journal") from None
+            self._now_durable(covered, self._written_bytes)
         return self._durable_seq
 
     def close(self) -> None:
-        """Flush what is buffered and close the file; appends after this raise."""
+        """Flush what is buffered and close the file; appends after this raise.
+
+        After a failure nothing more is written: the file stays cut back to its last durable record.
+        """
         if self._closed:
             return
         try:
@@ -197,38 +262,70 @@ class JournalWriter:
                 self.flush_sync()
         finally:
             self._closed = True
+            self._sync_thread.stop()  # before the fd goes: a sync in flight must not hit another file
             self._file.close()
 
-    async def _sync_once(self) -> None:
+    def _start_sync(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the buffer now and hand the sync of everything written to the sync thread."""
         try:
             covered = self._write_buffer()
-            await asyncio.to_thread(self._fsync, self._file.fileno())
-            self._durable_seq = max(self._durable_seq, covered)
         except OSError as exc:
-            self._failure = exc
-        finally:
-            self._sync = None
+            self._fail(exc, "write the journal")
+            return
+        size = self._written_bytes
+        self._syncing = True
+        self.fsync_count += 1
+        self._sync_thread.submit(self._fd, loop, lambda error: self._synced(loop, covered, size, error))
+
+    def _synced(self, loop: asyncio.AbstractEventLoop, covered: int, size: int, error: OSError | None) -> None:
+        """On the loop: a sync ended; wake the flushes it covered and start the next one if any wait."""
+        self._syncing = False
+        if self._closed:
+            return
+        if error is not None:
+            self._fail(error, "sync the journal")
+            return
+        self._now_durable(covered, size)
+        if self._waiters:
+            self._start_sync(loop)
+
+    def _now_durable(self, covered: int, size: int) -> None:
+        self._durable_seq = max(self._durable_seq, covered)
+        self._durable_bytes = max(self._durable_bytes, size)
+        waiting = []
+        for target, waiter in self._waiters:
+            if waiter.done():  # its caller was cancelled
+                continue
+            if min(target, self._last_seq) <= self._durable_seq:  # a retract may lower the target
+                waiter.set_result(None)
+            else:
+                waiting.append((target, waiter))
+        self._waiters = waiting
 
     def _write_buffer(self) -> int:
         """Hand the buffered lines to the OS (in seq order, on the loop thread); returns their last seq."""
         if self._buffer:
-            lines, self._buffer = self._buffer, []
-            try:
-                self._file.write(b"".join(lines))
-                self._file.flush()
-            except OSError as exc:
-                self._failure = exc
-                raise
+            data = b"".join(self._buffer)
+            self._buffer = []
+            _write_all(self._fd, data)
             self._written_seq = self._last_seq
+            self._written_bytes += len(data)
         return self._written_seq
 
-    def _fsync(self, fd: int) -> None:
-        self.fsync_count += 1
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            self._failure = exc
-            raise
+    def _fail(self, error: OSError, doing: str) -> JournalFailure:
+        """The first failure sticks: cut the file back to its durable records and fail every flush."""
+        if self._failure is None:
+            self._failure = JournalFailure(self.path, self._durable_seq, error, doing)
+            try:  # a torn or unsynced tail would only be cut again by --resume; cutting needs no space
+                os.ftruncate(self._fd, self._durable_bytes)
+                os.fsync(self._fd)
+            except OSError:
+                pass  # --resume cuts what is left of a torn tail
+        waiters, self._waiters = self._waiters, []
+        for _, waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(self._failure)
+        return self._failure
 
     def _check_open(self) -> None:
         if self._closed:
@@ -238,9 +335,14 @@ class JournalWriter:
         # After a failed write or fsync the file's durable content is unknown (the kernel may have
         # dropped the dirty pages), so the writer refuses to acknowledge anything more.
         if self._failure is not None:
-            raise JournalError(
-                self.path, self._durable_seq + 2, None, f"journal write failed: {self._failure}"
-            ) from self._failure
+            raise self._failure
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte (a write that fills the disk may write part and then fail)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -257,6 +359,20 @@ def _fsync_directory(directory: Path) -> None:
 
 class _SeqGap(BadRecord):
     """A valid record with the wrong seq: a crash cannot cause it, so it is never recovered."""
+
+
+def open_journal_file(path: Path) -> IO[bytes]:
+    """Open a journal for reading: a regular file, or `JournalError` saying in words why not.
+
+    Checked before opening, since opening a FIFO blocks until a writer comes.
+    """
+    problem = regular_file_problem(path, must_exist=True)
+    if problem is not None:
+        raise JournalError(path, 0, None, problem)
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise JournalError(path, 0, None, describe(exc, path)) from None
 
 
 def read_header_line(path: Path, file: IO[bytes]) -> dict[str, Any]:
@@ -302,7 +418,7 @@ def iter_journal(path: Path) -> Iterator[dict[str, Any]]:
     included, raises `JournalError`.
     """
     path = Path(path)
-    with open(path, "rb") as file:
+    with open_journal_file(path) as file:
         read_header_line(path, file)
         for line_no, _, record in _records(file):
             if isinstance(record, BadRecord):
@@ -313,7 +429,7 @@ def iter_journal(path: Path) -> Iterator[dict[str, Any]]:
 def read_header(path: Path) -> dict[str, Any]:
     """The header of a journal (line 1), validated."""
     path = Path(path)
-    with open(path, "rb") as file:
+    with open_journal_file(path) as file:
         return read_header_line(path, file)
 
 
@@ -329,7 +445,7 @@ def read_journal(
     path = Path(path)
     records: list[dict[str, Any]] = []
     torn: tuple[int, int, BadRecord] | None = None
-    with open(path, "rb") as file:
+    with open_journal_file(path) as file:
         header = read_header_line(path, file)
         for line_no, offset, record in _records(file):
             if torn is not None:  # a bad record with a line after it: damage, not a torn write
@@ -359,12 +475,19 @@ def cut_torn_tail(path: Path, keep_bytes: int, kept_records: int, reason: str) -
     while broken.exists():  # never overwrite the evidence of an earlier recovery
         broken = path.with_name(f"{path.name}.broken.{counter}")
         counter += 1
-    shutil.copyfile(path, broken)
-    with open(broken, "rb") as copy:
-        os.fsync(copy.fileno())
-    with open(path, "r+b") as file:
-        size = os.fstat(file.fileno()).st_size
-        file.truncate(keep_bytes)
-        os.fsync(file.fileno())
-    _fsync_directory(path.parent)
+    try:
+        shutil.copyfile(path, broken)
+        with open(broken, "rb") as copy:
+            os.fsync(copy.fileno())
+    except OSError as exc:  # no room for the copy (a full disk): the journal is left as it is
+        broken.unlink(missing_ok=True)
+        raise JournalFailure(path, kept_records, exc, f"keep a copy of the torn tail in {broken.name}") from None
+    try:
+        with open(path, "r+b") as file:
+            size = os.fstat(file.fileno()).st_size
+            file.truncate(keep_bytes)
+            os.fsync(file.fileno())
+        _fsync_directory(path.parent)
+    except OSError as exc:
+        raise JournalFailure(path, kept_records, exc, "cut the torn tail") from None
     return Recovery(path, kept_records, size - keep_bytes, broken, reason)

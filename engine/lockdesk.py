@@ -41,7 +41,7 @@ from engine.locks import LockManager
 from engine.payloads import LockType
 from engine.protocol import MANAGER_ID
 from engine.recorder import Recorder
-from engine.resources import normalise_resource
+from engine.resources import LockError, normalise_resource
 
 Granted = Callable[[list[Grant], float], None]  # the grants, and how long the request waited
 Refused = Callable[[str, Conflict | None], None]  # why, and who stood in the way (if anybody)
@@ -55,6 +55,7 @@ class FileHooks(Protocol):
     def before_release(self, grants: Iterable[Grant]) -> None: ...
     def after_release(self) -> None: ...
     def forget_grants(self, grants: Iterable[Grant]) -> None: ...
+    def leases_expired(self, grants: Iterable[Grant]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +85,11 @@ class _Waiting:
 
 class LockDesk:
     def __init__(self, locks: LockManager, files: FileHooks, recorder: Recorder, *,
-                 undefer: Callable[[], None]) -> None:
+                 undefer: Callable[[], None], canonical: Callable[[str], str] = normalise_resource) -> None:
         self._locks = locks
+        # Every resource id that enters the desk is made canonical here (engine/resources.py):
+        # resolved through the workspace's symlinks, so two names of one file are one lock.
+        self.canonical = canonical
         self._files = files
         self._recorder = recorder
         self._emit = recorder.emit
@@ -106,6 +110,7 @@ class LockDesk:
         refused.  `claim` names the task whose attempt the grants are for (None: the agent's own);
         `task_id` is what the grants are tagged with.  Raises LockError for a malformed request."""
         wait = wait or bool(wait_ms)
+        requests = [(self.canonical(resource_id), mode) for resource_id, mode in requests]
         decision = self._locks.decide(owner, requests, ttl=ttl, wait=wait, request_id=request_id, task_id=task_id)
         subject = decision.conflict.resource_id if decision.conflict else self._first_path(requests)
         if decision.status == "refused":
@@ -125,7 +130,7 @@ class LockDesk:
         return Outcome("granted", grants)
 
     def _first_path(self, requests: Sequence[tuple[str, LockType]]) -> str:
-        return normalise_resource(requests[0][0]) if requests else ""
+        return requests[0][0] if requests else ""
 
     def _queue(self, decision: AcquireResult, waiting: _Waiting) -> None:
         assert decision.queued is not None and decision.request_id is not None
@@ -333,6 +338,7 @@ class LockDesk:
         if expired:
             self._end(expired, lambda: [self._emit(LockReleased(lock_id=g.lock_id, reason="expired", by=MANAGER_ID))
                                         for g in expired], hold_back=True)
+            self._files.leases_expired(expired)  # a silent holder's commands may still write
         for delay in ended:
             self._locks.end_delay(delay)
         self._wake(paths)
@@ -371,6 +377,10 @@ class LockDesk:
 
     def find(self, owner: str, resource_id: str) -> str | None:
         """The id of `owner`'s lock on exactly `resource_id`, if it holds one."""
+        try:
+            resource_id = self.canonical(resource_id)
+        except LockError:
+            return None  # no lock can be held on an id that is refused
         for grant in self._locks.grants_of(owner):
             if grant.resource_id == resource_id:
                 return grant.lock_id

@@ -5,6 +5,13 @@ Messages to agents wait in an outbox until the journal has flushed the events th
 message the transport delivers is recorded as a `message` event, with the reply latency of a reply
 to a request the manager received.  The manager's inbox is read in batches: every message already
 waiting is decided before work is placed, so placement runs once per batch, not once per message.
+
+Two exceptions keep a lock round trip at one sync (docs/journal.md, "Durability and latency"):
+events nobody waits on (a delivered message's own record, a heartbeat) become durable within
+`SYNC_SOON`, carried by the next flush someone waits on, instead of syncing at once and making
+the next request wait behind that sync; and a batch of release answers only (`EARLY_TYPES`) goes
+out without waiting, since it hands nothing to anyone.  When the journal fails, nothing more is
+sent and `until` raises the failure, which stops the sprint.
 """
 
 from __future__ import annotations
@@ -14,13 +21,18 @@ import logging
 from collections.abc import Callable
 
 from engine.events import Event, MessageRecorded
-from engine.protocol import MANAGER_ID, IPCMessage, ProtocolError
+from engine.journal import JournalFailure
+from engine.protocol import MANAGER_ID, IPCMessage, MessageType, ProtocolError
 from engine.recorder import Recorder
 from engine.transports.base import Inbox, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
 INBOX_BATCH = 256  # messages decided before placement runs and the loop gets a turn
+SYNC_SOON = 0.005  # seconds within which an event nobody waits on is made durable
+# Answers that may go before the events that led to them are durable: a release answer gives its
+# agent nothing (the release took a right away, and any grant it caused waits for the sync).
+EARLY_TYPES = frozenset({MessageType.RESOURCE_UNLOCK})
 Post = Callable[[IPCMessage], None]
 
 
@@ -30,6 +42,9 @@ class Mail:
         self._recorder = recorder
         self._outbox: list[IPCMessage] = []
         self._wake = asyncio.Event()
+        self._sync_timer: asyncio.TimerHandle | None = None
+        self._failed = asyncio.Event()
+        self.failure: JournalFailure | None = None  # the journal failed: nothing more is sent
         self._requests_seen: dict[str, float] = {}  # request message id -> arrival (for latency)
         transport.tap(self._record)
         self.inbox: Inbox = transport.subscribe(MANAGER_ID)
@@ -46,7 +61,18 @@ class Mail:
             self._requests_seen[message.id] = self._recorder.clock()
 
     def _nudge(self, event: Event) -> None:
-        self._wake.set()  # every event is made durable soon, whether or not a message waits on it
+        """Every event is made durable within SYNC_SOON, whether or not a message waits on it."""
+        if self._sync_timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # before the loop runs (a resumed manager): the flusher's first round
+                self._wake.set()
+                return
+            self._sync_timer = loop.call_later(SYNC_SOON, self._sync_due)
+
+    def _sync_due(self) -> None:
+        self._sync_timer = None
+        self._wake.set()
 
     def _record(self, message: IPCMessage) -> None:
         arrived = self._requests_seen.pop(message.correlation_id, None) if message.correlation_id else None
@@ -57,17 +83,40 @@ class Mail:
             self._recorder.emit(MessageRecorded(message=message.wire_dict(), latency_ms=latency_ms))
 
     async def flusher(self) -> None:
-        while True:
+        """Deliver whenever woken; ends when the journal fails (`until` then raises it)."""
+        while self.failure is None:
             await self._wake.wait()
             self._wake.clear()
             await self.deliver()
+
+    async def until(self, done: asyncio.Event) -> None:
+        """Wait for `done`; raise the journal's `JournalFailure` instead if it fails first (or meanwhile)."""
+        if self.failure is None and not done.is_set():
+            waits = [asyncio.ensure_future(done.wait()), asyncio.ensure_future(self._failed.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+        if self.failure is not None:
+            raise self.failure
 
     async def deliver(self) -> None:
         """Make the journal durable first: no agent hears of a decision the journal could lose."""
         outbox, self._outbox = self._outbox, []  # taken first: a message posted mid-flush waits for the next one
         journal = self._recorder.journal
-        if journal is not None:
-            await journal.flush()
+        if self.failure is not None:
+            return  # the journal cannot keep what a message would announce: nothing more is sent
+        if journal is not None and not (outbox and all(message.type in EARLY_TYPES for message in outbox)):
+            try:
+                await journal.flush()
+            except JournalFailure as failure:
+                self.failure = failure
+                self._failed.set()
+                return
+            if self._sync_timer is not None and journal.durable_seq == journal.last_seq:
+                self._sync_timer.cancel()  # all durable: a timer sync now would only delay the next request
+                self._sync_timer = None
         for message in outbox:
             try:
                 await self.transport.send(message)

@@ -35,7 +35,7 @@ from engine.conflicts import FileGuard
 from engine.dag import build_dag
 from engine.events import Event, SprintStarted
 from engine.handlers import MessageHandlers
-from engine.journal import JournalWriter
+from engine.journal import JournalFailure, JournalWriter
 from engine.lockdesk import LockDesk
 from engine.locks import LockManager
 from engine.mail import Mail
@@ -48,7 +48,9 @@ from engine.protocol import BROADCAST, MANAGER_ID, IPCMessage, MessageType, make
 from engine.recorder import Recorder
 from engine.recovery import ErrorRecoveryManager
 from engine.refusal import Refusal
+from engine.resources import resource_ids_in
 from engine.scheduler import Scheduler
+from engine.supervisor import LocalSupervisor, Restarts
 from engine.transports.base import Transport
 from engine.transports.inproc import InProcessTransport
 from engine.welcome import welcome
@@ -81,11 +83,16 @@ class SprintManager:
         lock_manager = LockManager(clock, default_ttl=settings.lock_ttl, lock_delay=settings.lock_delay)
         self.files = FileGuard(workspace, self.recorder, lock_manager.covering, journal.path if journal else None)
         self.locks = LockDesk(lock_manager, self.files, self.recorder,
-                              undefer=lambda: self.scheduler.undefer_all(self.state))
+                              undefer=lambda: self.scheduler.undefer_all(self.state),
+                              canonical=resource_ids_in(workspace))
         self.mail = Mail(self.transport, self.recorder)
-        self.attempts = Attempts(plan, self.recorder, self.mail.post, self.locks, self.scheduler, seed=seed, speed=speed)
+        self.attempts = Attempts(plan, self.recorder, self.mail.post, self.locks, self.scheduler, seed=seed, speed=speed,
+                                 contested=self.files.contested)
         self.locks.after_timer = self.attempts.dispatch
-        self.recovery = ErrorRecoveryManager(settings, self.recorder, self.mail.post, self.attempts.agent_died)
+        self.recovery = ErrorRecoveryManager(settings, self.recorder, self.mail.post, self.attempts.agent_died,
+                                             heard_from=self.files.contested.settle)
+        self.restarts = Restarts(self.recorder.emit, settings.max_agent_restarts, lambda: self.finished)
+        self.supervisor = LocalSupervisor(self.restarts, self.attempts.agent_died)
         self.handlers = MessageHandlers(self.recorder, self.mail, self.locks, self.attempts, self.files,
                                         self.scheduler, self.recovery, self.welcome, plan)
         self.operators = Operators(self.recorder, self.attempts, self.locks, self.files, self.scheduler)
@@ -156,12 +163,19 @@ class SprintManager:
     async def execute_sprint(self, *, keep_watching: bool = False) -> SprintResult:
         """The seed's executeSprint: start local agents, run every task, return the outcome.
 
+        Raises `JournalFailure`, after stopping everything, when the journal cannot be written.
+
         With `keep_watching` (the dashboard) only the agents stop at the end: the manager keeps
         watching files and taking operator actions (conflict resolution) until `stop()`.
         """
         self.agents = start_local_agents(self.plan, self.transport, self.workspace, seed=self.seed, speed=self.speed)
+        self.supervisor.watch(self.agents)
         await self.start()
-        await self.attempts.finished.wait()
+        try:
+            await self.mail.until(self.attempts.finished)
+        except JournalFailure:  # nothing more can be acknowledged: the sprint stops here
+            await self.stop()
+            raise
         if keep_watching:
             await self._stop_agents()
         else:
@@ -183,6 +197,8 @@ class SprintManager:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             self._loops.remove(task)
+        self.recovery.stop()
+        await self.supervisor.stop()
         await self.mail.deliver()
         agents, self.agents = self.agents, []
         for agent in agents:
@@ -197,7 +213,7 @@ class SprintManager:
         self._loops = []
         await self._stop_agents()
         self.locks.stop()
-        if self.journal is not None:
+        if self.journal is not None and self.journal.failure is None:
             self.journal.flush_sync()
         if self._gc_thresholds is not None:
             collector_restored(self._gc_thresholds)

@@ -77,6 +77,23 @@ class MarkedLoader(Composer, _EventSource, SafeConstructor, Resolver):
         Composer.__init__(self)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
+        self.duplicates: list[tuple[int, str]] = []  # (line, message) of each key written twice
+
+    def note_duplicates(self, node: yaml.MappingNode) -> None:
+        """Record each key a mapping writes twice: YAML would keep the last silently.
+
+        Only the mapping's own keys count; one that overrides a `<<` merge is YAML doing its job.
+        """
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in first:
+                self.duplicates.append((line, f"duplicate key {_quoted(key)} (first on line {first[key]}): "
+                                              "only one of the two would be kept"))
+            else:
+                first[key] = line
 
 
 def _construct_map(loader: MarkedLoader, node: yaml.MappingNode) -> Iterator[MarkedDict]:
@@ -84,6 +101,7 @@ def _construct_map(loader: MarkedLoader, node: yaml.MappingNode) -> Iterator[Mar
     data.line = node.start_mark.line + 1
     data.key_lines = {}
     yield data  # yielded first so that anchors referring back to this mapping resolve
+    loader.note_duplicates(node)  # before the merge below mixes in keys that may be overridden
     data.update(loader.construct_mapping(node))  # flattens `<<` merges into node.value
     for key_node, _ in node.value:
         data.key_lines[loader.construct_object(key_node)] = key_node.start_mark.line + 1
@@ -108,6 +126,11 @@ MarkedLoader.add_implicit_resolver(
 )
 
 
+def _quoted(key: Any) -> str:
+    text = repr(key) if isinstance(key, str) else str(key)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def line_at(root: Any, loc: Sequence[Any]) -> int:
     """The line of the deepest node of `loc` that exists in the document."""
     node = root
@@ -125,8 +148,9 @@ def line_at(root: Any, loc: Sequence[Any]) -> int:
 # ---------------------------------------------------------------- reading a file
 
 
-def read_document(path: Path) -> tuple[Any, str]:
-    """The parsed document and the sha256 hex digest of the file's bytes.
+def read_document(path: Path) -> tuple[Any, str, list[tuple[int, str]]]:
+    """The parsed document, the sha256 hex digest of the file's bytes, and (line, message) for
+    each key written twice in one mapping (the document holds the last of them).
 
     Raises `UnreadableDocument` when the file cannot be read, is not UTF-8, or is not YAML.
     """
@@ -145,12 +169,14 @@ def read_document(path: Path) -> tuple[Any, str]:
         raise UnreadableDocument(line, f"not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
     if path.suffix.lower() == ".json":
         text = text.replace("\t", " ")  # JSON allows tabs between tokens, YAML does not
+    loader = MarkedLoader(text)  # what yaml.load does, keeping the loader for its duplicates
     try:
-        # A SafeLoader's parts; PyYAML's stubs accept only its own loader classes as `Loader`.
-        document = yaml.load(text, Loader=MarkedLoader)  # type: ignore[arg-type]  # noqa: S506
+        document = loader.get_single_data()
     except (yaml.YAMLError, RecursionError) as exc:
         raise UnreadableDocument(*_yaml_problem(exc, text)) from None
-    return document, hashlib.sha256(data).hexdigest()
+    finally:
+        loader.dispose()
+    return document, hashlib.sha256(data).hexdigest(), loader.duplicates
 
 
 def _yaml_problem(exc: BaseException, text: str) -> tuple[int, str]:

@@ -55,7 +55,7 @@ class StateModel(BaseModel):
             super().__setattr__(name, value)
 
 
-ConflictReason = Literal["no_lock", "read_lock_only", "checksum_mismatch", "several_writers"]
+ConflictReason = Literal["no_lock", "read_lock_only", "checksum_mismatch", "several_writers", "superseded_holder"]
 FileChange = Literal["created", "modified", "deleted", "renamed"]
 
 

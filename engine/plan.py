@@ -26,19 +26,42 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
+from engine.identifiers import MAX_ID_LENGTH, shown
 from engine.marked_yaml import MarkedDict, UnreadableDocument, read_document
 from engine.models import AgentConfig, AgentKind, ResourceLimits
-from engine.plan_checks import AgentLinks, Entry, TaskLinks, agents_with, cross_check
+from engine.payloads import LockType, Priority
+from engine.plan_checks import (
+    AgentLinks,
+    Entry,
+    TaskLinks,
+    agents_with,
+    check_resource_links,
+    check_timings,
+    check_workspace,
+    cross_check,
+)
 from engine.plan_problems import PlanError as PlanError  # callers import both from here
 from engine.plan_problems import Problem as Problem
 from engine.plan_problems import Report, suggest
-from engine.plan_values import Duration, Names, ResourcePath, Size, Text, one_or_many, show
-from engine.payloads import LockType, Priority
+from engine.plan_values import (
+    Duration,
+    Id,
+    Names,
+    ResourcePath,
+    SizeLimit,
+    SprintName,
+    Text,
+    TimeLimit,
+    Title,
+    one_or_many,
+    show,
+)
 
 Coordination = Literal["sequential", "parallel", "collaborative"]
 
@@ -73,8 +96,21 @@ class Settings(SpecModel):
     heartbeat_interval: Duration = 1.0
     heartbeat_timeout: Duration = 5.0
     lock_delay: Duration = 1.0
-    max_retries: int = Field(default=2, ge=0)
-    rogue_edits: int = Field(default=0, ge=0)  # simulated agents' unlocked edits, to exercise conflicts
+    max_retries: int = Field(default=2, ge=0, le=100)
+    rogue_edits: int = Field(default=0, ge=0, le=1000)  # simulated agents' unlocked edits, to exercise conflicts
+    # A closed connection marks its agent disconnected at once, and dead after this grace unless it
+    # is back: a killed process's work moves on well before its heartbeats would have timed out.
+    disconnect_grace: Duration = 0.5
+    max_task_deaths: int = Field(default=3, ge=1, le=100)  # agents dying under one task before it fails
+    max_agent_restarts: int = Field(default=5, ge=0, le=100)  # restarts of one crashed agent (serve --spawn, embedded)
+
+    @field_validator("disconnect_grace")
+    @classmethod
+    def _disconnect_grace(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("heartbeat_timeout", 5.0)
+        if not 0 < value <= timeout:
+            raise ValueError(f"should be more than 0 and at most heartbeat_timeout ({timeout:g}s), got {value:g}s")
+        return value
 
 
 class AgentSpec(SpecModel):
@@ -84,21 +120,25 @@ class AgentSpec(SpecModel):
     kind: AgentKind = "simulated"
     capabilities: Names = []
     specializations: Names = []
-    max_concurrent_tasks: int = Field(default=1, ge=1)
-    max_execution_time: Duration | None = None  # seconds
-    max_memory_usage: Size | None = None  # bytes
+    max_concurrent_tasks: int = Field(default=1, ge=1, le=100)
+    max_execution_time: TimeLimit | None = None  # seconds
+    max_memory_usage: SizeLimit | None = None  # bytes
     failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)  # simulated agents only
+    # The seed's AgentConfig.dependencies: agents that must be ready before this one gets work.
+    dependencies: Names = Field(default=[], exclude_if=_unset)
     # Claude Code agents (left out of the plan's JSON when unset, so older journals read the same):
     role: str | None = Field(default=None, min_length=1, exclude_if=_unset)  # standing instructions
     model: str | None = Field(default=None, min_length=1, exclude_if=_unset)  # kind: claude only, as below
     allowed_tools: Names = Field(default=[], exclude_if=_unset)
-    max_turns: int | None = Field(default=None, ge=1, exclude_if=_unset)
+    max_turns: int | None = Field(default=None, ge=1, le=10000, exclude_if=_unset)
 
     @field_validator("id")
     @classmethod
     def _id_pattern(cls, value: str) -> str:
+        if len(value) > MAX_ID_LENGTH:
+            raise ValueError(f"agent id {shown(value)} is too long (at most {MAX_ID_LENGTH} characters)")
         if not AGENT_ID_PATTERN.fullmatch(value):
-            raise ValueError(f"agent id {value!r} must match [a-z0-9_-]+")
+            raise ValueError(f"agent id {shown(value)} must match [a-z0-9_-]+")
         return value
 
     @model_validator(mode="after")
@@ -139,8 +179,8 @@ class ResourceSpec(SpecModel):
 class TaskSpec(SpecModel):
     """A task as declared; who may take it is `Plan.capable_agents`."""
 
-    id: str = Field(min_length=1)
-    title: Text = ""  # default: the id
+    id: Id = Field(min_length=1)
+    title: Title = ""  # default: the id
     description: Text | None = Field(default=None, exclude_if=_unset)  # what a Claude Code agent is told to do
     agent: str | None = None
     requires: Names = []
@@ -152,7 +192,7 @@ class TaskSpec(SpecModel):
     priority: Priority = "medium"
     estimate: Duration = 1.0  # seconds
     command: Text | None = None
-    max_retries: int = Field(default=2, ge=0)  # default: settings.max_retries (set by the plan)
+    max_retries: int = Field(default=2, ge=0, le=100)  # default: settings.max_retries (set by the plan)
 
     @model_validator(mode="after")
     def _defaults(self) -> TaskSpec:
@@ -170,7 +210,7 @@ class TaskSpec(SpecModel):
 class _Header(SpecModel):
     """The top-level scalars, validated apart so that broken agents or tasks do not hide them."""
 
-    sprint: Text
+    sprint: SprintName
     description: Text = ""
     workspace: str | None = None
 
@@ -239,20 +279,29 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     source = Path(path)
     report = Report(os.fspath(path))
     try:
-        root, digest = read_document(source)
+        root, digest, duplicates = read_document(source)
     except UnreadableDocument as exc:
         raise PlanError([Problem(report.file, exc.line, exc.message)]) from None
     report.root = root
+    for line, message in duplicates:
+        report.add(line, message)
     if not _check_top(root, report):
-        raise PlanError(report.problems)
+        raise PlanError(sorted(report.problems, key=lambda problem: problem.line))
 
     header_keys = {key: root[key] for key in ("sprint", "description", "workspace") if key in root}
     header = _validate(report, _Header, header_keys, (), None)
     raw_settings = root.get("settings")
     settings = _validate(report, Settings, {} if raw_settings is None else raw_settings, ("settings",), "settings")
+    timings = settings or _quietly(Settings, _timings_of(raw_settings))  # a bad max_retries hides no livelock
+    if timings is not None:
+        check_timings(report, timings)
     agents = _validate_items(root, "agents", AgentSpec, AgentLinks, report)
     tasks = _validate_items(root, "tasks", TaskSpec, TaskLinks, report)
     cross_check(report, agents, tasks)
+    workspace = check_workspace(report, source, root.get("workspace"))
+    if workspace is not None:
+        check_resource_links(report, workspace, tasks)
+    _check_agent_dependencies(report, agents)
 
     if report.problems:
         raise PlanError(sorted(report.problems, key=lambda problem: problem.line))
@@ -286,6 +335,47 @@ def _plan(
         task_lines={entry.raw["id"]: entry.raw.line for entry in tasks},
         agent_lines={entry.raw["id"]: entry.raw.line for entry in agents},
     )
+
+
+def _check_agent_dependencies(report: Report, agents: Sequence[Entry[AgentSpec, object]]) -> None:
+    """Each agent's `dependencies` name other agents of the plan, and never lead back to it."""
+    depends = {entry.spec.id: entry for entry in agents if entry.spec is not None}
+    for agent_id, entry in depends.items():
+        assert entry.spec is not None
+        for index, other in enumerate(entry.spec.dependencies):
+            if other == agent_id:
+                report.at(("agents", entry.index, "dependencies", index), "dependencies: an agent cannot depend on itself", f"agent '{agent_id}'")
+            elif other not in depends:
+                report.at(("agents", entry.index, "dependencies", index),
+                          f"dependencies: unknown agent '{other}'{suggest(other, list(depends))}", f"agent '{agent_id}'")
+    for agent_id, entry in depends.items():
+        cycle = _dependency_cycle(agent_id, depends)
+        if cycle and cycle[0] == min(cycle):  # reported once, at the cycle's first agent
+            report.at(("agents", entry.index, "dependencies"),
+                      f"dependencies: agents depend on each other in a cycle ({' -> '.join(cycle + [cycle[0]])})",
+                      f"agent '{agent_id}'")
+
+
+def _dependency_cycle(start: str, depends: dict[str, Entry[AgentSpec, object]]) -> list[str]:
+    """The agents on a dependency cycle through `start` (empty if there is none)."""
+    path: list[str] = [start]
+    seen: set[str] = set()
+
+    def walk(agent_id: str) -> bool:
+        entry = depends.get(agent_id)
+        for other in entry.spec.dependencies if entry is not None and entry.spec is not None else []:
+            if other == start and len(path) > 1:
+                return True
+            if other in seen or other not in depends or other == agent_id:
+                continue
+            seen.add(other)
+            path.append(other)
+            if walk(other):
+                return True
+            path.pop()
+        return False
+
+    return path if walk(start) else []
 
 
 def _check_top(root: Any, report: Report) -> bool:
@@ -324,6 +414,11 @@ def _validate_items(
     return entries
 
 
+def _timings_of(raw_settings: Any) -> dict[str, Any]:
+    keys = ("heartbeat_interval", "heartbeat_timeout", "lock_ttl")
+    return {key: raw_settings[key] for key in keys if key in raw_settings} if isinstance(raw_settings, dict) else {}
+
+
 def _quietly(model: type[Links], value: Any) -> Links | None:
     """What the cross checks need of an item whose full spec failed, or None if even that is unreadable."""
     try:
@@ -335,7 +430,7 @@ def _quietly(model: type[Links], value: Any) -> Links | None:
 def _who(kind: str, item: Any, index: int) -> str:
     """`task 'x'` when the item has a usable id, else `task #3` (1-based, as people count)."""
     item_id = item.get("id") if isinstance(item, dict) else None
-    return f"{kind} '{item_id}'" if isinstance(item_id, str) and item_id else f"{kind} #{index + 1}"
+    return f"{kind} {shown(item_id)}" if isinstance(item_id, str) and item_id else f"{kind} #{index + 1}"
 
 
 # ---------------------------------------------------------------- pydantic's errors in an author's words

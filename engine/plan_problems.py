@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from engine.identifiers import shown
 from engine.marked_yaml import line_at
 
 
@@ -57,4 +58,4 @@ class Report:
 def suggest(word: Any, choices: Sequence[str]) -> str:
     """` (did you mean 'x'?)` for the closest choice, or nothing when none is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean {shown(close[0])}?)" if close else ""

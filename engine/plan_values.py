@@ -10,23 +10,38 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator
 
+from engine.identifiers import MAX_ID_LENGTH, id_problem, shown, text_problem
 from engine.resources import normalise_resource
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)")
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?b?|b)?", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+# Bounds that keep a plan's numbers meaning something to the engine: past 30 days a timer or an
+# estimate is a typo (`estimate: 1e308` left a simulated sprint asleep for good), and a memory limit
+# past a petabyte is no limit at all (and overflows RLIMIT_AS).
+MAX_DURATION = 30 * 24 * 3600.0
+MAX_SIZE = 1024**5
 
 
 def _number(value: Any) -> float | None:
-    """A real number from YAML (bools are not numbers here, although Python says they are)."""
+    """A real number from YAML (bools are not numbers here, although Python says they are).
+
+    An integer too large for a float is infinite here, so that it is refused as too large rather
+    than raising OverflowError.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def show(value: Any) -> str:
@@ -62,6 +77,8 @@ def parse_duration(value: Any) -> float:
         raise ValueError(
             f"invalid duration {show(value)} (use 500ms, 30s, 2m, 1h or a number of seconds)"
         )
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration {show(value)} is too long (at most {format_duration(MAX_DURATION)}, 30 days)")
     return seconds
 
 
@@ -87,6 +104,8 @@ def parse_size(value: Any) -> int:
             number = float(match.group(1)) * _SIZE_UNITS[unit[:1].lower()]
     if number is None or not math.isfinite(number) or number < 0:
         raise ValueError(f"invalid size {show(value)} (use 512MB, 1GB, 100KB or a number of bytes)")
+    if number > MAX_SIZE:
+        raise ValueError(f"size {show(value)} is too large (at most 1024TB)")
     return int(number)
 
 
@@ -103,8 +122,37 @@ def one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _refusing(problem_of: Callable[[str], str | None]) -> Callable[[str], str]:
+    """A validator that refuses a string `problem_of` finds fault with (engine/identifiers.py),
+    quoting it escaped and cut short: the message must not act in the terminal either."""
+
+    def check(value: str) -> str:
+        problem = problem_of(value)
+        if problem is not None:
+            raise ValueError(f"{shown(value)} {problem}")
+        return value
+
+    return check
+
+
+def _limit(value: float) -> float:
+    """A limit of 0 would fail every task at once; leaving the key out means no limit."""
+    if value <= 0:
+        raise ValueError("must be more than 0 (leave it out for no limit)")
+    return value
+
+
+_NAME = AfterValidator(_refusing(partial(text_problem, max_length=MAX_ID_LENGTH)))  # capabilities, tools
+_ID = AfterValidator(_refusing(id_problem))  # task ids and the sprint's name: parts of file names, too
+_ONE_LINE = AfterValidator(_refusing(partial(text_problem, max_length=1000)))  # titles
+
 Text = Annotated[str, BeforeValidator(_text)]
-Names = Annotated[list[str], BeforeValidator(one_or_many)]
+Title = Annotated[str, BeforeValidator(_text), _ONE_LINE]
+Names = Annotated[list[Annotated[str, _NAME]], BeforeValidator(one_or_many)]
+Id = Annotated[str, _ID]
+SprintName = Annotated[str, BeforeValidator(_text), _ID]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
+TimeLimit = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_limit)]
+SizeLimit = Annotated[int, BeforeValidator(parse_size), AfterValidator(_limit)]
 ResourcePath = Annotated[str, AfterValidator(normalise_resource)]

@@ -5,15 +5,22 @@ leaves those commands running (a test server, a watcher), and once the CLI is go
 orphans that no parent link leads to.  So each run is marked with an environment variable its
 descendants inherit, and ending the run ends every process that carries the mark (found through
 /proc on Linux; elsewhere only the process group is reached).
+
+`CommandGuard` is the other half: a command whose agent is killed (kill -9 included) dies with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
+import resource
 import secrets
 import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
@@ -62,3 +69,91 @@ async def end_run(process: asyncio.subprocess.Process, mark: dict[str, str]) -> 
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
         await process.wait()
+
+
+# ---------------------------------------------------------------- commands that die with their agent
+
+#: The watchdog's whole program.  It reads "+PGID"/"-PGID" lines from a pipe whose write end only
+#: the agent holds; the pipe reaches EOF when the agent is gone however it went (kill -9 included,
+#: since the kernel closes a dead process's descriptors), and then every group still registered is
+#: killed.  Standard library only, and started once per agent process.
+_WATCHDOG = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+fd, groups, rest = int(sys.argv[1]), set(), b""
+while chunk := os.read(fd, 4096):
+    *lines, rest = (rest + chunk).split(b"\\n")
+    for line in lines:
+        if line[:1] == b"+":
+            groups.add(int(line[1:]))
+        elif line[:1] == b"-":
+            groups.discard(int(line[1:]))
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+PR_SET_PDEATHSIG = 1
+
+
+class CommandGuard:
+    """Makes every command this process starts die with it, grandchildren included.
+
+    A command runs in a process group of its own (so a cancel kills all it started).  That group
+    would outlive a killed agent, re-parented to PID 1: so the child registers its group with a
+    watchdog process before it execs the command, and the watchdog kills the group when the agent's
+    end of their pipe closes.  The shell itself also gets a parent-death signal (PR_SET_PDEATHSIG),
+    which ends it even before the watchdog acts.  Elsewhere than Linux only the group is used.
+    """
+
+    def __init__(self) -> None:
+        self._write_fd: int | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._libc: ctypes.CDLL | None = None
+        self._pid = os.getpid()
+
+    def _start(self) -> int:
+        if self._write_fd is not None and self._pid == os.getpid():
+            if self._watchdog is None or self._watchdog.poll() is None:
+                return self._write_fd
+            os.close(self._write_fd)  # the watchdog was killed: start another
+        read_fd, write_fd = os.pipe()
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _WATCHDOG, str(read_fd)],
+            pass_fds=(read_fd,), stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        os.close(read_fd)
+        self._write_fd, self._pid = write_fd, os.getpid()
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError):
+                self._libc = ctypes.CDLL(None, use_errno=True)
+        return write_fd
+
+    def preexec(self, *, memory_limit: int | None = None) -> Callable[[], None]:
+        """The `preexec_fn` of a command's child (started with `start_new_session=True`): it
+        registers its group, asks for a parent-death signal, and caps its address space."""
+        write_fd = self._start()
+        libc, parent = self._libc, os.getpid()
+
+        def in_child() -> None:
+            if libc is not None:
+                libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() != parent:  # the agent died before the signal was armed
+                    os._exit(137)
+            with contextlib.suppress(OSError):  # no watchdog: the group and the signal still hold
+                os.write(write_fd, b"+%d\n" % os.getpid())
+            if memory_limit is not None:
+                resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+        return in_child
+
+    def forget(self, pgid: int) -> None:
+        """The group's command has ended: no need to kill it later (its id may be reused)."""
+        if self._write_fd is not None and self._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.write(self._write_fd, b"-%d\n" % pgid)
+
+
+GUARD = CommandGuard()

@@ -23,6 +23,7 @@ from engine import reducer_files, reducer_locks
 from engine.events import (
     Absent,
     AgentDead,
+    AgentRestarted,
     AgentRegistered,
     AgentSession,
     AgentStatus,
@@ -179,6 +180,10 @@ def _agent_status(state: ProjectState, body: AgentStatus, event: Event) -> None:
     agent = state.agents[body.agent_id]
     agent.status = "busy" if body.status == "ready" and agent.current_tasks else body.status  # type: ignore[assignment]
     agent.status_reason = body.reason if isinstance(body.reason, str) else None
+
+
+def _nothing_to_fold(state: ProjectState, body: object, event: Event) -> None:
+    """An event the journal keeps for people (a restart): the state follows from the events around it."""
 
 
 def _agent_session(state: ProjectState, body: AgentSession, event: Event) -> None:
@@ -353,6 +358,7 @@ _HANDLERS: dict[type, Handler] = {
     AgentSession: _agent_session,
     UsageRecorded: _usage_recorded,
     AgentDead: _agent_dead,
+    AgentRestarted: _nothing_to_fold,
     TaskReady: _task_ready,
     TaskAssigned: _task_assigned,
     TaskBlocked: _task_blocked,

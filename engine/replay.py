@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import binascii
 import bisect
+import os
 import sys
 import threading
 import zlib
 from array import array
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, time
 from itertools import accumulate, repeat
 from operator import itemgetter
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.events import Event, EventType
-from engine.journal import JournalError, Recovery, cut_torn_tail, read_header_line
+from engine.journal import JournalError, open_journal_file, read_header_line
 from engine.journal_codec import (
     CRC_END,
     CRC_PREFIX,
@@ -64,6 +66,27 @@ _READ_BUFFER = 1 << 18
 
 class ReplayError(JournalError):
     """The replayed state does not match a digest the live manager recorded."""
+
+
+@dataclass(frozen=True)
+class TornTail:
+    """A journal whose last line is cut short or corrupt (a crash mid-write): replay stops before it.
+
+    Replay never writes to the journal it reads; `run --resume`/`serve --resume` repair it.
+    """
+
+    path: Path
+    line: int
+    kept_records: int
+    torn_bytes: int
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}:{self.line}: the last record is torn ({self.reason}); replaying the "
+            f"{self.kept_records} records before it and leaving the file as it is "
+            f"(`sprintdeck run PLAN --resume {self.path}` repairs it)"
+        )
 
 
 def parse_time_of_day(text: str, start: datetime) -> datetime:
@@ -210,13 +233,13 @@ class ReplayCursor:
     `build_snapshots`, `state_at` and `seek_cost` are safe from any thread.
     """
 
-    def __init__(self, path: Path, header: dict[str, Any], scan: _Scan, recovery: Recovery | None,
+    def __init__(self, path: Path, header: dict[str, Any], scan: _Scan, torn: TornTail | None,
                  snapshot_every: int) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be at least 1")
         self.path = path
         self.header = header
-        self.recovery = recovery
+        self.torn = torn  # a torn last line, left in the file and not replayed
         self.total = scan.total
         self.snapshot_every = snapshot_every
         self._index = scan.index
@@ -238,19 +261,20 @@ class ReplayCursor:
 
     @classmethod
     def open(cls, path: Path, *, snapshot_every: int = 1000, block_bytes: int = BLOCK_BYTES) -> ReplayCursor:
-        """Check and index a journal; a torn last record is cut (a `.broken` copy kept) and reported.
+        """Check and index a journal, read-only; a torn last record is left out and described in `torn`.
 
         A bad record before the last raises `JournalError` naming its line and seq.  The journal
         is checked `block_bytes` at a time (any size gives the same result; the default is fast).
         """
         path = Path(path)
-        with open(path, "rb") as file:
+        with open_journal_file(path) as file:
             header = read_header_line(path, file)
             scan = _scan(path, file, block_bytes)
-        recovery = None
+            size = os.fstat(file.fileno()).st_size
+        torn = None
         if scan.torn is not None:
-            recovery = cut_torn_tail(path, scan.end, scan.total, scan.torn[1])
-        return cls(path, header, scan, recovery, snapshot_every)
+            torn = TornTail(path, scan.torn[0], scan.total, size - scan.end, scan.torn[1])
+        return cls(path, header, scan, torn, snapshot_every)
 
     def close(self) -> None:
         """Close the file; a `build_snapshots` running in another thread stops at its next snapshot."""

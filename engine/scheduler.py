@@ -76,6 +76,9 @@ class Scheduler:
         self._groups_with: dict[str, list[_Group]] = {}  # agent -> the groups it belongs to
         self._queued: dict[str, int] = {}  # task -> rank it was pushed with (lazy deletion)
         self._deferred: set[str] = set()
+        # The seed's AgentConfig.dependencies: an agent takes work once every agent it depends on
+        # has been ready (a latch: a dependency that dies later does not stop it again).
+        self._waiting_on = {agent.id: set(agent.dependencies) for agent in plan.agents if agent.dependencies}
 
     # ------------------------------------------------------------ queue
 
@@ -174,6 +177,8 @@ class Scheduler:
         if state.meta.paused or not self._queued:
             return []
         free = _free_slots(state.agents.values())
+        if self._waiting_on:
+            self._gate_on_dependencies(state, free)
         # Per group, how many of its agents have room: kept up to date as slots are taken, so a
         # round asks one number per group instead of walking the group's agents.
         room = {group: sum(free[a] > 0 for a in group.agents) for group in self._groups.values()}
@@ -195,6 +200,15 @@ class Scheduler:
         for group, rank in skipped:
             heapq.heappush(group.heap, rank)
         return placements
+
+    def _gate_on_dependencies(self, state: ProjectState, free: dict[str, int]) -> None:
+        """No slots for an agent until the agents it depends on have all been ready."""
+        for agent_id, waiting in list(self._waiting_on.items()):
+            waiting -= {a for a in waiting if a in state.agents and state.agents[a].status in PLACEABLE_AGENT_STATUSES}
+            if waiting:
+                free[agent_id] = 0
+            else:
+                del self._waiting_on[agent_id]
 
     def _take(self, agent_id: str, slots: int, free: dict[str, int], room: dict[_Group, int]) -> None:
         """Use `slots` of an agent's free slots; when it fills up, its groups have one agent less with room."""

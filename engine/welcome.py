@@ -64,9 +64,7 @@ def hello_refusal(plan: Plan, agent_id: str, hello: AgentReadyPayload) -> tuple[
             (limits.max_execution_time is not None and spec.max_execution_time is not None,
              "payload.resourceLimits.maxExecutionTime", limits.max_execution_time, spec.max_execution_time),
         ]
-    planned_dependencies = getattr(spec, "dependencies", None)  # the plan's AgentConfig dependencies, when it has them
-    if planned_dependencies is not None:
-        checks.append((bool(hello.dependencies), "payload.dependencies", sorted(hello.dependencies), sorted(planned_dependencies)))
+    checks.append((bool(hello.dependencies), "payload.dependencies", sorted(hello.dependencies), sorted(spec.dependencies)))
     for was_given, field, value, planned in checks:
         if was_given and value != planned:
             return field, f"{value!r} contradicts the plan, where agent {agent_id!r} has {_plan_name(field)} {planned!r}"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ import pytest
 
 from engine.journal import (
     JournalError,
+    JournalFailure,
     JournalWriter,
     encode_record,
     iter_journal,
@@ -204,11 +208,14 @@ async def test_a_flush_waiting_for_a_retracted_record_returns(tmp_path: Path) ->
     """A flush that began before the retract only waits for what is still appended."""
     writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
     writer.append(**event(1))
+    syncing = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0)  # seq 1 is written and its sync is with the sync thread
     writer.append(**event(2))
     flushing = asyncio.create_task(writer.flush())
-    await asyncio.sleep(0)  # the flush has begun: its target is 2, its write not yet done
+    await asyncio.sleep(0)  # this flush waits for seq 2, still in the buffer behind the running sync
     writer.retract(2)
     assert await asyncio.wait_for(flushing, 5) == 1
+    assert await syncing == 1
     writer.close()
     assert [r["seq"] for r in read_journal(writer.path)[1]] == [1]
 
@@ -388,17 +395,15 @@ async def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
 
 
 async def test_caller_arriving_during_an_fsync_waits_for_the_next(tmp_path: Path, monkeypatch: Any) -> None:
-    import engine.journal as journal
-
     writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
-    release = asyncio.Event()
-    real_to_thread = asyncio.to_thread
+    release = threading.Event()
+    real_fdatasync = os.fdatasync
 
-    async def slow_to_thread(func: Any, *args: Any) -> Any:
-        await release.wait()  # hold the fsync "in flight" until the test says so
-        return await real_to_thread(func, *args)
+    def slow_fdatasync(fd: int) -> None:
+        release.wait(10)  # hold the sync "in flight" in the sync thread until the test says so
+        real_fdatasync(fd)
 
-    monkeypatch.setattr(journal.asyncio, "to_thread", slow_to_thread)
+    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
     writer.append(**event(1))
     first = asyncio.create_task(writer.flush())
     await asyncio.sleep(0.01)
@@ -426,20 +431,19 @@ async def test_flush_with_nothing_pending_does_not_fsync(tmp_path: Path) -> None
 
 
 async def test_failed_fsync_is_reported_and_sticks(tmp_path: Path, monkeypatch: Any) -> None:
-    import engine.journal as journal
-
     writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
 
-    def broken_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
+    def broken_fdatasync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(journal.os, "fsync", broken_fsync)
+    monkeypatch.setattr(os, "fdatasync", broken_fdatasync)
     writer.append(**event(1))
-    with pytest.raises(JournalError, match="Input/output error"):
+    with pytest.raises(JournalFailure, match="cannot sync the journal: input/output error") as failed:
         await writer.flush()
-    assert writer.durable_seq == 0
+    assert failed.value.durable_seq == 0 and writer.durable_seq == 0
     monkeypatch.undo()
     writer.append(**event(2))
-    with pytest.raises(JournalError, match="write failed"):
+    with pytest.raises(JournalFailure, match="valid up to seq 0"):
         await writer.flush()  # the file's state is unknown: nothing more is acknowledged
     writer.close()
+    assert read_journal(writer.path)[1] == []  # cut back to the last durable record: the header

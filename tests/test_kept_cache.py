@@ -110,18 +110,21 @@ async def test_the_holders_change_is_kept_as_the_last_good_content(tmp_path: Pat
 
 
 async def test_a_symlink_is_kept_as_its_target_text(tmp_path: Path) -> None:
-    """A link's checksum covers b"symlink:" + target: it must not name a regular file's blob."""
-    impostor = b"symlink:target.txt"  # a regular file whose content hashes like the link
-    engine = Engine(tmp_path, {"target.txt": "t\n", "impostor.txt": impostor})  # scanned at start
-    (engine.workspace / "link").symlink_to("target.txt")
+    """A link's checksum covers b"symlink:" + target: it must not name a regular file's blob.
+
+    (A lock asked on the link itself is a lock on the file it leads to; the link is kept as a
+    path under a locked directory.)"""
+    impostor = b"symlink:../target.txt"  # a regular file whose content hashes like the link
+    engine = Engine(tmp_path, {"target.txt": "t\n", "impostor.txt": impostor, "d/other.txt": "o\n"})
+    (engine.workspace / "d" / "link").symlink_to("../target.txt")
     async with engine:
         guard = engine.manager.files
-        assert guard.index.entries["link"].checksum == checksum_bytes(impostor)
+        assert guard.index.entries["d/link"].checksum == checksum_bytes(impostor)
         await engine.lock("alice", "impostor.txt", "read")
         assert guard.store.holds(checksum_bytes(impostor))
-        guard.index.entries["link"].racy = False
-        await engine.lock("alice", "link", "read")
-        assert guard.store.get(guard.kept["link"].base) == b"target.txt"
+        guard.index.entries["d/link"].racy = False
+        await engine.lock("alice", "d", "read")
+        assert guard.store.get(guard.kept["d/link"].base) == b"../target.txt"
 
 
 # ---------------------------------------------------------------- the store

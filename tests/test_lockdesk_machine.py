@@ -76,6 +76,9 @@ class Hooks:
     def forget_grants(self, grants: Any) -> None:
         pass
 
+    def leases_expired(self, grants: Any) -> None:
+        pass
+
 
 class FaultyJournal(JournalWriter):
     """A journal that can refuse the next `lock_granted` record once (a full disk, say)."""

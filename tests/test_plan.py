@@ -63,6 +63,7 @@ tasks:
 
 
 def write(tmp_path: Path, text: str, name: str = "plan.yaml") -> Path:
+    (tmp_path / "ws").mkdir(exist_ok=True)  # VALID's workspace: a plan's workspace must exist
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
     return path

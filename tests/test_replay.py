@@ -175,7 +175,7 @@ def test_parse_time_of_day(sample: Path) -> None:
 # ---------------------------------------------------------------- recovery and corruption
 
 
-def test_truncation_anywhere_in_the_last_record_recovers_the_prefix(tmp_path: Path) -> None:
+def test_truncation_anywhere_in_the_last_record_replays_the_prefix_read_only(tmp_path: Path) -> None:
     whole = SAMPLE_JOURNAL.read_bytes()
     last_start = whole.rindex(b"\n", 0, len(whole) - 1) + 1
     prefix = events_of(SAMPLE_JOURNAL)[:-1]
@@ -184,13 +184,13 @@ def test_truncation_anywhere_in_the_last_record_recovers_the_prefix(tmp_path: Pa
         journal = tmp_path / f"cut{cut}.jsonl"
         journal.write_bytes(whole[:cut])
         with ReplayCursor.open(journal) as cursor:
-            assert cursor.recovery is not None, cut
-            assert cursor.recovery.kept_records == len(prefix)
-            assert cursor.recovery.cut_bytes == cut - last_start
-            assert cursor.recovery.broken_copy.read_bytes() == whole[:cut]
+            assert cursor.torn is not None, cut
+            assert cursor.torn.kept_records == len(prefix) and cursor.torn.line == len(prefix) + 2
+            assert cursor.torn.torn_bytes == cut - last_start
             assert cursor.total == len(prefix)
             assert dumped(cursor.seek(cursor.total)) == expected
-        assert journal.read_bytes() == whole[:last_start]
+        assert journal.read_bytes() == whole[:cut]  # replay never writes: the torn tail is still there
+        assert not journal.with_name(journal.name + ".broken").exists()
 
 
 def test_cut_exactly_at_a_record_boundary_needs_no_recovery(tmp_path: Path) -> None:
@@ -199,7 +199,7 @@ def test_cut_exactly_at_a_record_boundary_needs_no_recovery(tmp_path: Path) -> N
     journal = tmp_path / "j.jsonl"
     journal.write_bytes(whole[:last_start])
     with ReplayCursor.open(journal) as cursor:
-        assert cursor.recovery is None and cursor.total == len(events_of(SAMPLE_JOURNAL)) - 1
+        assert cursor.torn is None and cursor.total == len(events_of(SAMPLE_JOURNAL)) - 1
 
 
 @pytest.mark.parametrize("line_no", [2, 60, 150, 250])

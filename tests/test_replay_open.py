@@ -69,7 +69,7 @@ def test_index_and_count_match_a_line_by_line_scan(count: int, chunk: int, tmp_p
     with ReplayCursor.open(journal, block_bytes=chunk) as cursor:
         assert cursor.total == total == count
         assert _every_event_found(cursor, total)
-        assert cursor.recovery is None
+        assert cursor.torn is None
         for seq in {1, count // 2 + 1, count}:
             assert cursor.event(seq).seq == seq
 
@@ -103,7 +103,7 @@ def test_a_flipped_byte_on_any_line_is_named_like_read_journal_names_it(chunk: i
         assert not journal.with_name(journal.name + ".broken").exists()
 
 
-def test_a_torn_tail_at_every_byte_is_cut_with_any_block_size(chunk: int, tmp_path: Path) -> None:
+def test_a_torn_tail_at_every_byte_is_left_out_with_any_block_size(chunk: int, tmp_path: Path) -> None:
     whole = SAMPLE_JOURNAL.read_bytes()
     last_start = whole.rindex(b"\n", 0, len(whole) - 1) + 1
     offsets, total = reference_index(SAMPLE_JOURNAL)
@@ -111,10 +111,10 @@ def test_a_torn_tail_at_every_byte_is_cut_with_any_block_size(chunk: int, tmp_pa
         journal = tmp_path / f"cut{cut}.jsonl"
         journal.write_bytes(whole[:cut])
         with ReplayCursor.open(journal, block_bytes=chunk) as cursor:
-            assert cursor.recovery is not None and cursor.recovery.cut_bytes == cut - last_start
+            assert cursor.torn is not None and cursor.torn.torn_bytes == cut - last_start
             assert cursor.total == total - 1
             assert _every_event_found(cursor, total - 1)
-        assert journal.read_bytes() == whole[:last_start]
+        assert journal.read_bytes() == whole[:cut]  # read-only
 
 
 def test_a_bad_line_followed_by_a_partial_one_is_damage_not_a_torn_tail(chunk: int, tmp_path: Path) -> None:

@@ -224,7 +224,8 @@ def test_random_dags_respect_dependencies_capacity_and_pins(raw_plan, seed) -> N
             load[agent] += 1
             owner[task.id] = agent
             assert load[agent] <= capacity[agent]
-        elif event.type in (EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TASK_CANCELLED):
+        elif event.type in (EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TASK_CANCELLED,
+                            EventType.TASK_REQUEUED):  # a requeued attempt (lock refused, agent died) frees its slot too
             if data["taskId"] in owner:
                 load[owner.pop(data["taskId"])] -= 1
             if event.type == EventType.TASK_COMPLETED:

@@ -14,20 +14,21 @@ from app.cli import EXIT_BAD_INPUT, EXIT_OK
 from engine.journal import JournalError
 from engine.manager import SprintResult
 from engine.metrics import sprint_metrics
+from engine.os_errors import os_problem
 from engine.replay import ReplayCursor
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        cursor = ReplayCursor.open(Path(args.journal))
-    except FileNotFoundError:
-        print(f"sprintdeck: {args.journal}: no such journal", file=sys.stderr)
+        cursor = ReplayCursor.open(Path(args.journal))  # read-only: never repairs what it reads
+    except OSError as exc:
+        print(f"sprintdeck: {os_problem(args.journal, exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (OSError, JournalError, ValueError) as exc:
+    except (JournalError, ValueError) as exc:
         print(f"sprintdeck: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if cursor.recovery is not None:
-        print(f"sprintdeck: recovered {cursor.recovery}", file=sys.stderr)
+    if cursor.torn is not None:
+        print(f"sprintdeck: {cursor.torn}", file=sys.stderr)
     try:
         if not args.headless:
             from app.replay_dashboard import run_replay  # Textual only when a dashboard is wanted

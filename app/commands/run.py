@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
+from app.cli import EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED, EXIT_OK, EXIT_TASKS_FAILED
 from engine.events import Event, TaskCancelled, TaskCompleted, TaskFailed
-from engine.journal import JournalError, JournalWriter, read_header
+from engine.journal import JournalError, JournalFailure, JournalWriter, read_header
 from engine.manager import SprintResult
+from engine.os_errors import os_problem
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
 from engine.transports.private import private_transport, serving
@@ -41,10 +42,13 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if args.resume:
         return resume(plan, args)
+    journal_path = Path(args.record) if args.record else default_journal_path(plan)
     try:
-        workspace = prepare_workspace(plan, args.workspace)
-        journal_path = Path(args.record) if args.record else default_journal_path(plan)
+        workspace = workspace_for(plan, args.workspace)
         journal = open_journal(journal_path, plan, args.seed, args.plan, workspace)
+    except JournalFailure as failure:  # not even the header could be written
+        print(f"sprintdeck: the sprint did not start: {failure}", file=sys.stderr)
+        return EXIT_JOURNAL_FAILED
     except (OSError, JournalError) as exc:
         print(f"sprintdeck: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -55,11 +59,31 @@ def main(args: argparse.Namespace) -> int:
         if not args.headless:
             return run_dashboard(plan, workspace, journal, journal_path, args)
         result = asyncio.run(run_headless(plan, workspace, journal, seed=args.seed, speed=speed))
+    except JournalFailure as failure:
+        return journal_failed(failure, args)
     finally:
         journal.close()
     if args.json:
         print(result_json(result))
     return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
+
+
+def workspace_for(plan: Plan, requested: str | None) -> Path:
+    """The sprint's workspace (`prepare_workspace`); an OS refusal is a `JournalError`-like sentence naming it."""
+    try:
+        return prepare_workspace(plan, requested)
+    except OSError as exc:
+        raise OSError(f"workspace {os_problem(requested or 'scratch copy', exc)}") from None
+
+
+def journal_failed(failure: JournalFailure, args: argparse.Namespace) -> int:
+    """The journal could not be written: say so, say how to go on, exit 3 (shared with `serve`)."""
+    command = "serve" if getattr(args, "listen", None) else "run"
+    listen = f" --listen {args.listen}" if command == "serve" else ""
+    print(f"sprintdeck: the sprint stopped: {failure}", file=sys.stderr)
+    print(f"sprintdeck: once the journal can be written again, continue with: "
+          f"sprintdeck {command} {args.plan}{listen} --resume {failure.path}", file=sys.stderr)
+    return EXIT_JOURNAL_FAILED
 
 
 def result_json(result: SprintResult) -> str:
@@ -111,6 +135,11 @@ def resume_inputs(plan: Plan, args: argparse.Namespace) -> tuple[Path, dict[str,
     return workspace, header
 
 
+def resume_problem(journal_path: Path, exc: Exception) -> str:
+    """Why a `--resume` cannot start, naming the journal once (a `JournalError` names it already)."""
+    return f"cannot resume: {exc}" if isinstance(exc, JournalError) else f"cannot resume {journal_path}: {exc}"
+
+
 def resume(plan: Plan, args: argparse.Namespace) -> int:
     """`run PLAN --resume JOURNAL`: continue a crashed sprint, appending to the same journal.
 
@@ -122,8 +151,11 @@ def resume(plan: Plan, args: argparse.Namespace) -> int:
         workspace, _ = resume_inputs(plan, args)
         journal, header, records, recovery = JournalWriter.resume(journal_path)
         check_resumable(plan, header, records)
+    except JournalFailure as failure:  # no room to repair the torn tail
+        print(f"sprintdeck: cannot resume: {failure}", file=sys.stderr)
+        return EXIT_JOURNAL_FAILED
     except (OSError, JournalError, ResumeError) as exc:
-        print(f"sprintdeck: cannot resume {journal_path}: {exc}", file=sys.stderr)
+        print(f"sprintdeck: {resume_problem(journal_path, exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if recovery is not None:
         print(f"sprintdeck: {recovery}", file=sys.stderr)
@@ -137,6 +169,8 @@ def resume(plan: Plan, args: argparse.Namespace) -> int:
         result = asyncio.run(
             run_headless(plan, workspace, journal, seed=seed, speed=speed, records=records)
         )
+    except JournalFailure as failure:
+        return journal_failed(failure, args)
     finally:
         journal.close()
     if args.json:
@@ -161,6 +195,8 @@ def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_p
     app.run()
     if transport is not None and transport.address.path:
         shutil.rmtree(Path(transport.address.path).parent, ignore_errors=True)
+    if journal.failure is not None:
+        return journal_failed(journal.failure, args)
     if not manager.finished:
         return EXIT_TASKS_FAILED
     return EXIT_OK if manager.metrics().completed_tasks == len(plan.tasks) else EXIT_TASKS_FAILED

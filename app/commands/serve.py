@@ -7,6 +7,10 @@ shell agents still run embedded in this process.  Each external agent gets a tok
 server reconnect to the new one), or kept in the one JSON file `--token-file` names (read when it
 exists, written when not).  Everything that can be refused - the address, the plan, the
 journal, the tokens - is checked before the journal is touched.
+
+With `--spawn` the server starts each external agent itself, as a `sprintdeck agent` process, and
+starts one again when it dies before the sprint is over (engine/supervisor.py).  A closed
+connection marks its agent disconnected at once and dead after `settings.disconnect_grace`.
 """
 
 from __future__ import annotations
@@ -21,14 +25,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
-from app.commands.run import DEFAULT_SPEED, ProgressLine, default_journal_path, open_journal, result_json, resume_inputs
+from app.cli import EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED, EXIT_OK, EXIT_TASKS_FAILED
+from app.commands.run import (
+    DEFAULT_SPEED,
+    ProgressLine,
+    default_journal_path,
+    journal_failed,
+    open_journal,
+    result_json,
+    resume_inputs,
+    resume_problem,
+)
 from app.source import ServedSource
 from engine.events import AgentDead, Event, SprintFinished
-from engine.journal import JournalError, JournalWriter
+from engine.journal import JournalError, JournalFailure, JournalWriter
 from engine.manager import SprintManager, SprintResult
+from engine.os_errors import regular_file_problem
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
+from engine.supervisor import ProcessSupervisor
 from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
 from engine.transports.socket import SocketTransport
 from engine.transports.tokens import (
@@ -60,10 +75,15 @@ class Served:
     seed: int
     speed: float
     records: list[dict[str, Any]] | None = None  # a resumed journal's records
+    spawn: bool = False  # start the external agents as processes, and keep them alive
 
 
 class BadInput(Exception):
-    """Printed as it is and exits 2."""
+    """Printed as it is and exits 2 (3 when the journal could not be written)."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def main(args: argparse.Namespace) -> int:
@@ -71,12 +91,15 @@ def main(args: argparse.Namespace) -> int:
         served = prepare(args)
     except BadInput as exc:
         print(exc, file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exc.code
     announce(served)
     try:
         if not args.headless:
-            return run_dashboard(served, args.theme)
+            code = run_dashboard(served, args.theme)
+            return journal_failed(served.journal.failure, args) if served.journal.failure else code
         result = asyncio.run(serve_headless(served))
+    except JournalFailure as failure:  # a full disk: the sprint stopped, exit 3
+        return journal_failed(failure, args)
     finally:
         served.journal.close()
         served.listener.close()
@@ -102,10 +125,13 @@ def prepare(args: argparse.Namespace) -> Served:
         try:
             workspace, header = resume_inputs(plan, args)
         except (OSError, JournalError, ResumeError) as exc:
-            raise BadInput(f"sprintdeck: cannot resume {journal_path}: {exc}") from None
+            raise BadInput(f"sprintdeck: {resume_problem(journal_path, exc)}") from None
         seed = int(header.get("seed", args.seed))
     else:
         journal_path = Path(args.record) if args.record else default_journal_path(plan)
+        problem = regular_file_problem(journal_path, must_exist=False)  # a directory, a FIFO, a device
+        if problem is not None:
+            raise BadInput(f"sprintdeck: {journal_path}: {problem}")
         if journal_path.exists() and journal_path.stat().st_size > 0:
             raise BadInput(f"sprintdeck: {journal_path}: journal already exists; refusing to overwrite it")
         workspace, seed = None, args.seed
@@ -158,7 +184,8 @@ def _open(
             journal = open_journal(journal_path, plan, seed, args.plan, workspace)
     except (OSError, JournalError, ResumeError) as exc:
         verb = f"cannot resume {journal_path}" if args.resume else str(journal_path)
-        raise BadInput(f"sprintdeck: {verb}: {exc}") from None
+        code = EXIT_JOURNAL_FAILED if isinstance(exc, JournalFailure) else EXIT_BAD_INPUT  # a full disk
+        raise BadInput(f"sprintdeck: {verb}: {exc}", code) from None
     assert workspace is not None
     return Served(
         plan=plan,
@@ -172,6 +199,7 @@ def _open(
         seed=seed,
         speed=args.speed or DEFAULT_SPEED,
         records=records,
+        spawn=bool(getattr(args, "spawn", False)),
     )
 
 
@@ -206,7 +234,11 @@ def announce(served: Served) -> None:
         print("sprintdeck: the plan has no external agents; nobody needs to connect", file=out)
         return
     print(f"sprintdeck: agent tokens in {served.tokens_at.path}", file=out)
-    external = [agent.id for agent in served.plan.agents if agent.kind == "external"]  # claude ones start here
+    external = external_agents(served.plan)  # claude ones start here
+    if served.spawn:
+        print(f"sprintdeck: starting {len(external)} agent process(es): {', '.join(external)}", file=out)
+        out.flush()
+        return
     for agent_id in external[:SHOWN_AGENT_COMMANDS]:
         token_file = served.tokens_at.file_for(agent_id)
         command = ["sprintdeck", "agent", "--connect", str(served.address), "--id", agent_id, "--token-file", str(token_file)]
@@ -217,12 +249,33 @@ def announce(served: Served) -> None:
 # ---------------------------------------------------------------- running
 
 
+def external_agents(plan: Plan) -> list[str]:
+    """The agents that connect from processes of their own (`sprintdeck agent`), in plan order."""
+    return [agent.id for agent in plan.agents if agent.kind == "external"]
+
+
+def agent_command(served: Served, agent_id: str) -> list[str]:
+    """How `--spawn` starts one external agent: this Python, this sprintdeck."""
+    token_file = served.tokens_at.file_for(agent_id)
+    return [sys.executable, "-m", "app.cli", "agent", "--connect", str(served.address), "--id", agent_id,
+            "--token-file", str(token_file), "--workspace", str(served.workspace)]
+
+
+def spawner(served: Served, manager: SprintManager) -> ProcessSupervisor | None:
+    """With `--spawn`, the supervisor of the external agents' processes."""
+    if not served.spawn:
+        return None
+    return ProcessSupervisor(external_agents(served.plan), lambda agent_id: agent_command(served, agent_id),
+                             manager.restarts, exited=manager.recovery.disconnected)
+
+
 def build(served: Served) -> tuple[SprintManager, SocketTransport]:
     """The manager on a socket transport; refusals are journaled, the end stops taking messages."""
     transport = SocketTransport(served.listener, served.address, tokens=served.tokens, local=claude_agents(served.plan))
     manager = sprint_manager(served.plan, served.records, workspace=served.workspace, journal=served.journal,
                              transport=transport, seed=served.seed, speed=served.speed)
     transport.on_refused = manager.refuse  # journaled as message_rejected (a security event if `security`)
+    transport.on_disconnected = manager.recovery.disconnected  # dead after disconnect_grace unless back
 
     def on_event(event: Event) -> None:
         body = event.body
@@ -241,10 +294,15 @@ async def serve_headless(served: Served) -> SprintResult:
     progress.done = sum(task.status == "completed" for task in manager.state.tasks.values())  # resumed
     manager.subscribe(progress.on_event)
     await transport.start()
+    agents = spawner(served, manager)
     try:
+        if agents is not None:
+            await agents.start()
         result = await manager.execute_sprint()
         await transport.finish()
     finally:
+        if agents is not None:
+            await agents.stop()
         await transport.close()
     progress.finish()
     return result
@@ -254,7 +312,8 @@ def run_dashboard(served: Served, theme: str | None) -> int:
     from app.dashboard import SprintDeckApp
 
     manager, transport = build(served)
-    app = SprintDeckApp(ServedSource(manager, transport, journal=str(served.journal_path)), theme_name=theme)
+    source = ServedSource(manager, transport, journal=str(served.journal_path), spawned=spawner(served, manager))
+    app = SprintDeckApp(source, theme_name=theme)
     app.run()
     if not manager.finished:
         return EXIT_TASKS_FAILED

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,10 @@ class LocalAgent:
         self.notes: dict[str, str] = {}  # task -> how its last attempt here ended: what it can tell a peer
         self._loops: list[asyncio.Task[None]] = []
         self.alive = False
+        self.last_beat = 0.0  # the loop time of the last heartbeat sent
+        #: Told (agent, how it ended) when the agent's own loop dies of an error: a crash, which a
+        #: supervisor answers by recording the death and starting the agent again (engine/supervisor.py).
+        self.on_crash: Callable[[LocalAgent, str], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -55,7 +60,25 @@ class LocalAgent:
             loop.create_task(self._serve(), name=f"agent-{self.id}"),
             loop.create_task(self._heartbeat(), name=f"agent-{self.id}-heartbeat"),
         ]
+        for task in self._loops:
+            task.add_done_callback(self._loop_ended)
         loop.create_task(self.send(MessageType.AGENT_READY, self._announcement()))
+
+    def restart(self) -> None:
+        """Start again after `stop` (a supervisor's restart): a fresh inbox, a fresh agent_ready."""
+        self.inbox = self.transport.subscribe(self.id)
+        self.start()
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None or not self.alive:
+            return
+        error = task.exception()
+        if isinstance(error, TransportError):  # its transport closed (the sprint is over): no crash
+            return
+        log.error("agent %s crashed: %r", self.id, error)
+        self.alive = False  # silent from now on, as a dead process is
+        if self.on_crash is not None:
+            self.on_crash(self, f"crashed: {error!r}")
 
     def _announcement(self) -> dict[str, Any]:
         return {
@@ -89,9 +112,19 @@ class LocalAgent:
             log.warning("agent %s could not send %s: %s", self.id, kind, exc)
 
     async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self.send(MessageType.HEARTBEAT, {"tasks": sorted(self._running), "load": len(self._running)})
+            self.last_beat = loop.time()
             await asyncio.sleep(self.heartbeat_interval)
+
+    def kill_now(self, task_ids: list[str]) -> None:
+        """Stop these attempts at once and without a word (they were superseded: an outcome would
+        be refused).  A shell agent kills their process groups before this returns."""
+        for task_id in task_ids:
+            running = self._running.pop(task_id, None)
+            if running is not None:
+                running[1].cancel()
 
     async def _serve(self) -> None:
         while True:
@@ -122,10 +155,27 @@ class LocalAgent:
         except (TransportError, ProtocolError) as exc:
             log.warning("agent %s could not answer a request for help: %s", self.id, exc)
 
+    #: Whether `execute` stops itself at `time_limit` (a shell agent kills its process group and
+    #: says so); otherwise `_run_task` cancels it there.
+    enforces_time_limit = False
+
+    def time_limit(self, assign: TaskAssignPayload) -> float | None:
+        """The attempt's max_execution_time in seconds (the assignment's, else the agent's), or None."""
+        return assign.max_execution_time or self.spec.max_execution_time
+
+    async def _execute_in_time(self, assign: TaskAssignPayload) -> Outcome:
+        limit = self.time_limit(assign)
+        if limit is None or self.enforces_time_limit:
+            return await self.execute(assign)
+        try:
+            return await asyncio.wait_for(self.execute(assign), timeout=limit)
+        except TimeoutError:
+            return Outcome(ok=False, error=f"exceeded max_execution_time of {limit:g}s and was stopped")
+
     async def _run_task(self, assign: TaskAssignPayload) -> None:
         base = {"taskId": assign.task_id, "attempt": assign.attempt}
         try:
-            outcome = await self.execute(assign)
+            outcome = await self._execute_in_time(assign)
         except asyncio.CancelledError:
             return
         except Exception as exc:  # an agent bug fails the attempt instead of hanging it

@@ -35,6 +35,8 @@ STDERR_LIMIT = 500
 
 
 class ClaudeAgent(LocalAgent):
+    enforces_time_limit = True  # it stops `claude -p` and says so itself
+
     def __init__(self, spec: AgentSpec, transport: Transport, *, workspace: Path, heartbeat_interval: float,
                  sprint: str) -> None:
         super().__init__(spec, transport, workspace=workspace, heartbeat_interval=heartbeat_interval)

@@ -9,7 +9,10 @@ either side may have lost something while it was down:
 * an outcome the agent sent that never reached the journal - it is sent again while the manager
   still shows that attempt live (the attempt number fences a duplicate, so nothing completes twice);
 * an attempt the manager gave to someone else meanwhile (the agent was declared dead) - the agent
-  stops it, since its result would be refused anyway.
+  kills its command before it does anything else (the welcome lists the attempts still its own),
+  since its result would be refused and its writes would land under another agent's lock.  An
+  agent that finds it was silent for longer than the heartbeat timeout (it was stopped, SIGSTOP)
+  knows the manager has declared it dead, and does the same before its next message.
 
 So after every handshake the agent asks for the manager's tasks and locks (`state_request`, at low
 priority so that the messages it just re-sent are handled first) and reconciles.  An assignment
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,7 @@ class RemoteBehaviour(LocalAgent):
         super().__init__(*args, **kwargs)
         self._outcomes: dict[str, tuple[int, MessageType, dict[str, Any]]] = {}  # task -> last outcome
         self._reconciling: asyncio.Task[None] | None = None
+        self.silence_limit: float | None = None  # the manager's heartbeat timeout, from the welcome
 
     # ------------------------------------------------------------ messages
 
@@ -74,6 +79,7 @@ class RemoteBehaviour(LocalAgent):
         return (running is not None and running[0] == attempt) or (outcome is not None and outcome[0] == attempt)
 
     async def send(self, kind: MessageType, payload: dict[str, Any], *, priority: str = "medium") -> None:
+        self._after_silence()
         if kind in (MessageType.TASK_COMPLETE, MessageType.TASK_FAILED):
             self._outcomes[payload["taskId"]] = (payload["attempt"], MessageType(kind), payload)
         await super().send(kind, payload, priority=priority)
@@ -90,8 +96,31 @@ class RemoteBehaviour(LocalAgent):
 
     # ------------------------------------------------------------ reconciling
 
+    def _after_silence(self) -> None:
+        """Silent past the heartbeat timeout (stopped): every attempt here was taken away, so their
+        commands die before anything is said; the reconcile takes up any the manager still had."""
+        now = asyncio.get_running_loop().time()
+        if self.silence_limit is None or not self._running or not self.last_beat:
+            return
+        if now - self.last_beat > self.silence_limit:
+            log.info("silent for %.1fs (more than the heartbeat timeout): stopping %s", now - self.last_beat,
+                     ", ".join(sorted(self._running)))
+            self.last_beat = now
+            self.kill_now(list(self._running))
+            self.schedule_reconcile()
+
+    def stop_superseded(self, assignments: list[dict[str, Any]]) -> None:
+        """Kill the commands of attempts the manager no longer gives this agent (it was declared dead)."""
+        live = {(item.get("taskId"), item.get("attempt")) for item in assignments}
+        gone = [task_id for task_id, (attempt, _) in self._running.items() if (task_id, attempt) not in live]
+        if gone:
+            log.info("declared dead meanwhile: stopping %s", ", ".join(sorted(gone)))
+            self.kill_now(gone)
+
     def schedule_reconcile(self, reconnected: bool = False) -> None:
         """After a handshake: agree with the manager (a newer handshake supersedes an older one)."""
+        if reconnected and isinstance(self.transport, SocketClient):
+            self.stop_superseded(list(self.transport.welcome.get("assignments") or []))
         if self._reconciling is not None:
             self._reconciling.cancel()
         self._reconciling = asyncio.get_running_loop().create_task(self.reconcile(), name=f"agent-{self.id}-reconcile")
@@ -166,8 +195,9 @@ def build_agent(client: SocketClient, welcome: dict[str, Any], *, simulate: bool
     if not where.is_dir():
         raise RemoteAgentError(f"workspace {where} does not exist here; pass --workspace DIR")
     interval = float(welcome.get("heartbeatInterval") or DEFAULT_HEARTBEAT)
+    agent: RemoteBehaviour
     if simulate:
-        return RemoteSimulatedAgent(
+        agent = RemoteSimulatedAgent(
             spec,
             client,
             workspace=where,
@@ -175,7 +205,11 @@ def build_agent(client: SocketClient, welcome: dict[str, Any], *, simulate: bool
             seed=int(welcome.get("seed") or 0),
             speed=float(welcome.get("speed") or DEFAULT_SPEED),
         )
-    return RemoteShellAgent(spec, client, workspace=where, heartbeat_interval=interval)
+    else:
+        agent = RemoteShellAgent(spec, client, workspace=where, heartbeat_interval=interval)
+    timeout = welcome.get("heartbeatTimeout")
+    agent.silence_limit = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
+    return agent
 
 
 def _spec(agent_id: str, welcome: dict[str, Any]) -> AgentSpec:
@@ -188,16 +222,24 @@ def _spec(agent_id: str, welcome: dict[str, Any]) -> AgentSpec:
     return AgentSpec(id=agent_id, kind="external")
 
 
-async def serve_agent(client: SocketClient, *, simulate: bool, workspace: Path | None) -> RemoteBehaviour | None:
+async def serve_agent(
+    client: SocketClient, *, simulate: bool, workspace: Path | None,
+    build: Callable[[SocketClient, dict[str, Any]], RemoteBehaviour] | None = None,
+) -> RemoteBehaviour | None:
     """Connect, run assignments until the server says the sprint is over, then stop.
 
-    Raises `HandshakeRefused`, `ServerUnreachable` or `RemoteAgentError`; returns the agent (None
-    when the sprint was already over at the first connection).
+    `build` makes the agent from the welcome instead of `build_agent` (the client library's
+    agents, engine/agents/client.py).  Raises `HandshakeRefused`, `ServerUnreachable` or
+    `RemoteAgentError`; returns the agent (None when the sprint was already over at the first
+    connection).
     """
     welcome = await client.connect()
     if client.finished:
         return None
-    agent = build_agent(client, welcome, simulate=simulate, workspace=workspace)
+    if build is not None:
+        agent = build(client, welcome)
+    else:
+        agent = build_agent(client, welcome, simulate=simulate, workspace=workspace)
     client.events.connected = _chain(client.events.connected, agent.schedule_reconcile)
     agent.start()
     agent.schedule_reconcile()

@@ -4,7 +4,7 @@ Importing this package registers every kind, so any journal record can be decode
 """
 
 from engine.events.base import ABSENT, Absent, decode_body, Event, event_kind, EventBody, EventDecodeError, EventType, iso_from_ns, iso_utc, Json
-from engine.events.sprint import SprintStarted, SprintPaused, SprintResumed, SprintFinished, SprintRecovered, StateDigest, AgentRegistered, AgentStatus, AgentDead, AgentSession, UsageRecorded
+from engine.events.sprint import SprintStarted, SprintPaused, SprintResumed, SprintFinished, SprintRecovered, StateDigest, AgentRegistered, AgentStatus, AgentDead, AgentRestarted, AgentSession, UsageRecorded
 from engine.events.tasks import TaskEvent, TaskReady, TaskAssigned, TaskBlocked, TaskUnblocked, TaskStarted, TaskProgress, TaskCompleted, TaskFailed, TaskRequeued, TaskCancelled, TaskPriority, TaskReset, CompletionRefused
 from engine.events.locks import LockItem, LockEvent, LockGranted, LockQueued, LockReleased, LockRenewed, WaiterRemoved, LockRefused
 from engine.events.messages import MessageRecorded, MessageRejected, OperatorAction
@@ -15,6 +15,7 @@ __all__ = [
     "Absent",
     "AgentDead",
     "AgentRegistered",
+    "AgentRestarted",
     "AgentSession",
     "AgentStatus",
     "CompletionRefused",

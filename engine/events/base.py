@@ -62,6 +62,7 @@ class EventType(StrEnum):
     AGENT_REGISTERED = "agent_registered"
     AGENT_STATUS = "agent_status"  # paused / resumed / unresponsive / recovered
     AGENT_DEAD = "agent_dead"
+    AGENT_RESTARTED = "agent_restarted"  # a supervisor started a crashed agent again
     AGENT_SESSION = "agent_session"  # a Claude Code session now is (or no longer is) the agent
     USAGE_RECORDED = "usage_recorded"  # what an attempt spent on a language model
     TASK_READY = "task_ready"

@@ -100,6 +100,23 @@ class AgentDead(EventBody):
         return self.agent_id
 
 
+@event_kind(EventType.AGENT_RESTARTED)
+@dataclass(slots=True, kw_only=True)
+class AgentRestarted(EventBody):
+    """A crashed agent started again by its supervisor (`serve --spawn`, or the embedded agents'),
+    after `delay` seconds of back-off; `restart` counts them, up to `settings.max_agent_restarts`."""
+
+    agent_id: str
+    restart: int = 1
+    reason: str = ""  # how the previous run ended
+    delay: float = 0.0
+    pid: int | Absent = ABSENT  # the new process, when it is one
+
+    @property
+    def subject(self) -> str:
+        return self.agent_id
+
+
 @event_kind(EventType.AGENT_SESSION)
 @dataclass(slots=True, kw_only=True)
 class AgentSession(EventBody):

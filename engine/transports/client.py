@@ -225,8 +225,8 @@ class SocketClient(Transport):
         self.welcome = dict(answer.payload.data)
         self._link = link
         self.connections += 1
+        self.events.connected(self.connections > 1)  # first: an agent stops superseded work before it says more
         self._flush(writer)
-        self.events.connected(self.connections > 1)
 
     async def _await_answer(self, link: _Link, hello: IPCMessage) -> IPCMessage:
         """Lines up to the reply to `hello`; messages queued for the agent before it are kept."""

@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 from collections.abc import Callable, Collection, Mapping
 
 from engine.protocol import (
@@ -62,6 +63,7 @@ class _Connection:
         self.hello_id: str | None = None  # its agent_ready, until the manager answers it
         self.pump: asyncio.Task[None] | None = None
         self.closing = False
+        self.peer_pid = _peer_pid(writer)  # a Unix socket peer's process, else None
 
     def write(self, message: IPCMessage) -> None:
         if not self.closing and not self.writer.is_closing():
@@ -94,6 +96,8 @@ class SocketTransport(InProcessTransport):
         super().__init__()
         self.address = address
         self.on_refused = on_refused
+        #: Called with (agent id, peer pid or None) when an agent's own connection closes mid-sprint.
+        self.on_disconnected: Callable[[str, int | None], None] | None = None
         self._listener = listener
         self._tokens = dict(tokens)
         self._server: asyncio.AbstractServer | None = None
@@ -360,6 +364,8 @@ class SocketTransport(InProcessTransport):
         if connection.agent_id is not None and self._bound.get(connection.agent_id) is connection:
             del self._bound[connection.agent_id]
             log.info("agent %s disconnected; its messages wait in its inbox", connection.agent_id)
+            if self._inbound and self.on_disconnected is not None:
+                self.on_disconnected(connection.agent_id, connection.peer_pid)
         connection.close()
 
     # ------------------------------------------------------------ refusals
@@ -419,6 +425,18 @@ def _without_token(message: IPCMessage) -> IPCMessage:
 
 def _finished(agent_id: str) -> IPCMessage:
     return make_message(MessageType.BROADCAST_INFO, MANAGER_ID, agent_id, {"info": SPRINT_FINISHED})
+
+
+def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
+    """The process at the other end of a Unix socket (SO_PEERCRED, Linux), else None."""
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except OSError:
+        return None
+    return pid or None
 
 
 def _peer_name(writer: asyncio.StreamWriter) -> str:
