@@ -388,3 +388,43 @@ def test_the_managers_news_reaches_every_agent_and_an_agent_process_prints_a_dea
             if m["type"] == "broadcast_info" and m["to"] == "broadcast"]
     assert ("sprint_started", None) in news
     assert ("agent_joined", "beta") in news and ("agent_died", "beta") in news
+
+
+HELPER = '''
+from engine.agents.client import Agent, AssistanceRequest, Task
+
+
+class Helper(Agent):
+    async def execute_task(self, task: Task) -> None:
+        return None
+
+    async def provide_assistance(self, request: AssistanceRequest) -> str | None:
+        return f"{request.requester} asked about {request.topic}: looks fine"
+
+
+Helper.main()
+'''
+
+
+def test_the_client_library_answers_help_the_manager_brokers(run_dir: Path) -> None:
+    """A library agent is found by its capability and answers the asker it is told of."""
+    (run_dir / "helper.py").write_text(HELPER)
+    with served(run_dir) as (path, tokens, journal):
+        env = {**ENV, "PYTHONPATH": str(ROOT)}
+        err = (run_dir / "helper.err").open("wb")
+        helper = subprocess.Popen([sys.executable, str(run_dir / "helper.py"), "--connect", f"unix:{path}", "--id", "beta",
+                                   "--token-file", str(tokens / "beta.token")], env=env, stderr=err)
+        try:
+            alpha = Raw(path, "alpha")
+            alpha.join(token(tokens, "alpha"))
+            deadline = time.monotonic() + GUARD
+            while not any(r["agentId"] == "beta" for r in records_of(journal, EventType.AGENT_STATUS)):
+                assert time.monotonic() < deadline and helper.poll() is None, (run_dir / "helper.err").read_text()
+                time.sleep(0.05)
+            (answer,) = alpha.replies_to(alpha.send("request_assistance", {"topic": "the plan", "capability": "review"},
+                                                    reply=True), quiet=2.0)
+        finally:
+            helper.terminate()
+            helper.wait(timeout=GUARD)
+    assert answer["payload"] == {"topic": "the plan", "details": "alpha asked about the plan: looks fine",
+                                 "agentId": "beta", "helped": True}
