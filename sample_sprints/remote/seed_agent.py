@@ -160,18 +160,20 @@ class SeedAgent:
         try:
             with open(os.path.join(self.workspace, "build", "greet"), "rb") as file:
                 build = "sha256:" + hashlib.sha256(file.read()).hexdigest()
-            if self.args.fail_first and task["attempt"] == 1:
-                error = f"first attempt of {task['taskId']} fails on purpose (--fail-first)"
-                self.link.send("agent_error", {"error": error})
-                self.link.send("task_failed", {**base, "error": error, "retryable": True})
-                time.sleep(RECOVERY)  # the dashboard shows it in error meanwhile, and gives it no work
-                self.link.send("agent_ready", {"agentId": self.id, "capabilities": self.args.capabilities})
-                return
-            self.write_review(task, grant, build)
+            failing = self.args.fail_first and task["attempt"] == 1
+            if not failing:
+                self.write_review(task, grant, build)
         finally:
             released = self.link.request("resource_unlock", {"resourceId": REVIEW_FILE, "lockId": grant["lockId"]})
             if released["type"] != "resource_unlock":
                 self.say(f"could not release {REVIEW_FILE}: {released['payload']}")
+        if failing:
+            error = f"first attempt of {task['taskId']} fails on purpose (--fail-first)"
+            self.link.send("agent_error", {"error": error})
+            self.link.send("task_failed", {**base, "error": error, "retryable": True})
+            time.sleep(RECOVERY)  # the dashboard shows it in error meanwhile, and gives it no work
+            self.link.send("agent_ready", {"agentId": self.id, "capabilities": self.args.capabilities})
+            return
         answer = self.link.request("request_assistance", {"topic": "how did the build go?", "taskId": "build"},
                                    timeout=10.0)
         said = answer["payload"]
