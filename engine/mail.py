@@ -29,6 +29,7 @@ from engine.transports.base import Inbox, Transport, TransportError
 log = logging.getLogger(__name__)
 
 INBOX_BATCH = 256  # messages decided before placement runs and the loop gets a turn
+STOP_DELIVERY_TIMEOUT = 2.0  # seconds the stop waits to send replies already decided
 SYNC_SOON = 0.005  # seconds within which an event nobody waits on is made durable
 # Answers that may go before the events that led to them are durable: a release answer gives its
 # agent nothing (the release took a right away, and any grant it caused waits for the sync).
@@ -102,26 +103,51 @@ class Mail:
             raise self.failure
 
     async def deliver(self) -> None:
-        """Make the journal durable first: no agent hears of a decision the journal could lose."""
+        """Make the journal durable first: no agent hears of a decision the journal could lose.
+
+        Cancelled midway (the manager stopping), what was not yet sent goes back to the front of
+        the outbox, so `stop` still delivers it instead of losing a reply it already decided.
+        """
         outbox, self._outbox = self._outbox, []  # taken first: a message posted mid-flush waits for the next one
+        sent = 0
+        try:
+            if not await self._durable_for(outbox):
+                return
+            for message in outbox:
+                try:
+                    await self.transport.send(message)
+                except (TransportError, ProtocolError) as exc:
+                    log.warning("could not deliver %s to %s: %s", message.type, message.to, exc)
+                sent += 1
+        except asyncio.CancelledError:
+            self._outbox[:0] = outbox[sent:]
+            raise
+
+    async def _durable_for(self, outbox: list[IPCMessage]) -> bool:
+        """Flush the journal unless only early answers wait; False once the journal has failed."""
         journal = self._recorder.journal
         if self.failure is not None:
-            return  # the journal cannot keep what a message would announce: nothing more is sent
-        if journal is not None and not (outbox and all(message.type in EARLY_TYPES for message in outbox)):
+            return False  # the journal cannot keep what a message would announce: nothing more is sent
+        if journal is None or (outbox and all(message.type in EARLY_TYPES for message in outbox)):
+            return True
+        try:
+            await journal.flush()
+        except JournalFailure as failure:
+            self.failure = failure
+            self._failed.set()
+            return False
+        if self._sync_timer is not None and journal.durable_seq == journal.last_seq:
+            self._sync_timer.cancel()  # all durable: a timer sync now would only delay the next request
+            self._sync_timer = None
+        return True
+
+    async def deliver_rest(self) -> None:
+        """At stop: send what is decided but unsent, bounded so a peer that never reads cannot hold it."""
+        if self._outbox:
             try:
-                await journal.flush()
-            except JournalFailure as failure:
-                self.failure = failure
-                self._failed.set()
-                return
-            if self._sync_timer is not None and journal.durable_seq == journal.last_seq:
-                self._sync_timer.cancel()  # all durable: a timer sync now would only delay the next request
-                self._sync_timer = None
-        for message in outbox:
-            try:
-                await self.transport.send(message)
-            except (TransportError, ProtocolError) as exc:
-                log.warning("could not deliver %s to %s: %s", message.type, message.to, exc)
+                await asyncio.wait_for(self.deliver(), STOP_DELIVERY_TIMEOUT)
+            except TimeoutError:
+                log.warning("stopping with %d message(s) undelivered", len(self._outbox))
 
     async def serve(self, decide: Callable[[IPCMessage], None], placed: Callable[[], None]) -> None:
         """Decide every message already waiting, then place work once for the whole batch.

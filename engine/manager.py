@@ -211,6 +211,7 @@ class SprintManager:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
+        await self.mail.deliver_rest()  # replies already decided (a cancelled flusher put them back)
         await self._stop_agents()
         self.locks.stop()
         if self.journal is not None and self.journal.failure is None:
