@@ -1,8 +1,11 @@
 """The seed's handleIPCMessage: one place where every message to the manager is decided.
 
 One method per message type, each taking that type's message class (so its payload is typed).
-Before any of them runs, the sender is checked: manager-only types are refused, and an agent the
-sprint does not know must introduce itself with `agent_ready` first.  A message that cannot be
+Before any of them runs, the sender is checked: the manager's types and notices are refused, so is
+anything but help and news addressed to another agent (`agent_traffic_refusal`), and an agent the
+sprint does not know must introduce itself with `agent_ready` first.  Help asked of the manager is
+brokered (engine/assistance.py), state is pushed to subscribers (engine/state_push.py) and
+sprint-level events are announced (engine/announcements.py).  A message that cannot be
 accepted is refused through one path (`engine/refusal.py`): journaled as `message_rejected`, and
 its sender, when the manager can reach it, told which field was wrong.  A bug in a handler is
 refused the same way instead of stopping the sprint.
@@ -14,6 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from engine.announcements import Announcements
+from engine.assistance import AssistanceDesk
 from engine.attempts import Attempts
 from engine.conflicts import FileGuard
 from engine.events import (
@@ -25,19 +30,24 @@ from engine.events import (
     TaskStarted,
     UsageRecorded,
 )
-from engine.lock_records import Conflict, Grant
+from engine.lock_records import Grant
+from engine.lock_replies import conflict_reply, grant_reply
 from engine.lockdesk import LockDesk
 from engine.locks import LockError
 from engine.mail import Mail
 from engine.models import TaskState
+from engine.plan import Plan
 from engine.payloads import LockRef, Usage
 from engine.protocol import (
     AgentBusyMessage,
+    AgentErrorMessage,
     AgentLeaveMessage,
     AgentReadyMessage,
     HeartbeatMessage,
     IPCMessage,
-    MANAGER_ONLY_TYPES,
+    MANAGER_ID,
+    ProvideAssistanceMessage,
+    RequestAssistanceMessage,
     MessageType,
     ProtocolError,
     ResourceLockMessage,
@@ -50,34 +60,45 @@ from engine.protocol import (
     TaskUpdateMessage,
     reply_to,
     WELCOME,
+    agent_traffic_refusal,
 )
 from engine.recorder import Recorder
 from engine.recovery import ErrorRecoveryManager
 from engine.refusal import refusal_of
+from engine.replies import OneReply
 from engine.resources import covers
 from engine.scheduler import Placement, Scheduler
+from engine.state_push import StatePush, state_sections
+from engine.welcome import hello_refusal
 
 log = logging.getLogger(__name__)
 
+STATUS_REASON_CHARS = 200  # of an agent's own error, shown beside its status
+
 #: What does not count as an agent acting again after it said it waits.
-_NOT_ACTIVITY = frozenset({MessageType.HEARTBEAT, MessageType.AGENT_BUSY})
+_NOT_ACTIVITY = frozenset({MessageType.HEARTBEAT, MessageType.AGENT_BUSY, MessageType.AGENT_ERROR})
 
 
 class MessageHandlers:
     def __init__(self, recorder: Recorder, mail: Mail, desk: LockDesk, attempts: Attempts, files: FileGuard,
                  scheduler: Scheduler, heartbeats: ErrorRecoveryManager,
-                 welcome: Callable[[str], dict[str, Any]]) -> None:
+                 welcome: Callable[[str], dict[str, Any]], plan: Plan) -> None:
+        self._plan = plan  # what a joining agent's AgentConfig is checked against
         self._state = recorder.state
         self._emit = recorder.emit
         self._wall_at = recorder.wall_at
         self._mail = mail
-        self._post = mail.post
+        self._replies = OneReply(mail.post)  # every request gets exactly one reply
+        self._post = self._replies.post
         self._desk = desk
         self._attempts = attempts
         self._files = files
         self._scheduler = scheduler
         self._heartbeats = heartbeats
         self._welcome = welcome  # what a joining agent is told (its plan entry, timings, workspace)
+        self.assistance = AssistanceDesk(self._state, self._post)
+        self.state_push = StatePush(recorder, self._post)
+        self.announcements = Announcements(recorder, self._post)
         self._handlers: dict[type[IPCMessage], Callable[[Any], None]] = {
             HeartbeatMessage: self._on_heartbeat,
             AgentReadyMessage: self._on_agent_ready,
@@ -91,11 +112,15 @@ class MessageHandlers:
             TaskClaimMessage: self._on_task_claim,
             AgentLeaveMessage: self._on_agent_leave,
             AgentBusyMessage: self._on_agent_busy,
+            AgentErrorMessage: self._on_agent_error,
+            RequestAssistanceMessage: self._on_request_assistance,
+            ProvideAssistanceMessage: self._on_provide_assistance,
         }
 
     def decide(self, message: IPCMessage) -> None:
         self._heartbeats.saw(message.from_, handshake=message.type == MessageType.AGENT_READY)
         self._mail.received(message)
+        self._replies.begin(message)
         try:
             self._check_sender(message)
             self._note_activity(message)
@@ -107,17 +132,23 @@ class MessageHandlers:
         except Exception as exc:  # a bug must not stop the sprint; it is recorded and logged
             log.exception("internal error handling %s from %s", message.type, message.from_)
             self.refuse(message, "", f"internal error: {exc!r}")
+        self._replies.end(message)
 
     def _check_sender(self, message: IPCMessage) -> None:
-        if message.type in MANAGER_ONLY_TYPES:
-            raise ProtocolError("type", f"{message.type} is sent by the sprint manager only")
+        refused = agent_traffic_refusal(message)
+        if refused is not None:
+            raise ProtocolError(*refused)
         if message.from_ not in self._state.agents and message.type != MessageType.AGENT_READY:
             raise ProtocolError("from", f"unknown agent {message.from_!r}; send agent_ready first")
 
     def _note_activity(self, message: IPCMessage) -> None:
-        """An agent that was waiting (for a human) and acts again is working: it is ready again."""
+        """An agent that was waiting (for a human) and acts again is working: it is ready again.
+        One that reported an error of its own is ready again when it says so (agent_ready)."""
         agent = self._state.agents.get(message.from_)
-        if agent is not None and agent.status == "waiting" and message.type not in _NOT_ACTIVITY:
+        if agent is None:
+            return
+        if (agent.status == "waiting" and message.type not in _NOT_ACTIVITY) or (
+                agent.status == "error" and message.type == MessageType.AGENT_READY):
             self._emit(AgentStatus(agent_id=agent.id, status="ready"))
 
     def refuse(self, message: IPCMessage, field: str, reason: str) -> None:
@@ -126,6 +157,8 @@ class MessageHandlers:
         self._emit(refusal.event())
         if message.from_ in self._state.agents:
             self._post(refusal.reply(message))
+        else:
+            self._replies.answered()  # an unknown sender cannot be reached
 
     # ------------------------------------------------------------ agents
 
@@ -141,8 +174,13 @@ class MessageHandlers:
         payload = message.payload
         if payload.agent_id is not None and payload.agent_id != message.from_:
             raise ProtocolError("payload.agentId", f"{payload.agent_id!r} must equal the message's from ({message.from_!r})")
+        contradiction = hello_refusal(self._plan, message.from_, payload)
+        if contradiction is not None:
+            raise ProtocolError(*contradiction)
         agent = self._state.agents.get(message.from_)
         self._check_session(message)
+        # It was not live and now it is (a side channel, a hook call say, is not the agent joining).
+        joined = (agent is None or agent.status in ("unresponsive", "dead")) and payload.channel == "agent"
         if agent is None:
             self._emit(AgentRegistered(agent={
                 "id": message.from_,
@@ -155,6 +193,8 @@ class MessageHandlers:
             self._scheduler.agent_joined(self._state.agents[message.from_])
         elif agent.status in ("unresponsive", "dead"):
             self._emit(AgentStatus(agent_id=agent.id, status="ready"))
+        if joined:
+            self.announcements.agent_joined(message.from_, self._state.agents[message.from_].capabilities)
         if payload.session is not None and self._state.agents[message.from_].session != payload.session:
             self._emit(AgentSession(agent_id=message.from_, session=payload.session))
         if message.requires_response:
@@ -184,6 +224,27 @@ class MessageHandlers:
             self._attempts.agent_died(message.from_, payload.reason or "crashed")
         else:
             self._attempts.agent_died(message.from_, f"left: {payload.reason or 'it left'}", orderly=True)
+
+    def _on_agent_error(self, message: AgentErrorMessage) -> None:
+        """The agent reports an error of its own: shown, and no new work until it says agent_ready.
+        As the reply to a request for help forwarded to it, it only tells the asker it cannot help."""
+        if self.assistance.answered(message):
+            return
+        agent = self._state.agents[message.from_]
+        reason = message.payload.error[:STATUS_REASON_CHARS]
+        if agent.status not in ("dead", "paused") and (agent.status != "error" or agent.status_reason != reason):
+            self._emit(AgentStatus(agent_id=agent.id, status="error", reason=reason))
+
+    def _on_request_assistance(self, message: RequestAssistanceMessage) -> None:
+        """Asked of the manager, help is brokered (engine/assistance.py); between agents it is only recorded."""
+        if message.to == MANAGER_ID:
+            self.assistance.request(message)
+            self._replies.answered()  # the helper's answer, or the broker's "nobody could help"
+
+    def _on_provide_assistance(self, message: ProvideAssistanceMessage) -> None:
+        if message.to == MANAGER_ID and not self.assistance.answered(message):
+            raise ProtocolError("correlationId", f"no request for help {message.correlation_id!r} is open for "
+                                                 f"{message.from_}: it was answered, or its time ran out")
 
     def _on_agent_busy(self, message: AgentBusyMessage) -> None:
         """The agent says it waits (for a human, say): shown, and no new work until it acts again."""
@@ -311,15 +372,17 @@ class MessageHandlers:
             outcome = self._desk.request(
                 message.from_, requests, request_id=message.id, claim=None, task_id=payload.task_id,
                 ttl=payload.ttl / 1000 if payload.ttl else None, wait_ms=payload.wait_ms,
-                granted=lambda grants, waited: self._post(_grant_reply(message, grants, self._wall_at)),
-                refused=lambda reason, conflict: self._post(_conflict_reply(message, reason, conflict)),
+                granted=lambda grants, waited: self._post(grant_reply(message, grants, self._wall_at)),
+                refused=lambda reason, conflict: self._post(conflict_reply(message, reason, conflict)),
             )
         except LockError as exc:
             raise ProtocolError("payload.resourceId", str(exc)) from None
         if outcome.status == "granted":
-            self._post(_grant_reply(message, outcome.grants, self._wall_at))
+            self._post(grant_reply(message, outcome.grants, self._wall_at))
         elif outcome.status == "refused":
-            self._post(_conflict_reply(message, outcome.reason, outcome.conflict))
+            self._post(conflict_reply(message, outcome.reason, outcome.conflict))
+        else:  # queued: granted or refused later, and that is the reply
+            self._replies.answered()
 
     def _on_resource_unlock(self, message: ResourceUnlockMessage) -> None:
         payload = message.payload
@@ -337,64 +400,48 @@ class MessageHandlers:
     # ------------------------------------------------------------ state
 
     def _on_state_request(self, message: StateRequestMessage) -> None:
-        sections = message.payload.sections
-        if sections == ["conflicts"]:  # what a hook asks after each tool call: small, whatever the repo's size
-            files = {path: f for path, f in self._state.files.items() if f.status == "conflict"}
-            state: dict[str, Any] = {"version": self._state.version,
-                                     "conflicts": {p: f.model_dump(mode="json") for p, f in files.items()}}
-        else:
-            state = self._state.model_dump(mode="json")
-            if sections:
-                state = {key: value for key, value in state.items() if key in sections or key == "version"}
-        self._post(reply_to(message, MessageType.STATE_SYNC, {"version": self._state.version, "state": state}))
+        """The state now; with `subscribe`, pushed again after every change (engine/state_push.py)."""
+        payload = message.payload
+        version = self._state.version
+        state = state_sections(self._state, payload.sections)
+        self._post(reply_to(message, MessageType.STATE_SYNC, {"version": version, "state": state}))
+        if payload.subscribe:
+            self.state_push.subscribe(message.from_, payload.sections, version)
+        elif payload.subscribe is False:
+            self.state_push.unsubscribe(message.from_)
 
     def _on_state_update(self, message: StateUpdateMessage) -> None:
-        """A holder reports a file's checksum; it must be fenced by a live grant it holds."""
+        """A holder reports a file's checksum; it must be fenced by a live write grant it holds.
+
+        A report that names no lock is fenced with the sender's covering write lock (the seed's
+        state_update has no lockId); from an agent that holds none it is refused, since the
+        watcher would credit the change to whoever holds the path.  Asked for an answer, the
+        sender gets one: the state version its report is part of (a refusal answers otherwise).
+        """
         payload = message.payload
         try:
             path = self._desk.canonical(payload.path)
         except LockError as exc:
             raise ProtocolError("payload.path", str(exc)) from None
-        if payload.lock_id is not None:
-            grant = self._desk.get(payload.lock_id)
-            if grant is None or grant.token != payload.token or grant.owner != message.from_:
-                raise ProtocolError("payload.token", f"stale or foreign lock {payload.lock_id} for {payload.path}")
+        lock_id, token = payload.lock_id, payload.token
+        if lock_id is None:
+            held = self._write_grant(message.from_, path)
+            if held is None:
+                raise ProtocolError("payload.lockId", f"missing, and {message.from_} holds no write lock on {path}: "
+                                                      "take one before reporting the file")
+            lock_id, token = held.lock_id, held.token
+        else:
+            grant = self._desk.get(lock_id)
+            if grant is None or grant.token != token or grant.owner != message.from_:
+                raise ProtocolError("payload.token", f"stale or foreign lock {lock_id} for {payload.path}")
             if grant.mode == "read" or not covers(grant.resource_id, path):
-                raise ProtocolError("payload.lockId", f"lock {payload.lock_id} does not let {message.from_} write {path}")
-        self._files.on_report(message.from_, path, payload.checksum, payload.lock_id, payload.token)
+                raise ProtocolError("payload.lockId", f"lock {lock_id} does not let {message.from_} write {path}")
+        self._files.on_report(message.from_, path, payload.checksum, lock_id, token)
+        if message.requires_response:
+            file = self._state.files.get(path)
+            state = {"version": self._state.version, "files": {path: file.model_dump(mode="json")} if file else {}}
+            self._post(reply_to(message, MessageType.STATE_SYNC, {"version": self._state.version, "state": state}))
 
-
-def _grant_reply(request: ResourceLockMessage, grants: list[Grant], wall_at: Callable[[float], str]) -> IPCMessage:
-    first = grants[0]
-    return reply_to(
-        request,
-        MessageType.RESOURCE_LOCK,
-        {
-            "resourceId": first.resource_id,
-            "lockType": first.mode,
-            "ttl": int(first.ttl * 1000),
-            "lockId": first.lock_id,
-            "token": first.token,
-            "expiresAt": wall_at(first.expires_at),
-            "grants": [
-                {"resourceId": g.resource_id, "lockType": g.mode, "lockId": g.lock_id, "token": g.token}
-                for g in grants
-            ],
-        },
-    )
-
-
-def _conflict_reply(request: ResourceLockMessage, reason: str, conflict: Conflict | None) -> IPCMessage:
-    payload = request.payload
-    return reply_to(
-        request,
-        MessageType.RESOURCE_CONFLICT,
-        {
-            "resourceId": conflict.resource_id if conflict else payload.resource_id,
-            "lockType": payload.lock_type,
-            "holder": conflict.holder if conflict else None,
-            "holderMode": conflict.holder_mode if conflict else None,
-            "holderTask": conflict.holder_task if conflict else None,
-            "reason": reason,
-        },
-    )
+    def _write_grant(self, agent_id: str, path: str) -> Grant | None:
+        """The agent's live write or exclusive grant covering `path`, if it holds one."""
+        return next((g for g in self._desk.grants_of(agent_id) if g.mode != "read" and covers(g.resource_id, path)), None)

@@ -94,7 +94,7 @@ class SprintManager:
         self.restarts = Restarts(self.recorder.emit, settings.max_agent_restarts, lambda: self.finished)
         self.supervisor = LocalSupervisor(self.restarts, self.attempts.agent_died)
         self.handlers = MessageHandlers(self.recorder, self.mail, self.locks, self.attempts, self.files,
-                                        self.scheduler, self.recovery, self.welcome)
+                                        self.scheduler, self.recovery, self.welcome, plan)
         self.operators = Operators(self.recorder, self.attempts, self.locks, self.files, self.scheduler)
         self.agents: list[LocalAgent] = []  # in-process agent runners started by execute_sprint
         self._loops: list[asyncio.Task[Any]] = []
@@ -153,6 +153,7 @@ class SprintManager:
             self._gc_thresholds = collector_tuned_for_sprint()
         await self.files.start()
         if fresh:
+            self.handlers.announcements.sprint_started(self.plan)  # after the scan: one order in every journal
             for task_id in self.scheduler.initially_ready():
                 self.attempts.make_ready(task_id)
         self.locks.start()  # recovered leases expire too

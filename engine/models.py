@@ -21,7 +21,7 @@ TaskStatus = Literal[
 TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 #: An attempt is under way: placed on its agents, maybe waiting for its locks, maybe started.
 IN_FLIGHT_TASK_STATUSES: frozenset[str] = frozenset({"assigned", "running", "blocked"})
-AgentStatus = Literal["ready", "busy", "unresponsive", "dead", "paused", "waiting"]
+AgentStatus = Literal["ready", "busy", "unresponsive", "dead", "paused", "waiting", "error"]
 AgentKind = Literal["simulated", "shell", "external", "claude"]
 FileStatus = Literal["clean", "modified", "conflict"]
 

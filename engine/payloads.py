@@ -140,6 +140,9 @@ class StateUpdatePayload(WireModel):
 class StateRequestPayload(WireModel):
     #: "conflicts" alone asks for the files in conflict only (a hook's question after each tool call)
     sections: list[Literal["files", "tasks", "agents", "locks", "conflicts"]] = []
+    #: true: besides this answer, push a state_sync of these sections after every change of the
+    #: state (at a bounded rate, engine/state_push.py); false: stop pushing
+    subscribe: bool | None = None
 
 
 class StateSyncPayload(WireModel):
@@ -200,15 +203,26 @@ class AgentErrorPayload(WireModel):
 
 
 class RequestAssistancePayload(WireModel):
+    """Help asked for.  Sent to the manager, it is brokered (engine/assistance.py) to the agent
+    named by `agentId`, or else to one with `capability` (or the capabilities `taskId` requires)."""
+
     topic: str
     task_id: str | None = None
     details: str = ""
+    agent_id: str | None = None  # the agent asked for by name
+    capability: str | None = None  # what a helper must be able to do
+    requester: str | None = None  # on the copy the manager forwards: who asked
 
 
 class ProvideAssistancePayload(WireModel):
+    """Help given; relayed by the manager, `agentId` names the helper and `helped` is false when
+    nobody could help (no capable agent, or no answer in time)."""
+
     topic: str = ""
     task_id: str | None = None
     details: str = ""
+    agent_id: str | None = None
+    helped: bool | None = None
 
 
 class BroadcastInfoPayload(WireModel):

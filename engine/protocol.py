@@ -48,8 +48,19 @@ BROADCAST = "broadcast"
 #: `broadcast_info` notices the manager sends: the answer to an agent's agent_ready, the sprint's end.
 WELCOME = "welcome"
 SPRINT_FINISHED = "sprint_finished"
+#: The sprint-level events the manager announces to every agent (engine/announcements.py).
+SPRINT_STARTED = "sprint_started"
+SPRINT_PAUSED = "sprint_paused"
+SPRINT_RESUMED = "sprint_resumed"
+AGENT_JOINED = "agent_joined"
+AGENT_DIED = "agent_died"
+TASK_CLAIMED = "task_claimed"
+RECEIVED = "received"  # the acknowledgement of a request nothing else answers (engine/replies.py)
+#: The `info` of a broadcast_info only the manager may send: an agent saying "welcome" or
+#: "sprint_finished" would end or confuse another agent's session.
+MANAGER_NOTICES = frozenset({WELCOME, SPRINT_FINISHED, SPRINT_STARTED, SPRINT_PAUSED, SPRINT_RESUMED,
+                             AGENT_JOINED, AGENT_DIED, TASK_CLAIMED, RECEIVED})
 MAX_MESSAGE_BYTES = 1024 * 1024
-
 
 
 class MessageType(StrEnum):
@@ -260,6 +271,29 @@ MESSAGE_CLASSES: dict[MessageType, type[IPCMessage]] = {
 MANAGER_ONLY_TYPES = frozenset(
     {MessageType.TASK_ASSIGN, MessageType.TASK_CANCEL, MessageType.RESOURCE_CONFLICT, MessageType.STATE_SYNC}
 )
+#: What agents may send one another (DESIGN §9): help asked and given, and news in their own name.
+#: Everything else an agent sends goes to the manager, which decides and answers.
+AGENT_TALK_TYPES = frozenset(
+    {MessageType.REQUEST_ASSISTANCE, MessageType.PROVIDE_ASSISTANCE, MessageType.BROADCAST_INFO}
+)
+
+
+def agent_traffic_refusal(message: IPCMessage) -> tuple[str, str] | None:
+    """Why an agent may not send `message` (field, reason), or None when it may.
+
+    One rule for every entry point (a socket connection, the manager's inbox): the manager's
+    decisions and notices are the manager's, and agents talk to each other only to ask for help,
+    give it, or share news.  That the sender is who it says is the transport's check.
+    """
+    kind = message.type
+    if kind in MANAGER_ONLY_TYPES:
+        return "type", f"{kind} is sent by the sprint manager only"
+    if kind == MessageType.BROADCAST_INFO and message.payload.info in MANAGER_NOTICES:
+        return "payload.info", f"{message.payload.info!r} is a notice only the sprint manager sends"
+    if message.to != MANAGER_ID and kind not in AGENT_TALK_TYPES:
+        return "to", (f"{kind} goes to the sprint manager only; agents send each other only "
+                      "request_assistance, provide_assistance and broadcast_info")
+    return None
 
 AnyMessage = Annotated[
     TaskAssignMessage

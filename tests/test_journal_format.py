@@ -358,8 +358,8 @@ async def _resumed(root: Path, clocks: Clocks) -> None:
     s = Session(manager, journal, clocks)
     await manager.start()
     await s.quiet()
-    for agent in agents.values():
-        await agent.send(MessageType.AGENT_READY, {"capabilities": ["code"]})
+    for spec in PLAN["agents"]:  # each says what the plan says of it (a contradiction is refused)
+        await agents[spec["id"]].send(MessageType.AGENT_READY, {"capabilities": spec["capabilities"]})
     await s.quiet()
     await agents["alpha"].send(MessageType.RESOURCE_UNLOCK, {"resourceId": "db:schema"})
     await s.quiet()

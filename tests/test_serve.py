@@ -26,7 +26,7 @@ import pytest
 from conftest import ROOT, write_plan
 from engine.events import Event, EventType
 from engine.journal import read_journal
-from engine.protocol import MANAGER_ID, make_message, parse_message
+from engine.protocol import MANAGER_ID, IPCMessage, make_message, parse_message
 from engine.reducer import fold
 from test_resume import _check_resumed_run
 
@@ -213,14 +213,19 @@ def _raw_session(path: str, token: str) -> list:
         sock.settimeout(GUARD)
         sock.connect(path)
         lines = sock.makefile("rb")
+        def answer() -> IPCMessage:  # the next line that is not the manager's news (broadcast_info)
+            while (message := parse_message(lines.readline())).type == "broadcast_info" and message.correlation_id is None:
+                pass
+            return message
+
         hello = make_message("agent_ready", "tester", MANAGER_ID, {"token": token})
         sock.sendall(hello.wire().encode() + b"\n")
-        welcome = parse_message(lines.readline())
+        welcome = answer()
         spoofed = make_message("task_update", "writer", MANAGER_ID, {"taskId": "guide", "attempt": 1, "progress": 1.0})
         sock.sendall(spoofed.wire().encode() + b"\n")
-        refused = parse_message(lines.readline())
+        refused = answer()
         sock.sendall(b'{"type": "heartbeat", oops\n')
-        malformed = parse_message(lines.readline())
+        malformed = answer()
         return [welcome, refused, malformed]
 
 

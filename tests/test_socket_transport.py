@@ -295,7 +295,7 @@ async def test_unknown_recipient_is_refused_both_ways(net: Bus) -> None:
         await net.transport.send(update(MANAGER_ID, to="ghost"))
     async with net.client("agent-a") as client:
         mine = client.subscribe("agent-a")
-        message = update("agent-a", to="ghost")
+        message = make_message("request_assistance", "agent-a", "ghost", {"topic": "help"})  # agent-to-agent traffic
         await client.send(message)
         error = await asyncio.wait_for(mine.get(), GUARD)
     assert error.type == "agent_error" and error.payload.field == "to" and "'ghost'" in error.payload.error

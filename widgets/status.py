@@ -25,6 +25,7 @@ AGENT = {
     "dead": ("✖", "dead"),
     "paused": ("‖", "paused"),
     "waiting": ("…", "waiting"),  # for a human: a Claude Code permission prompt, say
+    "error": ("!", "error"),  # it reported an error of its own (agent_error): no new work until it acts again
 }
 
 LOCK = {"read": ("r", "read"), "write": ("w", "write"), "exclusive": ("X", "exclusive")}

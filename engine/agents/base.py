@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.plan import AgentSpec
 from engine.payloads import TaskAssignPayload
-from engine.protocol import IPCMessage, MANAGER_ID, MessageType, ProtocolError, make_message
+from engine.protocol import IPCMessage, MANAGER_ID, MessageType, ProtocolError, make_message, reply_to
 from engine.transports.base import Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class LocalAgent:
         self.heartbeat_interval = heartbeat_interval
         self.inbox = transport.subscribe(spec.id)
         self._running: dict[str, tuple[int, asyncio.Task[None]]] = {}  # task -> (attempt, execution)
+        self.notes: dict[str, str] = {}  # task -> how its last attempt here ended: what it can tell a peer
         self._loops: list[asyncio.Task[None]] = []
         self.alive = False
         self.last_beat = 0.0  # the loop time of the last heartbeat sent
@@ -139,6 +140,20 @@ class LocalAgent:
             running = self._running.get(message.payload.task_id)
             if running is not None and running[0] == message.payload.attempt:
                 running[1].cancel()
+        elif message.type == MessageType.REQUEST_ASSISTANCE:
+            asyncio.get_running_loop().create_task(self._help(message))
+
+    async def _help(self, request: IPCMessage) -> None:
+        """Asked for help (the manager forwards a peer's request): what this agent knows of the
+        task or topic, from the attempts it ran; `helped: false` when it knows nothing of it."""
+        payload = request.payload
+        note = self.notes.get(payload.task_id or payload.topic)
+        details = note or f"{self.id} has run nothing for {payload.task_id or payload.topic!r}"
+        answer = {"topic": payload.topic, "taskId": payload.task_id, "details": details, "helped": note is not None}
+        try:
+            await self.transport.send(reply_to(request, MessageType.PROVIDE_ASSISTANCE, answer, sender=self.id))
+        except (TransportError, ProtocolError) as exc:
+            log.warning("agent %s could not answer a request for help: %s", self.id, exc)
 
     #: Whether `execute` stops itself at `time_limit` (a shell agent kills its process group and
     #: says so); otherwise `_run_task` cancels it there.
@@ -173,6 +188,7 @@ class LocalAgent:
         if outcome.agent_died is not None:
             await self._died(outcome.agent_died)
             return
+        self.notes[assign.task_id] = _note(assign, outcome)
         if outcome.usage is not None:
             base["usage"] = outcome.usage
         if outcome.ok:
@@ -206,3 +222,12 @@ class LocalAgent:
         """
         started = {"taskId": assign.task_id, "attempt": assign.attempt, "progress": 0.0}
         await self.send(MessageType.TASK_UPDATE, started)
+
+
+def _note(assign: TaskAssignPayload, outcome: Outcome) -> str:
+    """One line on how an attempt ended, for a peer that asks for help with the task."""
+    if not outcome.ok:
+        return f"task {assign.task_id} attempt {assign.attempt} failed: {outcome.error}"
+    result = outcome.result
+    last = result.get("lastLine") if isinstance(result, dict) else result
+    return f"task {assign.task_id} attempt {assign.attempt} completed" + (f"; its last output: {last}" if last else "")

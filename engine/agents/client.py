@@ -266,7 +266,9 @@ class Agent(ABC):
             return Assistance(False, None, topic, str(exc))
         if reply.type != MessageType.PROVIDE_ASSISTANCE:
             return Assistance(False, reply.from_, topic, f"{reply.type}: {reply.payload}")
-        return Assistance(True, reply.from_, reply.payload.topic or topic, reply.payload.details)
+        # Relayed by the manager, the answer names its helper, and says when nobody could help.
+        answer = reply.payload
+        return Assistance(answer.helped is not False, answer.agent_id or reply.from_, answer.topic or topic, answer.details)
 
     async def state(self, *sections: str) -> dict[str, Any]:
         """The manager's ProjectState now (`state_request`), or only the named sections
@@ -317,7 +319,7 @@ class Agent(ABC):
             await self.on_message(message)
             return
         payload = message.payload
-        asked = AssistanceRequest(message.from_, payload.topic, payload.details, payload.task_id, message)
+        asked = AssistanceRequest(payload.requester or message.from_, payload.topic, payload.details, payload.task_id, message)
         answer = await self.provide_assistance(asked)
         if answer is not None:
             data = {"topic": payload.topic, "details": answer} | ({"taskId": payload.task_id} if payload.task_id else {})

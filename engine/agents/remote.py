@@ -22,6 +22,7 @@ that arrives twice (re-sent after a broken write, or adopted and then delivered)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ from engine.agents.simulated import SimulatedAgent
 from engine.models import ResourceLock, TaskState
 from engine.payloads import LockRef, TaskAssignPayload
 from engine.plan import AgentSpec
-from engine.protocol import IPCMessage, MANAGER_ID, MessageType, ProtocolError, make_message
+from engine.protocol import AGENT_DIED, IPCMessage, MANAGER_ID, MessageType, ProtocolError, SPRINT_PAUSED, SPRINT_RESUMED, make_message
 from engine.transports.base import TransportError
 from engine.transports.client import SocketClient
 
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 RECONCILE_TIMEOUT = 30.0  # seconds to wait for the manager's state after a handshake
 LIVE = frozenset({"assigned", "running"})  # assigned to its agents (a blocked attempt is not, yet)
+#: The manager's news an operator watching this agent's terminal wants to see.
+WORTH_A_LINE = frozenset({AGENT_DIED, SPRINT_PAUSED, SPRINT_RESUMED})
 DEFAULT_HEARTBEAT = 1.0
 DEFAULT_SPEED = 20.0
 
@@ -66,6 +69,8 @@ class RemoteBehaviour(LocalAgent):
             return
         if message.type == MessageType.TASK_ASSIGN and self._has_attempt(message.payload.task_id, message.payload.attempt):
             return
+        if message.type == MessageType.BROADCAST_INFO and message.from_ == MANAGER_ID and message.payload.info in WORTH_A_LINE:
+            log.info("the manager says: %s %s", message.payload.info, json.dumps(message.payload.data) if message.payload.data else "")
         super().handle(message)
 
     def _has_attempt(self, task_id: str, attempt: int) -> bool:

@@ -37,11 +37,11 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 
 from engine.protocol import (
     MANAGER_ID,
-    MANAGER_ONLY_TYPES,
     SPRINT_FINISHED,
     IPCMessage,
     MessageType,
     ProtocolError,
+    agent_traffic_refusal,
     make_message,
     parse_message,
 )
@@ -295,8 +295,8 @@ class SocketTransport(InProcessTransport):
         if message.from_ != bound:
             reason = f"this connection is bound to agent {bound!r}; a message from {message.from_!r} is refused"
             self._refuse(connection, "from", reason, message, security=True)
-        elif message.type in MANAGER_ONLY_TYPES:  # refused whoever they are addressed to
-            self._refuse(connection, "type", f"{message.type} is sent by the sprint manager only", message, security=True)
+        elif (refused := agent_traffic_refusal(message)) is not None:  # a server notice, or not for agents
+            self._refuse(connection, *refused, message, security=True)
         else:
             if message.type == MessageType.AGENT_READY:
                 message = _without_token(message)
