@@ -483,3 +483,24 @@ async def test_syncs_run_on_the_loop_only_while_the_disk_is_fast(tmp_path: Path,
     assert turns >= 5  # the loop went on during the slow sync in the thread
     writer.close()
     assert [record["seq"] for record in read_journal(writer.path)[1]] == [1, 2, 3, 4, 5]
+
+
+async def test_a_sync_failing_on_the_loop_fails_the_flush_as_on_the_thread(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(journal_sync, "INLINE_BELOW", 0.02)
+    writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
+    writer.append(**event(1))
+    assert await writer.flush() == 1  # on the thread (the first); fast, so the next runs on the loop
+
+    on_loop: list[bool] = []
+
+    def broken_fdatasync(fd: int) -> None:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken_fdatasync)
+    writer.append(**event(2))
+    with pytest.raises(JournalFailure, match="cannot sync the journal: input/output error") as failed:
+        await writer.flush()
+    assert on_loop == [True] and failed.value.durable_seq == 1 and writer.durable_seq == 1
+    writer.close()
+    assert [record["seq"] for record in read_journal(writer.path)[1]] == [1]  # cut back to the durable record
