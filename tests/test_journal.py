@@ -7,12 +7,14 @@ import errno
 import json
 import os
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine import journal_sync
 from engine.journal import (
     JournalError,
     JournalFailure,
@@ -447,3 +449,58 @@ async def test_failed_fsync_is_reported_and_sticks(tmp_path: Path, monkeypatch: 
         await writer.flush()  # the file's state is unknown: nothing more is acknowledged
     writer.close()
     assert read_journal(writer.path)[1] == []  # cut back to the last durable record: the header
+
+
+async def test_syncs_run_on_the_loop_only_while_the_disk_is_fast(tmp_path: Path, monkeypatch: Any) -> None:
+    """A fast sync saves the thread hand-offs; after a slow one the next goes to the sync thread
+    again, so the loop (a dashboard, the other agents' requests) goes on while the disk works."""
+    monkeypatch.setattr(journal_sync, "INLINE_BELOW", 0.02)
+    writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
+    on_loop: list[bool] = []
+    slow = [0.0]
+    real_fdatasync = os.fdatasync
+
+    def watched_fdatasync(fd: int) -> None:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        time.sleep(slow[0])
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", watched_fdatasync)
+    for seq in (1, 2, 3):
+        writer.append(**event(seq))
+        assert await writer.flush() == seq
+    assert on_loop == [False, True, True]  # the first goes to the thread; then the disk was fast
+    slow[0] = 0.1
+    writer.append(**event(4))
+    assert await writer.flush() == 4  # on the loop (the last was fast), and slow
+    writer.append(**event(5))
+    flush = asyncio.create_task(writer.flush())
+    turns = 0
+    while not flush.done():
+        await asyncio.sleep(0.005)
+        turns += 1
+    assert await flush == 5 and on_loop[3:] == [True, False]
+    assert turns >= 5  # the loop went on during the slow sync in the thread
+    writer.close()
+    assert [record["seq"] for record in read_journal(writer.path)[1]] == [1, 2, 3, 4, 5]
+
+
+async def test_a_sync_failing_on_the_loop_fails_the_flush_as_on_the_thread(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(journal_sync, "INLINE_BELOW", 0.02)
+    writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
+    writer.append(**event(1))
+    assert await writer.flush() == 1  # on the thread (the first); fast, so the next runs on the loop
+
+    on_loop: list[bool] = []
+
+    def broken_fdatasync(fd: int) -> None:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken_fdatasync)
+    writer.append(**event(2))
+    with pytest.raises(JournalFailure, match="cannot sync the journal: input/output error") as failed:
+        await writer.flush()
+    assert on_loop == [True] and failed.value.durable_seq == 1 and writer.durable_seq == 1
+    writer.close()
+    assert [record["seq"] for record in read_journal(writer.path)[1]] == [1]  # cut back to the durable record
