@@ -12,13 +12,17 @@ Waits are on what the processes print, journal or leave on disk; nothing asserts
 
 from __future__ import annotations
 
+import io
 import os
 import signal
+import sys
 import time
 import uuid
 from pathlib import Path
 
 from conftest import write_plan
+
+from engine.agents.remote import whole_lines_on_stderr
 from test_serve import Proc, agent, finish_all, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401
 
 SETTINGS = {"heartbeat_interval": "100ms", "heartbeat_timeout": "1s", "lock_ttl": "5s", "lock_delay": "200ms",
@@ -162,6 +166,45 @@ def test_serve_spawn_starts_the_agents_and_restarts_one_killed(run_dir: Path) ->
     assert restart["pid"] != pid
     assert (workspace / "data.txt").read_text() == "second\n"
     assert not processes_with("--token-file " + str(run_dir), exact=False)  # the spawned agents ended with the sprint
+
+
+def test_spawned_agents_lines_stay_whole_on_serves_stderr(run_dir: Path) -> None:
+    """Four agents share serve's stderr and say the sprint finished at once: each line stays whole."""
+    plan = Path(__file__).parent.parent / "sample_sprints" / "remote" / "plan.yaml"
+    server = serve(plan, f"unix:{run_dir}/s.sock", run_dir, "--record", str(run_dir / "run.jsonl"), "--spawn")
+    try:
+        result = server.finish()
+    finally:
+        server.kill()
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "sprintdeck agent " in line]
+    finished = [line for line in lines if "the sprint has finished" in line]
+    assert len(finished) == 4, lines
+    assert all(line.startswith("sprintdeck agent ") and line.count("sprintdeck agent ") == 1 for line in lines), lines
+
+
+class _Writes(io.RawIOBase):
+    """A raw stream that remembers each write the OS would have been handed."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def test_an_agent_process_hands_each_stderr_line_to_the_os_in_one_write(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    raw = _Writes()
+    # Python's stderr when it is not a terminal: unbuffered, writing through (`print` = two writes).
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))  # type: ignore[arg-type]
+    whole_lines_on_stderr()
+    print("sprintdeck agent a: the sprint has finished", file=sys.stderr)
+    print("sprintdeck agent a: bye", file=sys.stderr)
+    assert raw.writes == [b"sprintdeck agent a: the sprint has finished\n", b"sprintdeck agent a: bye\n"]
 
 
 def test_a_task_whose_agent_keeps_dying_fails_naming_the_deaths(run_dir: Path) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
-from engine.agents.remote import RemoteAgentError, serve_agent
+from engine.agents.remote import RemoteAgentError, serve_agent, whole_lines_on_stderr
 from engine.transports.address import Address, AddressError, parse_address
 from engine.transports.client import ClientEvents, HandshakeRefused, ServerUnreachable, SocketClient
 from engine.transports.tokens import TokenError, token_source
@@ -28,6 +28,7 @@ EXIT_TERMINATED = 143
 
 
 def main(args: argparse.Namespace) -> int:
+    whole_lines_on_stderr()
     prefix = f"sprintdeck agent {args.id}"
     try:
         address = parse_address(args.connect)

@@ -41,7 +41,7 @@ from engine.agents.base import Outcome
 from engine.agents.client_values import (
     AgentRequestError, Assistance, AssistanceRequest, Lock, LockRefused, Task, TaskFailed, TaskResult,
 )
-from engine.agents.remote import RemoteAgentError, RemoteBehaviour, serve_agent
+from engine.agents.remote import RemoteAgentError, RemoteBehaviour, serve_agent, whole_lines_on_stderr
 from engine.file_index import checksum_bytes
 from engine.payloads import LockType, Priority, TaskAssignPayload
 from engine.plan import AgentSpec
@@ -152,6 +152,7 @@ class Agent(ABC):
         """Run as a command: `--connect ADDR --id ID [--token-file F] [--workspace DIR]`, the options
         of `sprintdeck agent`; exit 0 when the sprint ends, 1 after giving up, 2 on bad input."""
         args = _parser(cls.__name__).parse_args(argv)
+        whole_lines_on_stderr()
         logging.basicConfig(level=logging.INFO, format=f"{args.id}: %(message)s", stream=sys.stderr)
         try:
             agent = cls(args.id, connect=args.connect, token_file=args.token_file, workspace=args.workspace,

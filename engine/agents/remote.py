@@ -22,8 +22,10 @@ that arrives twice (re-sent after a broken write, or adopted and then delivered)
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -184,6 +186,16 @@ class RemoteShellAgent(RemoteBehaviour, ShellAgent):
 
 class RemoteSimulatedAgent(RemoteBehaviour, SimulatedAgent):
     """Simulates each assignment, deterministically for the sprint's seed, like the embedded one."""
+
+
+def whole_lines_on_stderr() -> None:
+    """Make each line an agent process prints to stderr one write.
+
+    Python's stderr writes through: `print` hands the text and its newline to the OS separately,
+    so agents sharing one terminal (`serve --spawn`) interleave their lines mid-line.
+    """
+    if isinstance(sys.stderr, io.TextIOWrapper):
+        sys.stderr.reconfigure(write_through=False, line_buffering=True)
 
 
 def build_agent(client: SocketClient, welcome: dict[str, Any], *, simulate: bool, workspace: Path | None) -> RemoteBehaviour:
