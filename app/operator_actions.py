@@ -82,17 +82,19 @@ class OperatorActions(App[int]):
         if manager is None or task_id is None:
             return
         try:
-            capable = manager.check_reassign(task_id)
+            targets = manager.check_reassign(task_id)
         except OperatorError as exc:
             self.notify(str(exc), title="not possible", severity="warning")
             return
         state = manager.state
         candidates = [
-            Candidate(a, state.agents[a].status, len(state.agents[a].current_tasks),
-                      state.agents[a].max_concurrent_tasks, tuple(state.agents[a].capabilities))
-            for a in capable if a in state.agents
+            Candidate(t.agent_id, state.agents[t.agent_id].status, len(state.agents[t.agent_id].current_tasks),
+                      state.agents[t.agent_id].max_concurrent_tasks, tuple(state.agents[t.agent_id].capabilities),
+                      t.refusal)
+            for t in targets if t.agent_id in state.agents
         ]
-        current = state.tasks[task_id].agent
+        task = state.tasks[task_id]
+        current = task.agent if task.in_flight else None
 
         def chosen(agent_id: str | None) -> None:
             if agent_id:
@@ -168,13 +170,15 @@ class OperatorActions(App[int]):
             self.notify("No lock is selected: nothing to release.", title="not possible", severity="warning")
             return
         lock = manager.state.locks[lock_id]
+        warning = manager.force_release_consequences(lock_id)
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self._operate(lambda: manager.op_force_release(lock_id), f"released {lock.resource_id}")
 
         self.push_screen(
-            ConfirmScreen(f"Force-release the {lock.lock_type} lock on {lock.resource_id} held by {lock.agent_id}?"),
+            ConfirmScreen(f"Force-release the {lock.lock_type} lock on {lock.resource_id} held by {lock.agent_id}?\n\n"
+                          f"{warning}", enter_confirms=True),
             answered,
         )
 

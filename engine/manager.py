@@ -42,7 +42,7 @@ from engine.mail import Mail
 from engine.merge import MergeResult
 from engine.metrics import sprint_metrics
 from engine.models import ProjectState, SprintMetrics
-from engine.operators import OPERATOR_ID, Operators
+from engine.operators import OPERATOR_ID, Operators, ReassignTarget
 from engine.plan import Plan
 from engine.protocol import BROADCAST, MANAGER_ID, IPCMessage, MessageType, make_message
 from engine.recorder import Recorder
@@ -225,7 +225,7 @@ class SprintManager:
 
     # ------------------------------------------------------------ the operator's actions (engine/operators.py)
 
-    def check_reassign(self, task_id: str) -> list[str]:
+    def check_reassign(self, task_id: str) -> list[ReassignTarget]:
         return self.operators.check_reassign(task_id)
 
     def op_reassign(self, task_id: str, agent_id: str) -> None:
@@ -245,6 +245,10 @@ class SprintManager:
 
     def op_set_priority(self, task_id: str, priority: str) -> None:
         self.operators.set_priority(task_id, priority)
+
+    def force_release_consequences(self, lock_id: str) -> str:
+        """What a force-release of `lock_id` does to its holder, for the operator to confirm first."""
+        return self.operators.force_release_consequences(lock_id)
 
     def op_force_release(self, lock_id: str) -> None:
         self.operators.force_release(lock_id)

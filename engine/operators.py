@@ -7,6 +7,8 @@ through the same paths agents' messages take, so a replay tells the whole story.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from engine.attempts import Attempts
 from engine.conflicts import FileGuard
 from engine.resolutions import ResolutionError
@@ -24,7 +26,7 @@ from engine.lockdesk import LockDesk
 from engine.merge import MergeResult
 from engine.models import TERMINAL_TASK_STATUSES, TaskState
 from engine.recorder import Recorder
-from engine.scheduler import Placement, Scheduler
+from engine.scheduler import PLACEABLE_AGENT_STATUSES, Placement, Scheduler
 
 OPERATOR_ID = "operator"
 RESOLUTIONS = ("accept", "revert", "merge", "escalate")
@@ -32,6 +34,16 @@ RESOLUTIONS = ("accept", "revert", "merge", "escalate")
 
 class OperatorError(ValueError):
     """An operator action that cannot apply; the message says why, and nothing changed."""
+
+
+@dataclass(frozen=True)
+class ReassignTarget:
+    """An agent able to do a task, and why it cannot take it now (`refusal` None: it can).
+
+    `refusal` reads after the agent's name: "wobbly is full: 1 of 1 tasks running (...)"."""
+
+    agent_id: str
+    refusal: str | None
 
 
 class Operators:
@@ -55,8 +67,21 @@ class Operators:
 
     # ------------------------------------------------------------ tasks
 
-    def check_reassign(self, task_id: str) -> list[str]:
-        """The agents able to take `task_id`, or OperatorError saying why it cannot move at all."""
+    def check_reassign(self, task_id: str) -> list[ReassignTarget]:
+        """The agents that could take `task_id` instead of its owner, each with why it cannot now;
+        OperatorError saying why when the task cannot move at all or no agent can take it now."""
+        task = self._movable(task_id)
+        owners = set(task.owners) if task.in_flight else set()
+        targets = [ReassignTarget(a, self._refusal(a)) for a in self._scheduler.capable_agents(task_id) if a not in owners]
+        if not targets:
+            raise OperatorError(self._nobody_else(task, owners))
+        if all(t.refusal for t in targets):
+            reasons = "; ".join(f"{t.agent_id} is {t.refusal}" for t in targets)
+            raise OperatorError(f"no agent can take task {task_id} now: {reasons}")
+        return targets
+
+    def _movable(self, task_id: str) -> TaskState:
+        """The task, or OperatorError when it cannot be reassigned whoever the agent."""
         task = self._task(task_id)
         if task.status in TERMINAL_TASK_STATUSES:
             raise OperatorError(f"task {task_id} is {task.status}; only unfinished tasks can be reassigned")
@@ -64,18 +89,46 @@ class Operators:
             raise OperatorError(f"task {task_id} is collaborative: all of {', '.join(task.agents)} take part")
         if task.status == "pending":
             raise OperatorError(f"task {task_id} still waits for its dependencies")
-        return self._scheduler.capable_agents(task_id)
+        return task
 
-    def reassign(self, task_id: str, agent_id: str) -> None:
-        task = self._task(task_id)
-        capable = self.check_reassign(task_id)
+    def _refusal(self, agent_id: str) -> str | None:
+        """Why `agent_id` cannot take one more task now: it is not running, or all its slots are taken
+        (a reassignment never puts an agent over its max_concurrent_tasks)."""
         agent = self._state.agents.get(agent_id)
         if agent is None:
+            return "not connected"
+        if agent.status not in PLACEABLE_AGENT_STATUSES:
+            return agent.status
+        running, limit = len(agent.current_tasks), agent.max_concurrent_tasks
+        if running >= limit:
+            return f"full: {running} of {limit} tasks running (max_concurrent_tasks {limit})"
+        return None
+
+    def _nobody_else(self, task: TaskState, owners: set[str]) -> str:
+        """Why no agent but the owner could do `task`: its pin, or the capabilities nobody else has."""
+        holder = ", ".join(sorted(owners)) or "its agent"
+        if task.pinned_agent:
+            return f"task {task.id} is pinned to {task.pinned_agent} in the plan; no other agent may take it"
+        others = [a for a_id, a in self._state.agents.items() if a_id not in owners]
+        if not task.requires:
+            return f"task {task.id} is with {holder} and there is no other agent"
+        lacking = [c for c in task.requires if not any(c in a.capabilities for a in others)]
+        if lacking:
+            return f"no other agent has {', '.join(lacking)} (task {task.id} needs {', '.join(task.requires)}): it stays with {holder}"
+        return f"no other agent has all of {', '.join(task.requires)}, which task {task.id} needs together: it stays with {holder}"
+
+    def reassign(self, task_id: str, agent_id: str) -> None:
+        """Move a task to `agent_id`, refused (and nothing changed) when that agent cannot take it now."""
+        task = self._movable(task_id)
+        if agent_id not in self._state.agents:
             raise OperatorError(f"unknown agent {agent_id!r}")
-        if agent_id not in capable:
+        if task.in_flight and agent_id in task.owners:
+            raise OperatorError(f"task {task_id} is already with {agent_id}")
+        if agent_id not in self._scheduler.capable_agents(task_id):
             raise OperatorError(f"agent {agent_id} lacks the capabilities task {task_id} requires")
-        if agent.status in ("dead", "paused", "unresponsive"):
-            raise OperatorError(f"agent {agent_id} is {agent.status}")
+        refusal = self._refusal(agent_id)
+        if refusal:
+            raise OperatorError(f"{agent_id} is {refusal}")
         self._record(OperatorAction(action="reassign", by=OPERATOR_ID, task_id=task_id, agent_id=agent_id))
         if task.in_flight:
             self._attempts.requeue(task, "operator")
@@ -150,6 +203,18 @@ class Operators:
         self._attempts.dispatch()
 
     # ------------------------------------------------------------ locks and files
+
+    def force_release_consequences(self, lock_id: str) -> str:
+        """The holder's task fails when it reports (its completion names a lock that is gone), and
+        whatever is written to the lock's files without a lock is a conflict: said before, not after."""
+        lock = self._state.locks.get(lock_id)
+        if lock is None:
+            raise OperatorError(f"no lock {lock_id!r} is held")
+        task = f"task {lock.task_id}" if lock.task_id else "the task it holds the lock for"
+        said = f"{lock.agent_id}'s {task} will fail when it reports: the lock it relies on is gone."
+        if lock.lock_type != "read":
+            said += f" {lock.resource_id} may go into conflict: {lock.agent_id} may go on writing it without the lock."
+        return said
 
     def force_release(self, lock_id: str) -> None:
         grant = self._desk.get(lock_id)

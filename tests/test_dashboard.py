@@ -7,6 +7,8 @@ on the engine's state and on the operator action recorded in the journal.
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,10 +108,9 @@ async def test_reassign_modal_lists_capable_agents_and_moves_the_task(tmp_path: 
         await pilot.press("r")
         assert isinstance(h.app.screen, ReassignScreen)
         offered = [c.agent_id for c in h.app.screen.candidates]
-        assert offered == ["one", "two"]  # ui lacks the api capability
         target = "two" if before == "one" else "one"
-        # The current owner is disabled in the list, so enter picks the other capable agent.
-        await pilot.press("down", "enter") if offered.index(target) else await pilot.press("enter")
+        assert offered == [target]  # ui lacks the api capability; the owner is not offered its own task
+        await pilot.press("enter")
         await wait_for(pilot, lambda: h.manager.state.tasks["long"].attempt == 2)
         task = h.manager.state.tasks["long"]
         assert task.agent == target
@@ -359,3 +360,105 @@ async def test_revert_from_the_files_pane_restores_the_last_good_content(tmp_pat
         assert h.manager.state.files[path].resolution == "revert"
         await pilot.press("v")  # nothing to resolve any more: explained, nothing changes
         assert any("conflict" in n.lower() for n in h.notes()[-1:])
+
+
+def screen_text(app: SprintDeckApp) -> str:
+    """What the terminal shows, modal dialogs and toasts included (run_test(notifications=True)):
+    the text of a screenshot without borders, lines joined, so a wrapped sentence reads whole."""
+    svg = app.export_screenshot()
+    body = svg[svg.index("</style>"):]
+    text = html.unescape(re.sub(r"<[^>]+>", "", body)).replace("\xa0", " ")
+    return " ".join(re.sub(r"[│▌▎▊█]", " ", text).split())
+
+
+def capacity_plan() -> dict:
+    """Two long api tasks on two of three api agents (one sits idle), and a task only pyd can do."""
+    return {
+        "sprint": "dash",
+        "settings": {"heartbeat_interval": "200ms", "max_retries": 0},
+        "agents": [
+            {"id": "wobbly", "capabilities": ["api"]},
+            {"id": "shaky", "capabilities": ["api"]},
+            {"id": "steady", "capabilities": ["api"]},
+            {"id": "pyd", "capabilities": ["python", "db", "api"]},
+        ],
+        "tasks": [
+            {"id": "long", "requires": ["api"], "estimate": "120s"},
+            {"id": "other", "requires": ["api"], "estimate": "120s"},
+            {"id": "migrate", "requires": ["python", "db"], "estimate": "120s"},
+        ],
+    }
+
+
+async def all_running(pilot, h: Harness) -> None:
+    await wait_for(pilot, lambda: len(h.manager.state.tasks) == 3
+                   and all(t.status == "running" for t in h.manager.state.tasks.values()))
+    await pilot.pause(0.1)
+
+
+async def test_reassign_a_task_only_its_agent_can_do_says_which_capabilities_nobody_else_has(tmp_path: Path) -> None:
+    h = Harness(tmp_path, capacity_plan())
+    async with h.app.run_test(size=(120, 40), notifications=True) as pilot:
+        await all_running(pilot, h)
+        await select_task(pilot, h.app, "migrate")
+        await pilot.press("r")
+        assert not isinstance(h.app.screen, ReassignScreen)  # no chooser with nothing to choose
+        await pilot.pause(0.1)
+        assert "no other agent has python, db" in screen_text(h.app)
+        assert any(n.startswith("no other agent has python, db") for n in h.notes())
+        assert h.manager.state.tasks["migrate"].agent == "pyd" and h.operator_actions() == []
+
+
+async def test_reassign_chooser_greys_out_a_full_agent_with_why_and_never_overfills(tmp_path: Path) -> None:
+    h = Harness(tmp_path, capacity_plan())
+    async with h.app.run_test(size=(120, 40), notifications=True) as pilot:
+        await all_running(pilot, h)
+        state = h.manager.state
+        full = state.tasks["other"].agent
+        idle = next(a for a in ("wobbly", "shaky", "steady") if not state.agents[a].current_tasks)
+        await select_task(pilot, h.app, "long")
+        await pilot.press("r")
+        assert isinstance(h.app.screen, ReassignScreen)
+        shown = screen_text(h.app)
+        assert re.search(rf"{full} +busy +load 1/1 +\[api\] +— full: 1 of 1 tasks running \(max_concurrent_tasks 1\)", shown)
+        assert re.search(rf"{idle} +ready +load 0/1 +\[api\] +{'pyd' if idle != 'pyd' else ''}", shown)
+        options = h.app.screen.query_one("#reassign-options")
+        assert [o.id for o in options.options if not o.disabled] == [idle]
+        # The full agent cannot be chosen: enter picks the idle one.
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: state.tasks["long"].agent == idle)
+        # Typed as a command, the engine refuses the full agent and says why; nothing changes.
+        await pilot.press("colon", *f"reassign long {full}", "enter")
+        await pilot.pause(0.1)
+        refusal = f"{full} is full: 1 of 1 tasks running (max_concurrent_tasks 1)"
+        assert refusal in h.notes()
+        assert refusal in screen_text(h.app)
+        assert state.tasks["long"].agent == idle
+        assert all(len(a.current_tasks) <= a.max_concurrent_tasks for a in state.agents.values())
+        assert h.operator_actions() == [{"action": "reassign", "by": "operator", "taskId": "long", "agentId": idle}]
+
+
+async def test_force_release_warns_what_happens_to_the_holder_enter_confirms_escape_cancels(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40), notifications=True) as pilot:
+        await running(pilot, h)
+        holder = h.manager.state.tasks["long"].agent
+        await pilot.press("3")
+        locks = h.app.query_one(LocksPane)
+        await wait_for(pilot, lambda: locks.row_count == 1)
+        lock_id = locks.selected_key()
+        await pilot.press("u")
+        assert isinstance(h.app.screen, ConfirmScreen)
+        shown = screen_text(h.app)
+        assert f"held by {holder}?" in shown
+        assert f"{holder}'s task long will fail when it reports" in shown
+        assert "server/routes.ts may go into conflict" in shown
+        await pilot.press("escape")
+        assert not isinstance(h.app.screen, ConfirmScreen)
+        assert lock_id in h.manager.state.locks and h.operator_actions() == []
+        await pilot.press("u")
+        assert isinstance(h.app.screen, ConfirmScreen)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: lock_id not in h.manager.state.locks)
+        (action,) = h.operator_actions()
+        assert action["action"] == "force_release" and action["holder"] == holder

@@ -56,9 +56,10 @@ def test_help(snap_compare, tmp_path, size) -> None:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_reassign_modal(snap_compare, tmp_path, size) -> None:
     candidates = [
-        Candidate("backend", "busy", 1, 2, ("api", "websocket")),
+        # The owner (backend) is not offered its own task; an agent that cannot take it says why.
         Candidate("frontend", "ready", 0, 1, ("ui", "websocket")),
-        Candidate("testing", "paused", 0, 1, ("tests",)),
+        Candidate("testing", "busy", 1, 1, ("tests", "websocket"), "full: 1 of 1 tasks running (max_concurrent_tasks 1)"),
+        Candidate("docs", "paused", 0, 1, ("websocket",), "paused"),
     ]
 
     async def open_modal(pilot) -> None:

@@ -1,9 +1,13 @@
-"""Pick the agent a task should move to: only agents able to do it, with their current load."""
+"""Pick the agent a task should move to: only agents able to do it, with their current load.
+
+An agent that cannot take it now (full, paused, dead) is listed greyed out with the engine's reason,
+so the operator sees why it is not offered; the engine refuses it anyway (engine/operators.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -19,10 +23,11 @@ class Candidate:
     load: int
     capacity: int
     capabilities: tuple[str, ...]
+    refusal: str | None = None  # why it cannot take the task now, as the engine says it
 
     @property
     def usable(self) -> bool:
-        return self.status in ("ready", "busy")
+        return self.refusal is None and self.status in ("ready", "busy")
 
 
 class ReassignScreen(ModalScreen[str | None]):
@@ -37,9 +42,11 @@ class ReassignScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="reassign-dialog", classes="dialog"):
             yield Static(f"Reassign [b]{self.task_id}[/b] (now: {self.current or '—'}) to:", id="reassign-title")
+            width = max((len(c.agent_id) for c in self.candidates), default=0)
             options = [
                 Option(
-                    f"{c.agent_id:<16} {c.status:<12} load {c.load}/{c.capacity}  [{', '.join(c.capabilities)}]",
+                    Text(f"{c.agent_id:<{width}}  {c.status:<7} load {c.load}/{c.capacity}  [{', '.join(c.capabilities)}]"
+                         + (f"  — {c.refusal}" if c.refusal else "")),  # plain text: "[api]" is no markup
                     id=c.agent_id,
                     disabled=not c.usable or c.agent_id == self.current,
                 )
