@@ -27,7 +27,7 @@ from app.config import load_config, save_config
 from app.operator_actions import PRIORITIES, OperatorActions
 from app.screens.confirm import ConfirmScreen
 from app.screens.details import DetailsScreen
-from app.screens.help import HelpScreen
+from app.screens.help import LIVE_KEYS, HelpScreen
 from app.screens.message_details import MessageDetailsScreen
 from app.source import StateSource
 from engine.events import Event
@@ -46,7 +46,9 @@ from widgets.metrics import MetricsPane
 from widgets.tasks import TasksPane
 
 BATCH_HZ = 15
-PANE_IDS = ["agents", "tasks", "locks", "messages", "files", "metrics"]
+# The panes in reading order (left to right, top to bottom): the grid fills in this order, and
+# `1`-`6` and tab follow it, so each number names the pane where the eye expects it.
+PANE_IDS = ["tasks", "agents", "messages", "locks", "files", "metrics"]
 NARROW_WIDTH = 120
 
 
@@ -101,7 +103,7 @@ class SprintDeckApp(OperatorActions):
         self.command_line = CommandLine()
         yield self.header
         with Grid(id="panes"):  # wide panes on the left, narrow ones on the right
-            yield from (self.tasks, self.agents, self.messages, self.locks, self.files, self.metrics)
+            yield from (getattr(self, pane) for pane in PANE_IDS)
         yield self.command_line
         yield Footer()
 
@@ -192,7 +194,7 @@ class SprintDeckApp(OperatorActions):
     # ------------------------------------------------------------ navigation and prompts
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(LIVE_KEYS))
 
     def action_focus_pane(self, pane: str) -> None:
         widget = self.screen_stack[0].query_one(f"#{pane}")
@@ -205,8 +207,8 @@ class SprintDeckApp(OperatorActions):
             self.screen.minimize()
         elif isinstance(self.focused, Widget):
             pane = self._pane_of(self.focused)
-            if pane is not None:
-                self.screen.maximize(pane, container=False)
+            if pane is not None and not self.screen.maximize(pane, container=False):
+                self.notify(f"The {pane.id} pane cannot be maximised.", severity="warning")
 
     def _pane_of(self, widget: Widget) -> Widget | None:
         for node in (widget, *widget.ancestors):
