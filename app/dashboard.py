@@ -297,7 +297,23 @@ class SprintDeckApp(OperatorActions):
     # ------------------------------------------------------------ palette
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        """The palette: sprintdeck's own commands once each.  Textual's Keys, Maximize and Quit are
+        left out: ours show every key, maximise the pane (not a widget in it), and ask before
+        stopping a running sprint."""
+        yield from (command for command in super().get_system_commands(screen) if command.title == "Screenshot")
+        yield SystemCommand("Keys", "Show every key (?)", self.action_help)
+        yield SystemCommand("Maximise or restore pane", "The focused pane fills the screen (z)",
+                            self.action_toggle_maximize)
+        yield SystemCommand("Quit", "Quit sprintdeck; asks first while the sprint runs (q)", self.action_request_quit)
+        yield SystemCommand("Follow messages", "Keep the newest message in view", self.messages.action_toggle_follow)
+        yield SystemCommand("Filter messages", "Filter the Messages pane", self.action_filter)
+        for name in THEMES:
+            yield SystemCommand(f"Theme: {name}", "Switch and remember the theme",
+                                lambda name=name: setattr(self, "theme", name))
+        yield from self.mode_commands()
+
+    def mode_commands(self) -> Iterable[SystemCommand]:
+        """The operator's commands; the replay dashboard offers its transport instead."""
         yield SystemCommand("Reassign task", "Move the selected task to another capable agent", self.action_reassign)
         yield SystemCommand("Retry task", "Run the selected failed task again", self.action_retry)
         yield SystemCommand("Cancel task", "Cancel the selected task", self.action_cancel_task)
@@ -305,17 +321,11 @@ class SprintDeckApp(OperatorActions):
         yield SystemCommand("Lower priority", "Lower the selected task's priority", lambda: self.action_priority(-1))
         yield SystemCommand("Pause or resume sprint", "Stop or restart dispatching work", self.action_pause)
         yield SystemCommand("Pause or resume agent", "The agent selected in the Agents pane", self._toggle_selected_agent)
-        yield SystemCommand("Follow messages", "Keep the newest message in view", self.messages.action_toggle_follow)
         yield SystemCommand("Force-release lock", "Release the selected lock", self.action_force_release)
-        yield SystemCommand("Filter messages", "Filter the Messages pane", self.action_filter)
         for how in ("accept", "revert", "merge"):
             yield SystemCommand(f"Resolve conflict: {how}", f"{how.title()} the selected file's conflict",
                                 lambda how=how: self.action_resolve_file(how))
         yield SystemCommand("Escalate conflict", "Show the selected file's diff", self.action_escalate_file)
-        yield SystemCommand("Keys", "Show every key", self.action_help)
-        for name in THEMES:
-            yield SystemCommand(f"Theme: {name}", "Switch and remember the theme",
-                                lambda name=name: setattr(self, "theme", name))
 
 
 def parse_filter(text: str) -> Filter | None:

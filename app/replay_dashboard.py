@@ -13,11 +13,11 @@ move wins: a quick move or another far one makes a pending seek's result stale, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.timer import Timer
@@ -362,13 +362,21 @@ class ReplayApp(SprintDeckApp):
             return
         self.seek(self.cursor.seq_at_time(when))  # a binary search over the index: no fold here
 
-    def get_system_commands(self, screen):
-        yield from super().get_system_commands(screen)
-        from textual.app import SystemCommand
-
-        yield SystemCommand("Play / pause replay", "Start or stop stepping through the recording", self.action_play)
-        yield SystemCommand("Go to the start", "Show the state before the first event", lambda: self.action_seek_to(0))
-        yield SystemCommand("Go to the end", "Show the final recorded state", lambda: self.action_seek_to(-1))
+    def mode_commands(self) -> Iterable[SystemCommand]:
+        """The palette's replay commands, in place of the live operations a recording refuses."""
+        yield SystemCommand("Play / pause replay", "Start or stop stepping through the recording (space)",
+                            self.action_play)
+        yield SystemCommand("Step forward", "One event forward (])", lambda: self.action_step(1))
+        yield SystemCommand("Step back", "One event back ([)", lambda: self.action_step(-1))
+        yield SystemCommand("Step forward 100", "100 events forward (})", lambda: self.action_step(100))
+        yield SystemCommand("Step back 100", "100 events back ({)", lambda: self.action_step(-100))
+        yield SystemCommand("Go to the start", "Show the state before the first event (home)",
+                            lambda: self.action_seek_to(0))
+        yield SystemCommand("Go to the end", "Show the final recorded state (end)", lambda: self.action_seek_to(-1))
+        yield SystemCommand("Seek…", "Go to an event or a time (:seek)",
+                            lambda: self.command_line.open(":", "seek ", select=False))
+        yield SystemCommand("Play faster", "Raise the replay speed (>)", lambda: self.action_speed(1))
+        yield SystemCommand("Play slower", "Lower the replay speed (<)", lambda: self.action_speed(-1))
 
 
 def _describe(event: Event | None) -> str:

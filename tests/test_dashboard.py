@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from textual.command import CommandList
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
@@ -341,6 +342,28 @@ async def test_help_scrolls_with_the_list_keys(tmp_path: Path) -> None:
         assert box.scroll_offset.y > 3
         assert isinstance(h.app.screen, HelpScreen)
         assert "reassign to another capable agent" in help_text(h.app)  # live: the operator keys
+
+
+async def palette_titles(pilot, app: SprintDeckApp) -> list[str]:
+    """Open the command palette and read the commands it lists (before anything is typed)."""
+    await pilot.press("ctrl+p")
+    await pilot.pause(0.3)
+    return [str(option.prompt).split("\n")[0] for option in app.screen.query_one(CommandList).options]
+
+
+async def test_palette_lists_each_command_once_and_quit_asks_first(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await running(pilot, h)
+        titles = await palette_titles(pilot, h.app)
+        assert len(titles) == len(set(titles)), titles
+        assert "Maximize" not in titles and "Maximise or restore pane" in titles
+        assert {"Keys", "Quit", "Reassign task", "Force-release lock"} <= set(titles)
+        await pilot.press(*"quit", "enter")
+        await pilot.pause(0.1)
+        assert isinstance(h.app.screen, ConfirmScreen)  # ours, which asks; not Textual's, which just exits
+        await pilot.press("n")
+        assert not h.manager.finished
 
 
 def test_filter_syntax() -> None:

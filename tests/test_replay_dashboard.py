@@ -9,7 +9,7 @@ from textual.widgets._footer import FooterKey
 
 from app.replay_dashboard import ReplayApp
 from conftest import SAMPLES
-from test_dashboard import help_text
+from test_dashboard import help_text, palette_titles
 from engine.reducer import fold
 from engine.replay import ReplayCursor
 from widgets.messages import MessagesPane
@@ -101,6 +101,25 @@ def footer_text(app: ReplayApp) -> str:
     """What the footer says: each key with its description, and each group's label."""
     parts = app.screen.query_one(Footer).query("FooterKey, FooterLabel")
     return " ".join(p.render().plain if isinstance(p, FooterKey) else str(p.content) for p in parts)
+
+
+async def test_palette_offers_the_replay_commands_not_the_operations(tmp_path: Path) -> None:
+    app = replay_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        titles = await palette_titles(pilot, app)
+        assert len(titles) == len(set(titles)), titles
+        assert {"Play / pause replay", "Step forward", "Step back", "Seek…", "Play faster", "Go to the end"} <= set(titles)
+        assert not {"Reassign task", "Retry task", "Force-release lock", "Maximize"} & set(titles)
+        await pilot.press(*"step forward 100", "enter")
+        await pilot.pause(0.1)
+        assert app.cursor.position == START_AT + 100
+        await pilot.press("ctrl+p", *"seek", "enter")
+        await pilot.pause(0.3)
+        assert app.command_line.display and app.command_line.value == "seek "
+        await pilot.press(*"42")
+        assert app.command_line.value == "seek 42"
+        await pilot.press("enter")
+        assert app.cursor.position == 42
 
 
 async def test_messages_pane_highlights_the_current_event(tmp_path: Path) -> None:
