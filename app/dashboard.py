@@ -27,7 +27,7 @@ from app.config import load_config, save_config
 from app.operator_actions import PRIORITIES, OperatorActions
 from app.screens.confirm import ConfirmScreen
 from app.screens.details import DetailsScreen
-from app.screens.help import HelpScreen
+from app.screens.help import LIVE_KEYS, HelpScreen
 from app.screens.message_details import MessageDetailsScreen
 from app.source import StateSource
 from engine.events import Event
@@ -46,7 +46,9 @@ from widgets.metrics import MetricsPane
 from widgets.tasks import TasksPane
 
 BATCH_HZ = 15
-PANE_IDS = ["agents", "tasks", "locks", "messages", "files", "metrics"]
+# The panes in reading order (left to right, top to bottom): the grid fills in this order, and
+# `1`-`6` and tab follow it, so each number names the pane where the eye expects it.
+PANE_IDS = ["tasks", "agents", "messages", "locks", "files", "metrics"]
 NARROW_WIDTH = 120
 
 
@@ -101,7 +103,7 @@ class SprintDeckApp(OperatorActions):
         self.command_line = CommandLine()
         yield self.header
         with Grid(id="panes"):  # wide panes on the left, narrow ones on the right
-            yield from (self.tasks, self.agents, self.messages, self.locks, self.files, self.metrics)
+            yield from (getattr(self, pane) for pane in PANE_IDS)
         yield self.command_line
         yield Footer()
 
@@ -192,7 +194,7 @@ class SprintDeckApp(OperatorActions):
     # ------------------------------------------------------------ navigation and prompts
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(LIVE_KEYS))
 
     def action_focus_pane(self, pane: str) -> None:
         widget = self.screen_stack[0].query_one(f"#{pane}")
@@ -205,8 +207,8 @@ class SprintDeckApp(OperatorActions):
             self.screen.minimize()
         elif isinstance(self.focused, Widget):
             pane = self._pane_of(self.focused)
-            if pane is not None:
-                self.screen.maximize(pane, container=False)
+            if pane is not None and not self.screen.maximize(pane, container=False):
+                self.notify(f"The {pane.id} pane cannot be maximised.", severity="warning")
 
     def _pane_of(self, widget: Widget) -> Widget | None:
         for node in (widget, *widget.ancestors):
@@ -295,7 +297,23 @@ class SprintDeckApp(OperatorActions):
     # ------------------------------------------------------------ palette
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        """The palette: sprintdeck's own commands once each.  Textual's Keys, Maximize and Quit are
+        left out: ours show every key, maximise the pane (not a widget in it), and ask before
+        stopping a running sprint."""
+        yield from (command for command in super().get_system_commands(screen) if command.title == "Screenshot")
+        yield SystemCommand("Keys", "Show every key (?)", self.action_help)
+        yield SystemCommand("Maximise or restore pane", "The focused pane fills the screen (z)",
+                            self.action_toggle_maximize)
+        yield SystemCommand("Quit", "Quit sprintdeck; asks first while the sprint runs (q)", self.action_request_quit)
+        yield SystemCommand("Follow messages", "Keep the newest message in view", self.messages.action_toggle_follow)
+        yield SystemCommand("Filter messages", "Filter the Messages pane", self.action_filter)
+        for name in THEMES:
+            yield SystemCommand(f"Theme: {name}", "Switch and remember the theme",
+                                lambda name=name: setattr(self, "theme", name))
+        yield from self.mode_commands()
+
+    def mode_commands(self) -> Iterable[SystemCommand]:
+        """The operator's commands; the replay dashboard offers its transport instead."""
         yield SystemCommand("Reassign task", "Move the selected task to another capable agent", self.action_reassign)
         yield SystemCommand("Retry task", "Run the selected failed task again", self.action_retry)
         yield SystemCommand("Cancel task", "Cancel the selected task", self.action_cancel_task)
@@ -303,17 +321,11 @@ class SprintDeckApp(OperatorActions):
         yield SystemCommand("Lower priority", "Lower the selected task's priority", lambda: self.action_priority(-1))
         yield SystemCommand("Pause or resume sprint", "Stop or restart dispatching work", self.action_pause)
         yield SystemCommand("Pause or resume agent", "The agent selected in the Agents pane", self._toggle_selected_agent)
-        yield SystemCommand("Follow messages", "Keep the newest message in view", self.messages.action_toggle_follow)
         yield SystemCommand("Force-release lock", "Release the selected lock", self.action_force_release)
-        yield SystemCommand("Filter messages", "Filter the Messages pane", self.action_filter)
         for how in ("accept", "revert", "merge"):
             yield SystemCommand(f"Resolve conflict: {how}", f"{how.title()} the selected file's conflict",
                                 lambda how=how: self.action_resolve_file(how))
         yield SystemCommand("Escalate conflict", "Show the selected file's diff", self.action_escalate_file)
-        yield SystemCommand("Keys", "Show every key", self.action_help)
-        for name in THEMES:
-            yield SystemCommand(f"Theme: {name}", "Switch and remember the theme",
-                                lambda name=name: setattr(self, "theme", name))
 
 
 def parse_filter(text: str) -> Filter | None:

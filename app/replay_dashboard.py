@@ -13,17 +13,18 @@ move wins: a quick move or another far one makes a pending seek's result stale, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
 from app.dashboard import SprintDeckApp
+from app.screens.help import HelpScreen, replay_keys
 from engine.events import Event, MessageRecorded
 from engine.journal import JournalError
 from engine.models import ProjectState
@@ -36,6 +37,13 @@ INCREMENTAL_STEP = 200  # a forward step this short updates only what its events
 MESSAGE_CHUNK = 5_000  # journal events read per tick while filling the Messages pane (~50 ms)
 QUICK_SEEK_SNAPSHOTS = 2  # a seek folding at most this many snapshot intervals runs at once (~30 ms)
 SEEK_STATUS_HZ = 4  # how often "seeking… indexing N%" is redrawn while a worker prepares a seek
+# The live dashboard's operator actions: a recording cannot be changed, so replay hides them.
+OPERATIONS = frozenset({"reassign", "retry", "cancel_task", "priority", "pause", "force_release",
+                        "resolve_file", "escalate_file"})
+STEP = Binding.Group("Step")  # the footer shows "[ ] Step": two keys, one label
+SPEED = Binding.Group("Speed")
+REPLAY_COMMANDS = [(":seek N", "go to event N"), (":seek 12:30", "go to the first event at that time of day"),
+                   ("click the scrubber", "go to that point of the recording")]
 
 
 class ReplaySource:
@@ -71,16 +79,29 @@ class ReplaySource:
 
 
 class ReplayApp(SprintDeckApp):
+    # The footer shows the keys used most (they fit in 120 columns); help lists each key with a
+    # tooltip, so a transport key added here appears there too.
     BINDINGS = [
-        Binding("space", "play", "Play/pause", priority=True, id="replay.play"),
-        Binding("left_square_bracket", "step(-1)", "Back", key_display="[", priority=True, id="replay.back"),
-        Binding("right_square_bracket", "step(1)", "Step", key_display="]", priority=True, id="replay.step"),
-        Binding("left_curly_bracket", "step(-100)", "Back 100", key_display="{", priority=True, id="replay.back100"),
-        Binding("right_curly_bracket", "step(100)", "Step 100", key_display="}", priority=True, id="replay.step100"),
-        Binding("home", "seek_to(0)", "Start", priority=True, id="replay.start"),
-        Binding("end", "seek_to(-1)", "End", priority=True, id="replay.end"),
-        Binding("less_than_sign", "speed(-1)", "Slower", key_display="<", priority=True, id="replay.slower"),
-        Binding("greater_than_sign", "speed(1)", "Faster", key_display=">", priority=True, id="replay.faster"),
+        Binding("space", "play", "Play/pause", priority=True, id="replay.play",
+                tooltip="play / pause the recording"),
+        Binding("left_square_bracket", "step(-1)", "Back", key_display="[", priority=True, id="replay.back",
+                tooltip="one event back", group=STEP),
+        Binding("right_square_bracket", "step(1)", "Step", key_display="]", priority=True, id="replay.step",
+                tooltip="one event forward", group=STEP),
+        Binding("left_curly_bracket", "step(-100)", "Back 100", key_display="{", priority=True, show=False,
+                id="replay.back100", tooltip="100 events back"),
+        Binding("right_curly_bracket", "step(100)", "Step 100", key_display="}", priority=True, show=False,
+                id="replay.step100", tooltip="100 events forward"),
+        Binding("home", "seek_to(0)", "Start", priority=True, show=False, id="replay.start",
+                tooltip="the start: before the first event"),
+        Binding("end", "seek_to(-1)", "End", priority=True, show=False, id="replay.end",
+                tooltip="the end: the final state"),
+        Binding("less_than_sign", "speed(-1)", "Slower", key_display="<", priority=True, id="replay.slower",
+                tooltip="play slower", group=SPEED),
+        Binding("greater_than_sign", "speed(1)", "Faster", key_display=">", priority=True, id="replay.faster",
+                tooltip="play faster", group=SPEED),
+        # The live operator keys, which `check_action` hides in a replay, land here: say why nothing happens.
+        Binding("r,R,x,plus,equals_sign,minus,u,a,v,m,e,p", "read_only", show=False, id="replay.read_only"),
     ]
 
     class SeekReady(Message):
@@ -274,10 +295,21 @@ class ReplayApp(SprintDeckApp):
     # ------------------------------------------------------------ keys
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Transport keys are priority bindings: let them go to the command line while it is open."""
+        """Transport keys are priority bindings: let them go to the command line while it is open.
+
+        Operations are hidden (from the footer too): their keys fall through to `read_only`."""
         if action in ("play", "step", "seek_to", "speed") and self.command_line.display:
             return False
-        return True
+        return action not in OPERATIONS
+
+    def action_read_only(self) -> None:
+        self.notify("This is a recorded sprint: operations are disabled; ? lists the replay keys.",
+                    severity="warning")
+
+    def action_help(self) -> None:
+        transport = [(b.key_display or b.key, b.tooltip or b.description)
+                     for b in ReplayApp.BINDINGS if isinstance(b, Binding) and b.tooltip]
+        self.push_screen(HelpScreen(replay_keys(transport, REPLAY_COMMANDS)))
 
     def action_play(self) -> None:
         self.playing = not self.playing
@@ -330,13 +362,21 @@ class ReplayApp(SprintDeckApp):
             return
         self.seek(self.cursor.seq_at_time(when))  # a binary search over the index: no fold here
 
-    def get_system_commands(self, screen):
-        yield from super().get_system_commands(screen)
-        from textual.app import SystemCommand
-
-        yield SystemCommand("Play / pause replay", "Start or stop stepping through the recording", self.action_play)
-        yield SystemCommand("Go to the start", "Show the state before the first event", lambda: self.action_seek_to(0))
-        yield SystemCommand("Go to the end", "Show the final recorded state", lambda: self.action_seek_to(-1))
+    def mode_commands(self) -> Iterable[SystemCommand]:
+        """The palette's replay commands, in place of the live operations a recording refuses."""
+        yield SystemCommand("Play / pause replay", "Start or stop stepping through the recording (space)",
+                            self.action_play)
+        yield SystemCommand("Step forward", "One event forward (])", lambda: self.action_step(1))
+        yield SystemCommand("Step back", "One event back ([)", lambda: self.action_step(-1))
+        yield SystemCommand("Step forward 100", "100 events forward (})", lambda: self.action_step(100))
+        yield SystemCommand("Step back 100", "100 events back ({)", lambda: self.action_step(-100))
+        yield SystemCommand("Go to the start", "Show the state before the first event (home)",
+                            lambda: self.action_seek_to(0))
+        yield SystemCommand("Go to the end", "Show the final recorded state (end)", lambda: self.action_seek_to(-1))
+        yield SystemCommand("Seek…", "Go to an event or a time (:seek)",
+                            lambda: self.command_line.open(":", "seek ", select=False))
+        yield SystemCommand("Play faster", "Raise the replay speed (>)", lambda: self.action_speed(1))
+        yield SystemCommand("Play slower", "Lower the replay speed (<)", lambda: self.action_speed(-1))
 
 
 def _describe(event: Event | None) -> str:

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import html
+import io
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+from textual.command import CommandList
+from textual.containers import VerticalScroll
+from textual.widgets import Static
 
 from app.dashboard import SprintDeckApp, parse_filter
 from app.screens.confirm import ConfirmScreen
@@ -84,7 +89,7 @@ async def wait_for(pilot, condition, timeout: float = 10.0) -> None:
 
 
 async def select_task(pilot, app: SprintDeckApp, task_id: str) -> None:
-    await pilot.press("2")
+    await pilot.press("1")
     table = app.query_one(TasksPane)
     await pilot.press("g")
     for _ in range(table.row_count):
@@ -196,7 +201,7 @@ async def test_pause_agent_sprint_and_priority_keys(tmp_path: Path) -> None:
     h = Harness(tmp_path, ops_plan())
     async with h.app.run_test(size=(120, 40)) as pilot:
         await running(pilot, h)
-        await pilot.press("1")
+        await pilot.press("2")
         agents = h.app.query_one(AgentsPane)
         assert h.app.focused is agents
         await pilot.press("g", "j", "j")
@@ -226,7 +231,7 @@ async def test_force_release_selected_lock_after_confirmation(tmp_path: Path) ->
     h = Harness(tmp_path, ops_plan())
     async with h.app.run_test(size=(120, 40)) as pilot:
         await running(pilot, h)
-        await pilot.press("3")
+        await pilot.press("4")
         locks = h.app.query_one(LocksPane)
         await wait_for(pilot, lambda: locks.row_count == 1)
         lock_id = locks.selected_key()
@@ -276,21 +281,90 @@ async def test_quit_while_running_stops_the_engine_and_keeps_the_journal(tmp_pat
     assert records and records[-1]["seq"] == h.manager.state.version
 
 
-async def test_resize_and_pane_focus_keys(tmp_path: Path) -> None:
+def reading_order(app: SprintDeckApp) -> list[str]:
+    """The panes' ids as the eye reads the screen: top row first, left to right."""
+    panes = app.query_one("#panes").children
+    return [p.id for p in sorted(panes, key=lambda p: (p.region.y, p.region.x))]
+
+
+def help_text(app: SprintDeckApp) -> str:
+    """What the help screen says, as plain text, one row a line with single spaces."""
+    console = Console(width=110, record=True, file=io.StringIO())
+    for static in app.screen.query(Static):
+        console.print(static.content)
+    return "\n".join(" ".join(line.split()) for line in console.export_text().splitlines())
+
+
+async def test_number_keys_follow_reading_order_and_z_maximises_every_pane(tmp_path: Path) -> None:
     h = Harness(tmp_path, ops_plan())
     async with h.app.run_test(size=(200, 60)) as pilot:
         await running(pilot, h)
-        for size in [(80, 24), (200, 60), (80, 24)]:
+        for size in [(80, 24), (200, 60), (80, 24), (120, 40)]:
             await pilot.resize_terminal(*size)
             await pilot.pause(0.1)
-        assert h.app.query_one("#panes").has_class("-narrow")
-        for key, pane in zip("123456", ["agents", "tasks", "locks", "messages", "files", "metrics"]):
+        order = reading_order(h.app)
+        assert order == ["tasks", "agents", "messages", "locks", "files", "metrics"]
+        for key, pane in zip("123456", order):
             await pilot.press(key)
             assert h.app.focused.id == pane
-        await pilot.press("2", "z")
-        assert h.app.screen.maximized is h.app.query_one(TasksPane)
-        await pilot.press("z")
-        assert h.app.screen.maximized is None
+            await pilot.press("z")
+            assert h.app.screen.maximized is h.app.query_one(f"#{pane}"), f"z on {pane}"
+            await pilot.pause(0.05)
+            assert h.app.screen.maximized.region.width == 120  # it fills the screen
+            await pilot.press("z")
+            assert h.app.screen.maximized is None
+        await pilot.press("6", "z", "1")  # a number while maximised shows that pane maximised
+        assert h.app.screen.maximized is h.app.query_one(TasksPane) and h.app.focused.id == "tasks"
+        await pilot.press("z", "question_mark")
+        titles = ", ".join(h.app.query_one(f"#{pane}").border_title for pane in order)
+        assert "1–6 Tasks, Agents, Messages, Locks, Files, Metrics" in help_text(h.app)
+        assert titles == "Tasks, Agents, Messages, Locks, Files, Metrics"
+        assert not any("cannot be maximised" in n for n in h.notes())
+
+
+async def test_help_scrolls_with_the_list_keys(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(80, 24)) as pilot:
+        await running(pilot, h)
+        await pilot.press("question_mark")
+        box = h.app.screen.query_one("#help-dialog", VerticalScroll)
+        await pilot.pause(0.1)
+        bottom = box.max_scroll_y
+        assert bottom > 5  # the help is taller than the screen at 80×24
+        await pilot.press("j", "j", "j")
+        assert box.scroll_offset.y == 3
+        await pilot.press("k")
+        assert box.scroll_offset.y == 2
+        await pilot.press("G")
+        assert box.scroll_offset.y == bottom
+        await pilot.press("g")
+        assert box.scroll_offset.y == 0
+        await pilot.press("ctrl+d")
+        assert box.scroll_offset.y > 3
+        assert isinstance(h.app.screen, HelpScreen)
+        assert "reassign to another capable agent" in help_text(h.app)  # live: the operator keys
+
+
+async def palette_titles(pilot, app: SprintDeckApp) -> list[str]:
+    """Open the command palette and read the commands it lists (before anything is typed)."""
+    await pilot.press("ctrl+p")
+    await pilot.pause(0.3)
+    return [str(option.prompt).split("\n")[0] for option in app.screen.query_one(CommandList).options]
+
+
+async def test_palette_lists_each_command_once_and_quit_asks_first(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await running(pilot, h)
+        titles = await palette_titles(pilot, h.app)
+        assert len(titles) == len(set(titles)), titles
+        assert "Maximize" not in titles and "Maximise or restore pane" in titles
+        assert {"Keys", "Quit", "Reassign task", "Force-release lock"} <= set(titles)
+        await pilot.press(*"quit", "enter")
+        await pilot.pause(0.1)
+        assert isinstance(h.app.screen, ConfirmScreen)  # ours, which asks; not Textual's, which just exits
+        await pilot.press("n")
+        assert not h.manager.finished
 
 
 def test_filter_syntax() -> None:
@@ -443,7 +517,7 @@ async def test_force_release_warns_what_happens_to_the_holder_enter_confirms_esc
     async with h.app.run_test(size=(120, 40), notifications=True) as pilot:
         await running(pilot, h)
         holder = h.manager.state.tasks["long"].agent
-        await pilot.press("3")
+        await pilot.press("4")
         locks = h.app.query_one(LocksPane)
         await wait_for(pilot, lambda: locks.row_count == 1)
         lock_id = locks.selected_key()

@@ -72,14 +72,14 @@ def test_reassign_modal(snap_compare, tmp_path, size) -> None:
 def test_filter_active(snap_compare, tmp_path, size) -> None:
     async def filter_messages(pilot) -> None:
         pilot.app.apply_filter("type:task_assign")
-        await pilot.press("4")
+        await pilot.press("3")
 
     assert snap_compare(recorded_app(tmp_path), run_before=filter_messages, terminal_size=size)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_message_details(snap_compare, tmp_path, size) -> None:
-    assert snap_compare(recorded_app(tmp_path), press=["4", "g", "enter"], terminal_size=size)
+    assert snap_compare(recorded_app(tmp_path), press=["3", "g", "enter"], terminal_size=size)
 
 
 @pytest.mark.parametrize("theme", ["sprintdeck-light", "sprintdeck-contrast"])

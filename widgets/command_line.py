@@ -23,8 +23,11 @@ class CommandLine(Input):
         self.mode = ":"
         self.display = False
 
-    def open(self, mode: str, value: str = "") -> None:
+    def open(self, mode: str, value: str = "", *, select: bool = True) -> None:
+        """Show the prompt with `value` in it: selected, so typing replaces it (a filter redone), or
+        with `select=False` the cursor after it, so typing extends it (a command begun for the user)."""
         self.mode = mode
+        self.select_on_focus = select
         self.placeholder = "command (reassign TASK AGENT, pause AGENT, theme NAME, q …)" if mode == ":" else (
             "filter messages: agent:ID type:TYPE priority:LEVEL text"
         )

@@ -58,6 +58,7 @@ def progress_line(state: ProjectState, now: datetime) -> Text:
 class MetricsPane(VerticalScroll):
     BORDER_TITLE = "Metrics"
     can_focus = True
+    ALLOW_MAXIMIZE = True  # a scroll container refuses by default; `z` maximises every pane
 
     def compose(self) -> ComposeResult:
         # Kept as attributes: the App may refresh this pane before its children are mounted.
