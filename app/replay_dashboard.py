@@ -13,8 +13,9 @@ move wins: a quick move or another far one makes a pending seek's result stale, 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from textual.app import ComposeResult
@@ -27,11 +28,12 @@ from app.dashboard import SprintDeckApp
 from engine.events import Event, MessageRecorded
 from engine.journal import JournalError
 from engine.models import ProjectState
-from engine.replay import ReplayCursor, parse_time_of_day
+from engine.replay import ReplayCursor
+from engine.replay_seek import Pace, SeekSyntaxError, elapsed_at, parse_seek, resolve_seek
 from widgets.changes import Changes, collect
 from widgets.scrubber import Scrubber, TransportState
 
-SPEEDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
+PLAY_HZ = 15  # play ticks per second
 INCREMENTAL_STEP = 200  # a forward step this short updates only what its events touched
 MESSAGE_CHUNK = 5_000  # journal events read per tick while filling the Messages pane (~50 ms)
 QUICK_SEEK_SNAPSHOTS = 2  # a seek folding at most this many snapshot intervals runs at once (~30 ms)
@@ -81,6 +83,7 @@ class ReplayApp(SprintDeckApp):
         Binding("end", "seek_to(-1)", "End", priority=True, id="replay.end"),
         Binding("less_than_sign", "speed(-1)", "Slower", key_display="<", priority=True, id="replay.slower"),
         Binding("greater_than_sign", "speed(1)", "Faster", key_display=">", priority=True, id="replay.faster"),
+        Binding("t", "speed_mode", "Real time/ev/s", id="replay.speed_mode"),
     ]
 
     class SeekReady(Message):
@@ -107,8 +110,12 @@ class ReplayApp(SprintDeckApp):
         self._deferred_at = at if at is not None and not self._quick(at) else None
         cursor.seek(0 if at is None or self._deferred_at is not None else at)
         super().__init__(ReplaySource(cursor), clock=self._cursor_time, **kwargs)
-        self.speed_index = SPEEDS.index(10)
+        self.pace = Pace()  # ×1 the recorded pace; `t` switches to events per second
         self.playing = False
+        # The replay clock while playing in real time (seconds since the first event): it runs
+        # between events, so a quiet stretch of the recording plays as quiet.  None: at the cursor.
+        self._play_clock: float | None = None
+        self._last_tick = 0.0
         self._filled = 0  # journal events scanned into the message store so far
         self._play_timer: Timer | None = None
 
@@ -150,7 +157,12 @@ class ReplayApp(SprintDeckApp):
         return self.cursor.seek_cost(seq) <= QUICK_SEEK_SNAPSHOTS * self.cursor.snapshot_every
 
     def seek(self, seq: int) -> None:
-        """Go to event `seq`: at once when that is quick, else through a worker (the UI stays live)."""
+        """Go to event `seq` (a user's move: real-time play resumes from that event's time)."""
+        self._play_clock = None
+        self._go(seq)
+
+    def _go(self, seq: int) -> None:
+        """Move to event `seq`: at once when that is quick, else through a worker (the UI stays live)."""
         seq = max(0, min(seq, self.cursor.total))
         if seq == self.seeking:
             return
@@ -233,11 +245,10 @@ class ReplayApp(SprintDeckApp):
         cursor = self.cursor
         position = cursor.position
         event = cursor.event(position) if position else None
-        started = cursor.start_time
-        elapsed = (self._cursor_time() - started).total_seconds() if started else 0.0
+        elapsed = self._play_clock if self._play_clock is not None else elapsed_at(cursor, position)
         what = _describe(event) if self.seeking is None else self._seek_status(self.seeking)
         self.scrubber.show(
-            TransportState(position, cursor.total, elapsed, SPEEDS[self.speed_index], self.playing, what)
+            TransportState(position, cursor.total, elapsed, self.pace.label, self.playing, what)
         )
         if event is not None:
             self.messages.highlight_seq(self._message_at_or_before(position))
@@ -275,7 +286,7 @@ class ReplayApp(SprintDeckApp):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Transport keys are priority bindings: let them go to the command line while it is open."""
-        if action in ("play", "step", "seek_to", "speed") and self.command_line.display:
+        if action in ("play", "step", "seek_to", "speed", "speed_mode") and self.command_line.display:
             return False
         return True
 
@@ -285,17 +296,35 @@ class ReplayApp(SprintDeckApp):
             self._play_timer.stop()
             self._play_timer = None
         if self.playing:
-            self._play_timer = self.set_interval(1 / 15, self._tick)
+            self._last_tick = time.monotonic()
+            self._play_timer = self.set_interval(1 / PLAY_HZ, self._tick)
         self.show_position()
 
     def _tick(self) -> None:
         if self.seeking is not None:
             return  # playing resumes from where the pending seek lands
-        step = max(1, round(SPEEDS[self.speed_index] / 15))
-        if self.cursor.position >= self.cursor.total:
+        cursor = self.cursor
+        now, last = time.monotonic(), self._last_tick
+        self._last_tick = now
+        if cursor.position >= cursor.total:
             self.action_play()  # reached the end: pause
             return
-        self.seek(self.cursor.position + step)
+        if not self.pace.realtime:
+            self._go(cursor.position + max(1, round(self.pace.rate / PLAY_HZ)))
+            return
+        if self._play_clock is None:
+            self._play_clock = elapsed_at(cursor, cursor.position)
+        self._play_clock += (now - last) * self.pace.multiple
+        duration = (cursor.end_time - cursor.start_time).total_seconds()
+        if self._play_clock >= duration:
+            self._play_clock = duration
+            target = cursor.total
+        else:
+            target = cursor.seq_at_time(cursor.start_time + timedelta(seconds=self._play_clock))
+        if target > cursor.position:
+            self._go(target)
+        else:
+            self.show_position()  # between two events: only the clock moves
 
     def action_step(self, n: int) -> None:
         self.seek(self.target + n)
@@ -304,31 +333,33 @@ class ReplayApp(SprintDeckApp):
         self.seek(self.cursor.total if seq < 0 else seq)
 
     def action_speed(self, delta: int) -> None:
-        self.speed_index = max(0, min(len(SPEEDS) - 1, self.speed_index + delta))
+        self.pace.change(delta)
+        self.show_position()
+
+    def action_speed_mode(self) -> None:
+        """Switch between real-time multiples and events per second (each keeps its own setting)."""
+        self.pace.realtime = not self.pace.realtime
+        self._play_clock = None
         self.show_position()
 
     def on_scrubber_seek(self, message: Scrubber.Seek) -> None:
         self.seek(message.seq)
 
     def run_command(self, text: str) -> None:
-        """`:seek N` (an event) or `:seek 12:30` (a time of day); everything else as live."""
+        """`:seek` an event, an elapsed time or a step in time (engine/replay_seek.py); else as live."""
         words = text.split()
         if not words or words[0] != "seek":
             super().run_command(text)
             return
-        if len(words) != 2:
-            self.notify(":seek takes an event number or a time like 12:30", severity="warning")
-            return
-        target = words[1]
-        if target.isdigit():
-            self.seek(int(target))
-            return
         try:
-            when = parse_time_of_day(target, self.cursor.start_time)
-        except ValueError as exc:
+            request = parse_seek(" ".join(words[1:]))
+        except SeekSyntaxError as exc:
             self.notify(str(exc), title="seek", severity="warning")
             return
-        self.seek(self.cursor.seq_at_time(when))  # a binary search over the index: no fold here
+        landing = resolve_seek(self.cursor, request, self.target)  # a binary search: no fold here
+        self.seek(landing.seq)
+        if landing.note is not None:
+            self.notify(landing.note, title="seek", severity="warning")
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
