@@ -250,26 +250,32 @@ class ReplayApp(SprintDeckApp):
         self.scrubber.show(
             TransportState(position, cursor.total, elapsed, self.pace.label, self.playing, what)
         )
-        if event is not None:
-            self.messages.highlight_seq(self._message_at_or_before(position))
+        self._show_messages()
 
     def _seek_status(self, target: int) -> str:
         """"seeking to #N… indexing P%": how far the snapshot builder is towards the target."""
         done = min(100, self.cursor.snapshots_until * 100 // max(1, target))
         return f"seeking to #{target}… indexing {done}%"
 
-    def _message_at_or_before(self, seq: int) -> int | None:
+    def _show_messages(self) -> None:
+        """The Messages pane shows the messages up to the cursor (not the whole recording), the
+        last of them marked: every pane shows the state at the cursor."""
+        shown = self._messages_until(self.cursor.position)
+        self.messages.set_limit(shown)
+        self.messages.highlight_seq(self.store.seq(shown - 1) if shown else None)
+
+    def _messages_until(self, seq: int) -> int:
+        """How many stored messages were journaled at or before event `seq`."""
         store = self.store
-        index = None
-        # The store is in seq order: binary search for the last message at or before seq.
-        low, high = 0, len(store) - 1
-        while low <= high:
+        # The store is in seq order: binary search for the first message after seq.
+        low, high = 0, len(store)
+        while low < high:
             middle = (low + high) // 2
             if store.seq(middle) <= seq:
-                index, low = middle, middle + 1
+                low = middle + 1
             else:
-                high = middle - 1
-        return store.seq(index) if index is not None else None
+                high = middle
+        return low
 
     def _fill_messages(self) -> None:
         """Load the recording's messages into the store a chunk per tick, so first paint is fast."""
@@ -279,8 +285,8 @@ class ReplayApp(SprintDeckApp):
         end = min(total, self._filled + MESSAGE_CHUNK)
         appended = self.ingest_messages(self.cursor.events(self._filled + 1, end))
         self._filled = end
-        if appended and self.cursor.position:
-            self.messages.highlight_seq(self._message_at_or_before(self.cursor.position))
+        if appended:
+            self._show_messages()
 
     # ------------------------------------------------------------ keys
 
