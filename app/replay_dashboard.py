@@ -9,6 +9,10 @@ before the snapshot builder has got there -- never runs on the UI thread: a work
 becomes) the builder until the target is covered, folds the last stretch from a snapshot, and posts
 the state back; meanwhile the transport bar says "seeking…" and every key still works.  The newest
 move wins: a quick move or another far one makes a pending seek's result stale, and it is dropped.
+
+Every pane shows the state at the cursor, Messages included (it shows the stored messages up to
+the cursor only).  Playing follows the recorded pace by default (`engine/replay_seek.Pace`), and
+`:seek` reads elapsed time as the scrubber shows it (`engine/replay_seek.parse_seek`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ from engine.events import Event, MessageRecorded
 from engine.journal import JournalError
 from engine.models import ProjectState
 from engine.replay import ReplayCursor
-from engine.replay_seek import Pace, SeekSyntaxError, elapsed_at, parse_seek, resolve_seek
+from engine.replay_seek import (
+    Pace,
+    SeekSyntaxError,
+    elapsed_at,
+    parse_seek,
+    resolve_seek,
+)
 from widgets.changes import Changes, collect
 from widgets.scrubber import Scrubber, TransportState
 
@@ -307,11 +317,11 @@ class ReplayApp(SprintDeckApp):
         self.show_position()
 
     def _tick(self) -> None:
+        now, last = time.monotonic(), self._last_tick
+        self._last_tick = now  # before the check below: a seek's wait is not played through
         if self.seeking is not None:
             return  # playing resumes from where the pending seek lands
         cursor = self.cursor
-        now, last = time.monotonic(), self._last_tick
-        self._last_tick = now
         if cursor.position >= cursor.total:
             self.action_play()  # reached the end: pause
             return

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import SAMPLES
 from textual.geometry import Region
 from textual.widget import Widget
 
 from app.replay_dashboard import ReplayApp
-from conftest import SAMPLES
 from engine.events import EventType
 from engine.journal import read_journal
 from engine.replay import ReplayCursor

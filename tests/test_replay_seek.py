@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES
 from textual.widgets._toast import Toast
 
 from app.replay_dashboard import ReplayApp
-from conftest import SAMPLES
 from engine.events import Event, EventType
 from engine.journal import JournalWriter, read_journal
 from engine.models import ProjectState
@@ -27,7 +27,7 @@ STRETCH = 60
 
 
 def _stretched_ts(ts: str, start: datetime) -> str:
-    moment = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(ts)
     return (start + (moment - start) * STRETCH).isoformat().replace("+00:00", "Z")
 
 
@@ -35,7 +35,7 @@ def _stretched_ts(ts: str, start: datetime) -> str:
 def slow_journal(tmp_path: Path) -> Path:
     """The sample recording with every gap between events sixty times longer."""
     header, records = read_journal(RECORDED)[:2]
-    start = datetime.fromisoformat(records[0]["ts"].replace("Z", "+00:00"))
+    start = datetime.fromisoformat(records[0]["ts"])
     path = tmp_path / "slow.jsonl"
     writer = JournalWriter.create(path, header)
     state = ProjectState()
