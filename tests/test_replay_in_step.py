@@ -76,3 +76,23 @@ async def test_messages_follow_the_cursor_both_ways(tmp_path: Path) -> None:
             if wanted:  # the newest message at the cursor is marked and on screen
                 assert app.store.seq(pane.highlighted_index) == wanted[-1]
                 assert f"{CURSOR_MARK} {_clock(app.store.time(pane.highlighted_index))}" in screen_text(pane)
+
+
+async def test_a_filter_shows_only_matching_messages_up_to_the_cursor(tmp_path: Path) -> None:
+    heartbeats = {r["seq"] for r in read_journal(RECORDED)[1]
+                  if r["type"] == EventType.MESSAGE and r["data"]["message"]["type"] == "heartbeat"}
+    app = ReplayApp(ReplayCursor.open(RECORDED), at=60, config_file=tmp_path / "config.json")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle_messages(pilot, app)
+        await pilot.press("slash", *"type:heartbeat", "enter")
+        for keys, seq in [((), 60), (("right_curly_bracket",), 160), (("home",), 0), (("end",), app.cursor.total)]:
+            await pilot.press(*keys)
+            await pilot.pause(0.05)
+            pane = app.messages
+            shown = [app.store.seq(pane._view[row]) for row in range(pane.row_count)]
+            wanted = sorted(s for s in heartbeats if s <= seq)
+            assert shown == wanted, seq
+            # "N of M": M counts the messages up to the cursor, not the whole recording
+            assert pane.border_subtitle.startswith(f"{len(wanted)} of {len(message_seqs_until(seq))} ·")
+            rows_on_screen = screen_text(pane).splitlines()[1:-1]  # inside the border
+            assert sum("heartbeat" in row for row in rows_on_screen) == min(len(wanted), pane.size.height)
