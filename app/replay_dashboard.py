@@ -9,12 +9,17 @@ before the snapshot builder has got there -- never runs on the UI thread: a work
 becomes) the builder until the target is covered, folds the last stretch from a snapshot, and posts
 the state back; meanwhile the transport bar says "seeking…" and every key still works.  The newest
 move wins: a quick move or another far one makes a pending seek's result stale, and it is dropped.
+
+Every pane shows the state at the cursor, Messages included (it shows the stored messages up to
+the cursor only).  Playing follows the recorded pace by default (`engine/replay_seek.Pace`), and
+`:seek` reads elapsed time as the scrubber shows it (`engine/replay_seek.parse_seek`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from textual.app import ComposeResult, SystemCommand
@@ -28,11 +33,18 @@ from app.screens.help import HelpScreen, replay_keys
 from engine.events import Event, MessageRecorded
 from engine.journal import JournalError
 from engine.models import ProjectState
-from engine.replay import ReplayCursor, parse_time_of_day
+from engine.replay import ReplayCursor
+from engine.replay_seek import (
+    Pace,
+    SeekSyntaxError,
+    elapsed_at,
+    parse_seek,
+    resolve_seek,
+)
 from widgets.changes import Changes, collect
 from widgets.scrubber import Scrubber, TransportState
 
-SPEEDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
+PLAY_HZ = 15  # play ticks per second
 INCREMENTAL_STEP = 200  # a forward step this short updates only what its events touched
 MESSAGE_CHUNK = 5_000  # journal events read per tick while filling the Messages pane (~50 ms)
 QUICK_SEEK_SNAPSHOTS = 2  # a seek folding at most this many snapshot intervals runs at once (~30 ms)
@@ -42,7 +54,8 @@ OPERATIONS = frozenset({"reassign", "retry", "cancel_task", "priority", "pause",
                         "resolve_file", "escalate_file"})
 STEP = Binding.Group("Step")  # the footer shows "[ ] Step": two keys, one label
 SPEED = Binding.Group("Speed")
-REPLAY_COMMANDS = [(":seek N", "go to event N"), (":seek 12:30", "go to the first event at that time of day"),
+REPLAY_COMMANDS = [(":seek N", "go to event N"), (":seek 2:30", "go to that elapsed time (as the scrubber shows it)"),
+                   (":seek +30s / -10s", "step forward or back in time"),
                    ("click the scrubber", "go to that point of the recording")]
 
 
@@ -100,6 +113,8 @@ class ReplayApp(SprintDeckApp):
                 tooltip="play slower", group=SPEED),
         Binding("greater_than_sign", "speed(1)", "Faster", key_display=">", priority=True, id="replay.faster",
                 tooltip="play faster", group=SPEED),
+        Binding("t", "speed_mode", "Real time/ev/s", priority=True, id="replay.speed_mode",
+                tooltip="play at the recorded pace (×1, ×2 …) or in events per second", group=SPEED),
         # The live operator keys, which `check_action` hides in a replay, land here: say why nothing happens.
         Binding("r,R,x,plus,equals_sign,minus,u,a,v,m,e,p", "read_only", show=False, id="replay.read_only"),
     ]
@@ -128,8 +143,12 @@ class ReplayApp(SprintDeckApp):
         self._deferred_at = at if at is not None and not self._quick(at) else None
         cursor.seek(0 if at is None or self._deferred_at is not None else at)
         super().__init__(ReplaySource(cursor), clock=self._cursor_time, **kwargs)
-        self.speed_index = SPEEDS.index(10)
+        self.pace = Pace()  # ×1 the recorded pace; `t` switches to events per second
         self.playing = False
+        # The replay clock while playing in real time (seconds since the first event): it runs
+        # between events, so a quiet stretch of the recording plays as quiet.  None: at the cursor.
+        self._play_clock: float | None = None
+        self._last_tick = 0.0
         self._filled = 0  # journal events scanned into the message store so far
         self._play_timer: Timer | None = None
 
@@ -171,7 +190,12 @@ class ReplayApp(SprintDeckApp):
         return self.cursor.seek_cost(seq) <= QUICK_SEEK_SNAPSHOTS * self.cursor.snapshot_every
 
     def seek(self, seq: int) -> None:
-        """Go to event `seq`: at once when that is quick, else through a worker (the UI stays live)."""
+        """Go to event `seq` (a user's move: real-time play resumes from that event's time)."""
+        self._play_clock = None
+        self._go(seq)
+
+    def _go(self, seq: int) -> None:
+        """Move to event `seq`: at once when that is quick, else through a worker (the UI stays live)."""
         seq = max(0, min(seq, self.cursor.total))
         if seq == self.seeking:
             return
@@ -254,32 +278,37 @@ class ReplayApp(SprintDeckApp):
         cursor = self.cursor
         position = cursor.position
         event = cursor.event(position) if position else None
-        started = cursor.start_time
-        elapsed = (self._cursor_time() - started).total_seconds() if started else 0.0
+        elapsed = self._play_clock if self._play_clock is not None else elapsed_at(cursor, position)
         what = _describe(event) if self.seeking is None else self._seek_status(self.seeking)
         self.scrubber.show(
-            TransportState(position, cursor.total, elapsed, SPEEDS[self.speed_index], self.playing, what)
+            TransportState(position, cursor.total, elapsed, self.pace.label, self.playing, what)
         )
-        if event is not None:
-            self.messages.highlight_seq(self._message_at_or_before(position))
+        self._show_messages()
 
     def _seek_status(self, target: int) -> str:
         """"seeking to #N… indexing P%": how far the snapshot builder is towards the target."""
         done = min(100, self.cursor.snapshots_until * 100 // max(1, target))
         return f"seeking to #{target}… indexing {done}%"
 
-    def _message_at_or_before(self, seq: int) -> int | None:
+    def _show_messages(self) -> None:
+        """The Messages pane shows the messages up to the cursor (not the whole recording), the
+        last of them marked: every pane shows the state at the cursor."""
+        shown = self._messages_until(self.cursor.position)
+        self.messages.set_limit(shown)
+        self.messages.highlight_seq(self.store.seq(shown - 1) if shown else None)
+
+    def _messages_until(self, seq: int) -> int:
+        """How many stored messages were journaled at or before event `seq`."""
         store = self.store
-        index = None
-        # The store is in seq order: binary search for the last message at or before seq.
-        low, high = 0, len(store) - 1
-        while low <= high:
+        # The store is in seq order: binary search for the first message after seq.
+        low, high = 0, len(store)
+        while low < high:
             middle = (low + high) // 2
             if store.seq(middle) <= seq:
-                index, low = middle, middle + 1
+                low = middle + 1
             else:
-                high = middle - 1
-        return store.seq(index) if index is not None else None
+                high = middle
+        return low
 
     def _fill_messages(self) -> None:
         """Load the recording's messages into the store a chunk per tick, so first paint is fast."""
@@ -289,8 +318,8 @@ class ReplayApp(SprintDeckApp):
         end = min(total, self._filled + MESSAGE_CHUNK)
         appended = self.ingest_messages(self.cursor.events(self._filled + 1, end))
         self._filled = end
-        if appended and self.cursor.position:
-            self.messages.highlight_seq(self._message_at_or_before(self.cursor.position))
+        if appended:
+            self._show_messages()
 
     # ------------------------------------------------------------ keys
 
@@ -298,7 +327,7 @@ class ReplayApp(SprintDeckApp):
         """Transport keys are priority bindings: let them go to the command line while it is open.
 
         Operations are hidden (from the footer too): their keys fall through to `read_only`."""
-        if action in ("play", "step", "seek_to", "speed") and self.command_line.display:
+        if action in ("play", "step", "seek_to", "speed", "speed_mode") and self.command_line.display:
             return False
         return action not in OPERATIONS
 
@@ -317,17 +346,35 @@ class ReplayApp(SprintDeckApp):
             self._play_timer.stop()
             self._play_timer = None
         if self.playing:
-            self._play_timer = self.set_interval(1 / 15, self._tick)
+            self._last_tick = time.monotonic()
+            self._play_timer = self.set_interval(1 / PLAY_HZ, self._tick)
         self.show_position()
 
     def _tick(self) -> None:
+        now, last = time.monotonic(), self._last_tick
+        self._last_tick = now  # before the check below: a seek's wait is not played through
         if self.seeking is not None:
             return  # playing resumes from where the pending seek lands
-        step = max(1, round(SPEEDS[self.speed_index] / 15))
-        if self.cursor.position >= self.cursor.total:
+        cursor = self.cursor
+        if cursor.position >= cursor.total:
             self.action_play()  # reached the end: pause
             return
-        self.seek(self.cursor.position + step)
+        if not self.pace.realtime:
+            self._go(cursor.position + max(1, round(self.pace.rate / PLAY_HZ)))
+            return
+        if self._play_clock is None:
+            self._play_clock = elapsed_at(cursor, cursor.position)
+        self._play_clock += (now - last) * self.pace.multiple
+        duration = (cursor.end_time - cursor.start_time).total_seconds()
+        if self._play_clock >= duration:
+            self._play_clock = duration
+            target = cursor.total
+        else:
+            target = cursor.seq_at_time(cursor.start_time + timedelta(seconds=self._play_clock))
+        if target > cursor.position:
+            self._go(target)
+        else:
+            self.show_position()  # between two events: only the clock moves
 
     def action_step(self, n: int) -> None:
         self.seek(self.target + n)
@@ -336,31 +383,33 @@ class ReplayApp(SprintDeckApp):
         self.seek(self.cursor.total if seq < 0 else seq)
 
     def action_speed(self, delta: int) -> None:
-        self.speed_index = max(0, min(len(SPEEDS) - 1, self.speed_index + delta))
+        self.pace.change(delta)
+        self.show_position()
+
+    def action_speed_mode(self) -> None:
+        """Switch between real-time multiples and events per second (each keeps its own setting)."""
+        self.pace.realtime = not self.pace.realtime
+        self._play_clock = None
         self.show_position()
 
     def on_scrubber_seek(self, message: Scrubber.Seek) -> None:
         self.seek(message.seq)
 
     def run_command(self, text: str) -> None:
-        """`:seek N` (an event) or `:seek 12:30` (a time of day); everything else as live."""
+        """`:seek` an event, an elapsed time or a step in time (engine/replay_seek.py); else as live."""
         words = text.split()
         if not words or words[0] != "seek":
             super().run_command(text)
             return
-        if len(words) != 2:
-            self.notify(":seek takes an event number or a time like 12:30", severity="warning")
-            return
-        target = words[1]
-        if target.isdigit():
-            self.seek(int(target))
-            return
         try:
-            when = parse_time_of_day(target, self.cursor.start_time)
-        except ValueError as exc:
+            request = parse_seek(" ".join(words[1:]))
+        except SeekSyntaxError as exc:
             self.notify(str(exc), title="seek", severity="warning")
             return
-        self.seek(self.cursor.seq_at_time(when))  # a binary search over the index: no fold here
+        landing = resolve_seek(self.cursor, request, self.target)  # a binary search: no fold here
+        self.seek(landing.seq)
+        if landing.note is not None:
+            self.notify(landing.note, title="seek", severity="warning")
 
     def mode_commands(self) -> Iterable[SystemCommand]:
         """The palette's replay commands, in place of the live operations a recording refuses."""
@@ -373,7 +422,7 @@ class ReplayApp(SprintDeckApp):
         yield SystemCommand("Go to the start", "Show the state before the first event (home)",
                             lambda: self.action_seek_to(0))
         yield SystemCommand("Go to the end", "Show the final recorded state (end)", lambda: self.action_seek_to(-1))
-        yield SystemCommand("Seek…", "Go to an event or a time (:seek)",
+        yield SystemCommand("Seek…", "Go to an event or an elapsed time (:seek 42, :seek 2:30, :seek +30s)",
                             lambda: self.command_line.open(":", "seek ", select=False))
         yield SystemCommand("Play faster", "Raise the replay speed (>)", lambda: self.action_speed(1))
         yield SystemCommand("Play slower", "Lower the replay speed (<)", lambda: self.action_speed(-1))

@@ -159,10 +159,15 @@ class Matcher:
 
 
 class FilteredView:
-    """The rows a filter shows, as store indices, kept current by `update()` in O(new messages)."""
+    """The rows a filter shows, as store indices, kept current by `update()` in O(new messages).
 
-    def __init__(self, store: MessageStore, filter: Filter | None = None) -> None:
+    `limit` hides every store index from it on: a replay holds the whole recording in the store
+    but shows only the messages up to its cursor.
+    """
+
+    def __init__(self, store: MessageStore, filter: Filter | None = None, limit: int | None = None) -> None:
         self.store = store
+        self.limit = limit
         self.filter = filter or Filter()
         self._matcher = None if self.filter.is_empty else Matcher(store, self.filter)
         self._rows = array("Q")
@@ -171,36 +176,41 @@ class FilteredView:
 
     def update(self) -> int:
         """Take in the messages appended since the last call; returns how many rows were added."""
-        total = len(self.store)
+        total, before = len(self.store), len(self)
         start, self._scanned = self._scanned, total
-        if self._matcher is None:
-            return total - start
-        before = len(self._rows)
-        self._rows.extend(self._matcher.scan(start, total))
-        return len(self._rows) - before
+        if self._matcher is not None:
+            self._rows.extend(self._matcher.scan(start, total))
+        return len(self) - before
+
+    def set_limit(self, limit: int | None) -> int:
+        """Show store indices below `limit` only (None: all); returns the change in rows shown."""
+        before = len(self)
+        self.limit = limit
+        return len(self) - before
 
     def __len__(self) -> int:
-        return self._scanned if self._matcher is None else len(self._rows)
+        if self._matcher is None:
+            return self._scanned if self.limit is None else min(self._scanned, self.limit)
+        return len(self._rows) if self.limit is None else bisect_left(self._rows, self.limit)
 
     def __getitem__(self, row: int) -> int:
         """The store index shown on `row` (negative rows count from the end)."""
-        if self._matcher is None:
-            if row < 0:
-                row += self._scanned
-            if not 0 <= row < self._scanned:
-                raise IndexError(row)
-            return row
-        return self._rows[row]
+        shown = len(self)
+        if row < 0:
+            row += shown
+        if not 0 <= row < shown:
+            raise IndexError(row)
+        return row if self._matcher is None else self._rows[row]
 
     def row_of(self, index: int) -> int | None:
-        """The row showing store index `index`, or None when the filter hides it."""
+        """The row showing store index `index`, or None when the filter (or the limit) hides it."""
         if self._matcher is None:
-            return index if 0 <= index < self._scanned else None
+            return index if 0 <= index < len(self) else None
         at = bisect_left(self._rows, index)
-        return at if at < len(self._rows) and self._rows[at] == index else None
+        return at if at < len(self) and self._rows[at] == index else None
 
     def nearest_row(self, index: int) -> int:
         """The row of the last shown message at or before store index `index` (0 when none)."""
         if self._matcher is None:
-            return max(0, min(index, self._scanned - 1))
-        return max(0, bisect_right(self._rows, index) - 1)
+            return max(0, min(index, len(self) - 1))
+        return max(0, min(bisect_right(self._rows, index), len(self)) - 1)

@@ -47,7 +47,7 @@ async def test_transport_keys_step_and_jump(tmp_path: Path) -> None:
         await pilot.press("home")
         assert app.cursor.position == 0 and app.source.state.tasks == {}
         await pilot.press("greater_than_sign", "greater_than_sign")
-        assert app.scrubber.transport.speed == 50
+        assert app.scrubber.transport.speed == "×5 real time"
         await pilot.press("colon", *"seek 100", "enter")
         assert app.cursor.position == 100
 

@@ -27,6 +27,8 @@ class AgentsPane(PaneTable):
         keys = [key for key, _ in COLUMNS]
         for agent in state.agents.values():
             self.upsert(agent.id, self._cells(agent, now), keys)
+        for gone in set(self.keys()) - state.agents.keys():  # a replay gone back before them
+            self.remove_row(gone)
 
     def _cells(self, agent: AgentState, now: datetime) -> list:
         metrics = agent.metrics

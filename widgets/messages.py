@@ -206,7 +206,7 @@ class MessagesPane(ScrollView, can_focus=True, inherit_bindings=False):
             filter = None
         keep = self.cursor_index
         self._filter = filter
-        self._view = FilteredView(self.store, filter)
+        self._view = FilteredView(self.store, filter, self._view.limit)
         self._sync_virtual_size()
         if self.follow or keep is None:
             self._go_to_tail()
@@ -215,6 +215,23 @@ class MessagesPane(ScrollView, can_focus=True, inherit_bindings=False):
         self.refresh()
         self._update_subtitle()
         self.post_message(self.FilterChanged(self, filter))
+
+    def set_limit(self, limit: int | None) -> None:
+        """Show only the messages before store index `limit` (None: all of them).
+
+        A replay keeps the whole recording in the store; this keeps the pane at its cursor, so
+        going back in time takes the later messages off the screen.
+        """
+        if limit == self._view.limit:
+            return
+        self._view.set_limit(limit)
+        self._sync_virtual_size()
+        if self.follow or self._cursor is None:
+            self._go_to_tail()
+        else:
+            self._set_cursor(self._cursor)  # clamped to the rows still shown
+        self.refresh()
+        self._update_subtitle()
 
     def highlight_seq(self, seq: int | None) -> bool:
         """Mark the message journaled as event `seq` (replay's position) and bring it into view.
@@ -370,6 +387,8 @@ class MessagesPane(ScrollView, can_focus=True, inherit_bindings=False):
 
     def _update_subtitle(self) -> None:
         shown, total = len(self._view), len(self.store)
+        if self._view.limit is not None:
+            total = min(total, self._view.limit)
         count = f"{shown:,}" if self._filter is None else f"{shown:,} of {total:,}"
         parts = [count, "following" if self.follow else "paused"]
         if self._filter is not None:

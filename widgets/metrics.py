@@ -29,7 +29,7 @@ def throughput_series(state: ProjectState, now: datetime, bins: int = THROUGHPUT
     """Completed tasks per time bin since the sprint started."""
     started = state.meta.started_at
     if started is None:
-        return [0.0]
+        return [0.0] * bins  # one value draws as a full bar: before the start, an empty line
     end = state.meta.finished_at or now
     span = max((end - started).total_seconds(), 1e-6)
     series = [0.0] * bins
@@ -43,7 +43,7 @@ def throughput_series(state: ProjectState, now: datetime, bins: int = THROUGHPUT
 def progress_line(state: ProjectState, now: datetime) -> Text:
     total = len(state.tasks)
     finished = sum(1 for t in state.tasks.values() if t.status in ("completed", "failed", "cancelled"))
-    fraction = finished / total if total else 1.0
+    fraction = finished / total if total else 0.0  # no tasks yet (a replay before the start): empty
     filled = int(BAR_WIDTH * fraction)
     eta = "—"
     started = state.meta.started_at
@@ -79,7 +79,7 @@ class MetricsPane(VerticalScroll):
         metrics = sprint_metrics(state, now)
         self.progress.set_text(progress_line(state, now))
         self.throughput.data = throughput_series(state, now)
-        self.utilisation.data = list(metrics.agent_utilization.values()) or [0.0]
+        self.utilisation.data = list(metrics.agent_utilization.values()) or [0.0, 0.0]  # [0.0] is drawn full
         busiest = sorted(metrics.resource_contention.items(), key=lambda kv: -kv[1])[:3]
         summary = (
             f"tasks {metrics.completed_tasks}/{metrics.total_tasks} done, {metrics.failed_tasks} failed, "
@@ -101,6 +101,8 @@ class MetricsPane(VerticalScroll):
                                     f"{m.average_task_duration:.1f}", f"{m.resource_lock_wait_time:.1f}",
                                     str(m.messages_sent), str(m.messages_received),
                                     f"{utilisation.get(agent.id, 0.0):.0%}", cost(m.cost_usd)], AGENT_COLUMN_KEYS)
+        for gone in set(table.keys()) - state.agents.keys():  # a replay gone back before them
+            table.remove_row(gone)
 
 
 AGENT_COLUMNS = [("agent", "Agent"), ("done", "Done"), ("failed", "Fail"), ("avg", "Avg s"),

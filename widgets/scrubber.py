@@ -13,6 +13,8 @@ from textual import events
 from textual.message import Message
 from textual.widget import Widget
 
+from engine.replay_seek import format_elapsed
+
 EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
@@ -30,7 +32,7 @@ class TransportState:
     position: int
     total: int
     sprint_time: float  # seconds since the sprint started, at the current event
-    speed: int  # events per second while playing
+    speed: str  # how fast playing goes: `×2 real time` or `50 ev/s`
     playing: bool
     event: str  # a short description of the current event
 
@@ -49,7 +51,7 @@ class Scrubber(Widget):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.transport = TransportState(0, 0, 0.0, 10, False, "")
+        self.transport = TransportState(0, 0, 0.0, "×1 real time", False, "")
 
     def show(self, transport: TransportState) -> None:
         if transport != self.transport:
@@ -60,12 +62,11 @@ class Scrubber(Widget):
         t = self.transport
         width = max(10, self.content_region.width)
         fraction = t.position / t.total if t.total else 0.0
-        minutes, seconds = divmod(t.sprint_time, 60)
         state = "▶ playing" if t.playing else "‖ paused"
         text = Text(bar(fraction, width), style="bold")
         text.append("\n")
-        text.append(f"{t.position}/{t.total} events · {int(minutes):02d}:{seconds:04.1f} · "
-                    f"×{t.speed} ev/s · {state} · {t.event}")
+        text.append(f"{t.position}/{t.total} events · {format_elapsed(t.sprint_time)} · "
+                    f"{t.speed} · {state} · {t.event}")
         text.truncate(width * 2 + 1)
         return text
 
