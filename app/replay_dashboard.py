@@ -113,8 +113,8 @@ class ReplayApp(SprintDeckApp):
                 tooltip="play slower", group=SPEED),
         Binding("greater_than_sign", "speed(1)", "Faster", key_display=">", priority=True, id="replay.faster",
                 tooltip="play faster", group=SPEED),
-        Binding("t", "speed_mode", "Real time/ev/s", priority=True, id="replay.speed_mode",
-                tooltip="play at the recorded pace (×1, ×2 …) or in events per second", group=SPEED),
+        Binding("t", "speed_mode", "Real time/ev/s", priority=True, show=False, id="replay.speed_mode",
+                tooltip="play at the recorded pace (×1, ×2 …) or in events per second"),
         # The live operator keys, which `check_action` hides in a replay, land here: say why nothing happens.
         Binding("r,R,x,plus,equals_sign,minus,u,a,v,m,e,p", "read_only", show=False, id="replay.read_only"),
     ]
