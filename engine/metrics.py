@@ -52,9 +52,10 @@ def sprint_succeeded(metrics: SprintMetrics) -> bool:
     return metrics.completed_tasks == metrics.total_tasks and not metrics.unresolved_conflicts
 
 
-def sprint_outcome(metrics: SprintMetrics) -> str:
+def sprint_outcome(metrics: SprintMetrics, *, name_files: bool = True) -> str:
     """A finished sprint's outcome in words, for the last headless line and the dashboard header:
-    `3/3 done · 1 file left in conflict: src/config.py`, `9/10 done · 1 failed`."""
+    `3/3 done · 1 file left in conflict: src/config.py`, `9/10 done · 1 failed`.  The header, one
+    line wide, counts the files without naming them (`name_files=False`)."""
     parts = [f"{metrics.completed_tasks}/{metrics.total_tasks} done"]
     if metrics.failed_tasks:
         parts.append(f"{metrics.failed_tasks} failed")
@@ -63,5 +64,6 @@ def sprint_outcome(metrics: SprintMetrics) -> str:
     conflicts = metrics.unresolved_conflicts
     if conflicts:
         files = "file" if len(conflicts) == 1 else "files"
-        parts.append(f"{len(conflicts)} {files} left in conflict: {', '.join(conflicts)}")
+        named = f": {', '.join(conflicts)}" if name_files else ""
+        parts.append(f"{len(conflicts)} {files} left in conflict{named}")
     return " · ".join(parts)
