@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 EXIT_OK, EXIT_TASKS_FAILED, EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED = 0, 1, 2, 3
 EXIT_CODES = (
-    "exit codes: 0 every task completed; 1 the sprint ran but tasks failed or were cancelled; "
+    "exit codes: 0 every task completed; 1 the sprint ran but tasks failed or were cancelled, or a "
+    "file is left in conflict (the last line and the --json metrics' unresolvedConflicts name it); "
     "2 bad input (the message names the file, line or id); 3 the journal could not be written "
     "(a full disk): the sprint stopped, the journal is valid up to its last durable record, and "
     "--resume continues it"

@@ -34,6 +34,7 @@ from engine.events import Event
 from engine.journal import JournalFailure
 from engine.message_filter import Filter
 from engine.message_store import MessageStore
+from engine.metrics import sprint_metrics, sprint_outcome
 from themes.themes import DEFAULT_THEME, THEMES, resolve_theme
 from widgets.agents import AgentsPane
 from widgets.changes import Changes, collect
@@ -148,9 +149,8 @@ class SprintDeckApp(OperatorActions):
         self.refresh_panes(changes)
         if self.source.finished and not self._announced_finish:
             self._announced_finish = True
-            state = self.source.state
-            done = sum(1 for t in state.tasks.values() if t.status == "completed")
-            self.notify(f"Sprint finished: {done}/{len(state.tasks)} tasks completed", title="sprint finished")
+            outcome = sprint_outcome(sprint_metrics(self.source.state))
+            self.notify(f"Sprint finished: {outcome}", title="sprint finished")
 
     def ingest_messages(self, events: Iterable[Event]) -> int:
         """The one way messages reach the Messages pane, live batches and replay chunks alike:

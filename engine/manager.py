@@ -40,7 +40,7 @@ from engine.lockdesk import LockDesk
 from engine.locks import LockManager
 from engine.mail import Mail
 from engine.merge import MergeResult
-from engine.metrics import sprint_metrics
+from engine.metrics import sprint_metrics, sprint_succeeded
 from engine.models import ProjectState, SprintMetrics
 from engine.operators import OPERATOR_ID, Operators, ReassignTarget
 from engine.plan import Plan
@@ -63,7 +63,7 @@ class SprintResult:
 
     @property
     def succeeded(self) -> bool:
-        return self.metrics.completed_tasks == self.metrics.total_tasks
+        return sprint_succeeded(self.metrics)
 
 
 class SprintManager:

@@ -42,4 +42,28 @@ def sprint_metrics(state: ProjectState, now: datetime | None = None) -> SprintMe
         cost_usd=round(sum(agent.metrics.cost_usd for agent in state.agents.values()), 6),
         input_tokens=sum(agent.metrics.input_tokens for agent in state.agents.values()),
         output_tokens=sum(agent.metrics.output_tokens for agent in state.agents.values()),
+        unresolved_conflicts=sorted(path for path, file in state.files.items() if file.status == "conflict"),
     )
+
+
+def sprint_succeeded(metrics: SprintMetrics) -> bool:
+    """Every task completed and no file left in conflict: a conflict nobody resolved is work
+    that is not done, however many tasks say `completed` (DESIGN §11, exit code 1)."""
+    return metrics.completed_tasks == metrics.total_tasks and not metrics.unresolved_conflicts
+
+
+def sprint_outcome(metrics: SprintMetrics, *, name_files: bool = True) -> str:
+    """A finished sprint's outcome in words, for the last headless line and the dashboard header:
+    `3/3 done · 1 file left in conflict: src/config.py`, `9/10 done · 1 failed`.  The header, one
+    line wide, counts the files without naming them (`name_files=False`)."""
+    parts = [f"{metrics.completed_tasks}/{metrics.total_tasks} done"]
+    if metrics.failed_tasks:
+        parts.append(f"{metrics.failed_tasks} failed")
+    if metrics.cancelled_tasks:
+        parts.append(f"{metrics.cancelled_tasks} cancelled")
+    conflicts = metrics.unresolved_conflicts
+    if conflicts:
+        files = "file" if len(conflicts) == 1 else "files"
+        named = f": {', '.join(conflicts)}" if name_files else ""
+        parts.append(f"{len(conflicts)} {files} left in conflict{named}")
+    return " · ".join(parts)

@@ -264,6 +264,8 @@ class SprintMetrics(StateModel):
     cost_usd: float = 0.0  # language-model spend of every agent together
     input_tokens: int = 0
     output_tokens: int = 0
+    # Files still in `conflict` when the metrics were taken: at the end, part of the outcome.
+    unresolved_conflicts: list[str] = Field(default_factory=list)
 
 
 class ActivityLog(StateModel):

@@ -320,7 +320,10 @@ class CuttableProxy:
 
 def test_an_agent_back_after_it_was_declared_dead_kills_its_superseded_command_first(run_dir: Path) -> None:
     marker = f"{60 + uuid.uuid4().int % 1000 / 1000:.3f}"
-    command = first_attempt_then_second(f"sleep {marker}", "while [ ! -e go ]; do sleep 0.05; done; echo second > data.txt")
+    # The signal file is outside the workspace: a file the test wrote there unlocked would be left
+    # in conflict, and a conflict left unresolved makes `serve` exit 1.
+    go = run_dir / "go"
+    command = first_attempt_then_second(f"sleep {marker}", f"while [ ! -e {go} ]; do sleep 0.05; done; echo second > data.txt")
     plan = two_agent_plan(run_dir, command, heartbeat_timeout="5s")  # only the closed connection kills here
     journal, workspace = run_dir / "run.jsonl", run_dir / "ws"
     server = serve(plan, "tcp:127.0.0.1:0", run_dir, "--record", str(journal), "--workspace", str(workspace))
@@ -343,7 +346,7 @@ def test_an_agent_back_after_it_was_declared_dead_kills_its_superseded_command_f
                  "the victim to learn of its death", agents[victim].process)
         wait_for(lambda: not processes_with(f"sleep {marker}"), "its superseded command to die")
         wait_for(lambda: _back(journal, victim), "the victim heard from again", server.process)
-        (workspace / "go").touch()
+        go.touch()
         result = server.finish()
     finally:
         server.kill()

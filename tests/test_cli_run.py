@@ -65,6 +65,7 @@ def test_failed_tasks_exit_1(tmp_path: Path) -> None:
     state = json.loads(out.stdout)["state"]
     assert state["tasks"]["t"]["status"] == "failed" and state["tasks"]["u"]["status"] == "cancelled"
     assert "0/2 done, 2 failed or cancelled" in out.stderr
+    assert out.stderr.splitlines()[-1] == "sprintdeck: finished · 0/2 done · 1 failed · 1 cancelled"
 
 
 def test_bad_plan_exits_2_naming_file_and_line(tmp_path: Path) -> None:
@@ -85,13 +86,45 @@ def test_existing_journal_is_never_overwritten(tmp_path: Path) -> None:
     assert journal.read_text() == '{"format":"sprintdeck-journal"}\n'
 
 
-def test_conflict_sample_ends_with_a_recorded_conflict_in_the_json_state(tmp_path: Path) -> None:
+def test_a_file_left_in_conflict_is_part_of_the_outcome_exit_1(tmp_path: Path) -> None:
+    """Every task completed, but src/config.py is still in conflict: the sprint did not succeed.
+
+    The last line says which file, the --json metrics list it (fields added, none changed), and the
+    exit code is 1 as DESIGN §11 says for "a conflict is left unresolved".
+    """
     journal = tmp_path / "conflict.jsonl"
     out = sprintdeck("run", str(SAMPLES / "conflict/plan.yaml"), "--headless", "--json", "--record", str(journal))
-    assert out.returncode == 0, out.stderr
-    files = json.loads(out.stdout)["state"]["files"]
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[-1] == "sprintdeck: finished · 3/3 done · 1 file left in conflict: src/config.py"
+    result = json.loads(out.stdout)
+    assert set(result) == {"state", "metrics"}
+    files = result["state"]["files"]
     conflicted = [path for path, f in files.items() if f["status"] == "conflict"]
-    assert conflicted, files
+    assert conflicted == ["src/config.py"], files
+    metrics = result["metrics"]
+    assert metrics["completedTasks"] == metrics["totalTasks"] == 3
+    assert metrics["unresolvedConflicts"] == ["src/config.py"]
     _, records, _ = read_journal(journal)
     recorded = {r["data"].get("path") for r in records if r["type"] == "file_changed" and r["data"].get("status") == "conflict"}
     assert set(conflicted) <= recorded
+    # The replay's final state and metrics, unresolved conflict included, are the run's byte for byte.
+    replay = sprintdeck("replay", str(journal), "--headless", "--json")
+    assert replay.returncode == 0, replay.stderr
+    assert replay.stdout == out.stdout
+
+
+def test_a_clean_sprint_says_finished_and_lists_no_conflicts(tmp_path: Path) -> None:
+    plan = {"sprint": "tiny", "agents": [{"id": "a"}], "tasks": [{"id": "t", "estimate": "100ms"}]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    out = sprintdeck("run", "plan.yaml", "--headless", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines()[-1] == "sprintdeck: finished · 1/1 done"
+    assert json.loads(out.stdout)["metrics"]["unresolvedConflicts"] == []
+
+
+def test_help_documents_exit_1_for_a_file_left_in_conflict() -> None:
+    for command in ("run", "serve"):
+        out = sprintdeck(command, "--help")
+        assert out.returncode == 0
+        assert "file is left in conflict" in " ".join(out.stdout.split()), out.stdout

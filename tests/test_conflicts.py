@@ -200,11 +200,13 @@ async def test_conflict_sample_always_ends_with_a_conflict(tmp_path: Path) -> No
     plan = load_plan(SAMPLES / "conflict" / "plan.yaml")
     assert sum(rogue_edit_plan(plan, 0).values()) == plan.settings.rogue_edits == 1
     run = await run_sprint(plan, tmp_path, seed=0)
-    assert run.result.succeeded
+    assert run.result.metrics.completed_tasks == run.result.metrics.total_tasks
     conflicts = [e for e in run.events if e.type == EventType.FILE_CHANGED and e.data["status"] == "conflict"]
     assert conflicts, "the rogue edit was not caught"
     path = conflicts[0].data["path"]
     assert run.result.state.files[path].status == "conflict"
+    # Every task completed, yet the file left in conflict means the sprint did not succeed.
+    assert run.result.metrics.unresolved_conflicts == [path] and not run.result.succeeded
     assert run.result.state.files[path].conflict.holders  # a reader held it: the conflict names them
     assert "unlocked edit" in (run.workspace / path).read_text()
     live = json.dumps(run.result.state.model_dump(mode="json"))

@@ -186,7 +186,7 @@ async def test_dashboard_stays_open_on_the_final_state(tmp_path: Path) -> None:
     async with h.app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: h.manager.finished)
         await pilot.pause(0.2)
-        assert "sprint finished: 1 done" in h.app.query_one("#header").render().plain
+        assert " short · finished · 1/1 done · " in h.app.query_one("#header").render().plain
         assert any("Sprint finished" in n for n in h.notes())
         assert h.app.is_running
         await select_task(pilot, h.app, "t")
@@ -195,6 +195,51 @@ async def test_dashboard_stays_open_on_the_final_state(tmp_path: Path) -> None:
         await pilot.press("q")  # finished: no question asked
         await pilot.pause(0.2)
     assert not h.app.is_running
+
+
+def header(app: SprintDeckApp) -> str:
+    return app.query_one("#header").render().plain
+
+
+async def test_header_says_running_paused_and_running_again(tmp_path: Path) -> None:
+    """`live` said nothing about a paused sprint: the header names the phase, and `p` changes it."""
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await running(pilot, h)
+        assert " dash · running · ⏱ " in header(h.app)
+        h.app.query_one(TasksPane).focus()
+        await pilot.press("p")
+        assert h.manager.state.meta.paused
+        await wait_for(pilot, lambda: " dash · paused · ⏱ " in header(h.app))
+        assert "live" not in header(h.app)
+        await pilot.press("p")
+        assert not h.manager.state.meta.paused
+        await wait_for(pilot, lambda: " dash · running · ⏱ " in header(h.app))
+
+
+async def test_header_of_a_finished_sprint_gives_its_outcome(tmp_path: Path) -> None:
+    plan = {
+        "sprint": "mixed",
+        "settings": {"max_retries": 0},
+        "agents": [{"id": "good"}, {"id": "bad", "capabilities": ["doomed"], "failure_rate": 1.0}],
+        "tasks": [{"id": "ok", "agent": "good", "estimate": "50ms"},
+                  {"id": "fails", "requires": ["doomed"], "estimate": "50ms"}],
+    }
+    h = Harness(tmp_path, plan)
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: h.manager.finished)
+        await wait_for(pilot, lambda: " mixed · finished · 1/2 done · 1 failed · ⏱ " in header(h.app))
+        assert "running" not in header(h.app) and "live" not in header(h.app)
+        assert any(n == "Sprint finished: 1/2 done · 1 failed" for n in h.notes()), h.notes()
+
+
+async def test_header_of_a_sprint_that_ends_in_conflict_says_so(tmp_path: Path) -> None:
+    """Every task completed, one file left in conflict: the header and the notice say it, not `3/3 done` alone."""
+    h = Harness(tmp_path, SAMPLES / "conflict/plan.yaml", speed=20.0)
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: h.manager.finished)
+        await wait_for(pilot, lambda: "finished · 3/3 done · 1 file left in conflict · ⏱ " in header(h.app))
+        assert any(n == "Sprint finished: 3/3 done · 1 file left in conflict: src/config.py" for n in h.notes()), h.notes()
 
 
 async def test_pause_agent_sprint_and_priority_keys(tmp_path: Path) -> None:

@@ -204,6 +204,20 @@ def test_external_agents_in_their_own_processes_complete_the_sprint(run_dir: Pat
         assert token_file.read_text().strip() not in raw, "a token reached the journal"
 
 
+def test_serve_exits_1_naming_a_file_left_in_conflict(run_dir: Path) -> None:
+    """As with `run`: all tasks completed but a file still in conflict is a sprint that did not succeed."""
+    plan = ROOT / "sample_sprints/conflict/plan.yaml"
+    (run_dir / "sock").mkdir(mode=0o700)
+    server = serve(plan, f"unix:{run_dir}/sock/deck.sock", run_dir, "--record", str(run_dir / "run.jsonl"))
+    try:
+        out = server.finish()
+    finally:
+        server.kill()
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.splitlines()[-1] == "sprintdeck: finished · 3/3 done · 1 file left in conflict: src/config.py"
+    assert json.loads(out.stdout)["metrics"]["unresolvedConflicts"] == ["src/config.py"]
+
+
 # ---------------------------------------------------------------- refusals
 
 

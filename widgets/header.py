@@ -1,4 +1,4 @@
-"""The header line: sprint, elapsed time, progress, state version, transport and journal."""
+"""The header line: sprint, where it stands, elapsed time, progress, state version, transport and journal."""
 
 from __future__ import annotations
 
@@ -6,27 +6,43 @@ from datetime import datetime
 
 from rich.text import Text
 
+from engine.metrics import sprint_metrics, sprint_outcome
 from engine.models import ProjectState
 from widgets.text_line import TextLines
 
 
+def sprint_phase(state: ProjectState) -> str:
+    """Where the sprint stands, in words: `running`, `paused`, or `finished · 9/10 done · 1 failed`
+    (the outcome, a file left in conflict included, is what a finished sprint is read for)."""
+    if state.meta.finished_at is not None:
+        return f"finished · {sprint_outcome(sprint_metrics(state), name_files=False)}"
+    return "paused" if state.meta.paused else "running"
+
+
 class SprintHeader(TextLines):
-    """One line that changes on every batch (the version moves) but never changes size."""
+    """One line that changes on every batch (the version moves) but never changes height."""
 
     def show(self, state: ProjectState, now: datetime, *, transport: str, journal: str | None, mode: str) -> None:
+        """`mode` is `live`, `recorded` or `replay`.  A live header says only the phase (`live`
+        said nothing once the sprint paused or ended); a recording keeps its mode word and adds
+        the recorded sprint's phase when it is not simply running, so it never reads as the
+        replay's own play/pause."""
         meta = state.meta
         started = meta.started_at
         elapsed = ((meta.finished_at or now) - started).total_seconds() if started else 0.0
         done = sum(1 for t in state.tasks.values() if t.status == "completed")
         minutes, seconds = divmod(int(elapsed), 60)
+        phase = sprint_phase(state)
+        steady = phase == "running"  # paused and finished stand out
+        if mode != "live":
+            phase = mode if steady else f"{mode} · sprint {phase}"
         text = Text()
         text.append(" sprintdeck ", style="bold reverse")
         text.append(f" {meta.sprint or '—'} ", style="bold")
-        text.append(f"· {mode} · ⏱ {minutes:02d}:{seconds:02d} · {done}/{len(state.tasks)} done · v{state.version}")
-        text.append(f" · {transport} · journal {journal or '—'}")
-        if meta.paused:
-            text.append("  ‖ PAUSED", style="bold")
-        if meta.finished_at is not None:
-            failed = sum(1 for t in state.tasks.values() if t.status in ("failed", "cancelled"))
-            text.append(f"  ✔ sprint finished: {done} done, {failed} failed or cancelled", style="bold")
+        text.append("· ")
+        text.append(phase, style="" if steady else "bold")
+        text.append(f" · ⏱ {minutes:02d}:{seconds:02d}")
+        if meta.finished_at is None:  # a finished phase states the count already
+            text.append(f" · {done}/{len(state.tasks)} done")
+        text.append(f" · v{state.version} · {transport} · journal {journal or '—'}")
         self.set_text(text)

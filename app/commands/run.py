@@ -20,6 +20,7 @@ from app.cli import EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED, EXIT_OK, EXIT_TASKS_FAI
 from engine.events import Event, TaskCancelled, TaskCompleted, TaskFailed
 from engine.journal import JournalError, JournalFailure, JournalWriter, read_header
 from engine.manager import SprintResult
+from engine.metrics import sprint_outcome, sprint_succeeded
 from engine.os_errors import os_problem
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
@@ -199,7 +200,7 @@ def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_p
         return journal_failed(journal.failure, args)
     if not manager.finished:
         return EXIT_TASKS_FAILED
-    return EXIT_OK if manager.metrics().completed_tasks == len(plan.tasks) else EXIT_TASKS_FAILED
+    return EXIT_OK if sprint_succeeded(manager.metrics()) else EXIT_TASKS_FAILED
 
 
 async def run_headless(
@@ -221,7 +222,14 @@ async def run_headless(
     async with serving(transport, manager.refuse):
         result = await manager.execute_sprint()
     progress.finish()
+    print_outcome(result)
     return result
+
+
+def print_outcome(result: SprintResult) -> None:
+    """The last line on stderr: the outcome in words, so a file left in conflict is as visible as a
+    failed task (`sprintdeck: finished · 3/3 done · 1 file left in conflict: src/config.py`)."""
+    print(f"sprintdeck: finished · {sprint_outcome(result.metrics)}", file=sys.stderr)
 
 
 class ProgressLine:

@@ -32,6 +32,7 @@ from app.commands.run import (
     default_journal_path,
     journal_failed,
     open_journal,
+    print_outcome,
     result_json,
     resume_inputs,
     resume_problem,
@@ -40,6 +41,7 @@ from app.source import ServedSource
 from engine.events import AgentDead, Event, SprintFinished
 from engine.journal import JournalError, JournalFailure, JournalWriter
 from engine.manager import SprintManager, SprintResult
+from engine.metrics import sprint_succeeded
 from engine.os_errors import regular_file_problem
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
@@ -305,6 +307,7 @@ async def serve_headless(served: Served) -> SprintResult:
             await agents.stop()
         await transport.close()
     progress.finish()
+    print_outcome(result)
     return result
 
 
@@ -317,4 +320,4 @@ def run_dashboard(served: Served, theme: str | None) -> int:
     app.run()
     if not manager.finished:
         return EXIT_TASKS_FAILED
-    return EXIT_OK if manager.metrics().completed_tasks == len(served.plan.tasks) else EXIT_TASKS_FAILED
+    return EXIT_OK if sprint_succeeded(manager.metrics()) else EXIT_TASKS_FAILED
