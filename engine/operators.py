@@ -91,15 +91,15 @@ class Operators:
             raise OperatorError(f"task {task_id} still waits for its dependencies")
         return task
 
-    def _refusal(self, agent_id: str) -> str | None:
+    def _refusal(self, agent_id: str, *, freeing: int = 0) -> str | None:
         """Why `agent_id` cannot take one more task now: it is not running, or all its slots are taken
-        (a reassignment never puts an agent over its max_concurrent_tasks)."""
+        (a reassignment never puts an agent over its max_concurrent_tasks); `freeing` slots are given back first."""
         agent = self._state.agents.get(agent_id)
         if agent is None:
             return "not connected"
         if agent.status not in PLACEABLE_AGENT_STATUSES:
             return agent.status
-        running, limit = len(agent.current_tasks), agent.max_concurrent_tasks
+        running, limit = len(agent.current_tasks) - freeing, agent.max_concurrent_tasks
         if running >= limit:
             return f"full: {running} of {limit} tasks running (max_concurrent_tasks {limit})"
         return None
@@ -122,11 +122,10 @@ class Operators:
         task = self._movable(task_id)
         if agent_id not in self._state.agents:
             raise OperatorError(f"unknown agent {agent_id!r}")
-        if task.in_flight and agent_id in task.owners:
-            raise OperatorError(f"task {task_id} is already with {agent_id}")
         if agent_id not in self._scheduler.capable_agents(task_id):
             raise OperatorError(f"agent {agent_id} lacks the capabilities task {task_id} requires")
-        refusal = self._refusal(agent_id)
+        # To its own agent: a fresh attempt there, in the slot the current one gives back.
+        refusal = self._refusal(agent_id, freeing=int(task.in_flight and agent_id in task.owners))
         if refusal:
             raise OperatorError(f"{agent_id} is {refusal}")
         self._record(OperatorAction(action="reassign", by=OPERATOR_ID, task_id=task_id, agent_id=agent_id))

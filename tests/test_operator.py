@@ -218,9 +218,10 @@ async def test_reassign_a_task_only_its_agent_can_do_names_the_missing_capabilit
     assert manager.state.tasks["migrate"].agent == "pyd"
     with pytest.raises(OperatorError, match=r"^no other agent has python, db \(task migrate needs python, db\): it stays with pyd$"):
         manager.check_reassign("migrate")
-    with pytest.raises(OperatorError, match="task migrate is already with pyd"):
-        manager.op_reassign("migrate", "pyd")
     assert not [e for e in events if e.type == EventType.OPERATOR_ACTION]
+    manager.op_reassign("migrate", "pyd")  # to its own agent: a fresh attempt in the slot it gives back
+    assert manager.state.tasks["migrate"].agent == "pyd" and manager.state.tasks["migrate"].attempt == 2
+    assert len(manager.state.agents["pyd"].current_tasks) <= manager.state.agents["pyd"].max_concurrent_tasks
     await finish(manager, run)
 
 
