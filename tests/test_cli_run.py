@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import pty
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -17,9 +22,9 @@ from engine.reducer import fold
 SPRINTDECK = [sys.executable, "-m", "app.cli"]
 
 
-def sprintdeck(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def sprintdeck(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SPRINTDECK, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **(env or {})})
 
 
 def test_sample_sprint_json_is_one_object_and_matches_the_journal(tmp_path: Path) -> None:
@@ -64,7 +69,7 @@ def test_failed_tasks_exit_1(tmp_path: Path) -> None:
     assert out.returncode == 1, out.stderr
     state = json.loads(out.stdout)["state"]
     assert state["tasks"]["t"]["status"] == "failed" and state["tasks"]["u"]["status"] == "cancelled"
-    assert "0/2 done, 2 failed or cancelled" in out.stderr
+    assert "0/2 done · 1 failed · 1 cancelled" in out.stderr
     assert out.stderr.splitlines()[-1] == "sprintdeck: finished · 0/2 done · 1 failed · 1 cancelled"
 
 
@@ -128,3 +133,117 @@ def test_help_documents_exit_1_for_a_file_left_in_conflict() -> None:
         out = sprintdeck(command, "--help")
         assert out.returncode == 0
         assert "file is left in conflict" in " ".join(out.stdout.split()), out.stdout
+
+
+# ---------------------------------------------------------------- the headless progress line
+
+PROGRESS = re.compile(r"^\[[#-]{30}\] (?P<counts>.*) · (?P<elapsed>\d+\.\d)s$")
+
+
+def progress_lines(stderr: str) -> list[re.Match[str]]:
+    """The progress lines of a run whose stderr was a pipe (one per printed line)."""
+    return [match for line in stderr.splitlines() if (match := PROGRESS.match(line))]
+
+
+def test_a_2000_task_sprint_logs_at_most_one_progress_line_a_second(tmp_path: Path) -> None:
+    """stderr piped (CI, a log file): not one line per task, but at most one a second, then the
+    final counts and the outcome."""
+    plan = {"sprint": "wide", "agents": [{"id": "a"}],
+            "tasks": [{"id": f"t{n}", "estimate": "0s"} for n in range(2000)]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    started = time.monotonic()
+    out = sprintdeck("run", "plan.yaml", "--headless", cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    assert out.returncode == 0, out.stderr
+    lines = progress_lines(out.stderr)
+    assert 1 <= len(lines) <= elapsed + 2, out.stderr
+    times = [float(line["elapsed"]) for line in lines[:-1]]  # the last is the end's, whenever it came
+    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(times)), out.stderr
+    assert lines[-1]["counts"] == "2000/2000 done"
+    assert out.stderr.splitlines()[-1] == "sprintdeck: finished · 2000/2000 done"
+
+
+def test_a_change_is_logged_within_a_second_not_at_the_next_event(tmp_path: Path) -> None:
+    """`quick` completes (a line), `doomed` fails right after (within the second: held back), then
+    nothing happens while `long` runs for seconds: the failure is still logged once the second
+    is over, not only when `long` ends."""
+    plan = {
+        "sprint": "quiet", "settings": {"max_retries": 0},
+        "agents": [{"id": "a", "capabilities": ["x"]}, {"id": "b", "capabilities": ["x"]},
+                   {"id": "bad", "capabilities": ["y"], "failure_rate": 1.0}],
+        "tasks": [{"id": "quick", "requires": ["x"], "estimate": "0s"},
+                  {"id": "doomed", "requires": ["y"], "estimate": "300ms"},
+                  {"id": "long", "requires": ["x"], "estimate": "4s"}],
+    }
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    out = sprintdeck("run", "plan.yaml", "--headless", "--speed", "1", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    counts = [line["counts"] for line in progress_lines(out.stderr)]
+    assert "1/3 done · 1 failed" in counts, out.stderr  # logged while `long` still ran
+    assert counts[-1] == "2/3 done · 1 failed", out.stderr
+
+
+def test_the_progress_line_counts_retries_of_the_flaky_sample(tmp_path: Path) -> None:
+    """Seed 0 of the flaky sample fails attempts that are retried (tests/test_activity_log.py)."""
+    out = sprintdeck("run", str(SAMPLES / "flaky/plan.yaml"), "--headless", "--json", "--seed", "0", "--speed", "50",
+                     "--record", str(tmp_path / "run.jsonl"), "--workspace", str(tmp_path / "ws"))
+    assert out.returncode == 0, out.stderr
+    retries = json.loads(out.stdout)["metrics"]["retries"]
+    assert retries >= 2
+    assert progress_lines(out.stderr)[-1]["counts"] == f"10/10 done · {retries} retries", out.stderr
+    assert out.stderr.splitlines()[-1] == "sprintdeck: finished · 10/10 done"
+
+
+def test_the_progress_line_counts_files_in_conflict(tmp_path: Path) -> None:
+    out = sprintdeck("run", str(SAMPLES / "conflict/plan.yaml"), "--headless", "--record", str(tmp_path / "run.jsonl"))
+    assert out.returncode == 1, out.stderr
+    assert progress_lines(out.stderr)[-1]["counts"] == "3/3 done · 1 conflict", out.stderr
+
+
+FAKE_CLAUDE = """#!/bin/sh
+# The first run is killed as a crash would be; the next one finishes with a result.
+if [ ! -e "$0.died" ]; then : > "$0.died"; kill -9 $$; fi
+echo '{"type": "result", "result": "done", "is_error": false}'
+"""
+
+
+def test_the_progress_line_counts_agent_deaths(tmp_path: Path) -> None:
+    """A claude agent's process killed mid-task is the agent dying; its restart completes the task."""
+    claude = tmp_path / "claude"
+    claude.write_text(FAKE_CLAUDE)
+    claude.chmod(0o755)
+    plan = {"sprint": "mortal", "settings": {"heartbeat_interval": "100ms"},
+            "agents": [{"id": "coder", "kind": "claude", "role": "You write code."}],
+            "tasks": [{"id": "t", "estimate": "100ms"}]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    out = sprintdeck("run", "plan.yaml", "--headless", "--json", cwd=tmp_path, env={"SPRINTDECK_CLAUDE": str(claude)})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["metrics"]["agentDeaths"] == 1
+    assert progress_lines(out.stderr)[-1]["counts"] == "1/1 done · 1 agent died", out.stderr
+
+
+def test_on_a_terminal_the_progress_line_is_redrawn_in_place(tmp_path: Path) -> None:
+    plan = {"sprint": "tiny", "agents": [{"id": "a"}], "tasks": [{"id": f"t{n}", "estimate": "0s"} for n in range(50)]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([*SPRINTDECK, "run", "plan.yaml", "--headless"], cwd=tmp_path, stderr=follower,
+                               stdout=subprocess.DEVNULL, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    os.close(follower)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal's other side closed: the run is over
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(leader)
+    assert process.wait(timeout=120) == 0
+    screen = written.decode().replace("\r\n", "\n")
+    lines = screen.rstrip("\n").split("\n")  # a redraw (\r) stays on its line
+    assert lines[-1] == "sprintdeck: finished · 50/50 done", screen
+    # One terminal line for the progress, redrawn with carriage returns and ended once.
+    (bar,) = [line for line in lines if line.startswith("[")]
+    assert bar.count("\r") >= 1, repr(bar)
+    assert re.search(r"\r\[#{30}\] 50/50 done · \d+\.\ds\s*$", bar), repr(bar)

@@ -216,6 +216,8 @@ def test_serve_exits_1_naming_a_file_left_in_conflict(run_dir: Path) -> None:
     assert out.returncode == 1, out.stderr
     assert out.stderr.splitlines()[-1] == "sprintdeck: finished · 3/3 done · 1 file left in conflict: src/config.py"
     assert json.loads(out.stdout)["metrics"]["unresolvedConflicts"] == ["src/config.py"]
+    progress = [line for line in out.stderr.splitlines() if line.startswith("[")]
+    assert progress[-1].startswith("[##############################] 3/3 done · 1 conflict · "), out.stderr
 
 
 # ---------------------------------------------------------------- refusals

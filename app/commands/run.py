@@ -11,13 +11,12 @@ import asyncio
 import json
 import shutil
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from app.cli import EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED, EXIT_OK, EXIT_TASKS_FAILED
-from engine.events import Event, TaskCancelled, TaskCompleted, TaskFailed
+from app.progress import ProgressLine
 from engine.journal import JournalError, JournalFailure, JournalWriter, read_header
 from engine.manager import SprintResult
 from engine.metrics import sprint_outcome, sprint_succeeded
@@ -216,8 +215,7 @@ async def run_headless(
     transport = private_transport(plan)  # claude agents' runs connect to it
     manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=seed, speed=speed,
                              transport=transport)
-    progress = ProgressLine(sys.stderr, total=len(plan.tasks))
-    progress.done = sum(task.status == "completed" for task in manager.state.tasks.values())  # resumed
+    progress = ProgressLine(sys.stderr, manager.state, total=len(plan.tasks))
     manager.subscribe(progress.on_event)
     async with serving(transport, manager.refuse):
         result = await manager.execute_sprint()
@@ -230,47 +228,3 @@ def print_outcome(result: SprintResult) -> None:
     """The last line on stderr: the outcome in words, so a file left in conflict is as visible as a
     failed task (`sprintdeck: finished · 3/3 done · 1 file left in conflict: src/config.py`)."""
     print(f"sprintdeck: finished · {sprint_outcome(result.metrics)}", file=sys.stderr)
-
-
-class ProgressLine:
-    """A progress bar on stderr: redrawn in place on a terminal, one line per change otherwise."""
-
-    WIDTH = 30
-
-    def __init__(self, stream: TextIO, total: int) -> None:
-        self.stream = stream
-        self.total = total
-        self.tty = stream.isatty()
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-        self.done = 0
-        self.failed = 0
-
-    def on_event(self, event: Event) -> None:
-        """Count outcomes from the event stream, so a redraw never scans every task."""
-        body = event.body
-        if isinstance(body, TaskCompleted):
-            self.done += 1
-        elif isinstance(body, TaskCancelled) or (isinstance(body, TaskFailed) and not body.will_retry
-        ):
-            self.failed += 1
-        else:
-            return
-        now = time.monotonic()
-        if self.tty and now - self._last_draw < 0.1:
-            return
-        self._last_draw = now
-        self._draw(self.done, self.failed, end="\r" if self.tty else "\n")
-
-    def finish(self) -> None:
-        """On a terminal, end the redrawn line; elsewhere the last line is already printed."""
-        if self.tty:
-            self._draw(self.done, self.failed, end="\n")
-
-    def _draw(self, done: int, failed: int, *, end: str) -> None:
-        filled = int(self.WIDTH * (done + failed) / self.total) if self.total else self.WIDTH
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        elapsed = time.monotonic() - self.started
-        text = f"[{bar}] {done}/{self.total} done, {failed} failed or cancelled, {elapsed:.1f}s"
-        self.stream.write(text + end)
-        self.stream.flush()

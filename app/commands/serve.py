@@ -28,7 +28,6 @@ from typing import Any
 from app.cli import EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED, EXIT_OK, EXIT_TASKS_FAILED
 from app.commands.run import (
     DEFAULT_SPEED,
-    ProgressLine,
     default_journal_path,
     journal_failed,
     open_journal,
@@ -37,6 +36,7 @@ from app.commands.run import (
     resume_inputs,
     resume_problem,
 )
+from app.progress import ProgressLine
 from app.source import ServedSource
 from engine.events import AgentDead, Event, SprintFinished
 from engine.journal import JournalError, JournalFailure, JournalWriter
@@ -292,8 +292,7 @@ def build(served: Served) -> tuple[SprintManager, SocketTransport]:
 
 async def serve_headless(served: Served) -> SprintResult:
     manager, transport = build(served)
-    progress = ProgressLine(sys.stderr, total=len(served.plan.tasks))
-    progress.done = sum(task.status == "completed" for task in manager.state.tasks.values())  # resumed
+    progress = ProgressLine(sys.stderr, manager.state, total=len(served.plan.tasks))
     manager.subscribe(progress.on_event)
     await transport.start()
     agents = spawner(served, manager)
