@@ -25,6 +25,7 @@ from textual.widgets import Footer
 from app.cli import EXIT_JOURNAL_FAILED
 from app.config import load_config, save_config
 from app.operator_actions import PRIORITIES, OperatorActions
+from app.screens.agent_details import AgentDetailsScreen
 from app.screens.confirm import ConfirmScreen
 from app.screens.details import DetailsScreen
 from app.screens.help import LIVE_KEYS, HelpScreen
@@ -190,6 +191,12 @@ class SprintDeckApp(OperatorActions):
         if task_id is not None:
             record = self.source.state.tasks[task_id].model_dump(mode="json")
             self.push_screen(DetailsScreen(f"Task {task_id}", record))
+
+    def action_agent_details(self) -> None:
+        agent_id = self.agents.selected_key()
+        if agent_id is not None:
+            agent = self.source.state.agents[agent_id]
+            self.push_screen(AgentDetailsScreen(agent, self.clock(), self.source.how_to_start(agent_id)))
 
     # ------------------------------------------------------------ navigation and prompts
 

@@ -84,6 +84,9 @@ class ReplaySource:
     def history(self) -> list[Event]:
         return []
 
+    def how_to_start(self, agent_id: str) -> str | None:
+        return None  # a recording's agents are long gone
+
     async def run(self) -> None:
         return None
 

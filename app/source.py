@@ -53,6 +53,11 @@ class StateSource(Protocol):
         """The events that came before the App subscribed, drawn at first paint."""
         ...
 
+    def how_to_start(self, agent_id: str) -> str | None:
+        """How the user starts this agent (an external agent of `serve`), for its details; None when
+        nothing is for the user to do."""
+        ...
+
     async def run(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -81,6 +86,9 @@ class LiveSource:
     def history(self) -> list[Event]:
         return []
 
+    def how_to_start(self, agent_id: str) -> str | None:
+        return None  # every agent of `run` is started by the sprint itself
+
     async def run(self) -> None:
         """Run the sprint; afterwards the engine keeps watching files until `stop` (the user quits)."""
         await self.manager.execute_sprint(keep_watching=True)
@@ -94,10 +102,15 @@ class ServedSource(LiveSource):
     `run` when Claude Code runs' hooks and MCP servers must reach the manager)."""
 
     def __init__(self, manager: SprintManager, server: SocketTransport, *, journal: str,
-                 spawned: ProcessSupervisor | None = None) -> None:
+                 spawned: ProcessSupervisor | None = None,
+                 how_to_start: Callable[[str], str | None] | None = None) -> None:
         super().__init__(manager, journal=journal, transport=str(server.address))
         self.server = server
         self.spawned = spawned  # `serve --spawn`: the external agents' processes
+        self._how_to_start = how_to_start  # `serve`: the command each external agent starts with
+
+    def how_to_start(self, agent_id: str) -> str | None:
+        return self._how_to_start(agent_id) if self._how_to_start is not None else None
 
     async def run(self) -> None:
         await self.server.start()
@@ -151,6 +164,9 @@ class RecordedSource:
 
     def history(self) -> list[Event]:
         return list(self.events)
+
+    def how_to_start(self, agent_id: str) -> str | None:
+        return None  # a recording's agents are long gone
 
     async def run(self) -> None:
         return None

@@ -66,7 +66,8 @@ def test_serve_creates_the_token_file_then_a_second_serve_reuses_it(run_dir: Pat
     assert sorted(created) == sorted(AGENTS) and len(set(created.values())) == len(AGENTS)
     assert all(len(token) >= 43 for token in created.values())  # secrets.token_urlsafe(32)
     assert f"sprintdeck: agent tokens in {tokens}\n" in out.stderr
-    assert f"sprintdeck: sprintdeck agent --connect {address} --id tester --token-file {tokens}\n" in out.stderr
+    program = Path(SPRINTDECK[0]).parent / "sprintdeck"  # the virtual environment's, by absolute path
+    assert f"sprintdeck: {program} agent --connect {address} --id tester --token-file {tokens}\n" in out.stderr
 
     before = tokens.read_bytes()
     second = new_case(run_dir, "second")

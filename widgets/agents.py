@@ -9,7 +9,7 @@ from textual.binding import Binding
 from engine.models import AgentState, ProjectState
 from widgets.changes import Changes
 from widgets.pane_table import PaneTable
-from widgets.status import agent_badge
+from widgets.status import agent_badge, shown_agent_status
 
 COLUMNS = [("status", "Status"), ("agent", "Agent"), ("load", "Load"), ("cost", "Cost"), ("beat", "Heartbeat"),
            ("done", "Done/failed"), ("kind", "Kind"), ("task", "Current task"), ("session", "Session")]
@@ -19,8 +19,10 @@ SESSION_SHOWN = 8  # characters of a Claude Code session id: enough to tell sess
 class AgentsPane(PaneTable):
     BORDER_TITLE = "Agents"
     COLUMNS = COLUMNS
-    BINDINGS = [Binding("p", "app.pause", "Pause/resume agent", id="agents.pause")]
-
+    BINDINGS = [
+        Binding("p", "app.pause", "Pause/resume agent", id="agents.pause"),
+        Binding("enter", "app.agent_details", "Details", id="agents.details"),
+    ]
 
     def refresh_state(self, state: ProjectState, changes: Changes, now: datetime) -> None:
         """Agents are few and heartbeat ages move every second, so every row is checked."""
@@ -33,7 +35,7 @@ class AgentsPane(PaneTable):
     def _cells(self, agent: AgentState, now: datetime) -> list:
         metrics = agent.metrics
         return [
-            agent_badge(self.app, agent.status),
+            agent_badge(self.app, shown_agent_status(agent)),
             agent.id,
             f"{len(agent.current_tasks)}/{agent.max_concurrent_tasks}",
             cost(metrics.cost_usd),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import App
 
+from engine.models import AgentState
+
 TASK = {
     "pending": ("·", "pending"),
     "ready": ("○", "ready"),
@@ -22,6 +24,7 @@ AGENT = {
     "ready": ("●", "ready"),
     "busy": ("▶", "busy"),
     "unresponsive": ("?", "unresponsive"),
+    "connecting": ("◌", "waiting to connect"),  # an external agent not yet started: see `shown_agent_status`
     "dead": ("✖", "dead"),
     "paused": ("‖", "paused"),
     "waiting": ("…", "waiting"),  # for a human: a Claude Code permission prompt, say
@@ -49,6 +52,14 @@ def task_badge(app: App, status: str) -> Text:
 
 def agent_badge(app: App, status: str) -> Text:
     return badge(app, AGENT, "agent", status)
+
+
+def shown_agent_status(agent: AgentState) -> str:
+    """The engine marks an external agent unresponsive until it joins; one that has never joined
+    (no heartbeat, not a dropped connection) is waiting for the user to start it, which is not the
+    same as one that stopped answering, so it is shown as `connecting` ("waiting to connect")."""
+    never_joined = agent.last_heartbeat is None and agent.status_reason is None
+    return "connecting" if agent.kind == "external" and agent.status == "unresponsive" and never_joined else agent.status
 
 
 def lock_badge(app: App, mode: str) -> Text:

@@ -21,6 +21,7 @@ import os
 import shlex
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,10 +243,38 @@ def announce(served: Served) -> None:
         out.flush()
         return
     for agent_id in external[:SHOWN_AGENT_COMMANDS]:
-        token_file = served.tokens_at.file_for(agent_id)
-        command = ["sprintdeck", "agent", "--connect", str(served.address), "--id", agent_id, "--token-file", str(token_file)]
-        print(f"sprintdeck: {shlex.join(command)}", file=out)
+        print(f"sprintdeck: {join_command(served, agent_id)}", file=out)
     out.flush()
+
+
+def sprintdeck_program() -> list[str]:
+    """This installation's `sprintdeck`, by absolute path, so the command works from any shell
+    (one without the virtual environment activated too); `python -m app.cli` when there is no script."""
+    python = os.path.abspath(sys.executable)
+    script = os.path.join(os.path.dirname(python), "sprintdeck")
+    return [script] if os.access(script, os.X_OK) else [python, "-m", "app.cli"]
+
+
+def join_command(served: Served, agent_id: str) -> str:
+    """The shell command that starts one external agent of this sprint: what headless `serve`
+    prints at start and the dashboard's agent details show (the one place it is written)."""
+    token_file = served.tokens_at.file_for(agent_id)
+    return shlex.join([*sprintdeck_program(), "agent", "--connect", str(served.address), "--id", agent_id,
+                       "--token-file", str(token_file)])
+
+
+def how_to_start(served: Served) -> Callable[[str], str | None]:
+    """For the dashboard: how each external agent gets started (None for the agents serve runs)."""
+    external = set(external_agents(served.plan))
+
+    def how(agent_id: str) -> str | None:
+        if agent_id not in external:
+            return None
+        if served.spawn:
+            return "serve --spawn starts this agent itself (and again if it dies before the sprint is over)."
+        return f"Start it in a shell with:\n{join_command(served, agent_id)}"
+
+    return how
 
 
 # ---------------------------------------------------------------- running
@@ -310,11 +339,19 @@ async def serve_headless(served: Served) -> SprintResult:
     return result
 
 
+def served_source(served: Served) -> ServedSource:
+    """What the dashboard shows and runs: the manager, its socket, the processes `--spawn` starts,
+    and how the user starts the others."""
+    manager, transport = build(served)
+    return ServedSource(manager, transport, journal=str(served.journal_path), spawned=spawner(served, manager),
+                        how_to_start=how_to_start(served))
+
+
 def run_dashboard(served: Served, theme: str | None) -> int:
     from app.dashboard import SprintDeckApp
 
-    manager, transport = build(served)
-    source = ServedSource(manager, transport, journal=str(served.journal_path), spawned=spawner(served, manager))
+    source = served_source(served)
+    manager = source.manager
     app = SprintDeckApp(source, theme_name=theme)
     app.run()
     if not manager.finished:
