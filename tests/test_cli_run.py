@@ -247,3 +247,27 @@ def test_on_a_terminal_the_progress_line_is_redrawn_in_place(tmp_path: Path) -> 
     (bar,) = [line for line in lines if line.startswith("[")]
     assert bar.count("\r") >= 1, repr(bar)
     assert re.search(r"\r\[#{30}\] 50/50 done · \d+\.\ds\s*$", bar), repr(bar)
+
+
+def test_leaving_the_dashboard_prints_the_outcome_behind_the_exit_code(tmp_path: Path) -> None:
+    """After `q` on a sprint that ended with a file in conflict, the terminal says why the exit code is 1."""
+    journal = tmp_path / "j.jsonl"
+    command = f"{sys.executable} -m app.cli run {SAMPLES / 'conflict' / 'plan.yaml'} --record {journal}"
+    env = os.environ | {"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", "PYTHONPATH": str(ROOT)}
+    screen = subprocess.Popen(["script", "-qec", command, "/dev/null"], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (journal.exists() and '"sprint_finished"' in journal.read_text()):
+            assert time.monotonic() < deadline and screen.poll() is None, "the sprint did not finish"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the dashboard shows the end
+        assert screen.stdin is not None
+        screen.stdin.write(b"q")
+        screen.stdin.flush()
+        out, _ = screen.communicate(timeout=30)
+    finally:
+        screen.kill()
+    assert screen.returncode == 1
+    after_app = out.decode(errors="replace")[out.decode(errors="replace").rindex("\x1b[?1049l"):].replace("\r", "")
+    assert "sprintdeck: finished · 3/3 done · 1 file left in conflict: src/config.py" in after_app

@@ -18,7 +18,7 @@ from typing import Any
 from app.cli import EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED, EXIT_OK, EXIT_TASKS_FAILED
 from app.progress import ProgressLine
 from engine.journal import JournalError, JournalFailure, JournalWriter, read_header
-from engine.manager import SprintResult
+from engine.manager import SprintManager, SprintResult
 from engine.metrics import sprint_outcome, sprint_succeeded
 from engine.os_errors import os_problem
 from engine.plan import Plan, PlanError, load_plan
@@ -197,9 +197,17 @@ def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_p
         shutil.rmtree(Path(transport.address.path).parent, ignore_errors=True)
     if journal.failure is not None:
         return journal_failed(journal.failure, args)
+    return exit_after_dashboard(manager)
+
+
+def exit_after_dashboard(manager: SprintManager) -> int:
+    """Leaving the dashboard: the headless last line, so the exit code has its reason on the terminal."""
+    metrics = manager.metrics()
     if not manager.finished:
+        print(f"sprintdeck: left before the sprint finished · {sprint_outcome(metrics)}", file=sys.stderr)
         return EXIT_TASKS_FAILED
-    return EXIT_OK if sprint_succeeded(manager.metrics()) else EXIT_TASKS_FAILED
+    print(f"sprintdeck: finished · {sprint_outcome(metrics)}", file=sys.stderr)
+    return EXIT_OK if sprint_succeeded(metrics) else EXIT_TASKS_FAILED
 
 
 async def run_headless(

@@ -30,6 +30,7 @@ from app.cli import EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED, EXIT_OK, EXIT_TASKS_FAI
 from app.commands.run import (
     DEFAULT_SPEED,
     default_journal_path,
+    exit_after_dashboard,
     journal_failed,
     open_journal,
     print_outcome,
@@ -42,7 +43,6 @@ from app.source import ServedSource
 from engine.events import AgentDead, Event, SprintFinished
 from engine.journal import JournalError, JournalFailure, JournalWriter
 from engine.manager import SprintManager, SprintResult
-from engine.metrics import sprint_succeeded
 from engine.os_errors import regular_file_problem
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
@@ -354,6 +354,4 @@ def run_dashboard(served: Served, theme: str | None) -> int:
     manager = source.manager
     app = SprintDeckApp(source, theme_name=theme)
     app.run()
-    if not manager.finished:
-        return EXIT_TASKS_FAILED
-    return EXIT_OK if sprint_succeeded(manager.metrics()) else EXIT_TASKS_FAILED
+    return exit_after_dashboard(manager)
