@@ -13,18 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from app.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_TASKS_FAILED
-from engine.agents.remote import RemoteAgentError, serve_agent, whole_lines_on_stderr
+from app.cli import EXIT_BAD_INPUT
+from engine.agents.remote import serve_agent, until_the_sprint_ends, whole_lines_on_stderr
 from engine.transports.address import Address, AddressError, parse_address
-from engine.transports.client import ClientEvents, HandshakeRefused, ServerUnreachable, SocketClient
+from engine.transports.client import ClientEvents, SocketClient
 from engine.transports.tokens import TokenError, token_source
 
-EXIT_TERMINATED = 143
 
 
 def main(args: argparse.Namespace) -> int:
@@ -56,30 +54,15 @@ async def run(
 ) -> int:
     prefix = f"sprintdeck agent {agent_id}"
     client = SocketClient(address, agent_id, token=token, give_up_after=give_up_after, events=_events(prefix, address))
-    main_task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    if main_task is not None:
-        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
-    try:
-        agent = await serve_agent(client, simulate=simulate, workspace=workspace)
-    except HandshakeRefused as exc:
-        print(f"{prefix}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RemoteAgentError as exc:
-        print(f"{prefix}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ServerUnreachable as exc:
-        print(f"{prefix}: giving up: {exc}", file=sys.stderr)
-        return EXIT_TASKS_FAILED
-    except asyncio.CancelledError:
-        print(f"{prefix}: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-        await client.close()
-    done = "" if agent is None else f"; tasks finished here: {', '.join(agent.finished_tasks) or 'none'}"
-    print(f"{prefix}: the sprint has finished{done}", file=sys.stderr)
-    return EXIT_OK
+
+    async def serve() -> list[str] | None:
+        try:
+            agent = await serve_agent(client, simulate=simulate, workspace=workspace)
+        finally:
+            await client.close()
+        return None if agent is None else agent.finished_tasks
+
+    return await until_the_sprint_ends(prefix, serve())
 
 
 def _events(prefix: str, address: Address) -> ClientEvents:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
@@ -41,14 +40,21 @@ from engine.agents.base import Outcome
 from engine.agents.client_values import (
     AgentRequestError, Assistance, AssistanceRequest, Lock, LockRefused, Task, TaskFailed, TaskResult,
 )
-from engine.agents.remote import RemoteAgentError, RemoteBehaviour, serve_agent, whole_lines_on_stderr
+from engine.agents.remote import (
+    EXIT_BAD_INPUT,
+    RemoteAgentError,
+    RemoteBehaviour,
+    serve_agent,
+    until_the_sprint_ends,
+    whole_lines_on_stderr,
+)
 from engine.file_index import checksum_bytes
 from engine.payloads import LockType, Priority, TaskAssignPayload
 from engine.plan import AgentSpec
 from engine.protocol import MANAGER_ID, IPCMessage, MessageType, make_message, reply_to
 from engine.transports.address import AddressError, parse_address
 from engine.transports.base import ResponseTimeout, TransportError
-from engine.transports.client import ClientEvents, HandshakeRefused, ServerUnreachable, SocketClient
+from engine.transports.client import ClientEvents, SocketClient
 from engine.transports.tokens import TokenError, token_source
 
 __all__ = ["Agent", "AgentRequestError", "Assistance", "AssistanceRequest", "IPCMessage", "Lock", "LockRefused",
@@ -57,7 +63,6 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 30.0  # seconds for the manager's answer to a lock, unlock or state request
 DEFAULT_HEARTBEAT = 1.0
-EXIT_OK, EXIT_GAVE_UP, EXIT_BAD_INPUT, EXIT_TERMINATED = 0, 1, 2, 143
 
 
 class Agent(ABC):
@@ -392,24 +397,5 @@ def _parser(name: str) -> argparse.ArgumentParser:
 
 
 async def _main(agent: Agent) -> int:
-    """`Agent.main`'s loop: SIGTERM stops cleanly; each way of ending has its exit code."""
-    loop = asyncio.get_running_loop()
-    current = asyncio.current_task()
-    if current is not None:
-        loop.add_signal_handler(signal.SIGTERM, current.cancel)
-    try:
-        finished = await agent.run()
-    except (HandshakeRefused, RemoteAgentError) as exc:
-        print(f"{agent.agent_id}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ServerUnreachable as exc:
-        print(f"{agent.agent_id}: giving up: {exc}", file=sys.stderr)
-        return EXIT_GAVE_UP
-    except asyncio.CancelledError:
-        print(f"{agent.agent_id}: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-    print(f"{agent.agent_id}: the sprint has finished; tasks finished here: {', '.join(finished) or 'none'}",
-          file=sys.stderr)
-    return EXIT_OK
+    """`Agent.main`'s loop: the same endings and exit codes as `sprintdeck agent`."""
+    return await until_the_sprint_ends(agent.agent_id, agent.run())

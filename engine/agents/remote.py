@@ -25,8 +25,9 @@ import asyncio
 import io
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from engine.payloads import LockRef, TaskAssignPayload
 from engine.plan import AgentSpec
 from engine.protocol import AGENT_DIED, IPCMessage, MANAGER_ID, MessageType, ProtocolError, SPRINT_PAUSED, SPRINT_RESUMED, make_message
 from engine.transports.base import TransportError
-from engine.transports.client import SocketClient
+from engine.transports.client import HandshakeRefused, ServerUnreachable, SocketClient
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,34 @@ class RemoteShellAgent(RemoteBehaviour, ShellAgent):
 
 class RemoteSimulatedAgent(RemoteBehaviour, SimulatedAgent):
     """Simulates each assignment, deterministically for the sprint's seed, like the embedded one."""
+
+
+EXIT_OK, EXIT_GAVE_UP, EXIT_BAD_INPUT, EXIT_TERMINATED = 0, 1, 2, 143  # an agent process's exit codes
+
+
+async def until_the_sprint_ends(prefix: str, work: Awaitable[list[str] | None]) -> int:
+    """An agent process's life and its exit code (`sprintdeck agent` and a library agent's `main`):
+    SIGTERM stops it cleanly, and each way of ending says so in one stderr line."""
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    if current is not None:
+        loop.add_signal_handler(signal.SIGTERM, current.cancel)
+    try:
+        finished = await work
+    except (HandshakeRefused, RemoteAgentError) as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ServerUnreachable as exc:
+        print(f"{prefix}: giving up: {exc}", file=sys.stderr)
+        return EXIT_GAVE_UP
+    except asyncio.CancelledError:
+        print(f"{prefix}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+    done = "" if finished is None else f"; tasks finished here: {', '.join(finished) or 'none'}"
+    print(f"{prefix}: the sprint has finished{done}", file=sys.stderr)
+    return EXIT_OK
 
 
 def whole_lines_on_stderr() -> None:
