@@ -22,12 +22,10 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
 
 from engine.protocol import MANAGER_ID, make_message  # noqa: E402
+from interleaved import Round, measure, pct  # noqa: E402  (benchmarks/, the script's own folder)
 from engine.transports.address import parse_address  # noqa: E402
 from engine.transports.client import SocketClient  # noqa: E402
 from engine.transports.tokens import read_token  # noqa: E402
@@ -49,7 +48,6 @@ PLAN = {
     # A task each, never completed: the sprint stays open for as long as the benchmark runs.
     "tasks": [{"id": "keep-claude-busy", "agent": "claude"}, {"id": "keep-raw-busy", "agent": "raw"}],
 }
-Round = Callable[[int], Awaitable[tuple[float, float]]]  # -> (acquire seconds, whole round seconds)
 
 
 def start_serve(directory: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -118,24 +116,6 @@ def raw_round(raw: SocketClient) -> Round:
         assert grant.type == "resource_lock", grant
         return acquired - start, time.perf_counter() - start
     return one
-
-
-async def measure(rounds: dict[str, Round], count: int, warmup: int, block: int) -> dict[str, list[tuple[float, float]]]:
-    for run in rounds.values():
-        for i in range(warmup):
-            await run(i)
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in rounds}
-    done = 0
-    while done < count:
-        for name, run in rounds.items():
-            for i in range(done, min(done + block, count)):
-                samples[name].append(await run(i))
-        done += block
-    return samples
-
-
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
 
 
 def report(samples: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:

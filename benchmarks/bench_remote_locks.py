@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.protocol import MANAGER_ID, make_message  # noqa: E402
+from interleaved import Round, measure, pct  # noqa: E402  (benchmarks/, the script's own folder)
 from engine.transports.address import parse_address  # noqa: E402
 from engine.transports.client import SocketClient  # noqa: E402
 from engine.transports.framing import encode  # noqa: E402
@@ -63,7 +64,6 @@ async def main(kind, where):
     await server.serve_forever()
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
-Round = Callable[[int], Awaitable[tuple[float, float]]]  # -> (acquire seconds, pair seconds)
 
 
 def free_port() -> int:
@@ -165,24 +165,6 @@ def fsync_round(path: Path, size: int) -> Round:
         done = time.perf_counter()
         return done - start, done - start
     return one
-
-
-async def measure(rounds: dict[str, Round], count: int, warmup: int, block: int) -> dict[str, list[tuple[float, float]]]:
-    for run in rounds.values():
-        for i in range(warmup):
-            await run(i)
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in rounds}
-    done = 0
-    while done < count:
-        for name, run in rounds.items():
-            for i in range(done, min(done + block, count)):
-                samples[name].append(await run(i))
-        done += block
-    return samples
-
-
-def pct(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
 
 
 def report(samples: dict[str, list[tuple[float, float]]], args: argparse.Namespace, where: Path) -> None:
