@@ -26,6 +26,7 @@ from app.screens.reassign import ReassignScreen
 from app.source import LiveSource
 from app.screens.conflict import ConflictScreen
 from conftest import SAMPLES, write_plan
+from test_operator import wobbly_plan
 from engine.plan import load_plan
 from engine.workspace import scratch_copy
 from widgets.files import FilesPane
@@ -491,22 +492,9 @@ def screen_text(app: SprintDeckApp) -> str:
 
 
 def capacity_plan() -> dict:
-    """Two long api tasks on two of three api agents (one sits idle), and a task only pyd can do."""
-    return {
-        "sprint": "dash",
-        "settings": {"heartbeat_interval": "200ms", "max_retries": 0},
-        "agents": [
-            {"id": "wobbly", "capabilities": ["api"]},
-            {"id": "shaky", "capabilities": ["api"]},
-            {"id": "steady", "capabilities": ["api"]},
-            {"id": "pyd", "capabilities": ["python", "db", "api"]},
-        ],
-        "tasks": [
-            {"id": "long", "requires": ["api"], "estimate": "120s"},
-            {"id": "other", "requires": ["api"], "estimate": "120s"},
-            {"id": "migrate", "requires": ["python", "db"], "estimate": "120s"},
-        ],
-    }
+    """The operator tests' plan: two long api tasks on two of three api agents (one sits idle), and a
+    task only pyd can do; no retries, so a refused move is never hidden by one."""
+    return wobbly_plan() | {"sprint": "dash", "settings": {"heartbeat_interval": "200ms", "max_retries": 0}}
 
 
 async def all_running(pilot, h: Harness) -> None:
