@@ -110,6 +110,25 @@ class TaskResource(StateModel):
     mode: LockType = "write"
 
 
+AttemptOutcome = Literal["running", "completed", "failed", "requeued", "agent_died", "cancelled"]
+
+
+class AttemptRecord(StateModel):
+    """One attempt of a task and how it ended, kept after the task moves on to the next one.
+
+    A retry resets the task's live fields (`error`, `started_at`...); the operator asking "why did
+    this fail the first time" reads it here.  Folded from the journal like every other field.
+    """
+
+    number: int
+    agents: list[str] = Field(default_factory=list)
+    assigned_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcome: AttemptOutcome = "running"
+    error: str | None = None  # the failure, cancellation or requeue reason, in words
+
+
 class TaskState(StateModel):
     id: str
     title: str = ""
@@ -134,6 +153,9 @@ class TaskState(StateModel):
     progress: float = 0.0
     last_output: str | None = None
     blocked_on: list[str] = Field(default_factory=list)  # paths whose locks the task waits for
+    # Every attempt so far, oldest first.  Left out of the wire shape (and so of state digests):
+    # journals recorded before it existed must fold to the digests they recorded.
+    attempts: list[AttemptRecord] = Field(default_factory=list, exclude=True)
 
     @property
     def owners(self) -> list[str]:

@@ -49,7 +49,7 @@ from engine.events import (
     TaskUnblocked,
     UsageRecorded,
 )
-from engine.models import AgentState, FileState, ProjectState, TaskState
+from engine.models import AgentState, AttemptOutcome, AttemptRecord, FileState, ProjectState, TaskState
 
 Handler = Callable[[ProjectState, Any, Event], None]
 _AGENT_LIST = TypeAdapter(list[AgentState])
@@ -207,6 +207,7 @@ def _agent_dead(state: ProjectState, body: AgentDead, event: Event) -> None:
         task.status = "ready"
         task.blocked_on = []
         task.agent_deaths += 1
+        _end_attempt(task, now, "agent_died", f"{body.agent_id} died" + (f": {body.reason}" if body.reason else ""))
     agent = state.agents[body.agent_id]
     agent.status = "dead"
     agent.session = None
@@ -244,6 +245,7 @@ def _task_assigned(state: ProjectState, body: TaskAssigned, event: Event) -> Non
     task.completed_at = None
     task.progress = 0.0
     task.error = None
+    task.attempts.append(AttemptRecord(number=body.attempt, agents=list(agents), assigned_at=now))
     for agent_id in agents:
         agent = state.agents[agent_id]
         agent.current_tasks.append(task.id)
@@ -270,6 +272,9 @@ def _task_started(state: ProjectState, body: TaskStarted, event: Event) -> None:
     task = state.tasks[body.task_id]
     task.status = "running"
     task.started_at = event.time
+    attempt = _live_attempt(task)
+    if attempt is not None:
+        attempt.started_at = event.time
 
 
 def _task_progress(state: ProjectState, body: TaskProgress, event: Event) -> None:
@@ -278,6 +283,20 @@ def _task_progress(state: ProjectState, body: TaskProgress, event: Event) -> Non
         task.progress = body.progress
     if body.output is not None:
         task.last_output = body.output
+
+
+def _live_attempt(task: TaskState) -> AttemptRecord | None:
+    """The attempt still running, if any (a requeue before the first assignment has none)."""
+    last = task.attempts[-1] if task.attempts else None
+    return last if last is not None and last.outcome == "running" else None
+
+
+def _end_attempt(task: TaskState, now: datetime, outcome: AttemptOutcome, error: str | None = None) -> None:
+    attempt = _live_attempt(task)
+    if attempt is not None:
+        attempt.ended_at = now
+        attempt.outcome = outcome
+        attempt.error = error
 
 
 def _finish_attempt(state: ProjectState, task: TaskState, now: datetime) -> None:
@@ -292,6 +311,7 @@ def _task_completed(state: ProjectState, body: TaskCompleted, event: Event) -> N
     started = task.started_at or now
     _finish_attempt(state, task, now)
     task.status = "completed"
+    _end_attempt(task, now, "completed")
     task.progress = 1.0
     task.started_at = started
     duration = _seconds_between(started, now)
@@ -307,6 +327,7 @@ def _task_failed(state: ProjectState, body: TaskFailed, event: Event) -> None:
     _finish_attempt(state, task, event.time)
     task.failures += 1
     task.error = body.error
+    _end_attempt(task, event.time, "failed", body.error)
     task.status = "retrying" if body.will_retry else "failed"
     for agent_id in _participants(task):
         if agent_id in state.agents:
@@ -319,7 +340,9 @@ def _task_requeued(state: ProjectState, body: TaskRequeued, event: Event) -> Non
     _finish_attempt(state, task, event.time)
     task.completed_at = None
     task.status = "ready"
-    if body.reason == "agent_dead":
+    died = body.reason == "agent_dead"
+    _end_attempt(task, event.time, "agent_died" if died else "requeued", body.reason)
+    if died:
         task.agent_deaths += 1
 
 
@@ -328,6 +351,7 @@ def _task_cancelled(state: ProjectState, body: TaskCancelled, event: Event) -> N
     _finish_attempt(state, task, event.time)
     task.status = "cancelled"
     task.error = body.reason
+    _end_attempt(task, event.time, "cancelled", body.reason)
 
 
 def _task_reset(state: ProjectState, body: TaskReset, event: Event) -> None:
