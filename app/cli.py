@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a sprint plan (dashboard, or --headless)", epilog=EXIT_CODES)
     _add_sprint_options(run)
+    run.add_argument("--keep-workspace", action="store_true",
+                     help="keep the scratch copy after the run (it is removed once the sprint finished)")
 
     replay = sub.add_parser("replay", help="step through a recorded sprint (dashboard, or --headless)")
     replay.add_argument("journal")

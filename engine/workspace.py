@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,28 @@ def _relink_inside(source: Path, copy: Path) -> None:
             if target.is_absolute() and target.is_relative_to(source):
                 link.unlink()
                 link.symlink_to(os.path.relpath(copy / target.relative_to(source), directory))
+
+
+@dataclass
+class ScratchWorkspace:
+    """A `run` without `--workspace` works in a scratch copy, which is its own to clean up.
+
+    Removed when the run ends with the sprint finished (its journal holds everything a replay
+    needs); kept with `--keep-workspace`, and kept when the sprint did not finish (interrupted,
+    full disk), because `run --resume` continues in the workspace its journal names.
+    """
+
+    path: Path
+    finished: bool = False
+
+    def leave(self, *, keep: bool) -> str | None:
+        """Remove the copy or keep it; the sentence saying where a kept one is (None when removed)."""
+        if keep:
+            return f"workspace kept at {self.path} (--keep-workspace)"
+        if not self.finished:
+            return f"workspace kept at {self.path}: the sprint did not finish (run --resume continues in it)"
+        shutil.rmtree(self.path, ignore_errors=True)
+        return None
 
 
 def prepare_workspace(plan: Plan, requested: str | Path | None) -> Path:

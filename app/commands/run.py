@@ -24,7 +24,7 @@ from engine.os_errors import os_problem
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
 from engine.transports.private import private_transport, serving
-from engine.workspace import prepare_workspace
+from engine.workspace import ScratchWorkspace, prepare_workspace
 
 DEFAULT_SPEED = 20.0
 RUNS_DIR = Path(".sprintdeck/runs")
@@ -52,20 +52,31 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, JournalError) as exc:
         print(f"sprintdeck: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"sprintdeck: workspace {workspace}", file=sys.stderr)
+    scratch = None if args.workspace else ScratchWorkspace(workspace)
+    kept = " (a scratch copy, removed at the end unless --keep-workspace)" if scratch else ""
+    print(f"sprintdeck: workspace {workspace}{kept}", file=sys.stderr)
     print(f"sprintdeck: recording {journal_path}", file=sys.stderr)
     speed = args.speed or DEFAULT_SPEED
     try:
         if not args.headless:
-            return run_dashboard(plan, workspace, journal, journal_path, args)
+            return run_dashboard(plan, workspace, journal, journal_path, args, scratch=scratch)
         result = asyncio.run(run_headless(plan, workspace, journal, seed=args.seed, speed=speed))
+        if scratch is not None:
+            scratch.finished = True
     except JournalFailure as failure:
         return journal_failed(failure, args)
     finally:
         journal.close()
+        leave_scratch(scratch, args)
     if args.json:
         print(result_json(result))
     return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
+
+
+def leave_scratch(scratch: ScratchWorkspace | None, args: argparse.Namespace) -> None:
+    """Remove the run's scratch copy, or say where it stays (kept on request or for a resume)."""
+    if scratch is not None and (kept := scratch.leave(keep=args.keep_workspace)):
+        print(f"sprintdeck: {kept}", file=sys.stderr)
 
 
 def workspace_for(plan: Plan, requested: str | None) -> Path:
@@ -179,7 +190,7 @@ def resume(plan: Plan, args: argparse.Namespace) -> int:
 
 
 def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_path: Path, args,
-                  records: list[dict] | None = None) -> int:
+                  records: list[dict] | None = None, scratch: ScratchWorkspace | None = None) -> int:
     """The dashboard with the engine embedded on the same event loop; stays open after the end."""
     from app.dashboard import SprintDeckApp
     from app.source import LiveSource, ServedSource
@@ -193,6 +204,8 @@ def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_p
         source = ServedSource(manager, transport, journal=str(journal_path))
     app = SprintDeckApp(source, theme_name=args.theme)
     app.run()
+    if scratch is not None:
+        scratch.finished = manager.finished
     if transport is not None and transport.address.path:
         shutil.rmtree(Path(transport.address.path).parent, ignore_errors=True)
     if journal.failure is not None:
