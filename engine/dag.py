@@ -11,10 +11,12 @@ Exports for people and tools are in `engine.export`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
-import networkx as nx
+if TYPE_CHECKING:  # networkx costs a plan check (`validate`) three times its own run time to import
+    import networkx as nx
 
 
 class TaskRefs(Protocol):
@@ -62,6 +64,8 @@ class GraphPlan(Protocol):
 
 def dependency_graph(tasks: Iterable[GraphTask]) -> nx.DiGraph[str]:
     """A graph of these tasks (in their order); dependencies on tasks not given are left out."""
+    import networkx as nx
+
     tasks = list(tasks)
     graph: nx.DiGraph[str] = nx.DiGraph()
     for task in tasks:
@@ -97,6 +101,8 @@ def critical_path_lengths(graph: nx.DiGraph[str]) -> dict[str, float]:
 
     The scheduler ranks ready tasks by this: starting the task that most delays the end first.
     """
+    import networkx as nx
+
     lengths: dict[str, float] = {}
     for node in reversed(list(nx.topological_sort(graph))):
         after = max((lengths[succ] for succ in graph.successors(node)), default=0.0)
@@ -124,6 +130,8 @@ def descendant_counts(graph: nx.DiGraph[str]) -> dict[str, int]:
     One bitset per task (a Python int), ORed along a reverse topological order: exact, and far
     faster than a search from every node.
     """
+    import networkx as nx
+
     bit = {node: 1 << index for index, node in enumerate(graph)}
     reach: dict[str, int] = {}
     for node in reversed(list(nx.topological_sort(graph))):
@@ -135,18 +143,8 @@ def descendant_counts(graph: nx.DiGraph[str]) -> dict[str, int]:
 
 
 def find_cycles(graph: nx.DiGraph[str]) -> list[list[str]]:
-    """One cycle per group of mutually dependent tasks, each as `[a, b, ..., a]` along the edges.
-
-    Each cycle starts at the group's first task in graph (plan) order, so messages are stable.
-    """
-    order = {node: index for index, node in enumerate(graph)}
-    cycles = []
-    for group in nx.strongly_connected_components(graph):
-        start = min(group, key=order.__getitem__)
-        if len(group) == 1 and not graph.has_edge(start, start):
-            continue
-        cycles.append(_cycle_through(graph.subgraph(group), start))
-    return sorted(cycles, key=lambda cycle: order[cycle[0]])
+    """One cycle per group of mutually dependent tasks, each as `[a, b, ..., a]` along the edges."""
+    return cycles_among(list(graph), {node: list(graph.predecessors(node)) for node in graph})
 
 
 def find_cycle(graph: nx.DiGraph[str]) -> list[str] | None:
@@ -155,10 +153,81 @@ def find_cycle(graph: nx.DiGraph[str]) -> list[str] | None:
     return cycles[0] if cycles else None
 
 
-def _cycle_through(group: nx.DiGraph[str], start: str) -> list[str]:
-    """The shortest cycle through `start` in a strongly connected group."""
-    paths = nx.single_source_shortest_path(group, start)
-    closing = [paths[pred] for pred in group.predecessors(start)]
+def cycles_among(order: Sequence[str], depends_on: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """`find_cycles` without a graph object: tasks in plan order and what each depends on.
+
+    Dependencies on tasks not in `order` are left out.  Each cycle starts at its group's first task
+    in plan order and is the shortest one through it, so messages are stable.
+    """
+    index = {node: position for position, node in enumerate(order)}
+    preds = {node: list(dict.fromkeys(dep for dep in depends_on.get(node, ()) if dep in index)) for node in order}
+    succs: dict[str, list[str]] = {node: [] for node in order}
+    for node in order:
+        for dep in preds[node]:
+            succs[dep].append(node)
+    cycles = []
+    for group in _strongly_connected(order, succs):
+        start = min(group, key=index.__getitem__)
+        if len(group) > 1 or start in succs[start]:
+            cycles.append(_shortest_cycle(group, start, succs, preds))
+    return sorted(cycles, key=lambda cycle: index[cycle[0]])
+
+
+def _strongly_connected(order: Sequence[str], succs: Mapping[str, list[str]]) -> list[set[str]]:
+    """Tarjan's strongly connected components, iteratively (a 10,000-task chain must not recurse)."""
+    number: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+    for root in order:
+        if root in number:
+            continue
+        work = [(root, iter(succs[root]))]
+        number[root] = low[root] = len(number)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in number:
+                    number[child] = low[child] = len(number)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(succs[child])))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], number[child])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == number[node]:
+                    group = set()
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        group.add(member)
+                        if member == node:
+                            break
+                    groups.append(group)
+    return groups
+
+
+def _shortest_cycle(group: set[str], start: str, succs: Mapping[str, list[str]],
+                    preds: Mapping[str, list[str]]) -> list[str]:
+    """The shortest cycle through `start` in a strongly connected group: breadth first along the
+    edges, closed by the first of `start`'s dependencies at the least depth."""
+    paths = {start: [start]}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for succ in succs[node]:
+            if succ in group and succ not in paths:
+                paths[succ] = paths[node] + [succ]
+                queue.append(succ)
+    closing = [paths[pred] for pred in preds[start] if pred in group]
     return min(closing, key=len) + [start]
 
 

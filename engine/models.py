@@ -13,7 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from engine.payloads import LockType, Priority
+from engine.vocabulary import AgentKind as AgentKind  # callers import it from here too
+from engine.vocabulary import LockType, Priority
 
 TaskStatus = Literal[
     "pending", "ready", "blocked", "assigned", "running", "retrying", "completed", "failed", "cancelled"
@@ -22,7 +23,6 @@ TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"completed", "failed", "canc
 #: An attempt is under way: placed on its agents, maybe waiting for its locks, maybe started.
 IN_FLIGHT_TASK_STATUSES: frozenset[str] = frozenset({"assigned", "running", "blocked"})
 AgentStatus = Literal["ready", "busy", "unresponsive", "dead", "paused", "waiting", "error"]
-AgentKind = Literal["simulated", "shell", "external", "claude"]
 FileStatus = Literal["clean", "modified", "conflict"]
 
 

@@ -12,9 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-Priority = Literal["low", "medium", "high", "critical"]
-LockType = Literal["read", "write", "exclusive"]
-PRIORITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+from engine.vocabulary import PRIORITY_RANK as PRIORITY_RANK  # callers import them from here too
+from engine.vocabulary import LockType as LockType
+from engine.vocabulary import Priority as Priority
 
 
 class WireModel(BaseModel):

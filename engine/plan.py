@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -34,8 +34,6 @@ from pydantic_core import ErrorDetails
 
 from engine.identifiers import MAX_ID_LENGTH, shown
 from engine.marked_yaml import MarkedDict, UnreadableDocument, read_document
-from engine.models import AgentConfig, AgentKind, ResourceLimits
-from engine.payloads import LockType, Priority
 from engine.plan_checks import (
     AgentLinks,
     Entry,
@@ -62,6 +60,10 @@ from engine.plan_values import (
     one_or_many,
     show,
 )
+from engine.vocabulary import AgentKind, LockType, Priority
+
+if TYPE_CHECKING:
+    from engine.models import AgentConfig
 
 Coordination = Literal["sequential", "parallel", "collaborative"]
 
@@ -154,6 +156,8 @@ class AgentSpec(SpecModel):
 
     def to_config(self) -> AgentConfig:
         """The seed's AgentConfig, the shape the engine's state records use."""
+        from engine.models import AgentConfig, ResourceLimits  # the engine's models: not for `validate`
+
         limits = ResourceLimits(
             max_concurrent_tasks=self.max_concurrent_tasks,
             max_memory_usage=self.max_memory_usage,

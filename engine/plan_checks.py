@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-import networkx as nx
 from pydantic import BaseModel, ConfigDict
 
-from engine.dag import TaskRefs, find_cycles
+from engine.dag import TaskRefs, cycles_among
 from engine.identifiers import shown
 from engine.marked_yaml import line_at
 from engine.plan_problems import Report, suggest
@@ -148,12 +147,8 @@ class _CrossCheck:
                 self.report.at(("tasks", index, "depends_on", position), message, who)
 
     def _check_cycles(self) -> None:
-        graph: nx.DiGraph[str] = nx.DiGraph()
-        graph.add_nodes_from(task.id for _, task in self.tasks)
-        for _, task in self.tasks:
-            graph.add_edges_from((dep, task.id) for dep in task.depends_on if dep in graph)
         by_id = {task.id: (index, task) for index, task in self.tasks}
-        for cycle in find_cycles(graph):
+        for cycle in cycles_among(list(by_id), {task.id: task.depends_on for _, task in self.tasks}):
             # Edges run dependency -> dependent; people read `a -> b` as "a depends on b".
             chain = list(reversed(cycle))
             index, task = by_id[chain[0]]

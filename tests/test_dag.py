@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.dag import (
     build_dag,
@@ -17,6 +19,7 @@ from engine.dag import (
     dependency_graph,
     descendant_counts,
     find_cycle,
+    cycles_among,
     find_cycles,
 )
 from engine.export import to_dot, to_json, to_mermaid
@@ -314,3 +317,43 @@ def test_generator_other_sizes_load(tmp_path: Path) -> None:
     again = out.read_text()
     subprocess.run([sys.executable, str(script), "--tasks", "50", "--agents", "3", "--seed", "7", "-o", str(out)], check=True, timeout=60)
     assert out.read_text() == again
+
+
+def _networkx_cycles(order: list[str], depends_on: dict[str, list[str]]) -> list[list[str]]:
+    """The networkx formulation the plan check used before it stopped importing networkx."""
+    import networkx as nx
+
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    graph.add_nodes_from(order)
+    for node in order:
+        graph.add_edges_from((dep, node) for dep in depends_on[node] if dep in graph)
+    position = {node: index for index, node in enumerate(graph)}
+    cycles = []
+    for group in nx.strongly_connected_components(graph):
+        start = min(group, key=position.__getitem__)
+        if len(group) == 1 and not graph.has_edge(start, start):
+            continue
+        sub = graph.subgraph(group)
+        paths = nx.single_source_shortest_path(sub, start)
+        cycles.append(min((paths[pred] for pred in sub.predecessors(start)), key=len) + [start])
+    return sorted(cycles, key=lambda cycle: position[cycle[0]])
+
+
+@given(st.integers(1, 12).flatmap(lambda n: st.lists(
+    st.lists(st.integers(0, n + 1), max_size=4), min_size=n, max_size=n)))
+@settings(max_examples=400, deadline=None)
+def test_plan_cycles_match_networkx_message_for_message(deps: list[list[int]]) -> None:
+    # Same cycles, same starting task, same tie-breaks: a plan's error messages do not change.
+    order = [f"t{i}" for i in range(len(deps))]
+    depends_on = {f"t{i}": [f"t{d}" for d in ds] for i, ds in enumerate(deps)}  # t{n}, t{n+1}: unknown
+    assert cycles_among(order, depends_on) == _networkx_cycles(order, depends_on)
+
+
+def test_validate_does_not_import_networkx(tmp_path: Path) -> None:
+    probe = ("import sys, runpy; sys.argv = ['sprintdeck', 'validate', sys.argv[1]];\n"
+             "from app.cli import main; main(); print('networkx' in sys.modules)")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("sprint: s\nagents: [{id: a}]\ntasks: [{id: x, depends_on: [y]}, {id: y, depends_on: [x]}]\n")
+    out = subprocess.run([sys.executable, "-c", probe, str(plan)], capture_output=True, text=True, cwd=ROOT)
+    assert "dependency cycle: x -> y -> x" in out.stderr
+    assert out.stdout.strip() == "False"
