@@ -196,20 +196,20 @@ class SprintDeckApp(OperatorActions):
         """Enter on a task: its story (attempts, locks, files, messages, neighbours); `j` the JSON."""
         task_id = self._selected_task()
         if task_id is not None:
-            self.push_screen(TaskViewScreen(task_id, lambda: self.source.state, self.clock, live=self.source.live,
+            self.push_screen(TaskViewScreen(task_id, lambda: self.source.state, self.clock,
                                             store=self.store, files=self.file_history))
 
     def action_agent_details(self) -> None:
         agent_id = self.agents.selected_key()
         if agent_id is not None:
-            self.push_screen(AgentDetailsScreen(agent_id, lambda: self.source.state, self.clock, live=self.source.live,
+            self.push_screen(AgentDetailsScreen(agent_id, lambda: self.source.state, self.clock,
                                                 store=self.store, how_to_start=self.source.how_to_start(agent_id)))
 
     def action_file_details(self) -> None:
         """Enter on a file: who changed it, under which lock, its conflicts and their resolutions."""
         path = self.files.selected_key()
         if path is not None:
-            self.push_screen(FileViewScreen(path, lambda: self.source.state, self.clock, live=self.source.live,
+            self.push_screen(FileViewScreen(path, lambda: self.source.state, self.clock,
                                             files=self.file_history))
 
     # ------------------------------------------------------------ navigation and prompts

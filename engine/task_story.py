@@ -110,14 +110,26 @@ def neighbour_words(ids: list[str], state: ProjectState) -> str:
     return ", ".join(f"{i} ({state.tasks[i].status if i in state.tasks else '?'})" for i in ids) or "—"
 
 
-def task_messages(store: MessageStore, task_id: str, upto: int | None = None) -> list[int]:
-    """Store indices of the messages about `task_id` (its payload's taskId), journaled by `upto`."""
-    view = FilteredView(store, Filter(text=f'"taskId":"{task_id}"'))
-    found = []
-    for row in range(len(view)):
+def task_messages_view(store: MessageStore, task_id: str) -> FilteredView:
+    """The messages whose JSON names `task_id` as its taskId; kept by the view and `update()`d, so
+    each redraw scans only the messages that arrived since the last one."""
+    return FilteredView(store, Filter(text=f'"taskId":"{task_id}"'))
+
+
+def latest_task_messages(view: FilteredView, task_id: str, upto: int, last: int) -> tuple[list[int], int]:
+    """The store indices of the `last` messages about `task_id` journaled by event `upto`, oldest
+    first, and how many there are in all.  Only the shown ones are decoded (to check the taskId is
+    the payload's own)."""
+    store = view.store
+    view.update()
+    shown = len(view)
+    while shown and store.seq(view[shown - 1]) > upto:  # a replay holds messages past its cursor
+        shown -= 1
+    found: list[int] = []
+    row = shown - 1
+    while row >= 0 and len(found) < last:
         index = view[row]
-        if upto is not None and store.seq(index) > upto:
-            break
         if store.payload(index).get("taskId") == task_id:
             found.append(index)
-    return found
+        row -= 1
+    return found[::-1], shown

@@ -36,14 +36,15 @@ def has(text: str, *phrases: str) -> bool:
 
 
 def retry_plan() -> dict:
-    # Attempt 1 holds src/app.py and fails with exit 1; attempt 2 succeeds; `after` needs it.
+    # Attempt 1 holds src/app.py, writes it and fails with exit 1; attempt 2 succeeds; `after` needs it.
     return {
         "sprint": "views",
         "settings": {"heartbeat_interval": "100ms", "max_retries": 1},
         "agents": [{"id": "sh", "kind": "shell", "capabilities": ["code"]}],
         "tasks": [
             {"id": "build", "resources": ["src/app.py"], "requires": ["code"],
-             "command": "test -f marker || { touch marker; echo 'npm test: 2 failing' >&2; exit 1; }"},
+             "command": "mkdir -p src && echo built >> src/app.py && sleep 0.5 && "
+                        "{ test -f marker || { touch marker; echo 'npm test: 2 failing' >&2; exit 1; }; }"},
             {"id": "after", "depends_on": ["build"], "requires": ["code"], "command": "echo shipped"},
         ],
     }
@@ -81,6 +82,10 @@ async def test_a_task_that_failed_then_completed_shows_both_attempts_and_the_fir
         assert has(text[first:second], "failed exit status 1: npm test: 2 failing 1")
         assert has(text[second:], "completed 0")
         assert has(text, "Locks none held or waited for")
+        # the file it wrote, credited to the lock it held (the watcher's changes, from the journal)
+        (change, *_) = [e for e in h.app.file_history.of_task("build") if e.what in ("created", "modified")]
+        assert change.path == "src/app.py" and change.agent == "sh" and change.lock_id
+        assert has(text, f"src/app.py {change.what} sh {change.lock_id}")
         assert has(text, "needed by: after (completed)") and has(text, "depends on: —")
         assert has(text, "task_failed") and has(text, "task_assign")  # its messages
 

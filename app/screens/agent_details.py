@@ -55,9 +55,11 @@ def task_rows(agent_id: str, state: ProjectState, now: datetime) -> list[tuple[s
     return rows
 
 
-def output_lines(agent_id: str, store: MessageStore, upto: int) -> list[tuple[str, str]]:
-    """The last lines its commands printed (a shell or claude agent's task_update messages)."""
-    view = FilteredView(store, Filter(agent=agent_id, type="task_update"))
+def output_lines(agent_id: str, view: FilteredView, upto: int) -> list[tuple[str, str]]:
+    """The last lines its commands printed (a shell or claude agent's task_update messages); `view`
+    is kept by the screen, so a redraw scans only the messages new since the last one."""
+    store = view.store
+    view.update()
     lines: list[tuple[str, str]] = []
     row = len(view) - 1
     while row >= 0 and len(lines) < OUTPUT_LINES:
@@ -74,10 +76,10 @@ def output_lines(agent_id: str, store: MessageStore, upto: int) -> list[tuple[st
 
 class AgentDetailsScreen(RecordView):
     def __init__(self, agent_id: str, state: Callable[[], ProjectState], clock: Callable[[], datetime], *,
-                 live: bool, store: MessageStore, how_to_start: str | None) -> None:
-        super().__init__(state, clock, live=live)
+                 store: MessageStore, how_to_start: str | None) -> None:
+        super().__init__(state, clock)
         self.agent_id = agent_id
-        self.store = store
+        self.updates = FilteredView(store, Filter(agent=agent_id, type="task_update"))
         self.how_to_start = how_to_start
 
     def heading(self, state: ProjectState) -> str:
@@ -94,7 +96,7 @@ class AgentDetailsScreen(RecordView):
         self.query_one("#agent-facts", Static).update("\n".join(agent_summary(state.agents[self.agent_id], now)))
 
     def sections(self, state: ProjectState, now: datetime) -> list[Section]:
-        output = output_lines(self.agent_id, self.store, state.version)
+        output = output_lines(self.agent_id, self.updates, state.version)
         if not output:  # a simulated agent, or output not (yet) in the store: the tasks' last lines
             output = [(task.id, task.last_output) for task in state.tasks.values()
                       if task.last_output and self.agent_id in task.owners][-OUTPUT_LINES:]

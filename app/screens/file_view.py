@@ -42,8 +42,8 @@ def file_facts(file: FileState | None) -> str:
 
 class FileViewScreen(RecordView):
     def __init__(self, path: str, state: Callable[[], ProjectState], clock: Callable[[], datetime], *,
-                 live: bool, files: FileHistory) -> None:
-        super().__init__(state, clock, live=live)
+                 files: FileHistory) -> None:
+        super().__init__(state, clock)
         self.path = path
         self.files = files
 

@@ -1,6 +1,6 @@
 """The shape shared by the task, agent and file views: a titled page of words and tables over one
-record, refreshed from the state every second while the sprint runs, with the raw JSON one key
-(`j`) away and Escape to close.
+record, redrawn from the state every second (a live sprint and a playing replay move on), with the
+raw JSON one key (`j`) away and Escape to close.
 
 Each view says what it shows in `sections(state, now)`; this class lays the sections out, keeps
 them current and swaps to the record's JSON and back.
@@ -57,11 +57,10 @@ class RecordView(ModalScreen[None]):
         Binding("j", "toggle_json", "Raw JSON", id="view.json"),
     ]
 
-    def __init__(self, state: Callable[[], ProjectState], clock: Callable[[], datetime], *, live: bool) -> None:
+    def __init__(self, state: Callable[[], ProjectState], clock: Callable[[], datetime]) -> None:
         super().__init__()
         self._state = state
         self._clock = clock
-        self._live = live
         self.showing_json = False
 
     # ------------------------------------------------------------ what a view says
@@ -93,8 +92,7 @@ class RecordView(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.redraw()
-        if self._live:
-            self.set_interval(1.0, self.redraw)
+        self.set_interval(1.0, self.redraw)  # a live sprint moves on, and so does a playing replay
 
     def redraw(self) -> None:
         state, now = self._state(), self._clock()

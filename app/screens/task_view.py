@@ -16,7 +16,9 @@ from rich.console import Group
 from engine.file_history import FileHistory
 from engine.message_store import MessageStore
 from engine.models import ProjectState, TaskState
-from engine.task_story import attempt_row, clock, lock_rows, needed_by, neighbour_words, task_messages, why
+from engine.task_story import (
+    attempt_row, clock, latest_task_messages, lock_rows, needed_by, neighbour_words, task_messages_view, why,
+)
 from app.screens.record_view import RecordView, Section, table
 
 MESSAGES_SHOWN = 6  # the latest; the Messages pane (filter `/taskId`) has them all
@@ -24,11 +26,12 @@ MESSAGES_SHOWN = 6  # the latest; the Messages pane (filter `/taskId`) has them 
 
 class TaskViewScreen(RecordView):
     def __init__(self, task_id: str, state: Callable[[], ProjectState], clock: Callable[[], datetime], *,
-                 live: bool, store: MessageStore, files: FileHistory) -> None:
-        super().__init__(state, clock, live=live)
+                 store: MessageStore, files: FileHistory) -> None:
+        super().__init__(state, clock)
         self.task_id = task_id
         self.store = store
         self.files = files
+        self.messages = task_messages_view(store, task_id)
 
     def task_of(self, state: ProjectState) -> TaskState:
         return state.tasks[self.task_id]
@@ -68,13 +71,13 @@ class TaskViewScreen(RecordView):
         return table(["Time", "Path", "Change", "By", "Lock", "Detail"], rows, "none")
 
     def _messages(self, state: ProjectState) -> Any:
-        found = task_messages(self.store, self.task_id, upto=state.version)
+        found, total = latest_task_messages(self.messages, self.task_id, state.version, MESSAGES_SHOWN)
         rows = []
-        for index in found[-MESSAGES_SHOWN:]:
+        for index in found:
             line = self.store.summary(index)
             when = datetime.fromtimestamp(line.time, UTC).strftime("%H:%M:%S")
             rows.append((when, f"{line.sender} → {line.recipient}", line.type, line.summary_text))
-        more = f" (latest {MESSAGES_SHOWN} of {len(found)})" if len(found) > MESSAGES_SHOWN else ""
+        more = f" (latest {len(found)} of {total})" if total > len(found) else ""
         shown = table(["Time", "From → to", "Type", "Says"], rows, "none")
         return shown if not more else _with_note(shown, more)
 
