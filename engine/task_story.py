@@ -60,7 +60,9 @@ def why(task: TaskState, state: ProjectState) -> str:
         deps = task.dependencies
         done = [d for d in deps if d in state.tasks and state.tasks[d].status == "completed"]
         missing = [d for d in deps if d not in done]
-        return f"deps: {len(done)} of {len(deps)} done — waiting for {', '.join(missing)}" if missing else "ready soon"
+        if not missing:
+            return "dependencies done: ready soon"
+        return f"deps: {len(done)} of {len(deps)} done — waiting for {', '.join(missing)}"
     last = task.attempts[-1] if task.attempts else None
     if status in ("failed", "retrying", "cancelled"):
         error = task.error or (last.error if last else None) or "no reason given"
@@ -73,27 +75,32 @@ def why(task: TaskState, state: ProjectState) -> str:
         return f"attempt #{task.attempt} on {who}" + (f", {task.progress:.0%} done" if task.progress else "")
     if status == "completed":
         return f"completed by {', '.join(task.owners) or '?'} at {clock(task.completed_at)}"
+    if status == "ready" and last is not None and last.outcome in ("requeued", "agent_died"):
+        because = f" ({last.error})" if last.error else ""
+        return f"ready again: attempt #{last.number} {OUTCOME_WORDS[last.outcome]}{because}"
     if status == "ready":
         return "ready: waiting for a free capable agent" + (f" ({', '.join(task.requires)})" if task.requires else "")
     return status
 
 
-def attempt_row(attempt: AttemptRecord, now: datetime, task: TaskState) -> tuple[str, str, str, str, str, str, str]:
-    """#, agent, start, duration, outcome, error, exit code (the live attempt's outcome is the
-    task's status: assigned, blocked on its locks, or running)."""
+def attempt_row(attempt: AttemptRecord, now: datetime, task: TaskState) -> tuple[str, ...]:
+    """#, agent, start, duration, outcome, error, exit code, locks it let go of (the live
+    attempt's outcome is the task's status: assigned, blocked on its locks, or running)."""
     start = attempt.started_at or attempt.assigned_at
     end = attempt.ended_at or (now if attempt.outcome == "running" else None)
-    return (f"#{attempt.number}", ", ".join(attempt.agents) or "—", clock(start), seconds(start, end),
-            task.status if attempt.outcome == "running" and task.in_flight else OUTCOME_WORDS.get(attempt.outcome, attempt.outcome),
-            attempt.error or "",
-            "" if attempt.exit_code is None else str(attempt.exit_code))
+    live = attempt.outcome == "running" and task.in_flight
+    outcome = task.status if live else OUTCOME_WORDS.get(attempt.outcome, attempt.outcome)
+    return (f"#{attempt.number}", ", ".join(attempt.agents) or "—", clock(start), seconds(start, end), outcome,
+            attempt.error or "", "" if attempt.exit_code is None else str(attempt.exit_code),
+            ", ".join(attempt.released_locks))
 
 
 def lock_rows(task: TaskState, state: ProjectState) -> list[LockRow]:
     """The locks the task holds, then those it waits for (each waiting path with its holders)."""
     rows = [LockRow(lock.resource_id, lock.lock_type, "held", f"{lock.lock_id} token {lock.token}")
             for lock in state.locks.values() if lock.task_id == task.id]
-    waiting: dict[str, str] = {path: waiter.lock_type for path, waiter in state.meta.waiters if waiter.task_id == task.id}
+    waiting: dict[str, str] = {path: waiter.lock_type for path, waiter in state.meta.waiters
+                               if waiter.task_id == task.id}
     for path in task.blocked_on:
         waiting.setdefault(path, next((r.mode for r in task.resources if r.path == path), "write"))
     for path, mode in waiting.items():

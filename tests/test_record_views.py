@@ -79,8 +79,8 @@ async def test_a_task_that_failed_then_completed_shows_both_attempts_and_the_fir
         first = text.index(squeeze("#1 sh"))
         second = text.index(squeeze("#2 sh"))
         assert first < second
-        assert has(text[first:second], "failed exit status 1: npm test: 2 failing 1")
-        assert has(text[second:], "completed 0")
+        assert has(text[first:second], "failed exit status 1: npm test: 2 failing 1 src/app.py")
+        assert has(text[second:], "completed 0 src/app.py")
         assert has(text, "Locks none held or waited for")
         # the file it wrote, credited to the lock it held (the watcher's changes, from the journal)
         (change, *_) = [e for e in h.app.file_history.of_task("build") if e.what in ("created", "modified")]

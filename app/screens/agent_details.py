@@ -29,7 +29,8 @@ OUTPUT_LINES = 6
 def agent_summary(agent: AgentState, now: datetime) -> list[str]:
     """The agent in words, one fact a line."""
     status = AGENT.get(shown_agent_status(agent), ("", agent.status))[1]
-    beat = "never" if agent.last_heartbeat is None else f"{max(0.0, (now - agent.last_heartbeat).total_seconds()):.0f}s ago"
+    last = agent.last_heartbeat
+    beat = "never" if last is None else f"{max(0.0, (now - last).total_seconds()):.0f}s ago"
     metrics = agent.metrics
     return [
         f"Status: {status}" + (f" ({agent.status_reason})" if agent.status_reason else ""),

@@ -44,10 +44,11 @@ class TaskViewScreen(RecordView):
         task = self.task_of(state)
         return [
             ("", self._summary(task, state)),
-            ("Attempts", table(["#", "Agent", "Start", "Duration", "Outcome", "Error", "Exit"],
+            ("Attempts", table(["#", "Agent", "Start", "Duration", "Outcome", "Error", "Exit", "Released"],
                                [attempt_row(a, now, task) for a in task.attempts], "none yet")),
             ("Locks", table(["Path", "Mode", "State", "Lock / held by"],
-                            [(r.path, r.mode, r.state, r.other) for r in lock_rows(task, state)], "none held or waited for")),
+                            [(r.path, r.mode, r.state, r.other) for r in lock_rows(task, state)],
+                            "none held or waited for")),
             ("Files it changed", self._files(state)),
             ("Dependencies", f"depends on: {neighbour_words(task.dependencies, state)}\n"
                              f"needed by:  {neighbour_words(needed_by(task.id, state), state)}"),
