@@ -129,9 +129,7 @@ def latest_task_messages(view: FilteredView, task_id: str, upto: int, last: int)
     the payload's own)."""
     store = view.store
     view.update()
-    shown = len(view)
-    while shown and store.seq(view[shown - 1]) > upto:  # a replay holds messages past its cursor
-        shown -= 1
+    shown = rows_upto(view, upto)
     found: list[int] = []
     row = shown - 1
     while row >= 0 and len(found) < last:
@@ -140,3 +138,17 @@ def latest_task_messages(view: FilteredView, task_id: str, upto: int, last: int)
             found.append(index)
         row -= 1
     return found[::-1], shown
+
+
+def rows_upto(view: FilteredView, upto: int) -> int:
+    """How many of the view's rows were journaled by event `upto` (a replay's store holds the
+    whole recording, its cursor somewhere in it): rows are in journal order, so a binary search."""
+    store = view.store
+    low, high = 0, len(view)
+    while low < high:
+        middle = (low + high) // 2
+        if store.seq(view[middle]) <= upto:
+            low = middle + 1
+        else:
+            high = middle
+    return low
