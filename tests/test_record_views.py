@@ -60,6 +60,8 @@ def blocking_plan() -> dict:
         "tasks": [
             {"id": "hold", "requires": ["a"], "resources": ["src/db.py"], "command": "echo holding; sleep 30"},
             {"id": "wait", "requires": ["b"], "resources": ["src/db.py"], "command": "true", "priority": "low"},
+            {"id": "first_step", "requires": ["b"], "command": "true"},
+            {"id": "report", "requires": ["b"], "depends_on": ["first_step", "hold", "wait"], "command": "true"},
         ],
     }
 
@@ -120,6 +122,16 @@ async def test_a_blocked_tasks_view_names_the_lock_holder_and_its_task(tmp_path:
         (lock,) = [lock for lock in h.manager.state.locks.values() if lock.task_id == "hold"]
         assert has(text, f"src/db.py write held {lock.lock_id} token {lock.token}")
         assert has(text, "#1 first") and has(text, "running")
+        assert has(text, "needed by: report (pending)")
+        await pilot.press("escape")
+
+        await wait_for(pilot, lambda: h.manager.state.tasks["first_step"].status == "completed")
+        await select_task(pilot, h.app, "report")  # waiting for its dependencies, named with their status
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        text = screen_text(h.app)
+        assert has(text, "Status: pending — deps: 1 of 3 done — waiting for hold, wait")
+        assert has(text, "depends on: first_step (completed), hold (running), wait (blocked)")
         await pilot.press("escape")
 
 
