@@ -49,10 +49,11 @@ class FileEntry:
     ts: str  # the event's ISO time
     path: str
     what: str  # created, modified, deleted, renamed, reported, conflict, accept, revert, merge, escalated, unreadable
-    agent: str | None = None  # who changed, reported, resolved or escalated it
+    agent: str | None = None  # who changed, reported, resolved or escalated it (a conflict's author is unknown)
     lock_id: str | None = None  # the lock it was changed under
     task_id: str | None = None  # the task that lock was taken for
     detail: str = ""  # a conflict's reason and holders, a note, an error
+    involved: tuple[str, ...] = ()  # a conflict: the tasks whose locks it overlapped
 
 
 class FileHistory:
@@ -70,8 +71,9 @@ class FileHistory:
             entry = self._entry(event)
             if entry is not None:
                 self._by_path.setdefault(entry.path, []).append(entry)
-                if entry.task_id is not None:
-                    self._by_task.setdefault(entry.task_id, []).append(entry)
+                for task_id in dict.fromkeys((entry.task_id, *entry.involved)):
+                    if task_id is not None:
+                        self._by_task.setdefault(task_id, []).append(entry)
                 added += 1
         return added
 
@@ -116,15 +118,15 @@ class FileHistory:
         return None
 
     def _conflict(self, event: Event, path: str, change: str, conflict: ConflictRecord) -> FileEntry:
-        """A change nobody was entitled to make: the holders it overlapped are named, with their tasks."""
+        """A change nobody was entitled to make: who made it is not known, so the holders it overlapped
+        are named, with their locks and tasks (and each of those tasks lists it)."""
         holders = conflict.get("holders") or []
         named = [f"{h['agentId']} ({h['lockType']} lock {h['lockId']}"
                  + (f", task {h['taskId']})" if h.get("taskId") else ")") for h in holders]
         reason = conflict.get("reason") or "conflict"
         detail = f"{reason}: {conflict.get('detail', '')}" + (f"; held by {', '.join(named)}" if named else "")
-        first = holders[0] if holders else None
-        return FileEntry(event.seq, event.ts, path, f"conflict ({change})", first["agentId"] if first else None,
-                         first["lockId"] if first else None, first.get("taskId") if first else None, detail)
+        involved = tuple(task for h in holders if (task := h.get("taskId")))
+        return FileEntry(event.seq, event.ts, path, f"conflict ({change})", detail=detail, involved=involved)
 
     def _lock_of(self, agent_id: str | None, path: str) -> HeldLock | None:
         """The lock `agent_id` held on `path` (or a folder over it); a write lock before a read lock."""

@@ -168,8 +168,10 @@ async def test_the_file_view_names_the_conflicting_change_and_its_resolution(tmp
         assert has(text, f"File {path}") and has(text, "Status: conflict")
         assert has(text, f"Conflict: {conflict.reason}")
         holder = conflict.holders[0]
-        assert has(text, f"conflict (modified) {holder.agent_id} {holder.lock_id} {holder.task_id}")  # the history row
-        assert has(text, f"{conflict.reason}: ")
+        # the history row: the change, its reason, and the holders it overlapped with their locks and tasks
+        assert has(text, f"conflict (modified) — — — {conflict.reason}: {conflict.detail}; held by")
+        assert has(text, f"{holder.agent_id} ({holder.lock_type} lock {holder.lock_id}, task {holder.task_id})")
+        assert any(e.what == "conflict (modified)" for e in h.app.file_history.of_task(holder.task_id))
         await pilot.press("escape", "a")  # accept, then the history shows who resolved it
         await wait_for(pilot, lambda: h.manager.state.files[path].status != "conflict")
         await pilot.pause(0.2)
