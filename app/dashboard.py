@@ -27,11 +27,13 @@ from app.config import load_config, save_config
 from app.operator_actions import PRIORITIES, OperatorActions
 from app.screens.agent_details import AgentDetailsScreen
 from app.screens.confirm import ConfirmScreen
-from app.screens.details import DetailsScreen
+from app.screens.file_view import FileViewScreen
 from app.screens.help import LIVE_KEYS, HelpScreen
 from app.screens.message_details import MessageDetailsScreen
+from app.screens.task_view import TaskViewScreen
 from app.source import StateSource
 from engine.events import Event
+from engine.file_history import FileHistory
 from engine.journal import JournalFailure
 from engine.message_filter import Filter
 from engine.message_store import MessageStore
@@ -83,6 +85,7 @@ class SprintDeckApp(OperatorActions):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.config_file = config_file
         self.store = MessageStore()
+        self.file_history = FileHistory()  # every file's changes, for the file and task views
         self._pending: list[Event] = []
         self._flushes = 0
         self._announced_finish = False
@@ -155,7 +158,10 @@ class SprintDeckApp(OperatorActions):
 
     def ingest_messages(self, events: Iterable[Event]) -> int:
         """The one way messages reach the Messages pane, live batches and replay chunks alike:
-        store the `message` events, then let the pane show the new rows.  Returns how many."""
+        store the `message` events, then let the pane show the new rows.  Returns how many.
+        (File events go to the file history the same way.)"""
+        events = list(events)
+        self.file_history.append_events(events)
         appended = self.store.append_events(events)
         if appended:
             self.messages.messages_appended()
@@ -187,16 +193,24 @@ class SprintDeckApp(OperatorActions):
         self.push_screen(MessageDetailsScreen.of(message.pane.store, message.index))
 
     def action_task_details(self) -> None:
+        """Enter on a task: its story (attempts, locks, files, messages, neighbours); `j` the JSON."""
         task_id = self._selected_task()
         if task_id is not None:
-            record = self.source.state.tasks[task_id].model_dump(mode="json")
-            self.push_screen(DetailsScreen(f"Task {task_id}", record))
+            self.push_screen(TaskViewScreen(task_id, lambda: self.source.state, self.clock,
+                                            store=self.store, files=self.file_history))
 
     def action_agent_details(self) -> None:
         agent_id = self.agents.selected_key()
         if agent_id is not None:
-            agent = self.source.state.agents[agent_id]
-            self.push_screen(AgentDetailsScreen(agent, self.clock(), self.source.how_to_start(agent_id)))
+            self.push_screen(AgentDetailsScreen(agent_id, lambda: self.source.state, self.clock,
+                                                store=self.store, how_to_start=self.source.how_to_start(agent_id)))
+
+    def action_file_details(self) -> None:
+        """Enter on a file: who changed it, under which lock, its conflicts and their resolutions."""
+        path = self.files.selected_key()
+        if path is not None:
+            self.push_screen(FileViewScreen(path, lambda: self.source.state, self.clock,
+                                            files=self.file_history))
 
     # ------------------------------------------------------------ navigation and prompts
 

@@ -15,6 +15,7 @@ import random
 from functools import partial
 
 from engine.events import (
+    ABSENT,
     AgentDead,
     Event,
     SprintFinished,
@@ -184,10 +185,11 @@ class Attempts:
             self.make_ready(child)
         self.check_finished()
 
-    def fail(self, task: TaskState, error: str, *, retryable: bool) -> None:
+    def fail(self, task: TaskState, error: str, *, retryable: bool, exit_code: int | None = None) -> None:
         will_retry = retryable and task.failures < task.max_retries
         delay = self._backoff(task) if will_retry else None
-        self._emit(TaskFailed(task_id=task.id, attempt=task.attempt, error=error, will_retry=will_retry, retry_in=delay))
+        self._emit(TaskFailed(task_id=task.id, attempt=task.attempt, error=error, will_retry=will_retry, retry_in=delay,
+                              exit_code=ABSENT if exit_code is None else exit_code))
         self._end(task.id)
         if delay is not None:
             asyncio.get_running_loop().call_later(delay, self._retry_due, task.id, task.attempt)

@@ -361,7 +361,7 @@ class MessageHandlers:
         self._record_usage(message, payload.task_id, payload.attempt, payload.usage)
         task = self._live_attempt(message, payload.task_id, payload.attempt)
         if task is not None:
-            self._attempts.fail(task, payload.error, retryable=payload.retryable)
+            self._attempts.fail(task, payload.error, retryable=payload.retryable, exit_code=payload.exit_code)
 
     # ------------------------------------------------------------ locks
 

@@ -127,6 +127,8 @@ class AttemptRecord(StateModel):
     ended_at: datetime | None = None
     outcome: AttemptOutcome = "running"
     error: str | None = None  # the failure, cancellation or requeue reason, in words
+    exit_code: int | None = None  # a shell or claude agent's command: how its process exited
+    released_locks: list[str] = Field(default_factory=list)  # paths of the task's locks let go of (in order)
 
 
 class TaskState(StateModel):

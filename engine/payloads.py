@@ -74,6 +74,7 @@ class TaskFailedPayload(WireModel):
     error: str
     retryable: bool = True
     usage: Usage | None = None
+    exit_code: int | None = None  # how the attempt's command exited, when one ran (shell, claude)
 
 
 class TaskClaimPayload(WireModel):

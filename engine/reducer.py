@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from engine import reducer_files, reducer_locks
+from engine.reducer_attempts import completed_exit_code, end_attempt, live_attempt
 from engine.events import (
     Absent,
     AgentDead,
@@ -49,7 +50,7 @@ from engine.events import (
     TaskUnblocked,
     UsageRecorded,
 )
-from engine.models import AgentState, AttemptOutcome, AttemptRecord, FileState, ProjectState, TaskState
+from engine.models import AgentState, AttemptRecord, FileState, ProjectState, TaskState
 
 Handler = Callable[[ProjectState, Any, Event], None]
 _AGENT_LIST = TypeAdapter(list[AgentState])
@@ -207,7 +208,7 @@ def _agent_dead(state: ProjectState, body: AgentDead, event: Event) -> None:
         task.status = "ready"
         task.blocked_on = []
         task.agent_deaths += 1
-        _end_attempt(task, now, "agent_died", f"{body.agent_id} died" + (f": {body.reason}" if body.reason else ""))
+        end_attempt(task, now, "agent_died", f"{body.agent_id} died" + (f": {body.reason}" if body.reason else ""))
     agent = state.agents[body.agent_id]
     agent.status = "dead"
     agent.session = None
@@ -272,7 +273,7 @@ def _task_started(state: ProjectState, body: TaskStarted, event: Event) -> None:
     task = state.tasks[body.task_id]
     task.status = "running"
     task.started_at = event.time
-    attempt = _live_attempt(task)
+    attempt = live_attempt(task)
     if attempt is not None:
         attempt.started_at = event.time
 
@@ -283,20 +284,6 @@ def _task_progress(state: ProjectState, body: TaskProgress, event: Event) -> Non
         task.progress = body.progress
     if body.output is not None:
         task.last_output = body.output
-
-
-def _live_attempt(task: TaskState) -> AttemptRecord | None:
-    """The attempt still running, if any (a requeue before the first assignment has none)."""
-    last = task.attempts[-1] if task.attempts else None
-    return last if last is not None and last.outcome == "running" else None
-
-
-def _end_attempt(task: TaskState, now: datetime, outcome: AttemptOutcome, error: str | None = None) -> None:
-    attempt = _live_attempt(task)
-    if attempt is not None:
-        attempt.ended_at = now
-        attempt.outcome = outcome
-        attempt.error = error
 
 
 def _finish_attempt(state: ProjectState, task: TaskState, now: datetime) -> None:
@@ -311,7 +298,7 @@ def _task_completed(state: ProjectState, body: TaskCompleted, event: Event) -> N
     started = task.started_at or now
     _finish_attempt(state, task, now)
     task.status = "completed"
-    _end_attempt(task, now, "completed")
+    end_attempt(task, now, "completed", exit_code=completed_exit_code(state, task))
     task.progress = 1.0
     task.started_at = started
     duration = _seconds_between(started, now)
@@ -327,7 +314,7 @@ def _task_failed(state: ProjectState, body: TaskFailed, event: Event) -> None:
     _finish_attempt(state, task, event.time)
     task.failures += 1
     task.error = body.error
-    _end_attempt(task, event.time, "failed", body.error)
+    end_attempt(task, event.time, "failed", body.error, None if isinstance(body.exit_code, Absent) else body.exit_code)
     task.status = "retrying" if body.will_retry else "failed"
     for agent_id in _participants(task):
         if agent_id in state.agents:
@@ -341,7 +328,7 @@ def _task_requeued(state: ProjectState, body: TaskRequeued, event: Event) -> Non
     task.completed_at = None
     task.status = "ready"
     died = body.reason == "agent_dead"
-    _end_attempt(task, event.time, "agent_died" if died else "requeued", body.reason)
+    end_attempt(task, event.time, "agent_died" if died else "requeued", body.reason)
     if died:
         task.agent_deaths += 1
 
@@ -351,7 +338,7 @@ def _task_cancelled(state: ProjectState, body: TaskCancelled, event: Event) -> N
     _finish_attempt(state, task, event.time)
     task.status = "cancelled"
     task.error = body.reason
-    _end_attempt(task, event.time, "cancelled", body.reason)
+    end_attempt(task, event.time, "cancelled", body.reason)
 
 
 def _task_reset(state: ProjectState, body: TaskReset, event: Event) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.events import Event, LockGranted, LockQueued, LockRefused, LockReleased, LockRenewed, WaiterRemoved
 from engine.models import LockWaiter, ProjectState, ResourceLock
+from engine.reducer_attempts import credit_release
 from engine.resources import overlaps
 
 Handler = Callable[[ProjectState, Any, Event], None]
@@ -48,7 +49,9 @@ def _remove_waiters(state: ProjectState, request_id: str | None) -> list[str]:
 def end_locks_of_dead_agent(state: ProjectState, released: list[str], cancelled: list[str]) -> None:
     """The lock side of an `agent_dead` event: its locks go and its waits end."""
     for lock_id in released:
-        state.locks.pop(lock_id, None)
+        lock = state.locks.pop(lock_id, None)
+        if lock is not None:
+            credit_release(state, lock)
     touched: list[str] = []
     for request_id in cancelled:
         touched += _remove_waiters(state, request_id)
@@ -103,8 +106,10 @@ def _lock_refused(state: ProjectState, body: LockRefused, event: Event) -> None:
 
 
 def _lock_released(state: ProjectState, body: LockReleased, event: Event) -> None:
-    if state.locks.pop(body.lock_id, None) is None:
+    lock = state.locks.pop(body.lock_id, None)
+    if lock is None:
         raise ValueError(f"event {event.seq}: release of unknown lock {body.lock_id}")
+    credit_release(state, lock)
 
 
 def _lock_renewed(state: ProjectState, body: LockRenewed, event: Event) -> None:

@@ -24,6 +24,7 @@ class FilesPane(PaneTable):
         Binding("v", "app.resolve_file('revert')", "Revert", id="files.revert"),
         Binding("m", "app.resolve_file('merge')", "Merge", id="files.merge"),
         Binding("e", "app.escalate_file", "Escalate (diff)", id="files.escalate"),
+        Binding("enter", "app.file_details", "Details", id="files.details"),
     ]
 
     def refresh_state(self, state: ProjectState, changes: Changes, now: datetime) -> None:

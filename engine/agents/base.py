@@ -30,6 +30,7 @@ class Outcome:
     retryable: bool = True
     usage: dict[str, Any] | None = None  # what a language-model run spent (the seed's costUsd, tokens)
     agent_died: str | None = None  # why the agent itself is gone (its Claude Code process was killed)
+    exit_code: int | None = None  # the command's exit status, when one ran (kept on the attempt)
 
 
 class LocalAgent:
@@ -197,9 +198,10 @@ class LocalAgent:
             locks = list(assign.locks)
             await self.send(MessageType.TASK_COMPLETE, {**base, "result": outcome.result, "locks": locks})
         else:
-            await self.send(
-                MessageType.TASK_FAILED, {**base, "error": outcome.error, "retryable": outcome.retryable}
-            )
+            failed = {**base, "error": outcome.error, "retryable": outcome.retryable}
+            if outcome.exit_code is not None:
+                failed["exitCode"] = outcome.exit_code
+            await self.send(MessageType.TASK_FAILED, failed)
 
     async def _died(self, reason: str) -> None:
         """What stood for the agent is gone: the manager records its death (its locks held back,

@@ -154,14 +154,15 @@ def run_outcome(pid: int, code: int | None, out: bytes, err: bytes, task_id: str
     result = _result(out)
     stderr = err.decode(errors="replace").strip()[-STDERR_LIMIT:]
     if result is None:
-        return Outcome(ok=False, error=f"claude exited {code} without a result" + (f": {stderr}" if stderr else ""))
+        return Outcome(ok=False, error=f"claude exited {code} without a result" + (f": {stderr}" if stderr else ""),
+                       exit_code=code)
     usage = run_usage(result)
     answer = str(result.get("result") or "")[:SUMMARY_LIMIT]
     if code == 0 and not result.get("is_error"):
         summary = {"summary": answer, "sessionId": result.get("session_id"), "turns": result.get("num_turns")}
         return Outcome(ok=True, result=summary, usage=usage)
     why = answer or str(result.get("subtype") or "an error")
-    return Outcome(ok=False, error=f"claude ended with {why} (exit {code})", usage=usage)
+    return Outcome(ok=False, error=f"claude ended with {why} (exit {code})", usage=usage, exit_code=code)
 
 
 def _take_verdict(path: Path) -> dict[str, Any] | None:

@@ -83,7 +83,7 @@ class ShellAgent(LocalAgent):
         last = tail[-1] if tail else ""
         if code == 0:
             return Outcome(ok=True, result={"exitCode": 0, "lastLine": last})
-        return Outcome(ok=False, error=self._exit_reason(code, tail))
+        return Outcome(ok=False, error=self._exit_reason(code, tail), exit_code=code)
 
     def _exit_reason(self, code: int, tail: list[str]) -> str:
         """`exit status N: last line`, saying so when the memory cap is what most likely ended it."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.events.base import EventBody, EventType, event_kind
+from engine.events.base import ABSENT, Absent, EventBody, EventType, event_kind
 
 
 # ---------------------------------------------------------------- tasks
@@ -74,6 +74,9 @@ class TaskFailed(TaskEvent):
     error: str
     will_retry: bool = False
     retry_in: float | None = None  # seconds of sprint time before the next attempt
+    # How the agent's command exited (shell, claude): left out when nothing ran or no agent said,
+    # so journals of simulated agents (and those recorded before it existed) keep their shape.
+    exit_code: int | None | Absent = ABSENT
 
 
 @event_kind(EventType.TASK_REQUEUED)
