@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.composer import Composer
-from yaml.constructor import SafeConstructor
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import Resolver
@@ -46,38 +46,83 @@ class UnreadableDocument(Exception):
         self.message = message
 
 
-class _PyEventSource(Reader, Scanner, Parser):
-    """PyYAML's pure-Python parser, for an installation without libyaml."""
+class _PyParser(Reader, Scanner, Parser, Composer):
+    """PyYAML's pure-Python parser and composer, for an installation without libyaml."""
 
     def __init__(self, stream: str) -> None:
         Reader.__init__(self, stream)
         Scanner.__init__(self)
         Parser.__init__(self)
+        Composer.__init__(self)
 
 
-if TYPE_CHECKING:  # the checker sees libyaml's parser; `_PyEventSource` offers the same methods
-    from yaml._yaml import CParser as _EventSource
+if TYPE_CHECKING:  # the checker sees libyaml's parser; `_PyParser` offers the same methods
+    from yaml._yaml import CParser as _NodeSource
 else:
     try:
-        from yaml._yaml import CParser as _EventSource  # libyaml: parses a large plan ~3x faster
+        # libyaml parses and composes in C, ~2x faster on a large plan; it refuses nesting deeper
+        # than 1000 levels itself, so deep input is an error to report, not a crash.
+        from yaml._yaml import CParser as _NodeSource
     except ImportError:  # pragma: no cover
-        _EventSource = _PyEventSource
+        _NodeSource = _PyParser
 
 
-class MarkedLoader(Composer, _EventSource, SafeConstructor, Resolver):
-    """A safe loader building `MarkedDict`/`MarkedList`, so any value can be traced to its line.
+class MarkedLoader(_NodeSource, SafeConstructor, Resolver):
+    """Composes the document's nodes (with their marks) and builds `MarkedDict`/`MarkedList` from
+    them, so any value can be traced to its line.
 
-    The composer is PyYAML's Python one even over libyaml's parser: libyaml's own composer
-    recurses in C and crashes the process on absurdly nested input, while Python's stops at the
-    recursion limit with an error we can report.
+    The build is this module's own walk over the nodes rather than PyYAML's constructor machinery:
+    plain strings, by far the most common value, are taken as they are, and only other scalars
+    (numbers, booleans, dates) go through the safe constructor.
     """
 
     def __init__(self, stream: str) -> None:
-        _EventSource.__init__(self, stream)
-        Composer.__init__(self)
+        _NodeSource.__init__(self, stream)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
         self.duplicates: list[tuple[int, str]] = []  # (line, message) of each key written twice
+        self._built: dict[int, Any] = {}  # id(node) -> value: an alias is the anchored value itself
+
+    def load_document(self) -> Any:
+        """The single document's value (None for an empty file)."""
+        node = self.get_single_node()
+        return None if node is None else self.build(node)
+
+    def build(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return node.value if node.tag == _STR else self.construct_object(node, deep=True)
+        built = self._built.get(id(node))
+        if built is not None:
+            return built
+        if isinstance(node, yaml.SequenceNode):
+            return self._build_list(node)
+        if isinstance(node, yaml.MappingNode):
+            return self._build_dict(node)
+        raise ConstructorError(None, None, f"could not determine a constructor for the tag {node.tag!r}",
+                               node.start_mark)
+
+    def _build_list(self, node: yaml.SequenceNode) -> MarkedList:
+        data = self._built[id(node)] = MarkedList()  # before the items: an item may refer back to it
+        data.line = node.start_mark.line + 1
+        data.item_lines = [child.start_mark.line + 1 for child in node.value]
+        data.extend(self.build(child) for child in node.value)
+        return data
+
+    def _build_dict(self, node: yaml.MappingNode) -> MarkedDict:
+        data = self._built[id(node)] = MarkedDict()
+        data.line = node.start_mark.line + 1
+        data.key_lines = {}
+        self.note_duplicates(node)  # before a `<<` merge mixes in keys that may be overridden
+        if any(key.tag == _MERGE for key, _ in node.value):
+            self.flatten_mapping(node)  # PyYAML's merge: node.value becomes the merged pairs
+        for key_node, value_node in node.value:
+            key = self.build(key_node)
+            if not isinstance(key, Hashable):
+                raise ConstructorError("while constructing a mapping", node.start_mark, "found unhashable key",
+                                       key_node.start_mark)
+            data[key] = self.build(value_node)
+            data.key_lines[key] = key_node.start_mark.line + 1
+        return data
 
     def note_duplicates(self, node: yaml.MappingNode) -> None:
         """Record each key a mapping writes twice: YAML would keep the last silently.
@@ -86,9 +131,9 @@ class MarkedLoader(Composer, _EventSource, SafeConstructor, Resolver):
         """
         first: dict[Any, int] = {}
         for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
                 continue
-            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            key, line = self.build(key_node), key_node.start_mark.line + 1
             if key in first:
                 self.duplicates.append((line, f"duplicate key {_quoted(key)} (first on line {first[key]}): "
                                               "only one of the two would be kept"))
@@ -96,28 +141,8 @@ class MarkedLoader(Composer, _EventSource, SafeConstructor, Resolver):
                 first[key] = line
 
 
-def _construct_map(loader: MarkedLoader, node: yaml.MappingNode) -> Iterator[MarkedDict]:
-    data = MarkedDict()
-    data.line = node.start_mark.line + 1
-    data.key_lines = {}
-    yield data  # yielded first so that anchors referring back to this mapping resolve
-    loader.note_duplicates(node)  # before the merge below mixes in keys that may be overridden
-    data.update(loader.construct_mapping(node))  # flattens `<<` merges into node.value
-    for key_node, _ in node.value:
-        data.key_lines[loader.construct_object(key_node)] = key_node.start_mark.line + 1
-
-
-def _construct_seq(loader: MarkedLoader, node: yaml.SequenceNode) -> Iterator[MarkedList]:
-    data = MarkedList()
-    data.line = node.start_mark.line + 1
-    data.item_lines = [child.start_mark.line + 1 for child in node.value]
-    yield data
-    data.extend(loader.construct_sequence(node))
-
-
-# PyYAML's stubs accept only its own loader classes here, not a class composed of the same parts.
-MarkedLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore[type-var]
-MarkedLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)  # type: ignore[type-var]
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
 # YAML 1.1 reads `1e5` as a string; JSON (and YAML 1.2) read it as a number.
 MarkedLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -171,7 +196,7 @@ def read_document(path: Path) -> tuple[Any, str, list[tuple[int, str]]]:
         text = text.replace("\t", " ")  # JSON allows tabs between tokens, YAML does not
     loader = MarkedLoader(text)  # what yaml.load does, keeping the loader for its duplicates
     try:
-        document = loader.get_single_data()
+        document = loader.load_document()
     except (yaml.YAMLError, RecursionError) as exc:
         raise UnreadableDocument(*_yaml_problem(exc, text)) from None
     finally:

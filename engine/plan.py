@@ -38,7 +38,7 @@ from engine.plan_checks import (
     AgentLinks,
     Entry,
     TaskLinks,
-    agents_with,
+    CapabilityIndex,
     check_resource_links,
     check_timings,
     check_workspace,
@@ -235,10 +235,12 @@ class Plan(BaseModel):
 
     _agents_by_id: dict[str, AgentSpec] = PrivateAttr(default_factory=dict)
     _tasks_by_id: dict[str, TaskSpec] = PrivateAttr(default_factory=dict)
+    _capabilities: CapabilityIndex = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
         self._agents_by_id = {agent.id: agent for agent in self.agents}
         self._tasks_by_id = {task.id: task for task in self.tasks}
+        self._capabilities = CapabilityIndex(self.agents)
 
     def agent(self, agent_id: str) -> AgentSpec:
         """The agent with this id (KeyError if there is none)."""
@@ -263,7 +265,7 @@ class Plan(BaseModel):
             return [spec.agent]
         if spec.agents:
             return list(spec.agents)
-        return agents_with(self.agents, spec.requires)
+        return self._capabilities.agents_with(spec.requires)
 
 
 # ---------------------------------------------------------------- loading

@@ -70,10 +70,37 @@ class Entry(Generic[Spec_co, Refs_co]):
     links: Refs_co | None
 
 
-def agents_with(agents: Sequence[AgentRefs], requires: Sequence[str]) -> list[str]:
-    """Ids of the agents holding every capability in `requires`, in plan order."""
-    needed = set(requires)
-    return [agent.id for agent in agents if needed.issubset(agent.capabilities)]
+class CapabilityIndex:
+    """Who holds which capability, so "who can do this task" costs one AND per capability asked.
+
+    Each capability maps to a bitset of agent positions; answers are kept per distinct set of
+    requirements, which a large plan repeats across thousands of tasks (matching each task
+    against every agent made loading a 10,000-task, 50-agent plan tasks x agents).
+    """
+
+    def __init__(self, agents: Sequence[AgentRefs]) -> None:
+        self._ids = [agent.id for agent in agents]
+        self._everyone = (1 << len(self._ids)) - 1
+        self._holders: dict[str, int] = {}
+        for position, agent in enumerate(agents):
+            for capability in agent.capabilities:
+                self._holders[capability] = self._holders.get(capability, 0) | 1 << position
+        self._answers: dict[frozenset[str], list[str]] = {}
+
+    def agents_with(self, requires: Sequence[str]) -> list[str]:
+        """Ids of the agents holding every capability in `requires`, in plan order (a new list)."""
+        needed = frozenset(requires)
+        found = self._answers.get(needed)
+        if found is None:
+            mask = self._everyone
+            for capability in needed:
+                mask &= self._holders.get(capability, 0)
+            found = self._answers[needed] = [agent for position, agent in enumerate(self._ids) if mask >> position & 1]
+        return list(found)
+
+    def holds(self, capability: str) -> bool:
+        """Whether any agent has this capability."""
+        return capability in self._holders
 
 
 def cross_check(
@@ -95,6 +122,7 @@ class _CrossCheck:
         # An agent whose capabilities could not be read makes "nobody can do this" a guess.
         self.agents_known = all(entry.links is not None for entry in agents)
         self.agents = [links for _, links in _first_of_each(agents)]
+        self.capabilities = CapabilityIndex(self.agents)
         self.tasks = _first_of_each(tasks)
 
     def run(self) -> None:
@@ -132,10 +160,9 @@ class _CrossCheck:
     def _check_capabilities(self, index: int, task: TaskRefs, who: str) -> None:
         if task.agent or task.agents or not task.requires or not self.agents_known:
             return
-        if agents_with(self.agents, task.requires):
+        if self.capabilities.agents_with(task.requires):
             return
-        held = {capability for agent in self.agents for capability in agent.capabilities}
-        missing = [repr(capability) for capability in task.requires if capability not in held]
+        missing = [repr(capability) for capability in task.requires if not self.capabilities.holds(capability)]
         why = f"no agent has {', '.join(missing)}" if missing else "no single agent has all of them"
         message = f"no agent can perform it: requires [{', '.join(task.requires)}]; {why}"
         self.report.at(("tasks", index, "requires"), message, who)
