@@ -1,0 +1,67 @@
+"""What each quick command imports, in a fresh interpreter: start-up is paid on every invocation.
+
+Budgets are lists of what may be imported: a change that pulls the engine's message classes,
+networkx or textual into `validate` (or anything beyond argparse into `--help`) fails here, before
+it shows as a slower command in `benchmarks/bench_startup.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = """
+import contextlib, io, json, sys
+before = set(sys.modules)
+sys.argv = ["sprintdeck", *sys.argv[1:]]
+from app.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    try:
+        code = main()
+    except SystemExit as exit:
+        code = exit.code
+print(json.dumps({"code": code, "modules": sorted(set(sys.modules) - before)}))
+"""
+HEAVY = {"networkx", "textual", "rich", "asyncio", "xxhash", "watchfiles", "mcp", "pydantic", "yaml"}
+VALIDATE_ENGINE = {
+    "engine", "engine.dag", "engine.identifiers", "engine.marked_yaml", "engine.plan", "engine.plan_checks",
+    "engine.plan_problems", "engine.plan_values", "engine.resources", "engine.vocabulary",
+}
+
+
+def imported_by(*args: str) -> tuple[int, set[str]]:
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = json.loads(out.stdout)
+    return result["code"], set(result["modules"])
+
+
+def roots(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+def test_help_imports_argparse_and_the_cli_only() -> None:
+    code, modules = imported_by("--help")
+    assert code == 0
+    assert {m for m in modules if m.startswith(("engine", "app", "widgets"))} == {"app", "app.cli"}
+    assert not roots(modules) & HEAVY
+
+
+def test_validate_imports_the_plan_checks_and_nothing_of_the_running_engine() -> None:
+    code, modules = imported_by("validate", str(ROOT / "sample_sprints/webrtc/plan.yaml"))
+    assert code == 0
+    engine = {m for m in modules if m.startswith("engine")}
+    assert engine <= VALIDATE_ENGINE, f"validate imports more of the engine: {sorted(engine - VALIDATE_ENGINE)}"
+    assert not roots(modules) & (HEAVY - {"pydantic", "yaml"})  # the plan's models and reader only
+    assert not any(m.startswith(("widgets", "app.dashboard", "textual")) for m in modules)
+
+
+def test_a_bad_plan_is_reported_within_the_same_budget(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("sprint: s\nagents: [{id: a}]\ntasks: [{id: x, depends_on: [y]}, {id: y, depends_on: [x]}]\n")
+    code, modules = imported_by("validate", str(plan))
+    assert code == 2
+    assert {m for m in modules if m.startswith("engine")} <= VALIDATE_ENGINE
+    assert "networkx" not in roots(modules)
