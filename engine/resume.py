@@ -52,13 +52,15 @@ def check_resumable(plan: Plan, header: dict[str, Any], records: Sequence[dict[s
         raise ResumeError(f"the journal's first event is {records[0]['type']!r}, not sprint_started")
 
 
-def resume_manager(plan: Plan, records: Sequence[dict[str, Any]], **manager_args: Any) -> SprintManager:
+def resume_manager(plan: Plan, records: Sequence[dict[str, Any]], *, rebase_files: bool = False,
+                   **manager_args: Any) -> SprintManager:
     """A manager whose state, locks and scheduler continue the journaled sprint.
 
     `manager_args` are SprintManager's keyword arguments; `journal` should be the writer from
     `JournalWriter.resume` on the same file, so the new events follow the old ones.
     `execute_sprint()` then continues the sprint without a second `sprint_started` (the lease
-    timers of the recovered locks are armed when it starts).
+    timers of the recovered locks are armed when it starts).  `rebase_files`: the workspace is a
+    fork's copy (engine/fork.py), whose files are taken as they are rather than judged.
     """
     journal: JournalWriter | None = manager_args.get("journal")
     if journal is not None and journal.last_seq != (records[-1]["seq"] if records else 0):
@@ -76,7 +78,7 @@ def resume_manager(plan: Plan, records: Sequence[dict[str, Any]], **manager_args
         previous_version=state.version,
         leases={grant.lock_id: recorder.wall_at(grant.expires_at) for grant in manager.locks.grants()},
     ))
-    manager.files.recover(manager.locks.grants())  # judged against the restored locks, before any is released
+    manager.files.recover(manager.locks.grants(), rebase=rebase_files)  # judged against the restored locks, before any is released
     for request_id in dict.fromkeys(waiter.request_id for _, waiter in state.meta.waiters):
         recorder.emit(WaiterRemoved(request_id=request_id, reason=RESTART_REASON))  # queues are not restored
     for task in _attempts_to_restart(state):
@@ -90,13 +92,16 @@ def resume_manager(plan: Plan, records: Sequence[dict[str, Any]], **manager_args
 
 def sprint_manager(plan: Plan, records: Sequence[dict[str, Any]] | None, *, workspace: Path,
                    journal: JournalWriter | None, transport: Transport | None = None, seed: int = 0,
-                   speed: float = 1.0) -> SprintManager:
-    """The manager of a sprint: a new one, or with a crashed run's journal `records` that sprint continued.
+                   speed: float = 1.0, fork: bool = False) -> SprintManager:
+    """The manager of a sprint: a new one, or with a crashed run's journal `records` that sprint continued
+    (with `fork`, records copied from a parent journal: engine/fork.py).
 
     A resumed manager has no loop yet: its lease timers are armed when `start` runs on one.
     """
     args: dict[str, Any] = dict(workspace=workspace, journal=journal, transport=transport, seed=seed, speed=speed)
-    return SprintManager(plan, **args) if records is None else resume_manager(plan, records, **args)
+    if records is None:
+        return SprintManager(plan, **args)
+    return resume_manager(plan, records, rebase_files=fork, **args)
 
 
 def _release(manager: SprintManager, lock_id: str, owner: str) -> None:
