@@ -24,7 +24,8 @@ from typing import Any
 
 # Each kind of mark, in the order `:marks` lists them, with its glyph on the scrubber.
 KINDS = ("failures", "conflicts", "deaths", "operator")
-GLYPHS = {"failures": "✗", "conflicts": "!", "deaths": "†", "operator": "◆"}
+TASK_EVENT = "task"  # the kind of a followed task's event that is none of `KINDS`
+GLYPHS = {"failures": "✗", "conflicts": "!", "deaths": "†", "operator": "◆", TASK_EVENT: "•"}
 _FINGERPRINTS = {  # bytes each kind's lines contain (a superset: `kind_of` decides)
     b'"type":"task_failed"': "failures",
     b'"status":"conflict"': "conflicts",
@@ -99,7 +100,8 @@ def _detail(record: dict[str, Any]) -> str | None:
 
 def summary(record: dict[str, Any]) -> str:
     """One line for a record: `task_failed build_ui · agent frontend: exit 1`."""
-    subject = record_task(record) or record["data"].get("path") or record["data"].get("lockId") or ""
+    data = record["data"]
+    subject = record_task(record) or data.get("path") or data.get("lockId") or data.get("agentId") or ""
     text = f"{record['type']} {subject}".rstrip()
     agent = record_agent(record)
     if agent and agent != subject:
@@ -156,7 +158,7 @@ def task_events(path: Path, total: int, task_id: str) -> list[Mark]:
     """Every event about task `task_id` (its own events, its locks, messages about it), in seq order."""
     needle = b'"taskId":' + json.dumps(task_id).encode()
     return [
-        Mark(seq, kind_of(record) or "task", task_id, summary(record))
+        Mark(seq, kind_of(record) or TASK_EVENT, task_id, summary(record))
         for seq, record in sorted(_records_with(path, [needle], total).items())
         if record_task(record) == task_id
     ]
