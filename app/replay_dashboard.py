@@ -185,6 +185,7 @@ class ReplayApp(ReplayNavigation, SprintDeckApp):
         self.set_interval(1 / 15, self._fill_messages)
         self.refresh_marks()
         self._fit_footer()
+        self.call_after_refresh(self.find_marks_later)
         self.show_position()
         # After first paint: snapshots make every later seek cost at most `snapshot_every` events.
         self.call_after_refresh(self.set_timer, 0.5, self._build_snapshots)

@@ -14,11 +14,17 @@ shown in a notice, copied to the clipboard, and kept on the third line to be rea
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from engine.events import Event
 from engine.replay import ReplayCursor
-from engine.replay_marks import KINDS, Mark, find_marks, next_mark, parse_kinds, task_events
+from engine.replay_marks import KINDS, Mark, find_marks, next_mark, parse_kinds, summary, task_events
 
+# Up to this size (about 50,000 events) the marks are found before first paint (~50 ms); a larger
+# journal's are found by a worker after it (a million events: ~0.9 s, benchmarks/BENCHMARKS.md).
+MARKS_AT_ONCE_BYTES = 16 << 20
 KIND_WORDS = {"failures": "failure", "conflicts": "conflict", "deaths": "death", "operator": "operator action"}
 
 
@@ -28,12 +34,39 @@ class ReplayNavigation:
     cursor: ReplayCursor
 
     def init_navigation(self) -> None:
-        self.marks: list[Mark] = find_marks(self.cursor.path, self.cursor.total)
+        self.large = self.cursor.path.stat().st_size > MARKS_AT_ONCE_BYTES
+        self.finding_marks = self.large
+        self.marks: list[Mark] = [] if self.large else find_marks(self.cursor.path, self.cursor.total)
         self.mark_kinds: frozenset[str] = frozenset(KINDS)
         self.following: str | None = None
         self.follow_events: list[Mark] = []
         self.fork_command: str | None = None
         self._note: tuple[int, str] | None = None  # (position, sentence): shown until the cursor moves
+
+    def find_marks_later(self) -> None:
+        """After first paint, for a large journal: a worker finds the marks and hands them back."""
+        if self.finding_marks:
+            self._scan(partial(find_marks, self.cursor.path, self.cursor.total), self._marks_found)
+
+    def _scan(self, scan: Callable[[], list[Mark]], done: Callable[[list[Mark]], None]) -> None:
+        """Scan the journal: at once when it is small, else in a worker (the UI stays live meanwhile)."""
+        if not self.large:
+            done(scan())
+            return
+
+        def in_worker() -> None:
+            self.call_from_thread(done, scan())  # type: ignore[attr-defined]
+
+        self.run_worker(in_worker, thread=True, group="scan")  # type: ignore[attr-defined]
+
+    def _marks_found(self, marks: list[Mark]) -> None:
+        self.marks, self.finding_marks = marks, False
+        self.refresh_marks()
+        self.show_position()  # type: ignore[attr-defined]
+
+    def text_of(self, mark: Mark) -> str:
+        """What a mark's event says (read from the journal when `task_events` left it unsaid)."""
+        return mark.text if mark.text is not None else summary(_record(self.cursor.event(mark.seq)))
 
     # ------------------------------------------------------------ what the transport bar says
 
@@ -49,6 +82,8 @@ class ReplayNavigation:
         if self.following is not None:
             done = sum(1 for mark in self.follow_events if mark.seq <= self.cursor.position)
             return f"n: following {self.following} {done}/{len(self.follow_events)}"
+        if self.finding_marks:
+            return "n: finding marks…"
         kinds = "all marks" if self.mark_kinds == frozenset(KINDS) else ", ".join(
             kind for kind in KINDS if kind in self.mark_kinds)
         return f"n: {kinds} ({len(self.shown_marks)})"
@@ -59,7 +94,7 @@ class ReplayNavigation:
         if self._note is not None and self._note[0] == position:
             return self._note[1]
         mark = next((m for m in self.marks if m.seq == position), None) if position else None
-        return f"event {position} · {mark.text}" if mark is not None else fallback
+        return f"event {position} · {self.text_of(mark)}" if mark is not None else fallback
 
     def say(self, sentence: str, *, severity: str = "information", title: str = "replay") -> None:
         """Say it in a notice and on the transport bar until the cursor moves."""
@@ -78,6 +113,9 @@ class ReplayNavigation:
     def action_next_mark(self, direction: int) -> None:
         """`n` (direction 1) / `N` (-1): go to the next / previous mark, or say there is none."""
         origin = self.navigation_target()
+        if self.finding_marks and self.following is None:
+            self.say("still finding the marks of this large recording: n works in a moment", severity="warning")
+            return
         mark = next_mark(self.shown_marks, origin, direction)
         if mark is None:
             where = "after" if direction > 0 else "before"
@@ -85,7 +123,7 @@ class ReplayNavigation:
             self.show_position()  # type: ignore[attr-defined]
             return
         self.seek(mark.seq)  # type: ignore[attr-defined]
-        self.say(f"event {mark.seq} · {mark.text}")
+        self.say(f"event {mark.seq} · {self.text_of(mark)}")
         self.show_position()  # type: ignore[attr-defined]
 
     def _looking_for(self) -> str:
@@ -128,12 +166,18 @@ class ReplayNavigation:
         if task_id is None:
             self.tell(":follow TASK names a task (or select one in Tasks)", "follow", "warning")
             return
-        events = task_events(self.cursor.path, self.cursor.total, task_id)
+        if self.large:
+            self.tell(f"finding the events of {task_id}…", "follow")
+        self._scan(partial(task_events, self.cursor.path, self.cursor.total, task_id),
+                   partial(self._follow_found, task_id))
+
+    def _follow_found(self, task_id: str, events: list[Mark]) -> None:
         if not events:
             self.tell(f"no event of a task {task_id!r} in this recording", "follow", "warning")
             return
         self.following, self.follow_events = task_id, events
         self.refresh_marks()
+        self.show_position()  # type: ignore[attr-defined]
         self.tell(f"following {task_id}: {len(events)} events; n / N move between them, :follow alone stops",
                   "follow")
 
@@ -157,3 +201,8 @@ def fork_command(journal: Path, header: dict[str, object], seq: int) -> str:
     new = journal.with_name(f"{journal.stem}.fork-{seq}{journal.suffix or '.jsonl'}")
     words = ["sprintdeck", "run", plan, "--resume", str(journal), "--at", str(seq), "--record", str(new)]
     return shlex.join(words)
+
+
+def _record(event: Event) -> dict[str, object]:
+    """An event as the journal record `summary` reads (its type and data)."""
+    return {"type": str(event.type), "data": event.body.wire()}

@@ -6,8 +6,10 @@ conflict, an agent's death, and an operator's own action (`KINDS`, in the words 
 kinds' fingerprints (`"type":"task_failed"`, `"status":"conflict"`, ...) are searched for in the
 file, and only the lines they hit are decoded and checked (a message whose own type is
 `task_failed` is not a failure; the record's type decides).  `task_events` does the same for one
-task (`:follow TASK`).  A million-event journal with a thousand marks is scanned in well under a
-second (benchmarks/bench_replay_marks.py), so neither needs an index kept on disk.
+task (`:follow TASK`), reading only each hit line's head (seq and type).  On a million-event
+journal `find_marks` takes about as long as opening it (0.7 s) and `task_events` of a task named
+by a third of the lines 1 s (benchmarks/bench_replay_marks.py): no index is kept on disk, and the
+replay dashboard runs both in a worker for a large journal.
 
 `summary` is the one line for a record (`task_failed build_ui · agent frontend: exit 1`), shared by
 the replay dashboard and `sprintdeck diff`.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +38,19 @@ _FINGERPRINTS = {  # bytes each kind's lines contain (a superset: `kind_of` deci
 }
 
 
+_HEAD = re.compile(rb'\{"seq":(\d+),"ts":"[^"]*","mono":[^,]*,"type":"([a-z_]+)"')  # a record line's start
+_KIND_BY_TYPE = {"task_failed": "failures", "agent_dead": "deaths", "operator_action": "operator"}
+
+
 @dataclass(frozen=True)
 class Mark:
-    """A notable event: its seq, its kind (one of `KINDS`), its task (if any) and its line."""
+    """A notable event: its seq, its kind (one of `KINDS`, or `TASK_EVENT`), its task (if any) and
+    its line (None when it is left to be said when shown: `task_events` has too many to parse)."""
 
     seq: int
     kind: str
     task: str | None
-    text: str
+    text: str | None
 
 
 def kind_of(record: dict[str, Any]) -> str | None:
@@ -123,25 +131,30 @@ def _lines_with(data: bytes | mmap.mmap, needle: bytes) -> Iterator[tuple[int, b
         at = data.find(needle, end)
 
 
-def _records_with(path: Path, needles: list[bytes], total: int) -> dict[int, dict[str, Any]]:
-    """The records (seq 1..total: a torn tail is left out) whose lines contain any of `needles`."""
-    found: dict[int, dict[str, Any]] = {}
+def _matching_lines(path: Path, needles: list[bytes]) -> dict[int, bytes]:
+    """The record lines (by offset; not the header) that contain any of `needles`."""
+    found: dict[int, bytes] = {}
     with open(path, "rb") as file:
         if file.seek(0, 2) == 0:
             return found
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
             header_end = data.find(b"\n") + 1
             for needle in needles:
-                for start, line in _lines_with(data, needle):
-                    if start < header_end or start in found:
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue  # a torn last line: not a record
-                    if isinstance(record, dict) and 0 < record.get("seq", 0) <= total:
-                        found[start] = record
-    return {record["seq"]: record for record in found.values()}
+                found.update((start, line) for start, line in _lines_with(data, needle) if start >= header_end)
+    return found
+
+
+def _records_with(path: Path, needles: list[bytes], total: int) -> dict[int, dict[str, Any]]:
+    """The records (seq 1..total: a torn tail is left out) whose lines contain any of `needles`."""
+    found: dict[int, dict[str, Any]] = {}
+    for line in _matching_lines(path, needles).values():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line: not a record
+        if isinstance(record, dict) and 0 < record.get("seq", 0) <= total:
+            found[record["seq"]] = record
+    return found
 
 
 def find_marks(path: Path, total: int) -> list[Mark]:
@@ -155,13 +168,19 @@ def find_marks(path: Path, total: int) -> list[Mark]:
 
 
 def task_events(path: Path, total: int, task_id: str) -> list[Mark]:
-    """Every event about task `task_id` (its own events, its locks, messages about it), in seq order."""
+    """Every event naming task `task_id` (its own events, its locks, messages about it), in seq order.
+
+    A busy task is named by a third of a journal's lines, so only each line's head is read (seq and
+    type); what an event says is left to be read when it is shown (`Mark.text` None).
+    """
     needle = b'"taskId":' + json.dumps(task_id).encode()
-    return [
-        Mark(seq, kind_of(record) or TASK_EVENT, task_id, summary(record))
-        for seq, record in sorted(_records_with(path, [needle], total).items())
-        if record_task(record) == task_id
-    ]
+    marks = []
+    for line in _matching_lines(path, [needle]).values():
+        head = _HEAD.match(line)
+        if head is not None and 0 < int(head[1]) <= total:
+            kind = _KIND_BY_TYPE.get(head[2].decode(), TASK_EVENT)
+            marks.append(Mark(int(head[1]), kind, task_id, None))
+    return sorted(marks, key=lambda mark: mark.seq)
 
 
 def parse_kinds(text: str) -> frozenset[str]:

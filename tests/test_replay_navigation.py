@@ -288,3 +288,29 @@ def failure_app(tmp_path: Path) -> ReplayApp:
     app = ReplayApp(ReplayCursor.open(RECORDED_FLAKY), at=first, config_file=tmp_path / "config.json")
     app.source.journal = "sample_sprints/flaky/recorded.jsonl"  # the same on every checkout
     return app
+
+
+async def test_a_large_recordings_marks_are_found_after_first_paint(flaky: Path, tmp_path: Path, monkeypatch) -> None:
+    import app.replay_navigation as navigation
+    monkeypatch.setattr(navigation, "MARKS_AT_ONCE_BYTES", 0)  # as if the journal were large
+    failures = records_of(flaky, "task_failed")
+    app = app_for(flaky, tmp_path)
+    assert app.finding_marks and app.marks == []  # nothing found before first paint
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(50):
+            await pilot.pause(0.05)
+            if not app.finding_marks:
+                break
+        assert f"n: all marks ({len(failures)})" in screen_lines(app)[1]
+        assert screen_lines(app)[0].count("✗") >= 1
+        await pilot.press("n")
+        assert app.cursor.position == failures[0]["seq"]
+        task = failures[0]["data"]["taskId"]
+        await pilot.press("colon", *f"follow {task}", "enter")
+        for _ in range(50):
+            await pilot.pause(0.05)
+            if app.following == task:
+                break
+        assert f"n: following {task} " in screen_lines(app)[1]
+        await pilot.press("n")
+        assert app.cursor.position > failures[0]["seq"] and screen_lines(app)[2].startswith(f"event {app.cursor.position} · ")
