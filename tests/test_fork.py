@@ -178,3 +178,57 @@ def test_diff_reads_a_torn_journal_up_to_the_tear_and_says_so(parent: Path, tmp_
     assert sha256(torn) == before and not list(tmp_path.glob("*.broken*"))
     out = sprintdeck("diff", str(torn), str(torn), "--json")
     assert out.returncode == 0 and "torn" in json.loads(out.stdout)["torn"]["A"]
+
+
+async def test_a_fork_restarts_an_external_agents_attempt_that_a_resume_keeps(tmp_path: Path) -> None:
+    """A resume keeps an external agent's running attempt (the agent lives on and reconnects); a
+    fork restarts it, since that agent works for the parent sprint, not for the fork."""
+    import asyncio
+
+    from conftest import write_plan
+    from engine.fork import create_fork
+    from engine.journal import JournalWriter
+    from engine.manager import SprintManager
+    from engine.protocol import MANAGER_ID, MessageType, make_message
+    from engine.resume import resume_manager
+
+    plan = write_plan(tmp_path, {
+        "sprint": "fork-external",
+        "settings": {"lock_ttl": "20s", "heartbeat_timeout": "60s"},
+        "agents": [{"id": "ext", "kind": "external"}],
+        "tasks": [{"id": "u", "agent": "ext", "resources": ["a.txt"]}],
+    })
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    parent_path = tmp_path / "parent.jsonl"
+    journal = JournalWriter.create(parent_path, {"sprint": plan.sprint, "planDigest": plan.digest})
+    manager = SprintManager(plan, workspace=workspace, journal=journal)
+    await manager.start()
+    await manager.handle_ipc_message(make_message(MessageType.AGENT_READY, "ext", MANAGER_ID, {}))
+    await manager.handle_ipc_message(make_message(MessageType.RESOURCE_LOCK, "ext", MANAGER_ID,
+                                                  {"resourceId": "a.txt", "lockType": "write"}))
+    assert manager.state.tasks["u"].status in ("assigned", "running") and manager.state.locks
+    journal.flush_sync()
+    manager.journal = None
+    await manager.stop()
+    journal.close()
+    await asyncio.sleep(0)
+    at = len(read_journal(parent_path)[1])
+    before = sha256(parent_path)
+
+    writer, records = create_fork(parent_path, at, tmp_path / "fork.jsonl", workspace)
+    forked = resume_manager(plan, records, fork=True, workspace=workspace, journal=writer)
+    task = forked.state.tasks["u"]
+    assert not task.in_flight and not forked.state.locks
+    writer.flush_sync()
+    writer.close()
+    after = read_journal(tmp_path / "fork.jsonl")[1][at:]
+    assert {"taskId": "u", "attempt": 1, "reason": "manager_restart"} in [
+        r["data"] for r in after if r["type"] == "task_requeued"]
+    assert any(r["type"] == "lock_released" for r in after)
+    assert sha256(parent_path) == before
+
+    resumed_writer, _, resumed_records, _ = JournalWriter.resume(parent_path)
+    resumed = resume_manager(plan, resumed_records, workspace=workspace, journal=resumed_writer)
+    assert resumed.state.tasks["u"].in_flight and resumed.state.locks  # a resume keeps it
+    resumed_writer.close()
