@@ -128,7 +128,7 @@ class ReplayApp(ReplayNavigation, SprintDeckApp):
         Binding("n", "next_mark(1)", "Next mark", priority=True, id="replay.next_mark", group=MARK,
                 tooltip="the next failure, conflict, death or operator action (:marks chooses; :follow TASK: its events)"),
         Binding("N", "next_mark(-1)", "Previous mark", priority=True, id="replay.previous_mark", group=MARK,
-                tooltip="the previous one"),
+                tooltip="the previous one, as n but backwards"),
         # Shown in help and the palette; the footer keeps its room for the transport keys (80 columns).
         Binding("slash", "filter", "Filter", key_display="/", show=False, id="app.filter"),
         Binding("z", "toggle_maximize", "Maximise", show=False, id="app.maximize"),

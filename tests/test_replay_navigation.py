@@ -167,7 +167,7 @@ async def test_the_scrubber_marks_failures_and_conflicts_with_their_glyphs_and_h
         await pilot.press("question_mark")
         text = help_text(app)
         assert "✗ failure, ! conflict, † agent death, ◆ operator action" in text
-        for line in ("n the next failure, conflict, death or operator action", "N the previous one",
+        for line in ("n the next failure, conflict, death or operator action", "N the previous one, as n but backwards",
                      ":marks failures,conflicts", ":follow TASK", ":fork"):
             assert line in text, line
     app = app_for(conflicted, tmp_path)
