@@ -41,6 +41,9 @@ def _add_sprint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=None, help="simulated time factor (default 20)")
     parser.add_argument("--theme", default=None, help="dashboard theme")
     parser.add_argument("--resume", metavar="JOURNAL", help="continue a crashed sprint from its journal")
+    parser.add_argument("--at", type=int, default=None, metavar="SEQ",
+                        help="with --resume JOURNAL and --record NEW: fork JOURNAL at event SEQ into a new "
+                             "live sprint recorded in NEW (JOURNAL is left untouched)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff = sub.add_parser("diff", help="the first event at which two recordings of one plan diverge")
     diff.add_argument("journal_a")
     diff.add_argument("journal_b")
+    diff.add_argument("--json", action="store_true", help="the fork point and the first divergence as one JSON object")
 
     log = sub.add_parser(
         "log", help="the seed's ActivityLog of a recorded sprint: who did what, how long, whether it worked",

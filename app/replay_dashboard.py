@@ -26,9 +26,11 @@ from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.timer import Timer
+from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from app.dashboard import SprintDeckApp
+from app.replay_navigation import ReplayNavigation
 from app.screens.help import HelpScreen, replay_keys
 from engine.events import Event, MessageRecorded
 from engine.journal import JournalError
@@ -42,7 +44,7 @@ from engine.replay_seek import (
     resolve_seek,
 )
 from widgets.changes import Changes, collect
-from widgets.scrubber import Scrubber, TransportState
+from widgets.scrubber import MARK_LEGEND, Scrubber, TransportState
 
 PLAY_HZ = 15  # play ticks per second
 INCREMENTAL_STEP = 200  # a forward step this short updates only what its events touched
@@ -54,9 +56,16 @@ OPERATIONS = frozenset({"reassign", "retry", "cancel_task", "priority", "pause",
                         "resolve_file", "escalate_file"})
 STEP = Binding.Group("Step")  # the footer shows "[ ] Step": two keys, one label
 SPEED = Binding.Group("Speed")
+MARK = Binding.Group("Mark")
 REPLAY_COMMANDS = [(":seek N", "go to event N"), (":seek 2:30", "go to that elapsed time (as the scrubber shows it)"),
                    (":seek +30s / -10s", "step forward or back in time"),
-                   ("click the scrubber", "go to that point of the recording")]
+                   ("click the scrubber", "go to that point of the recording"),
+                   (":marks failures,conflicts", "what n / N jump to: failures, conflicts, deaths, operator (or all)"),
+                   (":follow TASK", "n / N move between that task's events (no TASK: the one selected in Tasks)"),
+                   (":follow", "while following: stop"),
+                   (":fork", "the command that starts a new live sprint from this event (copied)"),
+                   ("✗ ! † ◆", f"scrubber marks: {MARK_LEGEND}")]
+TRANSPORT_ACTIONS = ("play", "step", "seek_to", "speed", "speed_mode", "next_mark")
 
 
 class ReplaySource:
@@ -94,11 +103,11 @@ class ReplaySource:
         return None
 
 
-class ReplayApp(SprintDeckApp):
+class ReplayApp(ReplayNavigation, SprintDeckApp):
     # The footer shows the keys used most (they fit in 120 columns); help lists each key with a
     # tooltip, so a transport key added here appears there too.
     BINDINGS = [
-        Binding("space", "play", "Play/pause", priority=True, id="replay.play",
+        Binding("space", "play", "Play", priority=True, id="replay.play",
                 tooltip="play / pause the recording"),
         Binding("left_square_bracket", "step(-1)", "Back", key_display="[", priority=True, id="replay.back",
                 tooltip="one event back", group=STEP),
@@ -116,6 +125,13 @@ class ReplayApp(SprintDeckApp):
                 tooltip="play slower", group=SPEED),
         Binding("greater_than_sign", "speed(1)", "Faster", key_display=">", priority=True, id="replay.faster",
                 tooltip="play faster", group=SPEED),
+        Binding("n", "next_mark(1)", "Next mark", priority=True, id="replay.next_mark", group=MARK,
+                tooltip="the next failure, conflict, death or operator action (:marks chooses; :follow TASK: its events)"),
+        Binding("N", "next_mark(-1)", "Previous mark", priority=True, id="replay.previous_mark", group=MARK,
+                tooltip="the previous one, as n but backwards"),
+        # Shown in help and the palette; the footer keeps its room for the transport keys (80 columns).
+        Binding("slash", "filter", "Filter", key_display="/", show=False, id="app.filter"),
+        Binding("z", "toggle_maximize", "Maximise", show=False, id="app.maximize"),
         Binding("t", "speed_mode", "Real time/ev/s", priority=True, show=False, id="replay.speed_mode",
                 tooltip="play at the recorded pace (×1, ×2 …) or in events per second"),
         # The live operator keys, which `check_action` hides in a replay, land here: say why nothing happens.
@@ -145,6 +161,7 @@ class ReplayApp(SprintDeckApp):
         # An `at` too far to fold quickly is reached after first paint, by a worker.
         self._deferred_at = at if at is not None and not self._quick(at) else None
         cursor.seek(0 if at is None or self._deferred_at is not None else at)
+        self.init_navigation()
         super().__init__(ReplaySource(cursor), clock=self._cursor_time, **kwargs)
         self.pace = Pace()  # ×1 the recorded pace; `t` switches to events per second
         self.playing = False
@@ -166,11 +183,25 @@ class ReplayApp(SprintDeckApp):
 
     def on_mount(self) -> None:
         self.set_interval(1 / 15, self._fill_messages)
+        self.refresh_marks()
+        self._fit_footer()
+        self.call_after_refresh(self.find_marks_later)
         self.show_position()
         # After first paint: snapshots make every later seek cost at most `snapshot_every` events.
         self.call_after_refresh(self.set_timer, 0.5, self._build_snapshots)
         if self._deferred_at is not None:
             self.call_after_refresh(self.seek, self._deferred_at)
+
+    def _apply_width(self, width: int) -> None:
+        super()._apply_width(width)
+        self._fit_footer()
+
+    def _fit_footer(self) -> None:
+        """Below 100 columns the footer is compact and leaves out `^p palette` (help lists it), so
+        every transport key fits in 80 columns, a pane's own key (⏎ Details) included."""
+        footer = self.query_one(Footer)
+        footer.compact = narrow = self.size.width < 100
+        footer.show_command_palette = not narrow
 
     def _build_snapshots(self) -> None:
         self.run_worker(self._build_all, thread=True, group="snapshots")
@@ -282,10 +313,9 @@ class ReplayApp(SprintDeckApp):
         position = cursor.position
         event = cursor.event(position) if position else None
         elapsed = self._play_clock if self._play_clock is not None else elapsed_at(cursor, position)
-        what = _describe(event) if self.seeking is None else self._seek_status(self.seeking)
-        self.scrubber.show(
-            TransportState(position, cursor.total, elapsed, self.pace.label, self.playing, what)
-        )
+        what = self.describe_position(_describe(event)) if self.seeking is None else self._seek_status(self.seeking)
+        self.scrubber.show(TransportState(position, cursor.total, elapsed, self.pace.label, self.playing, what,
+                                          self.navigation_label()))
         self._show_messages()
 
     def _seek_status(self, target: int) -> str:
@@ -330,7 +360,7 @@ class ReplayApp(SprintDeckApp):
         """Transport keys are priority bindings: let them go to the command line while it is open.
 
         Operations are hidden (from the footer too): their keys fall through to `read_only`."""
-        if action in ("play", "step", "seek_to", "speed", "speed_mode") and self.command_line.display:
+        if action in TRANSPORT_ACTIONS and self.command_line.display:
             return False
         return action not in OPERATIONS
 
@@ -401,6 +431,8 @@ class ReplayApp(SprintDeckApp):
     def run_command(self, text: str) -> None:
         """`:seek` an event, an elapsed time or a step in time (engine/replay_seek.py); else as live."""
         words = text.split()
+        if words and self.navigation_command(words[0], words[1:]):
+            return
         if not words or words[0] != "seek":
             super().run_command(text)
             return
@@ -427,6 +459,16 @@ class ReplayApp(SprintDeckApp):
         yield SystemCommand("Go to the end", "Show the final recorded state (end)", lambda: self.action_seek_to(-1))
         yield SystemCommand("Seek…", "Go to an event or an elapsed time (:seek 42, :seek 2:30, :seek +30s)",
                             lambda: self.command_line.open(":", "seek ", select=False))
+        yield SystemCommand("Next mark", "The next failure, conflict, death or operator action (n)",
+                            lambda: self.action_next_mark(1))
+        yield SystemCommand("Previous mark", "The previous failure, conflict, death or operator action (N)",
+                            lambda: self.action_next_mark(-1))
+        yield SystemCommand("Marks…", "Choose what n / N jump to (:marks failures,conflicts)",
+                            lambda: self.command_line.open(":", "marks ", select=False))
+        yield SystemCommand("Follow the selected task", "n / N move between its events (:follow TASK; :follow stops)",
+                            lambda: self.navigation_command("follow", []))
+        yield SystemCommand("Fork here", "The command that starts a new live sprint from this event (:fork)",
+                            lambda: self.navigation_command("fork", []))
         yield SystemCommand("Play faster", "Raise the replay speed (>)", lambda: self.action_speed(1))
         yield SystemCommand("Play slower", "Lower the replay speed (<)", lambda: self.action_speed(-1))
 

@@ -145,7 +145,7 @@ class FileGuard:
         unreadable: list[UnreadableFile] = [{"path": o.path, "error": o.error} for o in observations if o.kind == "unreadable"]
         self._emit(FilesScanned(files=files, unreadable=unreadable))
 
-    def recover(self, grants: Iterable[Grant]) -> None:
+    def recover(self, grants: Iterable[Grant], *, rebase: bool = False) -> None:
         """A restarted manager: judge what changed in the workspace while it was down, then keep
         the content of every path still under a lock (`grants`) as that lock's base.
 
@@ -170,11 +170,22 @@ class FileGuard:
             if path not in seen and not file.deleted and file.error is None:
                 changes.append(Observation(path, "deleted", previous=file.checksum))
         self._forget_lost_content(known)
-        if changes:
+        if rebase:  # a fork's copied workspace: its files as they are, not judged (engine/fork.py)
+            self._rebase(changes)
+        elif changes:
             self.on_changes(pair_renames(changes))
         for grant in grants:
             if not is_named(grant.resource_id):
                 kept.keep_bases(grant.resource_id)
+
+    def _rebase(self, changes: list[Observation]) -> None:
+        scanned: list[ScannedFile] = [{"path": o.path, "checksum": o.checksum, "size": o.size,
+                                       "mtime": iso_from_ns(o.mtime_ns)} for o in changes if o.kind == "changed"]
+        if scanned:
+            self._emit(FilesScanned(files=scanned, unreadable=[]))
+        for obs in changes:
+            if obs.kind == "deleted":
+                self._emit(FileDeleted(path=obs.path))
 
     def _forget_lost_content(self, known: dict[str, FileState]) -> None:
         """Conflicts stay after a restart, but the content kept for their revert and merge died

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -61,9 +61,6 @@ from engine.plan_values import (
     show,
 )
 from engine.vocabulary import AgentKind, LockType, Priority
-
-if TYPE_CHECKING:
-    from engine.models import AgentConfig
 
 Coordination = Literal["sequential", "parallel", "collaborative"]
 
@@ -153,24 +150,6 @@ class AgentSpec(SpecModel):
             raise ValueError("role: a claude agent needs a role, its standing instructions "
                              "(e.g. 'You are the backend specialist: ...')")
         return self
-
-    def to_config(self) -> AgentConfig:
-        """The seed's AgentConfig, the shape the engine's state records use."""
-        from engine.models import AgentConfig, ResourceLimits  # the engine's models: not for `validate`
-
-        limits = ResourceLimits(
-            max_concurrent_tasks=self.max_concurrent_tasks,
-            max_memory_usage=self.max_memory_usage,
-            max_execution_time=self.max_execution_time,
-        )
-        return AgentConfig(
-            agent_id=self.id,
-            kind=self.kind,
-            capabilities=self.capabilities,
-            resource_limits=limits,
-            specializations=self.specializations,
-            failure_rate=self.failure_rate,
-        )
 
 
 class ResourceSpec(SpecModel):

@@ -52,13 +52,18 @@ def check_resumable(plan: Plan, header: dict[str, Any], records: Sequence[dict[s
         raise ResumeError(f"the journal's first event is {records[0]['type']!r}, not sprint_started")
 
 
-def resume_manager(plan: Plan, records: Sequence[dict[str, Any]], **manager_args: Any) -> SprintManager:
+def resume_manager(plan: Plan, records: Sequence[dict[str, Any]], *, fork: bool = False,
+                   **manager_args: Any) -> SprintManager:
     """A manager whose state, locks and scheduler continue the journaled sprint.
 
     `manager_args` are SprintManager's keyword arguments; `journal` should be the writer from
     `JournalWriter.resume` on the same file, so the new events follow the old ones.
     `execute_sprint()` then continues the sprint without a second `sprint_started` (the lease
     timers of the recovered locks are armed when it starts).
+
+    `fork`: the records are a parent journal's first ones (engine/fork.py).  The workspace is then
+    the fork's copy, whose files are taken as they are rather than judged, and every attempt
+    running at the fork point restarts, external agents' too: they work for the parent, not the fork.
     """
     journal: JournalWriter | None = manager_args.get("journal")
     if journal is not None and journal.last_seq != (records[-1]["seq"] if records else 0):
@@ -76,12 +81,13 @@ def resume_manager(plan: Plan, records: Sequence[dict[str, Any]], **manager_args
         previous_version=state.version,
         leases={grant.lock_id: recorder.wall_at(grant.expires_at) for grant in manager.locks.grants()},
     ))
-    manager.files.recover(manager.locks.grants())  # judged against the restored locks, before any is released
+    manager.files.recover(manager.locks.grants(), rebase=fork)  # judged against the restored locks, before any is released
     for request_id in dict.fromkeys(waiter.request_id for _, waiter in state.meta.waiters):
         recorder.emit(WaiterRemoved(request_id=request_id, reason=RESTART_REASON))  # queues are not restored
-    for task in _attempts_to_restart(state):
+    restarts = frozenset(state.agents) if fork else _local_agents(state)
+    for task in _attempts_to_restart(state, restarts):
         _restart_attempt(manager, task)
-    _release_orphaned_locks(manager)
+    _release_orphaned_locks(manager, restarts)
     manager.locks.adopt(task.id for task in state.tasks.values() if task.in_flight)
     manager.attempts.resume()
     _rebuild_scheduler(manager)
@@ -90,13 +96,16 @@ def resume_manager(plan: Plan, records: Sequence[dict[str, Any]], **manager_args
 
 def sprint_manager(plan: Plan, records: Sequence[dict[str, Any]] | None, *, workspace: Path,
                    journal: JournalWriter | None, transport: Transport | None = None, seed: int = 0,
-                   speed: float = 1.0) -> SprintManager:
-    """The manager of a sprint: a new one, or with a crashed run's journal `records` that sprint continued.
+                   speed: float = 1.0, fork: bool = False) -> SprintManager:
+    """The manager of a sprint: a new one, or with a crashed run's journal `records` that sprint continued
+    (with `fork`, records copied from a parent journal: engine/fork.py).
 
     A resumed manager has no loop yet: its lease timers are armed when `start` runs on one.
     """
     args: dict[str, Any] = dict(workspace=workspace, journal=journal, transport=transport, seed=seed, speed=speed)
-    return SprintManager(plan, **args) if records is None else resume_manager(plan, records, **args)
+    if records is None:
+        return SprintManager(plan, **args)
+    return resume_manager(plan, records, fork=fork, **args)
 
 
 def _release(manager: SprintManager, lock_id: str, owner: str) -> None:
@@ -104,25 +113,25 @@ def _release(manager: SprintManager, lock_id: str, owner: str) -> None:
     manager.locks.release(owner, lock_id, reason=RESTART_REASON, by=MANAGER_ID)
 
 
-def _release_orphaned_locks(manager: SprintManager) -> None:
-    """Locks of local agents that no kept attempt uses: their holder died with the old manager."""
+def _release_orphaned_locks(manager: SprintManager, restarts: frozenset[str]) -> None:
+    """Locks of restarted agents that no kept attempt uses: their holder died with the old manager."""
     kept = {task.id for task in manager.state.tasks.values() if task.in_flight}
     for grant in manager.locks.grants():
-        if _is_local(manager.state, grant.owner) and grant.task_id not in kept:
+        if grant.owner in restarts and grant.task_id not in kept:
             _release(manager, grant.lock_id, grant.owner)
 
 
-def _is_local(state: ProjectState, agent_id: str | None) -> bool:
-    agent = state.agents.get(agent_id) if agent_id else None
-    return agent is not None and agent.kind in LOCAL_AGENT_KINDS
+def _local_agents(state: ProjectState) -> frozenset[str]:
+    """The agents that died with the old manager (it ran them): simulated and shell ones."""
+    return frozenset(agent_id for agent_id, agent in state.agents.items() if agent.kind in LOCAL_AGENT_KINDS)
 
 
-def _attempts_to_restart(state: ProjectState) -> list[TaskState]:
-    """Blocked attempts (nothing done yet) and those a local agent was running."""
+def _attempts_to_restart(state: ProjectState, restarts: frozenset[str]) -> list[TaskState]:
+    """Blocked attempts (nothing done yet) and those an agent in `restarts` was running."""
     return [
         task
         for task in state.tasks.values()
-        if task.status == "blocked" or (task.in_flight and any(_is_local(state, a) for a in task.owners))
+        if task.status == "blocked" or (task.in_flight and any(a in restarts for a in task.owners))
     ]
 
 

@@ -80,7 +80,7 @@ async def test_help_and_footer_list_the_replay_keys_not_the_operator_keys(tmp_pa
             assert app.focused.id == pane
             await pilot.pause(0.05)
             footer = footer_text(app)
-            assert "space Play/pause" in footer and "[ ] Step" in footer and "< > Speed" in footer, footer
+            assert "space Play" in footer and "n N Mark" in footer and "[ ] Step" in footer and "< > Speed" in footer, footer
             for operation in ("Reassign", "Retry", "Cancel", "Priority", "Pause", "Force-release", "Accept",
                               "Revert", "Merge", "Escalate"):
                 assert operation not in footer, f"{operation} in the {pane} footer: {footer}"

@@ -21,6 +21,7 @@ from engine.journal import JournalError, JournalFailure, JournalWriter, read_hea
 from engine.manager import SprintManager, SprintResult
 from engine.metrics import sprint_outcome, sprint_succeeded
 from engine.os_errors import os_problem
+from engine.fork import create_fork
 from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
 from engine.transports.private import private_transport, serving
@@ -40,8 +41,12 @@ def main(args: argparse.Namespace) -> int:
     if args.speed is not None and args.speed <= 0:
         print(f"sprintdeck: --speed must be positive, got {args.speed:g}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.at is not None and not args.resume:
+        print(f"sprintdeck: --at {args.at} forks a recording: give it --resume JOURNAL and --record NEW",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.resume:
-        return resume(plan, args)
+        return fork(plan, args) if args.at is not None else resume(plan, args)
     journal_path = Path(args.record) if args.record else default_journal_path(plan)
     try:
         workspace = workspace_for(plan, args.workspace)
@@ -52,25 +57,17 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, JournalError) as exc:
         print(f"sprintdeck: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    scratch = announce_workspace(workspace, args)
+    print(f"sprintdeck: recording {journal_path}", file=sys.stderr)
+    return run_recorded(plan, workspace, journal, journal_path, args, None, scratch=scratch)
+
+
+def announce_workspace(workspace: Path, args: argparse.Namespace) -> ScratchWorkspace | None:
+    """Say where the sprint works; a scratch copy (no `--workspace`) is the run's own to clean up."""
     scratch = None if args.workspace else ScratchWorkspace(workspace)
     kept = " (a scratch copy, removed at the end unless --keep-workspace)" if scratch else ""
     print(f"sprintdeck: workspace {workspace}{kept}", file=sys.stderr)
-    print(f"sprintdeck: recording {journal_path}", file=sys.stderr)
-    speed = args.speed or DEFAULT_SPEED
-    try:
-        if not args.headless:
-            return run_dashboard(plan, workspace, journal, journal_path, args, scratch=scratch)
-        result = asyncio.run(run_headless(plan, workspace, journal, seed=args.seed, speed=speed))
-        if scratch is not None:
-            scratch.finished = True
-    except JournalFailure as failure:
-        return journal_failed(failure, args)
-    finally:
-        journal.close()
-        leave_scratch(scratch, args)
-    if args.json:
-        print(result_json(result))
-    return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
+    return scratch
 
 
 def leave_scratch(scratch: ScratchWorkspace | None, args: argparse.Namespace) -> None:
@@ -133,7 +130,8 @@ def resume_inputs(plan: Plan, args: argparse.Namespace) -> tuple[Path, dict[str,
     """
     journal_path = Path(args.resume)
     if args.record and Path(args.record).resolve() != journal_path.resolve():
-        raise ResumeError(f"--record cannot be combined with --resume: the resumed run appends to {journal_path}")
+        raise ResumeError(f"--record cannot be combined with --resume: the resumed run appends to {journal_path} "
+                          f"(to start a new journal from a moment of it, add --at SEQ)")
     header = read_header(journal_path)
     workspace_arg = args.workspace or header.get("workspace")
     if not workspace_arg:
@@ -172,32 +170,81 @@ def resume(plan: Plan, args: argparse.Namespace) -> int:
         print(f"sprintdeck: {recovery}", file=sys.stderr)
     print(f"sprintdeck: workspace {workspace}", file=sys.stderr)
     print(f"sprintdeck: resuming {journal_path} after seq {journal.last_seq}", file=sys.stderr)
-    seed = args.seed = int(header.get("seed", args.seed))  # the simulation goes on with the recorded seed
+    args.seed = int(header.get("seed", args.seed))  # the simulation goes on with the recorded seed
+    return run_recorded(plan, workspace, journal, journal_path, args, records)
+
+
+def fork_inputs(plan: Plan, args: argparse.Namespace) -> Path:
+    """The checks of `--resume JOURNAL --at SEQ --record NEW` before anything is written (shared
+    with `serve`): NEW is named and is not JOURNAL, and JOURNAL was recorded for this plan."""
+    parent = Path(args.resume)
+    if not args.record:
+        raise ResumeError(f"--at {args.at} starts a new journal from {parent}: name it with --record NEW "
+                          f"({parent} itself is never changed)")
+    new = Path(args.record)
+    if new.resolve() == parent.resolve():
+        raise ResumeError(f"--record {new} is the journal being forked: name a new file")
+    check_resumable(plan, read_header(parent), [])
+    return new
+
+
+def fork(plan: Plan, args: argparse.Namespace) -> int:
+    """`run PLAN --resume JOURNAL --at SEQ --record NEW`: a new live sprint from the state at SEQ.
+
+    JOURNAL is only read (engine/fork.py); NEW starts with its first SEQ records and goes on from
+    there in a workspace of its own (`--workspace DIR`, else a scratch copy of the plan's).
+    """
+    parent = Path(args.resume)
+    try:
+        new = fork_inputs(plan, args)
+        workspace = workspace_for(plan, args.workspace)
+        journal, records = create_fork(parent, args.at, new, workspace)
+    except JournalFailure as failure:
+        print(f"sprintdeck: the fork did not start: {failure}", file=sys.stderr)
+        return EXIT_JOURNAL_FAILED
+    except (OSError, JournalError, ResumeError) as exc:
+        print(f"sprintdeck: cannot fork: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    scratch = announce_workspace(workspace, args)
+    print(f"sprintdeck: recording {new}, forked from {parent} at seq {args.at}", file=sys.stderr)
+    args.seed = int(read_header(new).get("seed", args.seed))
+    return run_recorded(plan, workspace, journal, new, args, records, fork=True, scratch=scratch)
+
+
+def run_recorded(plan: Plan, workspace: Path, journal: JournalWriter, journal_path: Path, args: argparse.Namespace,
+                 records: list[dict] | None, *, fork: bool = False, scratch: ScratchWorkspace | None = None) -> int:
+    """Run (dashboard or headless) a sprint whose journal is open; closes it, leaves its scratch
+    workspace (if it has one); the exit code."""
     speed = args.speed or DEFAULT_SPEED
     try:
         if not args.headless:
-            return run_dashboard(plan, workspace, journal, journal_path, args, records=records)
+            return run_dashboard(plan, workspace, journal, journal_path, args, records=records, fork=fork,
+                                 scratch=scratch)
         result = asyncio.run(
-            run_headless(plan, workspace, journal, seed=seed, speed=speed, records=records)
+            run_headless(plan, workspace, journal, seed=args.seed, speed=speed, records=records, fork=fork)
         )
+        if scratch is not None:
+            scratch.finished = True
     except JournalFailure as failure:
         return journal_failed(failure, args)
     finally:
         journal.close()
+        leave_scratch(scratch, args)
     if args.json:
         print(result_json(result))
     return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
 
 
 def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_path: Path, args,
-                  records: list[dict] | None = None, scratch: ScratchWorkspace | None = None) -> int:
+                  records: list[dict] | None = None, fork: bool = False,
+                  scratch: ScratchWorkspace | None = None) -> int:
     """The dashboard with the engine embedded on the same event loop; stays open after the end."""
     from app.dashboard import SprintDeckApp
     from app.source import LiveSource, ServedSource
 
     transport = private_transport(plan)  # claude agents' runs connect to it
     manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=args.seed,
-                             speed=args.speed or DEFAULT_SPEED, transport=transport)
+                             speed=args.speed or DEFAULT_SPEED, transport=transport, fork=fork)
     source: LiveSource = LiveSource(manager, journal=str(journal_path))
     if transport is not None:
         transport.on_refused = manager.refuse
@@ -231,11 +278,12 @@ async def run_headless(
     seed: int,
     speed: float,
     records: list[dict] | None = None,
+    fork: bool = False,
 ) -> SprintResult:
-    """Run to the end; with `records` (a resumed journal) continue that sprint instead of starting one."""
+    """Run to the end; with `records` (a resumed journal, or a fork's) continue that sprint instead of starting one."""
     transport = private_transport(plan)  # claude agents' runs connect to it
     manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=seed, speed=speed,
-                             transport=transport)
+                             transport=transport, fork=fork)
     progress = ProgressLine(sys.stderr, manager.state, total=len(plan.tasks))
     manager.subscribe(progress.on_event)
     async with serving(transport, manager.refuse):

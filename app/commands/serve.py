@@ -31,6 +31,7 @@ from app.commands.run import (
     DEFAULT_SPEED,
     default_journal_path,
     exit_after_dashboard,
+    fork_inputs,
     journal_failed,
     open_journal,
     print_outcome,
@@ -41,7 +42,8 @@ from app.commands.run import (
 from app.progress import ProgressLine
 from app.source import ServedSource
 from engine.events import AgentDead, Event, SprintFinished
-from engine.journal import JournalError, JournalFailure, JournalWriter
+from engine.fork import create_fork
+from engine.journal import JournalError, JournalFailure, JournalWriter, read_header
 from engine.manager import SprintManager, SprintResult
 from engine.os_errors import regular_file_problem
 from engine.plan import Plan, PlanError, load_plan
@@ -77,7 +79,8 @@ class Served:
     journal_path: Path
     seed: int
     speed: float
-    records: list[dict[str, Any]] | None = None  # a resumed journal's records
+    records: list[dict[str, Any]] | None = None  # a resumed journal's records (or a fork's: engine/fork.py)
+    fork: bool = False  # the records are a parent's first ones: the workspace is rebased, not judged
     spawn: bool = False  # start the external agents as processes, and keep them alive
 
 
@@ -123,7 +126,15 @@ def prepare(args: argparse.Namespace) -> Served:
     plan = _load(args.plan)
     if args.speed is not None and args.speed <= 0:
         raise BadInput(f"sprintdeck: --speed must be positive, got {args.speed:g}")
-    if args.resume:
+    if args.at is not None and not args.resume:
+        raise BadInput(f"sprintdeck: --at {args.at} forks a recording: give it --resume JOURNAL and --record NEW")
+    if args.resume and args.at is not None:
+        try:
+            journal_path, workspace = fork_inputs(plan, args), None
+            seed = int(read_header(Path(args.resume)).get("seed", args.seed))  # the parent's simulation goes on
+        except (OSError, JournalError, ResumeError) as exc:
+            raise BadInput(f"sprintdeck: cannot fork: {exc}") from None
+    elif args.resume:
         journal_path = Path(args.resume)
         try:
             workspace, header = resume_inputs(plan, args)
@@ -177,7 +188,10 @@ def _open(
     tokens, tokens_at = _tokens(plan, args, journal_path)
     records = None
     try:
-        if args.resume:
+        if args.resume and args.at is not None:
+            workspace = prepare_workspace(plan, args.workspace)
+            journal, records = create_fork(Path(args.resume), args.at, journal_path, workspace)
+        elif args.resume:
             journal, header, records, recovery = JournalWriter.resume(journal_path)
             check_resumable(plan, header, records)
             if recovery is not None:
@@ -186,7 +200,8 @@ def _open(
             workspace = prepare_workspace(plan, args.workspace)
             journal = open_journal(journal_path, plan, seed, args.plan, workspace)
     except (OSError, JournalError, ResumeError) as exc:
-        verb = f"cannot resume {journal_path}" if args.resume else str(journal_path)
+        verb = f"cannot fork {args.resume}" if args.at is not None else (
+            f"cannot resume {journal_path}" if args.resume else str(journal_path))
         code = EXIT_JOURNAL_FAILED if isinstance(exc, JournalFailure) else EXIT_BAD_INPUT  # a full disk
         raise BadInput(f"sprintdeck: {verb}: {exc}", code) from None
     assert workspace is not None
@@ -202,6 +217,7 @@ def _open(
         seed=seed,
         speed=args.speed or DEFAULT_SPEED,
         records=records,
+        fork=args.at is not None,
         spawn=bool(getattr(args, "spawn", False)),
     )
 
@@ -230,6 +246,8 @@ def announce(served: Served) -> None:
     print(f"sprintdeck: workspace {served.workspace}", file=out)
     if served.records is None:
         print(f"sprintdeck: recording {served.journal_path}", file=out)
+    elif served.fork:
+        print(f"sprintdeck: recording {served.journal_path}, forked at seq {served.journal.last_seq}", file=out)
     else:
         print(f"sprintdeck: resuming {served.journal_path} after seq {served.journal.last_seq}", file=out)
     print(f"sprintdeck: listening on {served.address}", file=out)
@@ -304,7 +322,7 @@ def build(served: Served) -> tuple[SprintManager, SocketTransport]:
     """The manager on a socket transport; refusals are journaled, the end stops taking messages."""
     transport = SocketTransport(served.listener, served.address, tokens=served.tokens, local=claude_agents(served.plan))
     manager = sprint_manager(served.plan, served.records, workspace=served.workspace, journal=served.journal,
-                             transport=transport, seed=served.seed, speed=served.speed)
+                             transport=transport, seed=served.seed, speed=served.speed, fork=served.fork)
     transport.on_refused = manager.refuse  # journaled as message_rejected (a security event if `security`)
     transport.on_disconnected = manager.recovery.disconnected  # dead after disconnect_grace unless back
 
