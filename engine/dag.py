@@ -97,17 +97,8 @@ def build_dag(plan: GraphPlan) -> nx.DiGraph[str]:
 
 
 def critical_path_lengths(graph: nx.DiGraph[str]) -> dict[str, float]:
-    """For each task, the longest estimate-weighted path from it to any sink, its own estimate included.
-
-    The scheduler ranks ready tasks by this: starting the task that most delays the end first.
-    """
-    import networkx as nx
-
-    lengths: dict[str, float] = {}
-    for node in reversed(list(nx.topological_sort(graph))):
-        after = max((lengths[succ] for succ in graph.successors(node)), default=0.0)
-        lengths[node] = _estimate(graph, node) + after
-    return lengths
+    """For each task, the longest estimate-weighted path from it to any sink, its own estimate included."""
+    return longest_paths(_children_of(graph), {node: _estimate(graph, node) for node in graph})
 
 
 def critical_path(graph: nx.DiGraph[str]) -> list[str]:
@@ -125,21 +116,88 @@ def critical_path(graph: nx.DiGraph[str]) -> list[str]:
 
 
 def descendant_counts(graph: nx.DiGraph[str]) -> dict[str, int]:
+    """For each task, how many tasks wait for it directly or indirectly."""
+    return reach_counts(_children_of(graph))
+
+
+def _children_of(graph: nx.DiGraph[str]) -> dict[str, list[str]]:
+    return {node: list(graph.successors(node)) for node in graph}
+
+
+# ---------------------------------------------------------------- the same, on plain dicts
+# The scheduler needs only these figures and each task's dependents: it works on dicts, so that
+# running a sprint does not build (or import) a networkx graph of every task.
+
+
+def task_children(tasks: Sequence[TaskRefs]) -> dict[str, list[str]]:
+    """Each task's dependents, in plan order (dependencies on tasks not given are left out)."""
+    children: dict[str, list[str]] = {task.id: [] for task in tasks}
+    for task in tasks:
+        for dep in dict.fromkeys(task.depends_on):
+            if dep in children:
+                children[dep].append(task.id)
+    return children
+
+
+def longest_paths(children: Mapping[str, Sequence[str]], estimates: Mapping[str, float]) -> dict[str, float]:
+    """For each task, the longest estimate-weighted path from it to any sink, its own estimate included.
+
+    The scheduler ranks ready tasks by this: starting the task that most delays the end first.
+    """
+    lengths: dict[str, float] = {}
+    for node in _sinks_first(children):
+        after = max((lengths[child] for child in children[node]), default=0.0)
+        lengths[node] = estimates[node] + after
+    return lengths
+
+
+def reach_counts(children: Mapping[str, Sequence[str]]) -> dict[str, int]:
     """For each task, how many tasks wait for it directly or indirectly.
 
-    One bitset per task (a Python int), ORed along a reverse topological order: exact, and far
-    faster than a search from every node.
+    One bitset per task (a Python int), ORed from the sinks up: exact, and far faster than a
+    search from every node.
     """
-    import networkx as nx
-
-    bit = {node: 1 << index for index, node in enumerate(graph)}
+    bit = {node: 1 << index for index, node in enumerate(children)}
     reach: dict[str, int] = {}
-    for node in reversed(list(nx.topological_sort(graph))):
+    for node in _sinks_first(children):
         mask = 0
-        for succ in graph.successors(node):
-            mask |= reach[succ] | bit[succ]
+        for child in children[node]:
+            mask |= reach[child] | bit[child]
         reach[node] = mask
-    return {node: reach[node].bit_count() for node in graph}
+    return {node: reach[node].bit_count() for node in children}
+
+
+def descendants_of(children: Mapping[str, Sequence[str]], task_id: str) -> set[str]:
+    """Every task that waits for `task_id`, directly or indirectly."""
+    found: set[str] = set()
+    stack = list(children[task_id])
+    while stack:
+        node = stack.pop()
+        if node not in found:
+            found.add(node)
+            stack.extend(children[node])
+    return found
+
+
+def _sinks_first(children: Mapping[str, Sequence[str]]) -> list[str]:
+    """A reverse topological order (Kahn's): every task after all of its dependents."""
+    waiting = dict.fromkeys(children, 0)
+    for kids in children.values():
+        for child in kids:
+            waiting[child] += 1
+    ready = [node for node, count in waiting.items() if count == 0]
+    order = []
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        for child in children[node]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    if len(order) != len(waiting):
+        raise ValueError("the task graph has a cycle")
+    order.reverse()
+    return order
 
 
 def find_cycles(graph: nx.DiGraph[str]) -> list[list[str]]:

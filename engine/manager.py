@@ -32,7 +32,6 @@ from engine.agents.base import LocalAgent
 from engine.attempts import Attempts
 from engine.collector import collector_paused, collector_restored, collector_tuned_for_sprint
 from engine.conflicts import FileGuard
-from engine.dag import build_dag
 from engine.events import Event, SprintStarted
 from engine.handlers import MessageHandlers
 from engine.journal import JournalFailure, JournalWriter
@@ -85,7 +84,7 @@ class SprintManager:
         self.speed = speed
         self.recorder = Recorder(journal, clock=clock, wall=wall)
         with collector_paused():
-            self.scheduler = Scheduler(plan, build_dag(plan))
+            self.scheduler = Scheduler(plan)
         settings = plan.settings
         lock_manager = LockManager(clock, default_ttl=settings.lock_ttl, lock_delay=settings.lock_delay)
         self.files = FileGuard(workspace, self.recorder, lock_manager.covering, journal.path if journal else None)

@@ -7,6 +7,7 @@ serialises byte for byte like the live one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -113,22 +114,25 @@ class TaskResource(StateModel):
 AttemptOutcome = Literal["running", "completed", "failed", "requeued", "agent_died", "cancelled"]
 
 
-class AttemptRecord(StateModel):
+@dataclass(slots=True)
+class AttemptRecord:
     """One attempt of a task and how it ended, kept after the task moves on to the next one.
 
     A retry resets the task's live fields (`error`, `started_at`...); the operator asking "why did
-    this fail the first time" reads it here.  Folded from the journal like every other field.
+    this fail the first time" reads it here.  Folded from the journal like every other field.  A
+    slotted dataclass, not a model: it is never on the wire, and a sprint keeps one per attempt
+    (a model instance cost ~600 bytes each, a tenth of a task's whole footprint).
     """
 
     number: int
-    agents: list[str] = Field(default_factory=list)
+    agents: list[str] = field(default_factory=list)
     assigned_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
     outcome: AttemptOutcome = "running"
     error: str | None = None  # the failure, cancellation or requeue reason, in words
     exit_code: int | None = None  # a shell or claude agent's command: how its process exited
-    released_locks: list[str] = Field(default_factory=list)  # paths of the task's locks let go of (in order)
+    released_locks: list[str] = field(default_factory=list)  # paths of the task's locks let go of (in order)
 
 
 class TaskState(StateModel):

@@ -20,9 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import NamedTuple
 
-import networkx as nx
-
-from engine.dag import critical_path_lengths, descendant_counts
+from engine.dag import descendants_of, longest_paths, reach_counts, task_children
 from engine.models import AgentState, ProjectState, TaskState
 from engine.plan import Plan
 from engine.payloads import PRIORITY_RANK
@@ -52,10 +50,10 @@ class _Group:
 
 
 class Scheduler:
-    def __init__(self, plan: Plan, graph: nx.DiGraph[str]) -> None:
-        critical = critical_path_lengths(graph)
-        descendants = descendant_counts(graph)
-        self._graph = graph
+    def __init__(self, plan: Plan) -> None:
+        self._children = task_children(plan.tasks)
+        critical = longest_paths(self._children, {task.id: task.estimate for task in plan.tasks})
+        descendants = reach_counts(self._children)
         self._index = {task.id: index for index, task in enumerate(plan.tasks)}
         # Within one priority: the longest estimate-weighted path to the end first, then the most
         # descendants, then plan order.  That order never changes, so a rank is one int (priority
@@ -131,14 +129,14 @@ class Scheduler:
     def dependency_done(self, task_id: str) -> list[str]:
         """Tasks that became ready because `task_id` completed."""
         newly_ready = []
-        for child in self._graph.successors(task_id):
+        for child in self._children[task_id]:
             self._deps_left[child] -= 1
             if self._deps_left[child] == 0:
                 newly_ready.append(child)
         return newly_ready
 
     def descendants(self, task_id: str) -> list[str]:
-        return sorted(nx.descendants(self._graph, task_id), key=self._index.__getitem__)
+        return sorted(descendants_of(self._children, task_id), key=self._index.__getitem__)
 
     # ------------------------------------------------------------ agents
 

@@ -20,6 +20,10 @@ from engine.dag import (
     descendant_counts,
     find_cycle,
     cycles_among,
+    descendants_of,
+    longest_paths,
+    reach_counts,
+    task_children,
     find_cycles,
 )
 from engine.export import to_dot, to_json, to_mermaid
@@ -348,3 +352,19 @@ def test_plan_cycles_match_networkx_message_for_message(deps: list[list[int]]) -
     depends_on = {f"t{i}": [f"t{d}" for d in ds] for i, ds in enumerate(deps)}  # t{n}, t{n+1}: unknown
     assert cycles_among(order, depends_on) == _networkx_cycles(order, depends_on)
 
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(0, 30), max_size=3), st.floats(0, 100)), min_size=1, max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_the_schedulers_dict_figures_match_networkx(spec: list[tuple[list[int], float]]) -> None:
+    # The scheduler ranks by these without building a networkx graph: same figures as the graph's.
+    import networkx as nx
+
+    tasks = [TaskSpec(id=f"t{i}", estimate=estimate, depends_on=sorted({f"t{d}" for d in deps if d < i}))
+             for i, (deps, estimate) in enumerate(spec)]
+    graph = dependency_graph(tasks)
+    children = task_children(tasks)
+    assert longest_paths(children, {t.id: t.estimate for t in tasks}) == critical_path_lengths(graph)
+    assert reach_counts(children) == descendant_counts(graph)
+    for task in tasks:
+        assert descendants_of(children, task.id) == nx.descendants(graph, task.id)

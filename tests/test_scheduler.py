@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import run_sprint, write_plan
-from engine.dag import build_dag
 from engine.events import EventType
 from engine.models import ProjectState
 from engine.reducer import fold
@@ -46,7 +45,7 @@ def test_rank_is_priority_then_critical_path_then_descendants(tmp_path: Path) ->
             ],
         },
     )
-    scheduler = Scheduler(plan, build_dag(plan))
+    scheduler = Scheduler(plan)
     state = _state_for(plan)
     for task_id in scheduler.initially_ready():
         scheduler.push(state.tasks[task_id])
@@ -67,7 +66,7 @@ def test_placement_respects_capacity_and_capabilities(tmp_path: Path) -> None:
             "tasks": [{"id": f"u{i}", "requires": ["ui"]} for i in range(4)] + [{"id": "d", "requires": ["db"]}],
         },
     )
-    scheduler = Scheduler(plan, build_dag(plan))
+    scheduler = Scheduler(plan)
     state = _state_for(plan)
     for task_id in scheduler.initially_ready():
         scheduler.push(state.tasks[task_id])
@@ -100,7 +99,7 @@ def test_a_backlog_for_a_full_agent_does_not_hide_work_for_a_free_one(tmp_path: 
             ],
         },
     )
-    scheduler = Scheduler(plan, build_dag(plan))
+    scheduler = Scheduler(plan)
     state = _state_for(plan)
     for task_id in scheduler.initially_ready():
         scheduler.push(state.tasks[task_id])
@@ -128,7 +127,7 @@ def test_a_collaborative_task_waiting_for_a_busy_agent_keeps_its_free_agents(tmp
             ],
         },
     )
-    scheduler = Scheduler(plan, build_dag(plan))
+    scheduler = Scheduler(plan)
     state = _state_for(plan)
     for task_id in ("pair", "b_only"):
         scheduler.push(state.tasks[task_id])
@@ -152,7 +151,7 @@ def test_an_agent_joining_late_takes_queued_work_it_can_do(tmp_path: Path) -> No
             "tasks": [{"id": "u1", "requires": ["ui"]}, {"id": "u2", "requires": ["ui"]}],
         },
     )
-    scheduler = Scheduler(plan, build_dag(plan))
+    scheduler = Scheduler(plan)
     state = _state_for(plan)
     for task_id in scheduler.initially_ready():
         scheduler.push(state.tasks[task_id])
