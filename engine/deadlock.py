@@ -2,7 +2,8 @@
 
 An owner waits on another when the other holds a conflicting lock, or queued earlier for a
 conflicting one.  Waiting is refused (never a held lock revoked) when it would close a cycle.
-networkx does the graph work; it is imported only here.
+networkx does the graph work; it is imported only here, and only when a request first has to wait
+(a sprint whose locks never contend never loads it).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from engine.lock_queue import WaitQueue
 from engine.lock_records import Conflict, Item, Obstacle, QueuedRequest, explain
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 #: (owner, items, before) -> every owner those items would wait on, with its first obstacle
 BlockingOwners = Callable[[str, Iterable[Item], int | None], dict[str, tuple[Item, Obstacle]]]
@@ -22,6 +25,8 @@ BlockingOwners = Callable[[str, Iterable[Item], int | None], dict[str, tuple[Ite
 
 def wait_for_graph(queue: WaitQueue, blocking_owners: BlockingOwners, start: Iterable[str]) -> nx.DiGraph[str]:
     """The part of the wait-for graph reachable from the `start` owners (all of it if all waiters)."""
+    import networkx as nx
+
     waiting: dict[str, list[QueuedRequest]] = {}
     for request in queue:
         waiting.setdefault(request.owner, []).append(request)
@@ -54,6 +59,8 @@ def deadlock_if_queued(request: QueuedRequest, queue: WaitQueue, blocking_owners
     graph = wait_for_graph(queue, blocking_owners, blockers)
     if request.owner not in graph:
         return None
+    import networkx as nx
+
     for blocker, (item, obstacle) in blockers.items():
         if blocker in graph and nx.has_path(graph, blocker, request.owner):
             cycle = [request.owner, *nx.shortest_path(graph, blocker, request.owner)]

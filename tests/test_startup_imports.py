@@ -65,3 +65,15 @@ def test_a_bad_plan_is_reported_within_the_same_budget(tmp_path: Path) -> None:
     assert code == 2
     assert {m for m in modules if m.startswith("engine")} <= VALIDATE_ENGINE
     assert "networkx" not in roots(modules)
+
+
+def test_a_headless_run_imports_neither_the_dashboard_nor_networkx(tmp_path: Path) -> None:
+    # networkx is for exports and for a deadlock check, which only a lock that has to wait needs.
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("sprint: s\nagents: [{id: a}, {id: b}]\n"
+                    "tasks: [{id: x, estimate: 10ms}, {id: y, depends_on: [x], estimate: 10ms}]\n")
+    code, modules = imported_by("run", str(plan), "--headless", "--record", str(tmp_path / "j.jsonl"),
+                                "--workspace", str(tmp_path / "ws"))
+    assert code == 0
+    assert not roots(modules) & {"networkx", "textual"}
+    assert not any(m.startswith(("widgets", "app.dashboard")) for m in modules)
