@@ -22,7 +22,8 @@ ANYWHERE: list[tuple[str, str]] = [
     ("z", "maximise / restore the focused pane"),
 ]
 LISTS: Section = ("Lists", [("j / k", "down / up"), ("g / G", "first / last"),
-                            ("ctrl+d / ctrl+u", "half page down / up"), ("enter", "details")])
+                            ("ctrl+d / ctrl+u", "half page down / up"),
+                            ("enter", "open the task, agent or file view (j: JSON)")])
 MESSAGES: Section = ("Messages", [("f", "follow the newest message"), ("enter", "the whole message as JSON")])
 
 LIVE_KEYS: list[Section] = [
