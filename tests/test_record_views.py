@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from app.dashboard import SprintDeckApp
 from app.replay_dashboard import ReplayApp
 from app.screens.agent_details import AgentDetailsScreen
@@ -207,9 +209,10 @@ async def test_the_views_open_in_the_replay_dashboard_at_the_cursor(tmp_path: Pa
 RECORDED_FLAKY = Path(__file__).parent / "recordings" / "flaky.jsonl"  # sample_sprints/flaky, seed 7
 
 
-def test_task_view_snapshot(snap_compare, tmp_path: Path) -> None:
-    """The task view at 120×40 over a recorded sprint (frozen clock), just after `docs` completed at
-    its third attempt: two failures above its completion, mid-sprint."""
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_task_view_snapshot(snap_compare, tmp_path: Path, size: tuple[int, int]) -> None:
+    """The task view over a recorded sprint (frozen clock), just after `docs` completed at its
+    third attempt: two failures above its completion, mid-sprint."""
     _, records, _ = read_journal(RECORDED_FLAKY)
     events = [Event.from_record(r) for r in records]
     done = next(i for i, e in enumerate(events) if e.type == "task_completed" and e.data["taskId"] == "docs")
@@ -224,4 +227,4 @@ def test_task_view_snapshot(snap_compare, tmp_path: Path) -> None:
         await pilot.press("enter")
         await pilot.pause()
 
-    assert snap_compare(app, run_before=open_view, terminal_size=(120, 40))
+    assert snap_compare(app, run_before=open_view, terminal_size=size)
