@@ -64,6 +64,9 @@ class PaneTable(ScrollView, can_focus=True):
             return self.table
 
     COLUMNS: list[tuple[str, str]] = []  # (key, label); a subclass names its columns
+    # Columns hidden, first to last, while the rows are wider than the pane: decorative ones, so the
+    # key columns (an id, a holder, a reason) are never cut before them.  Unlisted columns stay.
+    DROP_ORDER: list[str] = []
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -204,6 +207,22 @@ class PaneTable(ScrollView, can_focus=True):
 
     # ------------------------------------------------------------ rendering
 
+    def shown_columns(self, width: int | None = None) -> list[str]:
+        """The columns drawn at `width` (default: the pane's): all that fit, decorative ones
+        (`DROP_ORDER`) left out first."""
+        return [self._columns[i] for i in self._fitting(self.scrollable_content_region.width if width is None else width)]
+
+    def _fitting(self, width: int) -> list[int]:
+        shown = list(range(len(self._columns)))
+        total = sum(self._widths) + GAP * len(self._widths)
+        for key in self.DROP_ORDER:
+            if total - GAP <= width:
+                break
+            position = self._columns.index(key)
+            shown.remove(position)
+            total -= self._widths[position] + GAP
+        return shown
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         if y == 0:
@@ -217,12 +236,13 @@ class PaneTable(ScrollView, can_focus=True):
 
     def _strip(self, texts: list[Text], style: Style | None, width: int) -> Strip:
         line = Text(no_wrap=True, overflow="crop")
-        for text, column_width in zip(texts, self._widths):
-            cell = text.copy()
-            cell.truncate(column_width, pad=True)
+        for position in self._fitting(width):
+            cell = texts[position].copy() if position < len(texts) else Text()
+            cell.truncate(self._widths[position], pad=True)
             line.append_text(cell)
             line.append(" " * GAP)
-        line.truncate(width, pad=True)
+        line.rstrip()
+        line.truncate(width, overflow="ellipsis", pad=True)
         if style is not None:
             line.stylize(style)
         segments = list(line.render(self.app.console))
