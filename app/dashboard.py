@@ -277,6 +277,11 @@ class SprintDeckApp(OperatorActions):
         else:
             self._stop_and_exit()
 
+    async def action_quit(self) -> None:
+        """Textual's ctrl+q: the same question as `q` while the sprint runs (it stopped the sprint
+        without asking before)."""
+        self.action_request_quit()
+
     def _quit_if_confirmed(self, yes: bool | None) -> None:
         if yes:
             self._stop_and_exit()
