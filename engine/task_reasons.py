@@ -15,6 +15,7 @@ from datetime import datetime
 
 from engine.models import AgentState, AttemptRecord, ProjectState, ResourceLock, TaskState
 
+PATH_MAX = 24  # characters of a lock's path in a reason (its end: the file's name)
 ERROR_MAX = 60  # characters of an error kept in the line (the task view shows it whole)
 EXIT_STATUS = re.compile(r"\bexit status (-?\d+)")
 PLACEABLE = frozenset({"ready", "busy"})  # agent statuses that take new work (as the scheduler's)
@@ -57,13 +58,27 @@ def blocked_reason(task: TaskState, state: ProjectState) -> str:
     paths = task.blocked_on or [resource.path for resource in task.resources]
     if not paths:
         return "waits for its locks"
-    first = f"{paths[0]} {_obstacle(paths[0], task, state)}"
+    first = f"{short_path(paths[0])} {_obstacle(paths[0], task, state)}"
     if len(paths) == 1:
         return f"lock {first}"
     named = set(_in_the_way(paths[0], task, state))
     others = [name for path in paths[1:] for name in _in_the_way(path, task, state) if name not in named]
     also = f" ({', '.join(dict.fromkeys(others))})" if others else ""
     return f"locks {first} +{len(paths) - 1} more{also}"
+
+
+def short_path(path: str, limit: int = PATH_MAX) -> str:
+    """A long path keeps its end (the file's name) and loses its start: `…/components/Call.tsx`,
+    so the holder after it stays in view."""
+    if len(path) <= limit:
+        return path
+    parts = path.split("/")
+    kept = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(part) + len(kept) + 3 > limit:
+            break
+        kept = f"{part}/{kept}"
+    return "…/" + kept if len(kept) + 2 <= limit else "…" + path[-(limit - 1):]
 
 
 def _in_the_way(path: str, task: TaskState, state: ProjectState) -> list[str]:
@@ -123,17 +138,8 @@ def dependency_reason(task: TaskState, state: ProjectState) -> str:
     open_deps = [dep for dep in deps if dep not in state.tasks or state.tasks[dep].status != "completed"]
     if not open_deps:
         return ""
-    described = ", ".join(_dependency(dep, state) for dep in open_deps[:2])
-    if len(open_deps) > 2:
-        described += f" +{len(open_deps) - 2} more"
+    described = ", ".join(open_deps[:2]) + (f" +{len(open_deps) - 2} more" if len(open_deps) > 2 else "")
     return f"deps: {len(deps) - len(open_deps)} of {len(deps)} (waits for {described})"
-
-
-def _dependency(dep: str, state: ProjectState) -> str:
-    other = state.tasks.get(dep)
-    if other is None or other.status in ("pending", "ready", "assigned", "running"):
-        return dep
-    return f"{dep}, {other.status}"
 
 
 def placement_reason(task: TaskState, state: ProjectState) -> str:
@@ -148,10 +154,11 @@ def placement_reason(task: TaskState, state: ProjectState) -> str:
     if not placeable:
         states = ", ".join(f"{agent.id} {agent.status}" for agent in capable[:3])
         return f"waits for a capable agent ({states})"
-    if all(len(agent.current_tasks) >= agent.max_concurrent_tasks for agent in placeable):
+    with_room = [agent for agent in placeable if len(agent.current_tasks) < agent.max_concurrent_tasks]
+    if not with_room:
         loads = ", ".join(f"{a.id} {len(a.current_tasks)}/{a.max_concurrent_tasks}" for a in placeable[:3])
         return f"waits for a free agent ({loads})"
-    return "waits for an agent"
+    return f"queued for {', '.join(agent.id for agent in with_room[:3])}"  # placed at the next dispatch
 
 
 def capable_agents(task: TaskState, state: ProjectState) -> list[AgentState]:
@@ -204,7 +211,7 @@ def agent_waits(agent: AgentState, state: ProjectState) -> str:
             continue
         paths = task.blocked_on
         holders = [name for path in paths for name in _in_the_way(path, task, state)]
-        where = (paths[0] + (f" +{len(paths) - 1}" if len(paths) > 1 else "")) if paths else "its locks"
+        where = (short_path(paths[0]) + (f" +{len(paths) - 1}" if len(paths) > 1 else "")) if paths else "its locks"
         waits.append(f"{task.id} ← {', '.join(dict.fromkeys(holders)) or 'a lock'} ({where})")
     return "; ".join(waits)
 

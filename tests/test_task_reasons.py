@@ -15,7 +15,7 @@ from conftest import SAMPLES, run_sprint, write_plan
 from engine.models import AgentState, LockWaiter, ProjectState, ResourceLock, TaskResource, TaskState
 from engine.plan import load_plan
 from engine.replay import ReplayCursor
-from engine.task_reasons import agent_blocked, agent_waits, shorten, why
+from engine.task_reasons import agent_blocked, agent_waits, short_path, shorten, why
 
 
 def state_after(journal: Path, kind: str, task_id: str) -> ProjectState:
@@ -119,6 +119,8 @@ def test_a_ready_task_says_which_agent_it_waits_for() -> None:
     assert why(task, state) == "no agent has python, db"
     state.agents["py"] = AgentState(id="py", capabilities=["python", "db"], status="busy", current_tasks=["x"])
     assert why(task, state) == "waits for a free agent (py 1/1)"
+    state.agents["py"].max_concurrent_tasks = 2
+    assert why(task, state) == "queued for py"
     state.agents["py"].status = "dead"
     assert why(task, state) == "waits for a capable agent (py dead)"
     state.meta.paused = True
@@ -130,3 +132,18 @@ def test_a_cancelled_task_gives_its_reason_and_errors_are_one_short_line() -> No
     assert why(task, ProjectState(tasks={"t": task})) == "cancelled: dependency npm_test failed"
     assert shorten("a\n  b\tc") == "a b c"
     assert shorten("y" * 80, 10) == "yyyyyyyyy…"
+
+
+def test_a_long_path_keeps_its_file_name_so_the_holder_stays_in_view() -> None:
+    task = TaskState(id="integrate", status="blocked", blocked_on=["client/src/components/Call.tsx"])
+    state = ProjectState(tasks={"integrate": task}, locks={"L1": _lock("client/src/components/Call.tsx", "b", "webrtc", 1)})
+    assert why(task, state) == "lock …/components/Call.tsx ← webrtc"
+    paths = ["server/db", "client/src/components/Call.tsx", "x/y/verylongname_of_some_file.ts"]
+    assert [short_path(p) for p in paths] == ["server/db", "…/components/Call.tsx", "…ongname_of_some_file.ts"]
+
+
+def test_a_pending_task_lists_at_most_two_open_dependencies() -> None:
+    deps = ["a", "b", "c", "d"]
+    task = TaskState(id="t", dependencies=deps)
+    state = ProjectState(tasks={"t": task, **{d: TaskState(id=d, status="completed" if d == "a" else "running") for d in deps}})
+    assert why(task, state) == "deps: 1 of 4 (waits for b, c +1 more)"
