@@ -83,13 +83,16 @@ def short_path(path: str, limit: int = PATH_MAX) -> str:
 
 def _in_the_way(path: str, task: TaskState, state: ProjectState) -> list[str]:
     """The holders of locks over `path`, else the waiters queued for it ahead of the task."""
-    holders = [_holder_name(lock) for lock in _locks_over(path, state) if lock.task_id != task.id]
-    return holders or waiters_ahead(path, task, state)
+    return _holders(path, task, state) or waiters_ahead(path, task, state)
+
+
+def _holders(path: str, task: TaskState, state: ProjectState) -> list[str]:
+    return [_holder_name(lock) for lock in _locks_over(path, state) if lock.task_id != task.id]
 
 
 def _obstacle(path: str, task: TaskState, state: ProjectState) -> str:
     """`← holder` for the locks in the way, `behind waiter` when only the queue is, else `(held back)`."""
-    holders = [_holder_name(lock) for lock in _locks_over(path, state) if lock.task_id != task.id]
+    holders = _holders(path, task, state)
     if holders:
         return "← " + ", ".join(dict.fromkeys(holders))
     ahead = waiters_ahead(path, task, state)

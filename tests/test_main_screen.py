@@ -142,3 +142,16 @@ async def test_heartbeats_are_hidden_until_the_filter_shows_them(tmp_path: Path)
         assert messages.row_count == total  # refused with a reason, the filter unchanged
         notes = [str(n.message) for n in app._notifications]
         assert any("heartbeats:maybe: say heartbeats:on or heartbeats:off" in n for n in notes)
+
+
+async def test_the_reassign_title_keeps_the_space_before_the_current_owner(tmp_path: Path) -> None:
+    """Noticed in a PNG of the snapshot ("implement_api(now:"): the screen itself has the space;
+    the PNG converter drew a run that starts with a space after a bold one without it."""
+    from app.screens.reassign import Candidate, ReassignScreen
+
+    app = recorded_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.push_screen(ReassignScreen("implement_api", "backend", [Candidate("frontend", "ready", 0, 1, ("ui",))]))
+        await pilot.pause(0.1)
+        title = app.screen.query_one("#reassign-title")
+        assert "Reassign implement_api (now: backend) to:" in drawn(title)
