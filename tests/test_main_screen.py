@@ -61,15 +61,16 @@ async def test_a_live_sprint_shows_who_holds_the_lock_and_why_a_task_failed(tmp_
         tasks, agents, locks = h.app.query_one(TasksPane), h.app.query_one(AgentsPane), h.app.query_one(LocksPane)
         assert str(tasks.get_cell("migrate", "why")) == "lock server/db ← update_schema"
         assert str(tasks.get_cell("npm_test", "why")) == "#1 failed: exit 1: npm test: 3 failing"
-        screen = drawn(tasks)
-        assert "⊘ blocked   migrate            lock server/db ← update_schema" in screen
-        assert "✖ failed    npm_test           #1 failed: exit 1: npm test: 3 failing" in screen
+        screen = [" ".join(line.split()) for line in drawn(tasks).splitlines()]  # one space between columns
+        assert "│⊘ blocked migrate lock server/db ← update_schema │" in screen
+        assert "│✖ failed npm_test #1 failed: exit 1: npm test: 3 failing │" in screen
         assert str(agents.get_cell("migrator", "status")) == "⊘ blocked"  # not "busy": it does nothing
         assert str(agents.get_cell("migrator", "task")) == "migrate ← update_schema (server/db)"
         assert str(agents.get_cell("dba", "status")) == "▶ busy"
         [lock] = list(state.locks.values())
         assert str(locks.get_cell(lock.lock_id, "waiters")) == "migrate (migrator, write)"
-        assert "server/db  dba     update_schema  migrate (mi" in drawn(locks)  # holder and task before decoration
+        locks_drawn = " ".join(drawn(locks).split())
+        assert "server/db dba update_schema migrate (mi" in locks_drawn  # holder and task before decoration
         # ctrl+q asks, like q, while the sprint runs; "n" keeps it running.
         await pilot.press("ctrl+q")
         assert isinstance(h.app.screen, ConfirmScreen)
@@ -155,3 +156,17 @@ async def test_the_reassign_title_keeps_the_space_before_the_current_owner(tmp_p
         await pilot.pause(0.1)
         title = app.screen.query_one("#reassign-title")
         assert "Reassign implement_api (now: backend) to:" in drawn(title)
+
+
+async def test_a_column_narrows_again_when_its_widest_cell_goes(tmp_path: Path) -> None:
+    """A long reason once shown must not keep Owner off screen after the task has moved on."""
+    app = recorded_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.2)
+        tasks = app.tasks
+        failed = tasks.get_row("npm_test")
+        assert "owner" not in tasks.shown_columns(70)  # "#1 failed: exit 1: npm test: 3 failing" is wide
+        tasks.upsert("npm_test", [*failed[:2], "—", *failed[3:]])  # as if it had been retried and passed
+        assert "owner" in tasks.shown_columns(70)  # the widest cell gone, the column narrowed
+        tasks.upsert("npm_test", failed)
+        assert "owner" not in tasks.shown_columns(70)
