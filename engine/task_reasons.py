@@ -14,11 +14,11 @@ import re
 from datetime import datetime
 
 from engine.models import AgentState, AttemptRecord, ProjectState, ResourceLock, TaskState
+from engine.scheduler import PLACEABLE_AGENT_STATUSES
 
 PATH_MAX = 24  # characters of a lock's path in a reason (its end: the file's name)
 ERROR_MAX = 60  # characters of an error kept in the line (the task view shows it whole)
 EXIT_STATUS = re.compile(r"\bexit status (-?\d+)")
-PLACEABLE = frozenset({"ready", "busy"})  # agent statuses that take new work (as the scheduler's)
 
 
 def why(task: TaskState, state: ProjectState, now: datetime | None = None) -> str:
@@ -153,7 +153,7 @@ def placement_reason(task: TaskState, state: ProjectState) -> str:
     if not capable:
         needs = ", ".join(task.requires)
         return f"no agent has {needs}" if needs else "no agent can take it"
-    placeable = [agent for agent in capable if agent.status in PLACEABLE]
+    placeable = [agent for agent in capable if agent.status in PLACEABLE_AGENT_STATUSES]
     if not placeable:
         states = ", ".join(f"{agent.id} {agent.status}" for agent in capable[:3])
         return f"waits for a capable agent ({states})"
@@ -185,7 +185,7 @@ def last_failure(task: TaskState) -> AttemptRecord | None:
 
 
 def failure_reason(task: TaskState, now: datetime | None = None) -> str:
-    """`#2 failed: exit status 1: npm test`; a retrying task adds when it failed and that a retry comes."""
+    """`#2 failed: exit 1: npm test`; a retrying task adds when it failed and that a retry comes."""
     failed = last_failure(task)
     number = failed.number if failed is not None else task.attempt
     error = shorten(failed.error if failed is not None and failed.error else task.error) or "no reason given"
@@ -193,7 +193,7 @@ def failure_reason(task: TaskState, now: datetime | None = None) -> str:
         return f"#{number} failed: {error}"
     ended = failed.ended_at if failed is not None else None
     when = f" {_ago(ended, now)}" if ended is not None and now is not None else ""
-    return f"#{number} failed{when}: {error} · retry #{number + 1} due"
+    return f"#{number} failed{when}: {error} · retry #{task.attempt + 1} due"
 
 
 def _ago(then: datetime, now: datetime) -> str:
