@@ -47,6 +47,8 @@ from widgets.header import SprintHeader
 from widgets.locks import LocksPane
 from widgets.messages import MessagesPane
 from widgets.metrics import MetricsPane
+from widgets.pane_tabs import PaneTabs
+from widgets.status import colour
 from widgets.tasks import TasksPane
 
 BATCH_HZ = 15
@@ -54,6 +56,8 @@ BATCH_HZ = 15
 # `1`-`6` and tab follow it, so each number names the pane where the eye expects it.
 PANE_IDS = ["tasks", "agents", "messages", "locks", "files", "metrics"]
 NARROW_WIDTH = 120
+TABBED_WIDTH = 100  # below this, one pane at a time with a tab bar (80x24 left six three-row panes)
+HEARTBEAT_SWITCH = {"on": True, "off": False}
 
 
 class SprintDeckApp(OperatorActions):
@@ -89,6 +93,7 @@ class SprintDeckApp(OperatorActions):
         self._pending: list[Event] = []
         self._flushes = 0
         self._announced_finish = False
+        self._tab = PANE_IDS[0]  # the pane the tabbed layout shows
         for theme in THEMES.values():
             self.register_theme(theme)
         chosen = resolve_theme(theme_name or load_config(config_file).get("theme", "")) or DEFAULT_THEME
@@ -106,7 +111,9 @@ class SprintDeckApp(OperatorActions):
         self.files = FilesPane(id="files")
         self.metrics = MetricsPane(id="metrics")
         self.command_line = CommandLine()
+        self.pane_tabs = PaneTabs(id="pane-tabs")
         yield self.header
+        yield self.pane_tabs
         with Grid(id="panes"):  # wide panes on the left, narrow ones on the right
             yield from (getattr(self, pane) for pane in PANE_IDS)
         yield self.command_line
@@ -138,8 +145,40 @@ class SprintDeckApp(OperatorActions):
         self._apply_width(event.size.width)
 
     def _apply_width(self, width: int) -> None:
-        """Narrow terminals split the width evenly; `z` maximises the focused one."""
-        self.screen_stack[0].query_one("#panes").set_class(width < NARROW_WIDTH, "-narrow")
+        """Narrow terminals split the width evenly; small ones show one pane at a time, as tabs;
+        `z` maximises the focused one."""
+        panes = self.screen_stack[0].query_one("#panes")
+        panes.set_class(width < NARROW_WIDTH, "-narrow")
+        panes.set_class(width < TABBED_WIDTH, "-tabbed")
+        self.pane_tabs.display = self.tabbed
+        if self.tabbed:
+            self._show_tab(self._tab)
+
+    @property
+    def tabbed(self) -> bool:
+        return self.screen_stack[0].query_one("#panes").has_class("-tabbed")
+
+    def _show_tab(self, pane: str) -> None:
+        """In the tabbed layout, the pane on screen (the others are hidden until their digit)."""
+        self._tab = pane
+        for other in PANE_IDS:
+            self.screen_stack[0].query_one(f"#{other}").set_class(other == pane, "-tab-shown")
+        self.pane_tabs.show([(p, p.title()) for p in PANE_IDS], pane, colour(self, "primary"))
+
+    def on_descendant_focus(self, event) -> None:
+        """Focus moved into a pane (a digit, tab, a click): the tab bar follows it."""
+        pane = self._pane_of(event.widget) if isinstance(event.widget, Widget) else None
+        if pane is not None and pane.id is not None and self.tabbed and pane.id != self._tab:
+            self._show_tab(pane.id)
+
+    def action_focus_next(self) -> None:
+        self._step_tab(1) if self.tabbed else super().action_focus_next()
+
+    def action_focus_previous(self) -> None:
+        self._step_tab(-1) if self.tabbed else super().action_focus_previous()
+
+    def _step_tab(self, step: int) -> None:
+        self.action_focus_pane(PANE_IDS[(PANE_IDS.index(self._tab) + step) % len(PANE_IDS)])
 
     # ------------------------------------------------------------ batches
 
@@ -219,6 +258,8 @@ class SprintDeckApp(OperatorActions):
 
     def action_focus_pane(self, pane: str) -> None:
         widget = self.screen_stack[0].query_one(f"#{pane}")
+        if self.tabbed:
+            self._show_tab(pane)
         if self.screen.maximized is not None:
             self.screen.maximize(widget, container=False)
         widget.focus()
@@ -249,6 +290,11 @@ class SprintDeckApp(OperatorActions):
             self.push_screen(ConfirmScreen("The sprint is still running. Stop it and quit?"), self._quit_if_confirmed)
         else:
             self._stop_and_exit()
+
+    async def action_quit(self) -> None:
+        """Textual's ctrl+q: the same question as `q` while the sprint runs (it stopped the sprint
+        without asking before)."""
+        self.action_request_quit()
 
     def _quit_if_confirmed(self, yes: bool | None) -> None:
         if yes:
@@ -350,8 +396,10 @@ class SprintDeckApp(OperatorActions):
 
 
 def parse_filter(text: str) -> Filter | None:
-    """`agent:backend type:task_assign priority:high some text` → a Filter (empty → none)."""
-    fields: dict[str, str | None] = {"agent": None, "type": None, "priority": None}
+    """`agent:backend type:task_assign priority:high some text` → a Filter (empty → none).
+
+    `heartbeats:on` shows the heartbeats the Messages pane hides by default (`heartbeats:off` hides them)."""
+    fields: dict[str, str | None] = {"agent": None, "type": None, "priority": None, "heartbeats": None}
     words = []
     for word in text.split():
         key, sep, value = word.partition(":")
@@ -360,19 +408,25 @@ def parse_filter(text: str) -> Filter | None:
                 raise ValueError(f"filter {key}: needs a value")
             if key == "priority" and value not in PRIORITIES:
                 raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}")
+            if key == "heartbeats" and value not in HEARTBEAT_SWITCH:
+                raise ValueError(f"heartbeats:{value}: say heartbeats:on or heartbeats:off")
             fields[key] = value
         else:
             words.append(word)
     text_part = " ".join(words) or None
     if not any(fields.values()) and text_part is None:
         return None
-    return Filter(agent=fields["agent"], type=fields["type"], priority=fields["priority"], text=text_part)
+    beats = fields["heartbeats"]
+    return Filter(agent=fields["agent"], type=fields["type"], priority=fields["priority"], text=text_part,
+                  heartbeats=None if beats is None else HEARTBEAT_SWITCH[beats])
 
 
 def _filter_text(spec: Filter | None) -> str:
     if spec is None:
         return ""
     parts = [f"{key}:{value}" for key in ("agent", "type", "priority") if (value := getattr(spec, key))]
+    if spec.heartbeats is not None:
+        parts.append(f"heartbeats:{'on' if spec.heartbeats else 'off'}")
     if spec.text:
         parts.append(spec.text)
     return " ".join(parts)

@@ -18,27 +18,40 @@ from dataclasses import dataclass
 from engine.message_store import Columns, Interner, MessageStore
 
 
+HEARTBEAT = "heartbeat"
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     """What the message log shows; every field left `None` matches everything.
 
     `agent` matches the sender or the recipient; `type` and `priority` match exactly; `text` is a
     substring of the message's JSON or of its type/sender/recipient, case-insensitive unless it
-    contains an upper-case letter (smart case, as in editors).
+    contains an upper-case letter (smart case, as in editors).  `heartbeats=False` leaves heartbeats
+    out (a filter on `type` heartbeat still shows them: it names them); `None` is the viewer's
+    default, which the Messages pane sets to hidden (one agent's beat every half second buries the
+    messages an operator reads).
     """
 
     agent: str | None = None
     type: str | None = None
     priority: str | None = None
     text: str | None = None
+    heartbeats: bool | None = None
 
     @property
     def is_empty(self) -> bool:
-        return not (self.agent or self.type or self.priority or self.text)
+        return not (self.agent or self.type or self.priority or self.text) and self.heartbeats is not False
+
+    @property
+    def hides_heartbeats(self) -> bool:
+        return self.heartbeats is False and self.type != HEARTBEAT
 
     def describe(self) -> str:
         """A short human line such as `agent=backend type=task_assign`."""
         parts = [f"{name}={value}" for name, value in self._fields() if value]
+        if self.heartbeats is not None:
+            parts.append(f"heartbeats={'on' if self.heartbeats else 'off'}")
         return " ".join(parts)
 
     def _fields(self) -> list[tuple[str, str | None]]:
@@ -83,6 +96,11 @@ class Matcher:
         if kind is not None:
             types = c.type
             candidates = [i for i in candidates if types[i] == kind]
+        if f.hides_heartbeats:
+            beat = c.types.lookup(HEARTBEAT)
+            if beat is not None:
+                types = c.type
+                candidates = [i for i in candidates if types[i] != beat]
         priority = self._id(c.priorities, f.priority)
         if priority is not None:
             priorities = c.priority

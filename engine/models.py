@@ -134,6 +134,11 @@ class AttemptRecord:
     exit_code: int | None = None  # a shell or claude agent's command: how its process exited
     released_locks: list[str] = field(default_factory=list)  # paths of the task's locks let go of (in order)
 
+    def as_json(self) -> dict[str, object]:
+        """The attempt in the state's JSON shape (camelCase keys, ISO times), for a view's raw JSON."""
+        return {to_camel(name): value.isoformat() if isinstance(value, datetime) else value
+                for name in self.__slots__ if (value := getattr(self, name)) is not None}
+
 
 class TaskState(StateModel):
     id: str

@@ -29,7 +29,9 @@ class PaneApp(App[None]):
         self.filters: list[Filter | None] = []
 
     def compose(self) -> ComposeResult:
-        yield MessagesPane(self.store, id="messages")
+        # Every message shown, heartbeats too: these tests count rows by store index.  The
+        # dashboard's default (heartbeats hidden) is tested in test_heartbeats_are_hidden_by_default.
+        yield MessagesPane(self.store, id="messages", hide_heartbeats=False)
 
     def on_mount(self) -> None:
         self.query_one(MessagesPane).focus()
@@ -260,3 +262,53 @@ async def test_focus_changes_the_cursor_style() -> None:
         await pilot.pause()
         blurred = list(pane.render_line(y))[1].style
         assert focused != blurred
+
+
+class DefaultPaneApp(PaneApp):
+    """The pane as the dashboard builds it: heartbeats hidden by default."""
+
+    def __init__(self, store: MessageStore, width: int) -> None:
+        super().__init__(store)
+        self.width = width
+
+    def compose(self) -> ComposeResult:
+        yield MessagesPane(self.store, id="messages")
+
+    def on_mount(self) -> None:
+        self.query_one(MessagesPane).styles.width = self.width
+        super().on_mount()
+
+
+async def test_heartbeats_are_hidden_by_default_and_a_filter_shows_them() -> None:
+    app = DefaultPaneApp(store_of(100), 120)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        pane = app.query_one(MessagesPane)
+        assert pane.row_count == 80 and pane.filter is None  # every fifth message is a heartbeat
+        assert pane.border_title == "Messages · heartbeats hidden (/heartbeats:on)"
+        assert "80 of 100" in str(pane.border_subtitle)
+        assert all(app.store.summary(pane._view[row]).type != "heartbeat" for row in range(pane.row_count))
+        pane.set_filter(Filter(heartbeats=True))
+        await pilot.pause()
+        assert pane.row_count == 100 and pane.border_title == "Messages"
+        assert "heartbeats=on" in str(pane.border_subtitle)
+        pane.set_filter(Filter(type="heartbeat"))  # naming the type shows them too
+        assert pane.row_count == 20 and pane.border_title == "Messages"
+        pane.set_filter(Filter(agent="backend"))  # another filter keeps them hidden
+        assert pane.heartbeats_hidden and pane.border_title.endswith("heartbeats hidden (/heartbeats:on)")
+
+
+async def test_a_narrow_pane_keeps_the_task_id_before_the_priority_and_milliseconds() -> None:
+    app = DefaultPaneApp(store_of(10), 60)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        pane = app.query_one(MessagesPane)
+        lines = [pane.render_line(y).text for y in range(pane.row_count)]
+        assignment = next(line for line in lines if "task_as…" in line)  # the type gave way too
+        assert "task_0 #1" in assignment, assignment  # the summary starts with the task id
+        assert "critical" not in " ".join(lines) and "medium" not in " ".join(lines)  # priority gave way
+        wide = DefaultPaneApp(store_of(10), 120)
+    async with wide.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        pane = wide.query_one(MessagesPane)
+        assert any("critical" in pane.render_line(y).text for y in range(pane.row_count))

@@ -22,9 +22,11 @@ from widgets.messages import CURSOR_MARK, _clock
 RECORDED = SAMPLES / "webrtc" / "recorded.jsonl"
 
 
-def message_seqs_until(seq: int) -> list[int]:
-    """The seqs of the recording's messages journaled at or before `seq`, read from the file."""
-    return [r["seq"] for r in read_journal(RECORDED)[1] if r["type"] == EventType.MESSAGE and r["seq"] <= seq]
+def message_seqs_until(seq: int, *, heartbeats: bool = False) -> list[int]:
+    """The seqs of the recording's messages journaled at or before `seq`, read from the file;
+    heartbeats left out unless asked for (the Messages pane hides them until a filter shows them)."""
+    return [r["seq"] for r in read_journal(RECORDED)[1] if r["type"] == EventType.MESSAGE and r["seq"] <= seq
+            and (heartbeats or r["data"]["message"]["type"] != "heartbeat")]
 
 
 def screen_text(widget: Widget) -> str:
@@ -50,8 +52,9 @@ async def test_every_pane_is_empty_before_the_first_event(tmp_path: Path) -> Non
         await pilot.press("home")
         await pilot.pause(0.1)
         assert app.cursor.position == 0
-        assert app.messages.row_count == 0 and app.messages.border_subtitle.startswith("0 ·")
-        assert ":" not in screen_text(app.messages)  # no message time on screen
+        assert app.messages.row_count == 0 and app.messages.border_subtitle.startswith("0 of 0 ·")
+        # no message time on screen (inside the border: the title says how to show heartbeats)
+        assert ":" not in "\n".join(screen_text(app.messages).splitlines()[1:-1])
         assert app.agents.row_count == 0 and app.metrics.agent_table.row_count == 0
         metrics = screen_text(app.metrics)
         assert "0/0   0%" in metrics and "█" not in metrics  # no full bars for an empty sprint
@@ -71,8 +74,8 @@ async def test_messages_follow_the_cursor_both_ways(tmp_path: Path) -> None:
             pane = app.messages
             shown = [app.store.seq(pane._view[row]) for row in range(pane.row_count)]
             assert shown == wanted, seq
-            assert pane.border_subtitle.startswith(f"{len(wanted)} ·")
-            assert f"messages {len(wanted)} " in screen_text(app.metrics)  # the same moment
+            assert pane.border_subtitle.startswith(f"{len(wanted)} of {len(message_seqs_until(seq, heartbeats=True))} ·")
+            assert f"messages {len(message_seqs_until(seq, heartbeats=True))} " in screen_text(app.metrics)  # the same moment
             if wanted:  # the newest message at the cursor is marked and on screen
                 assert app.store.seq(pane.highlighted_index) == wanted[-1]
                 assert f"{CURSOR_MARK} {_clock(app.store.time(pane.highlighted_index))}" in screen_text(pane)
@@ -93,6 +96,6 @@ async def test_a_filter_shows_only_matching_messages_up_to_the_cursor(tmp_path: 
             wanted = sorted(s for s in heartbeats if s <= seq)
             assert shown == wanted, seq
             # "N of M": M counts the messages up to the cursor, not the whole recording
-            assert pane.border_subtitle.startswith(f"{len(wanted)} of {len(message_seqs_until(seq))} ·")
+            assert pane.border_subtitle.startswith(f"{len(wanted)} of {len(message_seqs_until(seq, heartbeats=True))} ·")
             rows_on_screen = screen_text(pane).splitlines()[1:-1]  # inside the border
             assert sum("heartbeat" in row for row in rows_on_screen) == min(len(wanted), pane.size.height)

@@ -130,25 +130,33 @@ async def test_follow_moves_between_one_tasks_events(flaky: Path, tmp_path: Path
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.1)
         await pilot.press("colon", *f"follow {task}", "enter")
+        await pilot.pause()  # the screen redrawn before it is read
         assert f"following {task}: {len(seqs)} events" in notes[-1]
         assert f"n: following {task} 0/{len(seqs)}" in screen_lines(app)[1]
         assert screen_lines(app)[0].count("•") + screen_lines(app)[0].count("✗") >= 2  # its events on the bar
         for seq in seqs[:4]:
             await pilot.press("n")
+            await pilot.pause()
             assert app.cursor.position == seq
         assert f"n: following {task} 4/{len(seqs)}" in screen_lines(app)[1]
         await pilot.press("N")
+        await pilot.pause()
         assert app.cursor.position == seqs[2]
         await pilot.press("end", "n")
+        await pilot.pause()
         assert screen_lines(app)[2] == f"no event of {task} after event {app.cursor.total}"
         await pilot.press("colon", *"follow", "enter")
+        await pilot.pause()
         assert notes[-1].startswith(f"stopped following {task}") and "n: all marks" in screen_lines(app)[1]
         await pilot.press("colon", *"follow nosuchtask", "enter")
+        await pilot.pause()
         assert notes[-1] == "no event of a task 'nosuchtask' in this recording"
         # `:follow` alone follows the task selected in Tasks
         await pilot.press("1")
+        await pilot.pause()
         selected = app.tasks.selected_key()
         await pilot.press("colon", *"follow", "enter")
+        await pilot.pause()
         assert app.following == selected and f"following {selected}:" in notes[-1]
 
 

@@ -111,3 +111,23 @@ def claude_app(tmp_path: Path) -> SprintDeckApp:
 
 def test_claude_agents_with_sessions_spend_and_a_wait(snap_compare, tmp_path) -> None:
     assert snap_compare(claude_app(tmp_path), terminal_size=(160, 40))
+
+
+BLOCKED_RECORDED = SAMPLES / "blocked" / "recorded.jsonl"
+
+
+def blocked_app(tmp_path: Path) -> SprintDeckApp:
+    """The recorded blocked sprint as `migrate` blocks: it waits for update_schema's lock on
+    server/db, and npm_test has failed for good (the Tasks pane says both in its why column)."""
+    _, records, _ = read_journal(BLOCKED_RECORDED)
+    events = [Event.from_record(r) for r in records]
+    cut = next(i for i, e in enumerate(events) if e.type == "task_blocked")
+    events = events[: cut + 1]
+    frozen = datetime.fromisoformat(events[-1].ts)
+    source = RecordedSource.from_events(events, journal=str(BLOCKED_RECORDED.relative_to(SAMPLES.parent)))
+    return SprintDeckApp(source, clock=lambda: frozen, config_file=tmp_path / "config.json")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_main_screen_blocked_and_failed(snap_compare, tmp_path, size) -> None:
+    assert snap_compare(blocked_app(tmp_path), terminal_size=size)

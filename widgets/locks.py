@@ -1,4 +1,5 @@
-"""The Locks pane: every live grant with its fencing token, lease left and queue of waiters."""
+"""The Locks pane: every live grant with its holder and task, lease left, queue of waiters (each with
+the task it waits for: the operator deciding whether to force-release asks what work is held up)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,19 @@ from datetime import datetime
 
 from textual.binding import Binding
 
-from engine.models import ProjectState, ResourceLock
+from engine.models import LockWaiter, ProjectState, ResourceLock
 from widgets.changes import Changes
 from widgets.pane_table import PaneTable
 from widgets.status import lock_badge
 
-COLUMNS = [("path", "Path"), ("mode", "Mode"), ("holder", "Holder"), ("token", "Token"),
-           ("ttl", "TTL left"), ("waiters", "Waiters (queue order)"), ("task", "For task")]
+COLUMNS = [("path", "Path"), ("holder", "Holder"), ("task", "For task"), ("waiters", "Waiters (queue order)"),
+           ("mode", "Mode"), ("ttl", "TTL left"), ("token", "Token")]
 
 
 class LocksPane(PaneTable):
     BORDER_TITLE = "Locks"
     COLUMNS = COLUMNS
+    DROP_ORDER = ["token", "ttl", "mode"]
     BINDINGS = [Binding("u", "app.force_release", "Force-release", id="locks.force_release")]
 
 
@@ -32,6 +34,12 @@ class LocksPane(PaneTable):
 
     def _cells(self, lock: ResourceLock, now: datetime) -> list:
         left = (lock.expires_at - now).total_seconds()
-        waiters = ", ".join(f"{w.agent_id}:{w.lock_type}" for w in lock.waiters) or "—"
-        return [lock.resource_id, lock_badge(self.app, lock.lock_type), lock.agent_id, str(lock.token),
-                f"{max(0.0, left):.0f}s", waiters, lock.task_id or "—"]
+        waiters = ", ".join(waiter_text(w) for w in lock.waiters) or "—"
+        return [lock.resource_id, lock.agent_id, lock.task_id or "—", waiters, lock_badge(self.app, lock.lock_type),
+                f"{max(0.0, left):.0f}s", str(lock.token)]
+
+
+def waiter_text(waiter: LockWaiter) -> str:
+    """`migrate (migrator, write)`: the task held up first, then who asked and for what mode."""
+    asked = f"{waiter.agent_id}, {waiter.lock_type}"
+    return f"{waiter.task_id} ({asked})" if waiter.task_id else f"{waiter.agent_id}:{waiter.lock_type}"

@@ -4,11 +4,17 @@ A sprint can carry a million messages, so the pane never builds a widget (or eve
 message: it is a line-API `ScrollView` whose virtual height is the number of visible rows, and
 `render_line` decodes just the messages on screen.  Newest messages are at the bottom and the pane
 follows the tail until the user scrolls or moves the cursor up; `f` toggles following.
+
+Heartbeats are hidden unless a filter asks for them (`/heartbeats:on`, or `/type:heartbeat`), and
+the title says so.  When the pane is narrow, the decorative columns (priority, milliseconds, the
+type's full width) give way first, so each line's summary keeps its task id in view.
 """
 
 from __future__ import annotations
 
-from rich.cells import cell_len, set_cell_size
+from dataclasses import replace
+
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -23,31 +29,10 @@ from textual.strip import Strip
 from engine.message_filter import Filter, FilteredView
 from engine.message_store import MessageStore
 from engine.message_summary import MessageSummary
+from widgets.message_columns import AGENT_MAX, AGENT_MIN, ARROW, column_widths, fit
+from widgets.message_columns import clock as _clock  # tests read times as the pane prints them
 
-TIME_WIDTH = 12  # HH:MM:SS.mmm
-PRIORITY_WIDTH = 8  # "critical"
-TYPE_WIDTH = 18  # "request_assistance"
-AGENT_MIN, AGENT_MAX = 6, 16
-ARROW = " → "
 CURSOR_MARK, HIGHLIGHT_MARK = "▶", "●"
-
-
-def _clock(seconds: float) -> str:
-    """HH:MM:SS.mmm in UTC, the journal's time zone, so replays read the same everywhere."""
-    millis = round(seconds * 1_000_000) // 1000 % 86_400_000  # exact micros, truncated to ms
-    minutes, millis = divmod(millis, 60_000)
-    return f"{minutes // 60:02d}:{minutes % 60:02d}:{millis // 1000:02d}.{millis % 1000:03d}"
-
-
-def _fit(text: str, width: int) -> str:
-    """Pad or cut `text` to exactly `width` cells, marking a cut with an ellipsis."""
-    if width <= 0:
-        return ""
-    if text.isascii():  # the common case, without measuring cells
-        return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
-    if cell_len(text) > width:
-        return set_cell_size(text, width - 1) + "…"
-    return set_cell_size(text, width)
 
 
 class MessagesPane(ScrollView, can_focus=True, inherit_bindings=False):
@@ -152,11 +137,13 @@ class MessagesPane(ScrollView, can_focus=True, inherit_bindings=False):
         id: str | None = None,
         classes: str | None = None,
         disabled: bool = False,
+        hide_heartbeats: bool = True,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self.store = store
-        self._view = FilteredView(store)
+        self.hide_heartbeats = hide_heartbeats
         self._filter: Filter | None = None
+        self._view = FilteredView(store, self._shown(None))
         self._cursor: int | None = None  # a row of the view, not a store index
         self._highlight: int | None = None  # a store index (replay's current message)
         self._summaries: LRUCache[int, MessageSummary] = LRUCache(1024)
@@ -200,13 +187,26 @@ class MessagesPane(ScrollView, can_focus=True, inherit_bindings=False):
                 self.refresh_lines(first_new, added)
         self._update_subtitle()
 
+    def _shown(self, filter: Filter | None) -> Filter | None:
+        """The filter the view applies: the user's, with the pane's heartbeat default filled in."""
+        if not self.hide_heartbeats:
+            return filter
+        if filter is None:
+            return Filter(heartbeats=False)
+        return filter if filter.heartbeats is not None else replace(filter, heartbeats=False)
+
+    @property
+    def heartbeats_hidden(self) -> bool:
+        shown = self._shown(self._filter)
+        return shown is not None and shown.hides_heartbeats
+
     def set_filter(self, filter: Filter | None) -> None:
         """Show only the messages `filter` matches (one scan); the cursor stays on its message."""
-        if filter is not None and filter.is_empty:
+        if filter is not None and filter.is_empty and filter.heartbeats is None:
             filter = None
         keep = self.cursor_index
         self._filter = filter
-        self._view = FilteredView(self.store, filter, self._view.limit)
+        self._view = FilteredView(self.store, self._shown(filter), self._view.limit)
         self._sync_virtual_size()
         if self.follow or keep is None:
             self._go_to_tail()
@@ -302,17 +302,17 @@ class MessagesPane(ScrollView, can_focus=True, inherit_bindings=False):
         styles = self._styles or self._style_table()
         highlighted = index == self._highlight
         overlay = styles["messages--cursor"] if is_cursor else styles["messages--highlight"] if highlighted else None
-        agent = self._agent_width()
         mark = CURSOR_MARK if is_cursor else HIGHLIGHT_MARK if highlighted else " "
+        time_width, priority_width, type_width, agent = column_widths(width, self._agent_width())
         cells = [
             (f"{mark} ", None),
-            (_clock(summary.time) + " ", "messages--time"),
-            (_fit(summary.priority, PRIORITY_WIDTH) + " ", f"messages--priority-{summary.priority}"),
-            (_fit(summary.type, TYPE_WIDTH) + " ", "messages--type"),
-            (_fit(summary.sender, agent) + ARROW + _fit(summary.recipient, agent) + " ", "messages--agents"),
+            (_clock(summary.time)[:time_width] + " ", "messages--time"),
+            (fit(summary.priority, priority_width) + " " if priority_width else "", f"messages--priority-{summary.priority}"),
+            (fit(summary.type, type_width) + " ", "messages--type"),
+            (fit(summary.sender, agent) + ARROW + fit(summary.recipient, agent) + " ", "messages--agents"),
         ]
         used = sum(cell_len(text) for text, _ in cells)
-        cells.append((_fit(summary.summary_text, width - used), "messages--summary"))
+        cells.append((fit(summary.summary_text, width - used), "messages--summary"))
         plain = styles[None]
         segments = []
         for text, component in cells:
@@ -385,11 +385,17 @@ class MessagesPane(ScrollView, can_focus=True, inherit_bindings=False):
         self._set_cursor(start + delta)
         self.follow = self._cursor == len(self._view) - 1
 
+    def _update_title(self) -> None:
+        """The title says when heartbeats are left out, and how to see them."""
+        hidden = " · heartbeats hidden (/heartbeats:on)" if self.heartbeats_hidden else ""
+        self.border_title = f"{self.BORDER_TITLE}{hidden}"
+
     def _update_subtitle(self) -> None:
+        self._update_title()
         shown, total = len(self._view), len(self.store)
         if self._view.limit is not None:
             total = min(total, self._view.limit)
-        count = f"{shown:,}" if self._filter is None else f"{shown:,} of {total:,}"
+        count = f"{shown:,}" if self._shown(self._filter) is None else f"{shown:,} of {total:,}"
         parts = [count, "following" if self.follow else "paused"]
         if self._filter is not None:
             parts.append(f"filter {self._filter.describe()}")

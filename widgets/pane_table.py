@@ -7,6 +7,7 @@ index over all rows, so a 10,000-task sprint paid O(rows) per change.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from rich.style import Style
@@ -64,12 +65,18 @@ class PaneTable(ScrollView, can_focus=True):
             return self.table
 
     COLUMNS: list[tuple[str, str]] = []  # (key, label); a subclass names its columns
+    # Columns hidden, first to last, while the rows are wider than the pane: decorative ones, so the
+    # key columns (an id, a holder, a reason) are never cut before them.  Unlisted columns stay.
+    DROP_ORDER: list[str] = []
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._columns: list[str] = [key for key, _ in self.COLUMNS]
         self._labels: list[str] = [label for _, label in self.COLUMNS]
         self._widths: list[int] = [len(label) for label in self._labels]
+        # Per column, how many rows have a cell of each width: a column narrows again when its
+        # widest cell goes (a long reason once shown must not keep other columns off screen).
+        self._width_counts: list[Counter[int]] = [Counter() for _ in self._labels]
         self._order: list[str] = []
         self._index: dict[str, int] = {}
         self._row_cells: dict[str, list[Text]] = {}
@@ -103,7 +110,7 @@ class PaneTable(ScrollView, can_focus=True):
         self._index[key] = len(self._order)
         self._order.append(key)
         self._row_cells[key] = self._texts(cells)
-        self._sync_size(self._widen(self._row_cells[key]))
+        self._sync_size(self._count(self._row_cells[key], 1))
         if len(self._order) == 1:
             self.post_message(self.Highlighted(self, key))
 
@@ -113,11 +120,13 @@ class PaneTable(ScrollView, can_focus=True):
             self.add_row(*cells, key=key)
             return
         texts = self._texts(cells)
-        if texts == self._row_cells[key]:
+        old = self._row_cells[key]
+        if texts == old:
             return
         self._row_cells[key] = texts
-        if self._widen(texts):
-            self.refresh()
+        widened = self._count(texts, 1)  # in before out: a cell of the same width changes nothing
+        if self._count(old, -1) or widened:
+            self._sync_size(True)
         else:
             self._refresh_row(self._index[key])
 
@@ -128,7 +137,7 @@ class PaneTable(ScrollView, can_focus=True):
 
     def remove_row(self, key: str) -> None:
         position = self._index.pop(key)
-        del self._row_cells[key]
+        self._count(self._row_cells.pop(key), -1)
         del self._order[position]
         for later in self._order[position:]:
             self._index[later] -= 1
@@ -141,6 +150,7 @@ class PaneTable(ScrollView, can_focus=True):
         self._index.clear()
         self._row_cells.clear()
         self._widths = [len(label) for label in self._labels]
+        self._width_counts = [Counter() for _ in self._labels]
         self._sync_size(True)
 
     def selected_key(self) -> str | None:
@@ -162,13 +172,21 @@ class PaneTable(ScrollView, can_focus=True):
     def _texts(cells: Iterable[Cell]) -> list[Text]:
         return [cell if isinstance(cell, Text) else Text(str(cell)) for cell in cells]
 
-    def _widen(self, texts: list[Text]) -> bool:
-        grew = False
+    def _count(self, texts: list[Text], step: int) -> bool:
+        """Count a row's cells in (step 1) or out (-1) of the column widths; True if a width changed."""
+        changed = False
         for position, text in enumerate(texts[: len(self._widths)]):
-            if text.cell_len > self._widths[position]:
-                self._widths[position] = text.cell_len
-                grew = True
-        return grew
+            width, counts = text.cell_len, self._width_counts[position]
+            counts[width] += step
+            if step > 0 and width > self._widths[position]:
+                self._widths[position] = width
+                changed = True
+            elif step < 0 and counts[width] <= 0:
+                del counts[width]
+                if width == self._widths[position]:
+                    self._widths[position] = max([len(self._labels[position]), *counts])
+                    changed = changed or self._widths[position] != width
+        return changed
 
     # ------------------------------------------------------------ geometry
 
@@ -204,6 +222,22 @@ class PaneTable(ScrollView, can_focus=True):
 
     # ------------------------------------------------------------ rendering
 
+    def shown_columns(self, width: int | None = None) -> list[str]:
+        """The columns drawn at `width` (default: the pane's): all that fit, decorative ones
+        (`DROP_ORDER`) left out first."""
+        return [self._columns[i] for i in self._fitting(self.scrollable_content_region.width if width is None else width)]
+
+    def _fitting(self, width: int) -> list[int]:
+        shown = list(range(len(self._columns)))
+        total = sum(self._widths) + GAP * len(self._widths)
+        for key in self.DROP_ORDER:
+            if total - GAP <= width:
+                break
+            position = self._columns.index(key)
+            shown.remove(position)
+            total -= self._widths[position] + GAP
+        return shown
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         if y == 0:
@@ -217,12 +251,13 @@ class PaneTable(ScrollView, can_focus=True):
 
     def _strip(self, texts: list[Text], style: Style | None, width: int) -> Strip:
         line = Text(no_wrap=True, overflow="crop")
-        for text, column_width in zip(texts, self._widths):
-            cell = text.copy()
-            cell.truncate(column_width, pad=True)
+        for position in self._fitting(width):
+            cell = texts[position].copy() if position < len(texts) else Text()
+            cell.truncate(self._widths[position], pad=True)
             line.append_text(cell)
             line.append(" " * GAP)
-        line.truncate(width, pad=True)
+        line.rstrip()
+        line.truncate(width, overflow="ellipsis", pad=True)
         if style is not None:
             line.stylize(style)
         segments = list(line.render(self.app.console))

@@ -1,8 +1,10 @@
-"""The Tasks pane: the DAG as a table — status, owner, attempt, what blocks what, the critical path.
+"""The Tasks pane: the DAG as a table — status, why, owner, attempt, what blocks what, the critical path.
 
 Rows are keyed by task id and updated in place from each batch's changed tasks, so a 10,000-task
 sprint costs per batch what its changes cost, not what the whole table costs.  Selecting a task
-marks its upstream (↑) and downstream (↓) tasks in the `Path` column.
+marks its upstream (↑) and downstream (↓) tasks in the `Path` column.  The `Why` column says in
+words what a waiting task waits for and why a failed one failed (`engine.task_reasons`); it and the
+task id are the last columns a narrow pane gives up.
 """
 
 from __future__ import annotations
@@ -16,18 +18,26 @@ from textual.message import Message
 
 from engine.dag import critical_path
 from engine.models import ProjectState, TaskState
+from engine.task_reasons import why
 from widgets.changes import Changes
 from widgets.pane_table import PaneTable
 from widgets.status import colour, task_badge
 
-COLUMNS = [("status", "Status"), ("task", "Task"), ("owner", "Owner"), ("attempt", "Try"),
+COLUMNS = [("status", "Status"), ("task", "Task"), ("why", "Why"), ("owner", "Owner"), ("attempt", "Try"),
            ("priority", "Priority"), ("path", "Path"), ("deps", "Depends on")]
+# A reason can change while its task does not: a blocked task's lock changes hands, a retrying
+# task's failure ages (re-read when locks or agents change, and once a second); a ready task's
+# agents fill up or free (re-read once a second: a big sprint has thousands of ready tasks).
+# A pending task's reason changes with its dependencies, which are re-read when those change.
+WAITING = frozenset({"blocked", "retrying"})
+QUEUED = "ready"
 PRIORITY_MARK = {"critical": "!!!", "high": "!!", "medium": "!", "low": "·"}
 
 
 class TasksPane(PaneTable):
     BORDER_TITLE = "Tasks"
     COLUMNS = COLUMNS
+    DROP_ORDER = ["deps", "path", "priority", "attempt", "owner"]
     BINDINGS = [
         Binding("r", "app.reassign", "Reassign", id="tasks.reassign"),
         Binding("R", "app.retry", "Retry", id="tasks.retry"),
@@ -50,25 +60,34 @@ class TasksPane(PaneTable):
         self._critical: set[str] = set()
         self._related: dict[str, str] = {}  # task -> "↑" or "↓"
         self._state: ProjectState | None = None
-
+        self._now: datetime | None = None
+        self._waiting: set[str] = set()  # blocked or retrying rows (see WAITING)
+        self._queued: set[str] = set()  # ready rows
+        self._slow_refresh: datetime | None = None  # when the ready rows were last re-read
 
     # ------------------------------------------------------------ state
 
     def refresh_state(self, state: ProjectState, changes: Changes, now: datetime) -> None:
-        self._state = state
+        self._state, self._now = state, now
         if changes.everything or len(self._graph) != len(state.tasks):
             self._rebuild(state)
             return
-        keys = [key for key, _ in COLUMNS]
+        touched = set(changes.tasks)
+        # A task that changed changes how its dependents' "Depends on" and "Why" read.
         for task_id in changes.tasks:
+            if task_id in self._graph:
+                touched.update(self._graph.successors(task_id))
+        once_a_second = self._slow_refresh is None or (now - self._slow_refresh).total_seconds() >= 1
+        if once_a_second:
+            self._slow_refresh = now
+            touched |= self._queued
+        if changes.locks or changes.agents or once_a_second:
+            touched |= self._waiting
+        keys = [key for key, _ in COLUMNS]
+        for task_id in touched:
             task = state.tasks.get(task_id)
             if task is not None:
                 self.upsert(task_id, self._cells(task), keys)
-        # A finished task changes how its dependents' "Depends on" reads.
-        for task_id in changes.tasks:
-            if task_id in self._graph and state.tasks[task_id].status == "completed":
-                for child in self._graph.successors(task_id):
-                    self.upsert(child, self._cells(state.tasks[child]), keys)
 
     def _rebuild(self, state: ProjectState) -> None:
         graph: nx.DiGraph[str] = nx.DiGraph()
@@ -79,6 +98,8 @@ class TasksPane(PaneTable):
         self._graph = graph
         self._critical = set(critical_path(graph)) if len(graph) else set()
         self.clear()
+        self._waiting.clear()
+        self._queued.clear()
         for task in state.tasks.values():
             self.add_row(*self._cells(task), key=task.id)
 
@@ -90,6 +111,12 @@ class TasksPane(PaneTable):
     def _cells(self, task: TaskState) -> list:
         state = self._state
         owners = "+".join(task.agents) if task.coordination == "collaborative" and task.agents else task.agent
+        reason = why(task, state, self._now) if state is not None else ""
+        for rows, member in ((self._waiting, task.status in WAITING), (self._queued, task.status == QUEUED)):
+            if member:
+                rows.add(task.id)
+            else:
+                rows.discard(task.id)
         deps = []
         for dep in task.dependencies:
             done = state is not None and dep in state.tasks and state.tasks[dep].status == "completed"
@@ -97,6 +124,7 @@ class TasksPane(PaneTable):
         return [
             task_badge(self.app, task.status),
             task.id,
+            reason or "—",
             owners or "—",
             str(task.attempt or "—"),
             f"{PRIORITY_MARK[task.priority]} {task.priority}",

@@ -17,7 +17,7 @@ Section = tuple[str, list[tuple[str, str]]]
 
 ANYWHERE: list[tuple[str, str]] = [
     ("?", "this help (j / k, g / G scroll it)"), ("ctrl+p", "command palette"), (":", "command line"),
-    ("/", "filter messages (agent:ID type:TYPE priority:LEVEL text)"),
+    ("/", "filter messages (agent:ID type:TYPE priority:LEVEL heartbeats:on text)"),
     ("tab / shift+tab", "next / previous pane"), ("1–6", "Tasks, Agents, Messages, Locks, Files, Metrics"),
     ("z", "maximise / restore the focused pane"),
 ]

@@ -85,7 +85,7 @@ class TaskViewScreen(RecordView):
     def record(self, state: ProjectState) -> dict[str, Any]:
         task = self.task_of(state)
         record = task.model_dump(mode="json")
-        record["attempts"] = [attempt.model_dump(mode="json") for attempt in task.attempts]
+        record["attempts"] = [attempt.as_json() for attempt in task.attempts]
         return record
 
 
