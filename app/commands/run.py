@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -95,11 +94,12 @@ def journal_failed(failure: JournalFailure, args: argparse.Namespace) -> int:
 
 
 def result_json(result: SprintResult) -> str:
-    """The one JSON object of `run --headless --json` (and of replay): state plus metrics."""
-    return json.dumps(
-        {"state": result.state.model_dump(mode="json"), "metrics": result.metrics.model_dump(mode="json")},
-        separators=(",", ":"),
-    )
+    """The one JSON object of `run --headless --json` (and of replay): state plus metrics.
+
+    Written by pydantic's serialiser straight to JSON text, not through a dict of the whole state
+    and `json.dumps` of it: two more copies of every task at the end of a large run.
+    """
+    return f'{{"state":{result.state.model_dump_json()},"metrics":{result.metrics.model_dump_json()}}}'
 
 
 def default_journal_path(plan: Plan) -> Path:
