@@ -44,5 +44,8 @@ class SprintHeader(TextLines):
         text.append(f" · ⏱ {minutes:02d}:{seconds:02d}")
         if meta.finished_at is None:  # a finished phase states the count already
             text.append(f" · {done}/{len(state.tasks)} done")
-        text.append(f" · v{state.version} · {transport} · journal {journal or '—'}")
+        text.append(f" · v{state.version}")
+        if transport != mode:  # a replay's or a recording's source is its mode, said once already
+            text.append(f" · {transport}")
+        text.append(f" · journal {journal or '—'}")
         self.set_text(text)
