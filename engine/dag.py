@@ -155,16 +155,29 @@ def reach_counts(children: Mapping[str, Sequence[str]]) -> dict[str, int]:
     """For each task, how many tasks wait for it directly or indirectly.
 
     One bitset per task (a Python int), ORed from the sinks up: exact, and far faster than a
-    search from every node.
+    search from every node.  A task's bitset is dropped as soon as the last task depending on it
+    has taken it in, and no per-task one-bit ints are kept: held for every task, bit i costing
+    i/8 bytes, they were n²/16 bytes (600 MB at 100,000 tasks).
     """
-    bit = {node: 1 << index for index, node in enumerate(children)}
+    position = {node: index for index, node in enumerate(children)}
+    parents_left = dict.fromkeys(children, 0)
+    for kids in children.values():
+        for child in kids:
+            parents_left[child] += 1
     reach: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for node in _sinks_first(children):
         mask = 0
         for child in children[node]:
-            mask |= reach[child] | bit[child]
-        reach[node] = mask
-    return {node: reach[node].bit_count() for node in children}
+            mask |= reach[child]
+            mask |= 1 << position[child]
+            parents_left[child] -= 1
+            if parents_left[child] == 0:
+                del reach[child]
+        counts[node] = mask.bit_count()
+        if parents_left[node]:
+            reach[node] = mask
+    return {node: counts[node] for node in children}
 
 
 def descendants_of(children: Mapping[str, Sequence[str]], task_id: str) -> set[str]:
