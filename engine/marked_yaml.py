@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from yaml.composer import Composer
+from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.parser import Parser
 from yaml.reader import Reader
@@ -46,103 +46,196 @@ class UnreadableDocument(Exception):
         self.message = message
 
 
-class _PyParser(Reader, Scanner, Parser, Composer):
-    """PyYAML's pure-Python parser and composer, for an installation without libyaml."""
+class _PyParser(Reader, Scanner, Parser):
+    """PyYAML's pure-Python parser, for an installation without libyaml."""
 
     def __init__(self, stream: str) -> None:
         Reader.__init__(self, stream)
         Scanner.__init__(self)
         Parser.__init__(self)
-        Composer.__init__(self)
 
 
 if TYPE_CHECKING:  # the checker sees libyaml's parser; `_PyParser` offers the same methods
-    from yaml._yaml import CParser as _NodeSource
+    from yaml._yaml import CParser as _EventSource
 else:
     try:
-        # libyaml parses and composes in C, ~2x faster on a large plan; it refuses nesting deeper
-        # than 1000 levels itself, so deep input is an error to report, not a crash.
-        from yaml._yaml import CParser as _NodeSource
+        # libyaml parses ~3x faster than PyYAML's Python parser, and refuses nesting deeper than
+        # 1000 levels itself, so deep input is an error to report, not a crash.
+        from yaml._yaml import CParser as _EventSource
     except ImportError:  # pragma: no cover
-        _NodeSource = _PyParser
+        _EventSource = _PyParser
 
 
-class MarkedLoader(_NodeSource, SafeConstructor, Resolver):
-    """Composes the document's nodes (with their marks) and builds `MarkedDict`/`MarkedList` from
-    them, so any value can be traced to its line.
+class _Open:
+    """A mapping or sequence being read: its value, and (mappings) the key waiting for its value."""
 
-    The build is this module's own walk over the nodes rather than PyYAML's constructor machinery:
-    plain strings, by far the most common value, are taken as they are, and only other scalars
-    (numbers, booleans, dates) go through the safe constructor.
+    __slots__ = ("value", "key", "key_line", "has_key", "first_lines", "merges", "start_mark")
+
+    def __init__(self, value: MarkedDict | MarkedList, start_mark: Any) -> None:
+        self.value = value
+        self.start_mark = start_mark
+        self.has_key = False
+        self.key: Any = None
+        self.key_line = 0
+        self.first_lines: dict[Any, int] = {}  # own scalar keys -> first line: duplicates are named
+        self.merges: list[tuple[Any, Any]] = []  # (`<<` value, its mark), applied when the mapping ends
+
+
+class MarkedLoader(_EventSource, SafeConstructor, Resolver):
+    """Reads the document's events and builds `MarkedDict`/`MarkedList` from them directly, so any
+    value can be traced to its line.
+
+    No node tree is composed (a tree of every scalar with two marks each was 3.5 KB per task of a
+    large plan, all alive at once); plain strings, by far the most common value, are taken as
+    they are, and only other scalars (numbers, booleans, dates) go through the safe constructor.
+    What YAML itself means is PyYAML's: tag resolution, anchors and aliases, `<<` merges.
     """
 
     def __init__(self, stream: str) -> None:
-        _NodeSource.__init__(self, stream)
+        _EventSource.__init__(self, stream)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
         self.duplicates: list[tuple[int, str]] = []  # (line, message) of each key written twice
-        self._built: dict[int, Any] = {}  # id(node) -> value: an alias is the anchored value itself
+        self._anchors: dict[str, tuple[Any, Any]] = {}  # anchor -> (value, mark)
 
     def load_document(self) -> Any:
         """The single document's value (None for an empty file)."""
-        node = self.get_single_node()
-        return None if node is None else self.build(node)
+        self.get_event()  # stream start
+        if self.check_event(yaml.StreamEndEvent):
+            return None
+        start: Any = self.get_event()  # document start
+        document = self._read_value()
+        self.get_event()  # document end
+        if not self.check_event(yaml.StreamEndEvent):
+            extra: Any = self.get_event()
+            raise ComposerError("expected a single document in the stream", start.start_mark,
+                                "but found another document", extra.start_mark)
+        return document
 
-    def build(self, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.ScalarNode):
-            return node.value if node.tag == _STR else self.construct_object(node, deep=True)
-        built = self._built.get(id(node))
-        if built is not None:
-            return built
-        if isinstance(node, yaml.SequenceNode):
-            return self._build_list(node)
-        if isinstance(node, yaml.MappingNode):
-            return self._build_dict(node)
-        raise ConstructorError(None, None, f"could not determine a constructor for the tag {node.tag!r}",
-                               node.start_mark)
-
-    def _build_list(self, node: yaml.SequenceNode) -> MarkedList:
-        data = self._built[id(node)] = MarkedList()  # before the items: an item may refer back to it
-        data.line = node.start_mark.line + 1
-        data.item_lines = [child.start_mark.line + 1 for child in node.value]
-        data.extend(self.build(child) for child in node.value)
-        return data
-
-    def _build_dict(self, node: yaml.MappingNode) -> MarkedDict:
-        data = self._built[id(node)] = MarkedDict()
-        data.line = node.start_mark.line + 1
-        data.key_lines = {}
-        self.note_duplicates(node)  # before a `<<` merge mixes in keys that may be overridden
-        if any(key.tag == _MERGE for key, _ in node.value):
-            self.flatten_mapping(node)  # PyYAML's merge: node.value becomes the merged pairs
-        for key_node, value_node in node.value:
-            key = self.build(key_node)
-            if not isinstance(key, Hashable):
-                raise ConstructorError("while constructing a mapping", node.start_mark, "found unhashable key",
-                                       key_node.start_mark)
-            data[key] = self.build(value_node)
-            data.key_lines[key] = key_node.start_mark.line + 1
-        return data
-
-    def note_duplicates(self, node: yaml.MappingNode) -> None:
-        """Record each key a mapping writes twice: YAML would keep the last silently.
-
-        Only the mapping's own keys count; one that overrides a `<<` merge is YAML doing its job.
-        """
-        first: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+    def _read_value(self) -> Any:
+        """The next whole value, read with a stack of open collections (no recursion)."""
+        stack: list[_Open] = []
+        while True:
+            event: Any = self.get_event()
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                done = stack.pop()
+                if done.merges:
+                    self._merge(done)
+                if not stack:
+                    return done.value
                 continue
-            key, line = self.build(key_node), key_node.start_mark.line + 1
-            if key in first:
-                self.duplicates.append((line, f"duplicate key {_quoted(key)} (first on line {first[key]}): "
-                                              "only one of the two would be kept"))
-            else:
-                first[key] = line
+            top = stack[-1] if stack else None
+            value = self._value_of(event, as_key=top is not None and isinstance(top.value, MarkedDict)
+                                   and not top.has_key)
+            if stack:
+                self._place(stack[-1], value, event)
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                stack.append(_Open(value, event.start_mark))
+            elif not stack:
+                return value
+
+    def _value_of(self, event: Any, *, as_key: bool) -> Any:
+        mark: Any = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in self._anchors:
+                raise ComposerError(None, None, f"found undefined alias {event.anchor!r}", mark)
+            return self._anchors[event.anchor][0]
+        anchor = event.anchor
+        if anchor is not None and anchor in self._anchors:
+            raise ComposerError(f"found duplicate anchor {anchor!r}; first occurrence", self._anchors[anchor][1],
+                                "second occurrence", mark)
+        value: Any
+        if isinstance(event, yaml.ScalarEvent):
+            value = self._scalar(event, as_key)
+        elif isinstance(event, yaml.SequenceStartEvent):
+            value = MarkedList()
+            value.line, value.item_lines = mark.line + 1, []
+        else:
+            value = MarkedDict()
+            value.line, value.key_lines = mark.line + 1, {}
+        if anchor is not None:
+            self._anchors[anchor] = (value, mark)
+        return value
+
+    def _scalar(self, event: Any, as_key: bool) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+        if as_key and tag == _MERGE:
+            return _MERGE_KEY
+        if tag == _STR or (as_key and tag == _VALUE):  # a `=` key is a string, as PyYAML reads it
+            return event.value
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+        value = self.construct_object(node)
+        self.constructed_objects.pop(node, None)  # the safe constructor's memo would keep every node
+        return value
+
+    def _place(self, parent: _Open, value: Any, event: Any) -> None:
+        line = event.start_mark.line + 1
+        if isinstance(parent.value, MarkedList):
+            parent.value.append(value)
+            parent.value.item_lines.append(line)
+            return
+        if not parent.has_key:
+            self._take_key(parent, value, event)
+            return
+        parent.has_key = False
+        if parent.key is _MERGE_KEY:
+            parent.merges.append((value, event.start_mark))
+            return
+        parent.value[parent.key] = value
+        parent.value.key_lines[parent.key] = parent.key_line
+
+    def _take_key(self, parent: _Open, key: Any, event: Any) -> None:
+        parent.has_key, parent.key_line = True, event.start_mark.line + 1
+        if key is _MERGE_KEY:
+            parent.key = key
+            return
+        if not isinstance(key, Hashable):
+            raise ConstructorError("while constructing a mapping", parent.start_mark, "found unhashable key",
+                                   event.start_mark)
+        parent.key = key
+        if isinstance(event, yaml.ScalarEvent):
+            first = parent.first_lines.setdefault(key, parent.key_line)
+            if first != parent.key_line or key in parent.value:
+                self.duplicates.append((parent.key_line, f"duplicate key {_quoted(key)} (first on line {first}): "
+                                                         "only one of the two would be kept"))
+
+    def _merge(self, mapping: _Open) -> None:
+        """YAML's `<<` as PyYAML reads it: the merged mappings' pairs first (an earlier mapping wins a
+        key they share), then the mapping's own, which override them."""
+        merged: list[MarkedDict] = []
+        for value, mark in mapping.merges:
+            sources = value if isinstance(value, MarkedList) else [value]
+            for source in sources:
+                if not isinstance(source, MarkedDict):
+                    what = "a mapping for merging" if sources is value else "a mapping or list of mappings for merging"
+                    raise ConstructorError("while constructing a mapping", mapping.start_mark,
+                                           f"expected {what}, but found {_kind(source)}", mark)
+                merged.append(source)
+        data = mapping.value
+        assert isinstance(data, MarkedDict)
+        own, own_lines = list(data.items()), dict(data.key_lines)
+        data.clear()
+        data.key_lines = {}
+        for source in merged:
+            for key, item in source.items():
+                if key not in data:  # the first mapping merged that has a key gives its value
+                    data[key] = item
+                    data.key_lines[key] = source.key_lines.get(key, source.line)
+        for key, item in own:
+            data[key] = item
+            data.key_lines[key] = own_lines[key]
 
 
+def _kind(value: Any) -> str:
+    return "sequence" if isinstance(value, MarkedList) else "mapping" if isinstance(value, MarkedDict) else "scalar"
+
+
+_MERGE_KEY = object()  # the key slot holds this while a `<<` waits for its value
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
+_VALUE = "tag:yaml.org,2002:value"
 # YAML 1.1 reads `1e5` as a string; JSON (and YAML 1.2) read it as a number.
 MarkedLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

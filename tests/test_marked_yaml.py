@@ -65,3 +65,55 @@ def test_nesting_beyond_the_parsers_limit_is_a_reported_error(tmp_path: Path) ->
     with pytest.raises(UnreadableDocument) as caught:
         read_document(plan)
     assert caught.value.line == 2 and "nesting depth" in caught.value.message
+
+
+TRICKY = [
+    "a: &x {k: 1, j: [1, 2]}\nb: *x\nc: {<<: *x, k: 2}\n",
+    "base: &b {a: 1, b: 2}\nother: &o {b: 3, c: 4}\nm:\n  <<: [*b, *o]\n  d: 5\n",
+    "m:\n  <<: *nope\n",
+    "m:\n  <<: 3\n",
+    "m:\n  <<: [1]\n",
+    "a: &x 1\nb: &x 2\n",
+    "a: !!str 12\nb: !!int '7'\nc: 2024-01-02\nd: 0x1f\ne: .inf\nf: ~\ng: 'yes'\nh: yes\n",
+    "? [1, 2]\n: x\n",
+    "--- 1\n--- 2\n",
+    "",
+    "# only a comment\n",
+    "just a scalar\n",
+    "a: !custom 1\n",
+    "=: v\n",
+    "a: <<\n",
+    "a:\n  - b\n  - c: d\n    e: [f, {g: h}]\n",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_yaml_corners_read_as_pyyaml_reads_them(tmp_path: Path, text: str) -> None:
+    # Anchors, aliases, merges, tags, complex keys, several documents: the same values or the
+    # same refusal as PyYAML's own loader (the reader builds values from events, not nodes).
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(text)
+    try:
+        expected = yaml.load(text, Loader=Reference)
+    except yaml.YAMLError:
+        with pytest.raises(UnreadableDocument) as caught:
+            read_document(plan)
+        assert caught.value.message.startswith("YAML syntax error")
+        return
+    document, _, _ = read_document(plan)
+    assert document == expected
+
+
+def test_keys_written_twice_are_named_with_both_lines(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("base: &b {x: 1}\nm:\n  <<: *b\n  x: 2\n  y: 3\n  y: 4\n")  # x overrides a merge: fine
+    document, _, duplicates = read_document(plan)
+    assert document["m"] == {"x": 2, "y": 4}
+    assert duplicates == [(6, "duplicate key 'y' (first on line 5): only one of the two would be kept")]
+
+
+def test_an_alias_inside_its_own_anchor_is_the_value_itself(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("- &s [1, *s]\n")
+    document, _, _ = read_document(plan)
+    assert document[0][1] is document[0]
