@@ -103,14 +103,19 @@ def critical_path_lengths(graph: nx.DiGraph[str]) -> dict[str, float]:
 
 def critical_path(graph: nx.DiGraph[str]) -> list[str]:
     """The chain of tasks with the largest summed estimate (the sprint's shortest possible length)."""
-    lengths = critical_path_lengths(graph)
+    return critical_chain(_children_of(graph), {node: _estimate(graph, node) for node in graph})
+
+
+def critical_chain(children: Mapping[str, Sequence[str]], estimates: Mapping[str, float]) -> list[str]:
+    """`critical_path` on plain dicts: the dashboard marks it without building a graph."""
+    lengths = longest_paths(children, estimates)
     if not lengths:
         return []
-    sources = [node for node in graph if graph.in_degree(node) == 0]
-    node = max(sources, key=lengths.__getitem__)
+    has_parent = {child for kids in children.values() for child in kids}
+    node = max((node for node in children if node not in has_parent), key=lengths.__getitem__)
     path = [node]
-    while graph.out_degree(node):
-        node = max(graph.successors(node), key=lengths.__getitem__)
+    while children[node]:
+        node = max(children[node], key=lengths.__getitem__)
         path.append(node)
     return path
 

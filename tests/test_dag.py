@@ -19,6 +19,7 @@ from engine.dag import (
     dependency_graph,
     descendant_counts,
     find_cycle,
+    critical_chain,
     cycles_among,
     descendants_of,
     longest_paths,
@@ -366,5 +367,6 @@ def test_the_schedulers_dict_figures_match_networkx(spec: list[tuple[list[int], 
     children = task_children(tasks)
     assert longest_paths(children, {t.id: t.estimate for t in tasks}) == critical_path_lengths(graph)
     assert reach_counts(children) == descendant_counts(graph)
+    assert critical_chain(children, {t.id: t.estimate for t in tasks}) == critical_path(graph)
     for task in tasks:
         assert descendants_of(children, task.id) == nx.descendants(graph, task.id)

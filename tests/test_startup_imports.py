@@ -77,3 +77,11 @@ def test_a_headless_run_imports_neither_the_dashboard_nor_networkx(tmp_path: Pat
     assert code == 0
     assert not roots(modules) & {"networkx", "textual"}
     assert not any(m.startswith(("widgets", "app.dashboard")) for m in modules)
+
+
+def test_the_dashboard_does_not_import_networkx() -> None:
+    # The Tasks pane marks the critical path and a task's neighbours from plain dicts: networkx
+    # cost the dashboard's first paint 60 ms (benchmarks/bench_first_paint.py).
+    probe = "import sys, app.dashboard, app.replay_dashboard; print('networkx' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

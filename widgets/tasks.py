@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import networkx as nx
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from engine.dag import critical_path
+from engine.dag import critical_chain, descendants_of
 from engine.models import ProjectState, TaskState
 from engine.task_reasons import why
 from widgets.changes import Changes
@@ -56,7 +55,10 @@ class TasksPane(PaneTable):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._graph: nx.DiGraph[str] = nx.DiGraph()
+        # task -> the tasks that depend on it, and task -> its dependencies (plain dicts: importing
+        # networkx for these cost the dashboard's first paint 60 ms)
+        self._children: dict[str, list[str]] = {}
+        self._parents: dict[str, list[str]] = {}
         self._critical: set[str] = set()
         self._related: dict[str, str] = {}  # task -> "↑" or "↓"
         self._state: ProjectState | None = None
@@ -69,14 +71,13 @@ class TasksPane(PaneTable):
 
     def refresh_state(self, state: ProjectState, changes: Changes, now: datetime) -> None:
         self._state, self._now = state, now
-        if changes.everything or len(self._graph) != len(state.tasks):
+        if changes.everything or len(self._children) != len(state.tasks):
             self._rebuild(state)
             return
         touched = set(changes.tasks)
         # A task that changed changes how its dependents' "Depends on" and "Why" read.
         for task_id in changes.tasks:
-            if task_id in self._graph:
-                touched.update(self._graph.successors(task_id))
+            touched.update(self._children.get(task_id, ()))
         once_a_second = self._slow_refresh is None or (now - self._slow_refresh).total_seconds() >= 1
         if once_a_second:
             self._slow_refresh = now
@@ -90,13 +91,13 @@ class TasksPane(PaneTable):
                 self.upsert(task_id, self._cells(task), keys)
 
     def _rebuild(self, state: ProjectState) -> None:
-        graph: nx.DiGraph[str] = nx.DiGraph()
-        for task in state.tasks.values():
-            graph.add_node(task.id, estimate=task.estimate)
-            for dep in task.dependencies:
-                graph.add_edge(dep, task.id)
-        self._graph = graph
-        self._critical = set(critical_path(graph)) if len(graph) else set()
+        self._children = {task_id: [] for task_id in state.tasks}
+        self._parents = {task.id: [dep for dep in task.dependencies if dep in state.tasks] for task in state.tasks.values()}
+        for task_id, deps in self._parents.items():
+            for dep in dict.fromkeys(deps):
+                self._children[dep].append(task_id)
+        estimates = {task.id: task.estimate for task in state.tasks.values()}
+        self._critical = set(critical_chain(self._children, estimates))
         self.clear()
         self._waiting.clear()
         self._queued.clear()
@@ -146,9 +147,9 @@ class TasksPane(PaneTable):
 
     def _mark_related(self, task_id: str | None) -> None:
         related: dict[str, str] = {}
-        if task_id is not None and task_id in self._graph:
-            related.update({t: "↑ up" for t in nx.ancestors(self._graph, task_id)})
-            related.update({t: "↓ down" for t in nx.descendants(self._graph, task_id)})
+        if task_id is not None and task_id in self._children:
+            related.update({t: "↑ up" for t in descendants_of(self._parents, task_id)})
+            related.update({t: "↓ down" for t in descendants_of(self._children, task_id)})
         touched = set(related) | set(self._related)
         self._related = related
         for key in touched:
