@@ -24,17 +24,27 @@ from yaml.scanner import Scanner
 
 
 class MarkedDict(dict[Any, Any]):
-    """A YAML mapping that remembers its own line and the line of each key."""
+    """A YAML mapping that remembers its own line and the line of each key.
 
-    line: int = 1
-    key_lines: dict[Any, int]
+    Slotted (a large plan holds four or five of these per task while it is checked)."""
+
+    __slots__ = ("line", "key_lines")
+
+    def __init__(self, line: int = 1) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[Any, int] = {}
 
 
 class MarkedList(list[Any]):
-    """A YAML sequence that remembers its own line and the line of each item."""
+    """A YAML sequence that remembers its own line and the line of each item (slotted too)."""
 
-    line: int = 1
-    item_lines: list[int]
+    __slots__ = ("line", "item_lines")
+
+    def __init__(self, line: int = 1) -> None:
+        super().__init__()
+        self.line = line
+        self.item_lines: list[int] = []
 
 
 class UnreadableDocument(Exception):
@@ -148,11 +158,9 @@ class MarkedLoader(_EventSource, SafeConstructor, Resolver):
         if isinstance(event, yaml.ScalarEvent):
             value = self._scalar(event, as_key)
         elif isinstance(event, yaml.SequenceStartEvent):
-            value = MarkedList()
-            value.line, value.item_lines = mark.line + 1, []
+            value = MarkedList(mark.line + 1)
         else:
-            value = MarkedDict()
-            value.line, value.key_lines = mark.line + 1, {}
+            value = MarkedDict(mark.line + 1)
         if anchor is not None:
             self._anchors[anchor] = (value, mark)
         return value
