@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from engine import reducer_files, reducer_locks
+from engine.model_memory import share_fields_sets
 from engine.reducer_attempts import completed_exit_code, end_attempt, live_attempt
 from engine.events import (
     Absent,
@@ -112,7 +113,9 @@ def _sprint_started(state: ProjectState, body: SprintStarted, event: Event) -> N
     # One validation call per list: per-item model_validate calls dominated a 10,000-task start.
     for agent in _AGENT_LIST.validate_python(body.agents):
         state.agents[agent.id] = agent
-    for task in _TASK_LIST.validate_python(body.tasks):
+    tasks = _TASK_LIST.validate_python(body.tasks)
+    share_fields_sets(tasks)  # 0.7 KB per task otherwise (a state model never adds to it)
+    for task in tasks:
         state.tasks[task.id] = task
     for file in _FILE_LIST.validate_python(body.files if isinstance(body.files, list) else []):
         state.files[file.path] = file

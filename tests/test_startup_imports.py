@@ -27,7 +27,7 @@ print(json.dumps({"code": code, "modules": sorted(set(sys.modules) - before)}))
 """
 HEAVY = {"networkx", "textual", "rich", "asyncio", "xxhash", "watchfiles", "mcp", "pydantic", "yaml"}
 VALIDATE_ENGINE = {
-    "engine", "engine.collector", "engine.dag", "engine.identifiers", "engine.marked_yaml", "engine.plan", "engine.plan_checks",
+    "engine", "engine.collector", "engine.dag", "engine.identifiers", "engine.marked_yaml", "engine.model_memory", "engine.plan", "engine.plan_checks",
     "engine.plan_problems", "engine.plan_values", "engine.resources", "engine.vocabulary",
 }
 
