@@ -1,7 +1,7 @@
 """`sprintdeck replay JOURNAL`: step through a recorded sprint, or print its state headless.
 
 `--headless --json` prints exactly what `run --headless --json` printed for the same final state
-(the same `result_json`), so a run and its replay can be compared byte for byte.
+(the same `print_result_json`), so a run and its replay can be compared byte for byte.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def headless(cursor: ReplayCursor, *, at: int | None, as_json: bool) -> int:
     state = cursor.seek(cursor.total if at is None else at)
     metrics = sprint_metrics(state)
     if as_json:
-        from app.commands.run import result_json
+        from app.commands.run import print_result_json
 
-        print(result_json(SprintResult(state, metrics)))
+        print_result_json(SprintResult(state, metrics))
         return EXIT_OK
     print(summary(cursor, metrics))
     return EXIT_OK

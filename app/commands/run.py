@@ -93,13 +93,23 @@ def journal_failed(failure: JournalFailure, args: argparse.Namespace) -> int:
     return EXIT_JOURNAL_FAILED
 
 
-def result_json(result: SprintResult) -> str:
-    """The one JSON object of `run --headless --json` (and of replay): state plus metrics.
+def print_result_json(result: SprintResult) -> None:
+    """The one JSON object of `run --headless --json` (and of replay and serve): state plus metrics.
 
-    Written by pydantic's serialiser straight to JSON text, not through a dict of the whole state
-    and `json.dumps` of it: two more copies of every task at the end of a large run.
+    pydantic's serialiser writes each part's JSON bytes straight to stdout: no dict of the whole
+    state, no `json.dumps` of it and no joined copy, each of which held every task once more at
+    the end of a large run (100 MB at 100,000 tasks).
     """
-    return f'{{"state":{result.state.model_dump_json()},"metrics":{result.metrics.model_dump_json()}}}'
+    parts = (b'{"state":', result.state.__pydantic_serializer__.to_json(result.state), b',"metrics":',
+             result.metrics.__pydantic_serializer__.to_json(result.metrics), b"}\n")
+    sys.stdout.flush()
+    out = getattr(sys.stdout, "buffer", None)
+    for part in parts:
+        if out is not None:
+            out.write(part)
+        else:  # a text-only stdout (a test's StringIO)
+            sys.stdout.write(part.decode())
+    sys.stdout.flush()
 
 
 def default_journal_path(plan: Plan) -> Path:
@@ -231,7 +241,7 @@ def run_recorded(plan: Plan, workspace: Path, journal: JournalWriter, journal_pa
         journal.close()
         leave_scratch(scratch, args)
     if args.json:
-        print(result_json(result))
+        print_result_json(result)
     return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
 
 

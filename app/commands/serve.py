@@ -35,7 +35,7 @@ from app.commands.run import (
     journal_failed,
     open_journal,
     print_outcome,
-    result_json,
+    print_result_json,
     resume_inputs,
     resume_problem,
 )
@@ -110,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
         served.journal.close()
         served.listener.close()
     if args.json:
-        print(result_json(result))
+        print_result_json(result)
     return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
 
 
