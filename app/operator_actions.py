@@ -21,6 +21,7 @@ from app.screens.conflict import ConflictScreen
 from app.screens.reassign import Candidate, ReassignScreen
 from app.source import LiveSource
 from app.source import StateSource
+from app.watch_source import RemoteOperator, WatchedSource
 from engine.manager import SprintManager
 from engine.operators import OperatorError
 from engine.merge import MergeResult
@@ -49,8 +50,15 @@ class OperatorActions(App[int]):
 
     # ------------------------------------------------------------ selection helpers
 
-    def _manager(self) -> SprintManager | None:
-        """The running engine's manager; a recording has none, and the operator is told so."""
+    def _manager(self) -> SprintManager | RemoteOperator | None:
+        """The running engine's manager, or a watched one's (app/watch_source.py); a recording has
+        none, and neither has a read-only watcher: the operator is told so."""
+        if isinstance(self.source, WatchedSource):
+            if self.source.operator is None:
+                self.notify(self.source.read_only, severity="warning")
+                return None
+            self.source.operator.tell = lambda text: self.notify(text, title="not possible", severity="warning")
+            return self.source.operator
         if not isinstance(self.source, LiveSource):
             self.notify("This is a recorded sprint: operations are disabled.", severity="warning")
             return None
