@@ -57,12 +57,16 @@ class OperatorActions(App[int]):
             if self.source.operator is None:
                 self.notify(self.source.read_only, severity="warning")
                 return None
-            self.source.operator.tell = lambda text: self.notify(text, title="not possible", severity="warning")
+            self.source.operator.tell = self._told
             return self.source.operator
         if not isinstance(self.source, LiveSource):
             self.notify("This is a recorded sprint: operations are disabled.", severity="warning")
             return None
         return self.source.manager
+
+    def _told(self, text: str, done: bool) -> None:
+        """A watched manager's answer to an operator request: done, or refused saying why."""
+        self.notify(text) if done else self.notify(text, title="not possible", severity="warning")
 
     def _selected_task(self) -> str | None:
         task_id = self.tasks.selected_key()
@@ -77,7 +81,7 @@ class OperatorActions(App[int]):
         except OperatorError as exc:
             self.notify(str(exc), title="not possible", severity="warning")
             return False
-        if done:
+        if done and not isinstance(self.source, WatchedSource):  # a watched manager answers later (`_told`)
             self.notify(done)
         self.refresh_panes(Changes(everything=False, locks=True, tasks=set(self.source.state.tasks)))
         return True

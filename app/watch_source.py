@@ -18,10 +18,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from engine.events import Event
-from engine.models import TERMINAL_TASK_STATUSES, ProjectState
+from engine.models import TERMINAL_TASK_STATUSES, AgentState, ProjectState
 from engine.operators import OperatorError, ReassignTarget
 from engine.protocol import MANAGER_ID, SPRINT_FINISHED, IPCMessage, MessageType, make_message, parse_message
 from engine.reducer import apply
+from engine.scheduler import PLACEABLE_AGENT_STATUSES
 from engine.transports.address import Address
 from engine.transports.framing import Oversize, encode, read_lines
 from engine.transports.watching import WATCH_CHANNEL
@@ -153,7 +154,7 @@ class RemoteOperator:
 
     def __init__(self, source: WatchedSource) -> None:
         self._source = source
-        self.tell: Callable[[str], None] = lambda text: None
+        self.tell: Callable[[str, bool], None] = lambda text, done: None  # the manager's answer, when it comes
 
     @property
     def state(self) -> ProjectState:
@@ -163,7 +164,9 @@ class RemoteOperator:
         async def ask() -> None:
             reply = await self._source.request(data)
             if reply.type == MessageType.AGENT_ERROR:
-                self.tell(str(reply.payload.error))
+                self.tell(str(reply.payload.error), False)
+            else:
+                self.tell(f"the manager did it: {reply.payload.data.get('done', '')}", True)
 
         asyncio.get_running_loop().create_task(ask())
 
@@ -174,8 +177,7 @@ class RemoteOperator:
         if task.status in TERMINAL_TASK_STATUSES:
             raise OperatorError(f"task {task_id} is {task.status}; only unfinished tasks can be reassigned")
         owners = set(task.owners) if task.in_flight else set()
-        return [ReassignTarget(a.id, None if a.status in ("ready", "busy") else a.status)
-                for a in self.state.agents.values()
+        return [ReassignTarget(a.id, _refusal(a)) for a in self.state.agents.values()
                 if a.id not in owners and set(task.requires) <= set(a.capabilities)]
 
     def op_reassign(self, task_id: str, agent_id: str) -> None:
@@ -210,3 +212,11 @@ class RemoteOperator:
 
     def conflict_diff(self, path: str) -> str:
         return "(the diff is on the manager's machine: resolve it there, or choose here without it)"
+
+
+def _refusal(agent: AgentState) -> str | None:
+    """Why an agent cannot take one more task, as the manager would say (it checks again)."""
+    if agent.status not in PLACEABLE_AGENT_STATUSES:
+        return agent.status
+    running, limit = len(agent.current_tasks), agent.max_concurrent_tasks
+    return f"full: {running} of {limit} tasks running (max_concurrent_tasks {limit})" if running >= limit else None

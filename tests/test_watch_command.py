@@ -28,7 +28,7 @@ from engine.transports.address import parse_address
 from engine.transports.framing import LineFramer, encode
 from engine.watchers import MAX_WATCHER_EVENTS, restore, wire_event
 from engine.reducer import apply
-from test_dashboard import screen_text
+from test_dashboard import screen_text, select_task
 from test_serve import GUARD, Proc, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (fixture)
 
 
@@ -201,3 +201,47 @@ async def test_the_watch_dashboard_shows_the_served_sprint_and_says_why_operator
         await run
     finally:
         server.finish()
+
+
+async def test_with_the_operator_token_the_watch_dashboard_reassigns_and_says_the_managers_refusal(run_dir: Path) -> None:
+    journal = run_dir / "run.jsonl"
+    write_plan(run_dir, {
+        "sprint": "operated",
+        "settings": {"heartbeat_interval": "100ms", "heartbeat_timeout": "20s", "max_retries": 0},
+        "agents": [{"id": agent, "capabilities": ["x"]} for agent in ("alpha", "beta", "gamma")],
+        "tasks": [{"id": f"t{n}", "requires": ["x"], "estimate": "4s"} for n in (1, 2)],
+    })
+    server = serve(run_dir / "plan.yaml", f"unix:{run_dir}/s/sock", run_dir, "--record", str(journal), "--speed", "1")
+    try:
+        token = operator_token(run_dir)
+        wait_for(token.exists, "operator token", server.process)
+        source = await WatchedSource.connect(parse_address(listening_on(server)), "dave", token.read_text().strip())
+        run = asyncio.create_task(source.run())
+        app = SprintDeckApp(source, config_file=run_dir / "config.json")
+        async with app.run_test(size=(140, 40), notifications=True) as pilot:
+            deadline = time.monotonic() + GUARD
+            while not all(t.status == "running" for t in source.state.tasks.values()):
+                assert time.monotonic() < deadline
+                await pilot.pause(0.05)
+            state = source.state
+            idle = next(a for a in ("alpha", "beta", "gamma") if not state.agents[a].current_tasks)
+            full = state.tasks["t2"].agent
+            await select_task(pilot, app, "t1")
+            await pilot.press("r", "enter")  # the chooser offers the idle agent only
+            while source.state.tasks["t1"].agent != idle:
+                assert time.monotonic() < deadline
+                await pilot.pause(0.05)
+            while "the manager did it: reassign" not in [str(n.message) for n in app._notifications]:
+                assert time.monotonic() < deadline
+                await pilot.pause(0.05)
+            await pilot.press("colon", *f"reassign t1 {full}", "enter")  # the manager refuses: said here
+            refusal = f"{full} is full: 1 of 1 tasks running (max_concurrent_tasks 1)"
+            while refusal not in [str(n.message) for n in app._notifications]:
+                assert time.monotonic() < deadline, [str(n.message) for n in app._notifications]
+                await pilot.pause(0.05)
+            assert refusal in screen_text(app)
+        await source.stop()
+        run.cancel()
+    finally:
+        server.kill()
+    assert records_of(journal, "operator_action") == [{"action": "reassign", "by": "dave", "taskId": "t1", "agentId": idle}]
