@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from datetime import datetime
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,7 @@ OPERATOR_INFO = "operator"
 OPERATOR_DONE = "operator_done"
 MAX_WATCHER_EVENTS = 2_000  # events pending for one watcher before it is resynchronised instead
 BATCH_EVENTS = 256  # events in one message at most
+STUCK_SECONDS = 0.5  # a watcher whose write has waited this long is not waited for at the end
 
 
 def event_wire(event: Event) -> dict[str, Any]:
@@ -93,6 +95,7 @@ class Watcher:
         self.resync = False
         self.resyncs = 0
         self.finished = False
+        self.writing_since: float | None = None  # when the write under way began (None: not writing)
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -160,22 +163,34 @@ class WatchHub:
                 if watcher.resync:
                     watcher.resync, watcher.pending = False, []
                     state = self.manager.state
-                    await watcher.sink(make_message(MessageType.STATE_SYNC, MANAGER_ID, watcher.name,
+                    await self._write(watcher, make_message(MessageType.STATE_SYNC, MANAGER_ID, watcher.name,
                                                     {"version": state.version, "state": snapshot(state)},
                                                     correlation_id=correlation))
                     correlation = None
                 while watcher.pending and not watcher.resync:
                     batch, watcher.pending = watcher.pending[:BATCH_EVENTS], watcher.pending[BATCH_EVENTS:]
-                    await watcher.sink(make_message(MessageType.BROADCAST_INFO, MANAGER_ID, watcher.name,
+                    await self._write(watcher, make_message(MessageType.BROADCAST_INFO, MANAGER_ID, watcher.name,
                                                     {"info": EVENTS_INFO, "data": {"events": [event_wire(e) for e in batch]}}))
         except (ConnectionError, OSError):
             self.detach(watcher)
 
+    @staticmethod
+    async def _write(watcher: Watcher, message: IPCMessage) -> None:
+        watcher.writing_since = time.monotonic()
+        await watcher.sink(message)
+        watcher.writing_since = None
+
     async def finish(self, timeout: float) -> None:
-        """The sprint is over: let every watcher take what is pending (its own pace, up to `timeout`)."""
+        """The sprint is over: let the watchers that are reading take what is pending (up to
+        `timeout`); one stuck on a write for `STUCK_SECONDS` is not waited for."""
+
+        def waited_for(watcher: Watcher) -> bool:
+            stuck = watcher.writing_since is not None and time.monotonic() - watcher.writing_since > STUCK_SECONDS
+            return (bool(watcher.pending) or watcher.resync or watcher.writing_since is not None) and not stuck
+
         try:
             async with asyncio.timeout(timeout):
-                while any(w.pending or w.resync for w in self.watchers):
+                while any(waited_for(w) for w in self.watchers):
                     await asyncio.sleep(0.01)
         except TimeoutError:
             pass

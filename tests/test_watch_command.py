@@ -245,3 +245,32 @@ async def test_with_the_operator_token_the_watch_dashboard_reassigns_and_says_th
     finally:
         server.kill()
     assert records_of(journal, "operator_action") == [{"action": "reassign", "by": "dave", "taskId": "t1", "agentId": idle}]
+
+
+def test_a_watcher_that_takes_nothing_is_disconnected_with_the_reason_journaled_and_the_sprint_ends(run_dir: Path) -> None:
+    """Its snapshot and events (long task titles: megabytes) fill what the system buffers for it; it never
+    reads: the server drops it once it has taken nothing for the stall limit, says why in the
+    journal, and the sprint runs to its end meanwhile."""
+    journal = run_dir / "run.jsonl"
+    write_plan(run_dir, {
+        "sprint": "stalled",
+        "settings": {"heartbeat_interval": "100ms", "heartbeat_timeout": "60s"},
+        "agents": [{"id": "alpha", "capabilities": ["x"]}, {"id": "beta", "capabilities": ["x"]}],
+        "tasks": [{"id": f"t{n}", "title": f"{n:4} " + "words " * 160, "requires": ["x"], "estimate": "0.05s"}
+                  for n in range(1000)],
+    })
+    server = serve(run_dir / "plan.yaml", f"unix:{run_dir}/s/sock", run_dir, "--record", str(journal), "--speed", "1")
+    address = parse_address(listening_on(server))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(address.path)
+    sock.sendall(encode(make_message(MessageType.AGENT_READY, "sleepy", MANAGER_ID, {"channel": "watch"},
+                                     requires_response=True)))
+    try:
+        served = server.finish()
+    finally:
+        sock.close()
+    assert served.returncode == 0, served.stderr
+    assert json.loads(served.stdout)["metrics"]["completedTasks"] == 1000
+    dropped = [r for r in records_of(journal, "message_rejected") if r.get("from") == "watch:sleepy"]
+    assert dropped and dropped[0]["reason"].startswith("disconnected: it took nothing for 20 s"), dropped
