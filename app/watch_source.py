@@ -30,7 +30,7 @@ from engine.watchers import EVENTS_INFO, OPERATOR_INFO, restore, wire_event
 
 SNAPSHOT_LIMIT = 512 * 1024 * 1024  # a watcher reads the whole state as one line
 READ_ONLY = ("Watching read-only: operator keys need the operator token "
-             "(sprintdeck watch ADDR --token-file TOKENS.operator-token; serve printed where it is).")
+             "(sprintdeck watch ADDR --token-file JOURNAL.tokens/operator-token; serve printed where it is).")
 
 
 class WatchRefused(Exception):

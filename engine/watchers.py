@@ -33,6 +33,7 @@ from pydantic.alias_generators import to_camel
 
 from engine.events import Event, SprintFinished
 from engine.events.base import decode_body
+from engine.identifiers import MAX_ID_LENGTH, shown, text_problem
 from engine.manager import SprintManager
 from engine.models import AttemptRecord, ProjectState, SprintMeta
 from engine.operators import OperatorError
@@ -84,6 +85,12 @@ def _attempt(data: dict[str, Any]) -> AttemptRecord:
     return AttemptRecord(**values)
 
 
+def watcher_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a watcher (it is journaled as the operator, shown in the log), or None."""
+    problem = text_problem(name, max_length=MAX_ID_LENGTH)
+    return None if problem is None else f"watcher name {shown(name)} {problem}"
+
+
 class Watcher:
     """One attached watcher: its name, whether it may operate, and what waits for it."""
 
@@ -111,13 +118,16 @@ class WatchHub:
 
     # ------------------------------------------------------------ joining
 
-    def refusal(self, hello: IPCMessage) -> str | None:
-        """Why a watcher's hello is refused (a token that is not the operator token), else None."""
+    def refusal(self, hello: IPCMessage) -> tuple[str, str] | None:
+        """The field at fault and why a watcher's hello is refused (a name that cannot be shown, a
+        token that is not the operator token), else None."""
+        problem = watcher_name_problem(hello.from_)
+        if problem is not None:
+            return "from", problem
         token = hello.payload.token
-        if token is None:
-            return None
-        if self._token is None or not hmac.compare_digest(token.encode(), self._token.encode()):
-            return "wrong operator token: use the operator.token file that serve wrote beside the agents' tokens"
+        if token is not None and (self._token is None or not hmac.compare_digest(token.encode(), self._token.encode())):
+            return "payload.token", ("wrong operator token: use the operator-token file that serve wrote beside "
+                                     "the agents' tokens")
         return None
 
     def attach(self, hello: IPCMessage, sink: Sink) -> Watcher:
@@ -206,7 +216,7 @@ class WatchHub:
         try:
             if not watcher.operator:
                 raise OperatorError("this watcher is read-only: operator actions need "
-                                    "`sprintdeck watch --token-file` with serve's operator.token")
+                                    "`sprintdeck watch --token-file` with the operator-token file serve wrote")
             done = self._apply(watcher.name, data)
         except OperatorError as exc:
             return make_message(MessageType.AGENT_ERROR, MANAGER_ID, watcher.name, {"error": str(exc)},

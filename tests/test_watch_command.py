@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from app.dashboard import SprintDeckApp
-from app.watch_source import READ_ONLY, WatchedSource
+from app.watch_source import READ_ONLY, WatchedSource, WatchRefused
 from conftest import write_plan
 from engine.protocol import MANAGER_ID, MessageType, make_message, parse_message
 from engine.transports.address import parse_address
@@ -126,6 +126,18 @@ def test_read_only_watcher_wrong_token_and_missing_token_file_are_refused_saying
         run.cancel()
         return str(reply.payload.error) if reply.type == MessageType.AGENT_ERROR else ""
 
+    named = watch(address, run_dir, "--name", "eve\x1b[2J", name="named").finish()
+    assert named.returncode == 2 and "--name: watcher name 'eve\\x1b[2J' contains the control character" in named.stderr
+
+    async def connect_as(name: str) -> str:
+        try:
+            await WatchedSource.connect(parse_address(address), name, None)
+        except WatchRefused as exc:
+            return str(exc)
+        return ""
+
+    said = asyncio.run(asyncio.wait_for(connect_as("eve\n"), GUARD))  # a client of its own: the server checks
+    assert said == f"{address} refused to be watched: watcher name 'eve\\n' contains the control character '\\n'"
     said = asyncio.run(asyncio.wait_for(ask_without_token(), GUARD))
     assert said.startswith("this watcher is read-only: operator actions need `sprintdeck watch --token-file`")
     assert server.finish().returncode == 0  # t1 was not cancelled

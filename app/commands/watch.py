@@ -22,6 +22,7 @@ from engine.manager import SprintResult
 from engine.metrics import sprint_metrics, sprint_outcome, sprint_succeeded
 from engine.transports.address import Address, AddressError, parse_address
 from engine.transports.tokens import TokenError, read_operator_token
+from engine.watchers import watcher_name_problem
 
 EXIT_ENDED_EARLY = 1  # the server went away before the sprint finished
 
@@ -37,6 +38,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"sprintdeck: --token-file: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     name = args.name or _login()
+    if (problem := watcher_name_problem(name)) is not None:
+        print(f"sprintdeck: --name: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         if args.headless:
             return asyncio.run(_headless(address, name, token, args.json))

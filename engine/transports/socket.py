@@ -267,9 +267,10 @@ class SocketTransport(InProcessTransport):
     def _watch(self, connection: _Connection, hello: IPCMessage) -> None:
         """A watcher's hello: the desk feeds it (snapshot, then events) or refuses its token."""
         desk = self.watch_desk
-        problem = "this server takes no watchers" if desk is None else desk.refusal(hello)
+        problem = ("", "this server takes no watchers") if desk is None else desk.refusal(hello)
         if desk is None or problem is not None:
-            self._refuse(connection, "payload.token", problem or "", hello, security=True, close=True)
+            field, reason = problem or ("", "")
+            self._refuse(connection, field, reason, hello, security=True, close=True)
             return
         self._guard.bind(connection, WATCHER_PREFIX + hello.from_)  # a reading budget of its own
         connection.agent_id = WATCHER_PREFIX + hello.from_  # never an agent's: nothing routes to it

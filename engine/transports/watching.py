@@ -25,8 +25,8 @@ class WatchLink(Protocol):
 
 
 class WatchDesk(Protocol):
-    def refusal(self, hello: IPCMessage) -> str | None:
-        """Why the watcher's hello is refused (a wrong operator token), else None."""
+    def refusal(self, hello: IPCMessage) -> tuple[str, str] | None:
+        """The field at fault and why the watcher's hello is refused (a wrong operator token), else None."""
         ...
 
     def attach(self, hello: IPCMessage, sink: Sink) -> WatchLink:
