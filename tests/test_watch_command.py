@@ -286,3 +286,16 @@ def test_a_watcher_that_takes_nothing_is_disconnected_with_the_reason_journaled_
     assert json.loads(served.stdout)["metrics"]["completedTasks"] == 1000
     dropped = [r for r in records_of(journal, "message_rejected") if r.get("from") == "watch:sleepy"]
     assert dropped and dropped[0]["reason"].startswith("disconnected: it took nothing for 20 s"), dropped
+
+
+def test_with_serve_token_file_the_operator_token_is_written_beside_it_private(run_dir: Path) -> None:
+    tokens = run_dir / "tokens.json"
+    server = serve(watched_plan(run_dir, tasks=1, estimate="30s"), f"unix:{run_dir}/s/sock", run_dir,
+                   "--record", str(run_dir / "run.jsonl"), "--token-file", str(tokens), "--speed", "10")
+    address = listening_on(server)
+    operator = run_dir / "tokens.json.operator"
+    assert f"(operator token in {operator})" in server.stderr()
+    assert oct(operator.stat().st_mode & 0o777) == "0o600"
+    watched = watch(address, run_dir, "--token-file", str(operator), "--name", "frank").finish()
+    assert watched.returncode == 0 and "watching" in watched.stderr and "read-only" not in watched.stderr, watched.stderr
+    assert server.finish().returncode == 0
