@@ -209,7 +209,7 @@ class OperatorActions(App[int]):
         merge = outcome[0] if outcome else None
         if how == "merge" and merge is not None and not merge.clean:
             self.notify(f"{path}: the merge left conflict markers; it stays a conflict", severity="warning")
-        else:
+        elif not isinstance(self.source, WatchedSource):  # a watched manager answers later (`_told`)
             self.notify(f"{path}: {how} done")
 
     def action_escalate_file(self, path: str | None = None) -> None:

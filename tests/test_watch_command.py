@@ -299,3 +299,14 @@ def test_with_serve_token_file_the_operator_token_is_written_beside_it_private(r
     watched = watch(address, run_dir, "--token-file", str(operator), "--name", "frank").finish()
     assert watched.returncode == 0 and "watching" in watched.stderr and "read-only" not in watched.stderr, watched.stderr
     assert server.finish().returncode == 0
+
+
+def test_a_headless_watcher_whose_server_dies_says_so_and_exits_1(run_dir: Path) -> None:
+    server = serve(watched_plan(run_dir, tasks=2, estimate="60s"), f"unix:{run_dir}/s/sock", run_dir,
+                   "--record", str(run_dir / "run.jsonl"), "--speed", "1")
+    watcher = watch(listening_on(server), run_dir, "--json")
+    wait_for(lambda: "watching" in watcher.stderr(), "the watcher attached", watcher.process)
+    server.kill()
+    watched = watcher.finish()
+    assert watched.returncode == 1 and watched.stdout == ""
+    assert "the server closed before the sprint finished · 0/2 done" in watched.stderr, watched.stderr
