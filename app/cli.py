@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
                        help="stop when no server answers for this long (default 300; 0 never)")
 
+    watch = sub.add_parser("watch", help="the dashboard attached to a running serve (read-only without --token-file)")
+    watch.add_argument("address", metavar="ADDR", help="the address serve printed (unix:PATH or tcp:HOST:PORT)")
+    watch.add_argument("--token-file", metavar="F", help="serve's operator token file: the operator keys work")
+    watch.add_argument("--name", help="the operator's name in the journal (default: the login name)")
+    watch.add_argument("--headless", action="store_true", help="no dashboard: follow the sprint to its end")
+    watch.add_argument("--json", action="store_true", help="with --headless: the final state and metrics, as serve --json")
+    watch.add_argument("--theme", default=None, help="dashboard theme")
+
     claude = sub.add_parser("init-claude", help="add sprintdeck's hooks and MCP server to a checkout for Claude Code")
     claude.add_argument("--connect", metavar="ADDR", help="the address serve printed, for the printed commands")
     claude.add_argument("--agent", metavar="ID", help="print the command that starts this agent")
@@ -128,6 +136,7 @@ COMMANDS = {
     "log": "app.commands.log",
     "serve": "app.commands.serve",
     "agent": "app.commands.agent",
+    "watch": "app.commands.watch",
     "init-claude": "app.commands.init_claude",
     "mcp": "app.mcp_server",
 }

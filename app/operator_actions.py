@@ -21,6 +21,7 @@ from app.screens.conflict import ConflictScreen
 from app.screens.reassign import Candidate, ReassignScreen
 from app.source import LiveSource
 from app.source import StateSource
+from app.watch_source import RemoteOperator, WatchedSource
 from engine.manager import SprintManager
 from engine.operators import OperatorError
 from engine.merge import MergeResult
@@ -49,12 +50,23 @@ class OperatorActions(App[int]):
 
     # ------------------------------------------------------------ selection helpers
 
-    def _manager(self) -> SprintManager | None:
-        """The running engine's manager; a recording has none, and the operator is told so."""
+    def _manager(self) -> SprintManager | RemoteOperator | None:
+        """The running engine's manager, or a watched one's (app/watch_source.py); a recording has
+        none, and neither has a read-only watcher: the operator is told so."""
+        if isinstance(self.source, WatchedSource):
+            if self.source.operator is None:
+                self.notify(self.source.read_only, severity="warning")
+                return None
+            self.source.operator.tell = self._told
+            return self.source.operator
         if not isinstance(self.source, LiveSource):
             self.notify("This is a recorded sprint: operations are disabled.", severity="warning")
             return None
         return self.source.manager
+
+    def _told(self, text: str, done: bool) -> None:
+        """A watched manager's answer to an operator request: done, or refused saying why."""
+        self.notify(text) if done else self.notify(text, title="not possible", severity="warning")
 
     def _selected_task(self) -> str | None:
         task_id = self.tasks.selected_key()
@@ -69,7 +81,7 @@ class OperatorActions(App[int]):
         except OperatorError as exc:
             self.notify(str(exc), title="not possible", severity="warning")
             return False
-        if done:
+        if done and not isinstance(self.source, WatchedSource):  # a watched manager answers later (`_told`)
             self.notify(done)
         self.refresh_panes(Changes(everything=False, locks=True, tasks=set(self.source.state.tasks)))
         return True
@@ -197,7 +209,7 @@ class OperatorActions(App[int]):
         merge = outcome[0] if outcome else None
         if how == "merge" and merge is not None and not merge.clean:
             self.notify(f"{path}: the merge left conflict markers; it stays a conflict", severity="warning")
-        else:
+        elif not isinstance(self.source, WatchedSource):  # a watched manager answers later (`_told`)
             self.notify(f"{path}: {how} done")
 
     def action_escalate_file(self, path: str | None = None) -> None:

@@ -7,6 +7,8 @@ through the same paths agents' messages take, so a replay tells the whole story.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from engine.attempts import Attempts
@@ -55,6 +57,16 @@ class Operators:
         self._desk = desk
         self._files = files
         self._scheduler = scheduler
+        self.by = OPERATOR_ID  # who the recorded actions name: a watcher's operator while it acts
+
+    @contextmanager
+    def acting(self, name: str) -> Iterator[None]:
+        """Record the actions taken inside as `name`'s (an operator attached with `sprintdeck watch`)."""
+        self.by, before = name, self.by
+        try:
+            yield
+        finally:
+            self.by = before
 
     def _record(self, action: OperatorAction) -> None:
         self._emit(action)
@@ -128,7 +140,7 @@ class Operators:
         refusal = self._refusal(agent_id, freeing=int(task.in_flight and agent_id in task.owners))
         if refusal:
             raise OperatorError(f"{agent_id} is {refusal}")
-        self._record(OperatorAction(action="reassign", by=OPERATOR_ID, task_id=task_id, agent_id=agent_id))
+        self._record(OperatorAction(action="reassign", by=self.by, task_id=task_id, agent_id=agent_id))
         if task.in_flight:
             self._attempts.requeue(task, "operator")
         elif task.status == "retrying":
@@ -148,7 +160,7 @@ class Operators:
         dead_ends = [d for d in task.dependencies if tasks[d].status in ("failed", "cancelled")]
         if dead_ends:
             raise OperatorError(f"task {task_id} depends on {', '.join(dead_ends)}, which did not complete; retry that first")
-        self._record(OperatorAction(action="retry", by=OPERATOR_ID, task_id=task_id))
+        self._record(OperatorAction(action="retry", by=self.by, task_id=task_id))
         reopened = [task_id] + [
             child
             for child in self._scheduler.descendants(task_id)
@@ -164,7 +176,7 @@ class Operators:
         task = self._task(task_id)
         if task.status in TERMINAL_TASK_STATUSES:
             raise OperatorError(f"task {task_id} is already {task.status}")
-        self._record(OperatorAction(action="cancel", by=OPERATOR_ID, task_id=task_id))
+        self._record(OperatorAction(action="cancel", by=self.by, task_id=task_id))
         self._attempts.cancel(task_id, "cancelled by the operator", by=OPERATOR_ID)
         self._attempts.cancel_dependents(task_id, f"dependency {task_id} was cancelled")
         self._attempts.check_finished()
@@ -174,7 +186,7 @@ class Operators:
         task = self._task(task_id)
         if task.status in TERMINAL_TASK_STATUSES:
             raise OperatorError(f"task {task_id} is already {task.status}")
-        self._record(OperatorAction(action="priority", by=OPERATOR_ID, task_id=task_id, priority=priority))
+        self._record(OperatorAction(action="priority", by=self.by, task_id=task_id, priority=priority))
         self._emit(TaskPriority(task_id=task_id, priority=priority))
         if task.status == "ready":
             self._scheduler.push(task)
@@ -190,14 +202,14 @@ class Operators:
             raise OperatorError(f"agent {agent_id} is dead")
         if paused == (agent.status == "paused"):
             raise OperatorError(f"agent {agent_id} is already {'paused' if paused else 'running'}")
-        self._record(OperatorAction(action="pause_agent" if paused else "resume_agent", by=OPERATOR_ID, agent_id=agent_id))
+        self._record(OperatorAction(action="pause_agent" if paused else "resume_agent", by=self.by, agent_id=agent_id))
         self._emit(AgentStatus(agent_id=agent_id, status="paused" if paused else "ready"))
         self._attempts.dispatch()
 
     def pause_sprint(self, paused: bool = True) -> None:
         if paused == self._state.meta.paused:
             raise OperatorError(f"the sprint is already {'paused' if paused else 'running'}")
-        self._record(OperatorAction(action="pause_sprint" if paused else "resume_sprint", by=OPERATOR_ID))
+        self._record(OperatorAction(action="pause_sprint" if paused else "resume_sprint", by=self.by))
         self._emit(SprintPaused() if paused else SprintResumed())
         self._attempts.dispatch()
 
@@ -219,7 +231,7 @@ class Operators:
         grant = self._desk.get(lock_id)
         if grant is None:
             raise OperatorError(f"no lock {lock_id!r} is held")
-        self._record(OperatorAction(action="force_release", by=OPERATOR_ID, lock_id=lock_id,
+        self._record(OperatorAction(action="force_release", by=self.by, lock_id=lock_id,
                                     resource_id=grant.resource_id, holder=grant.owner))
         self._desk.release(grant.owner, lock_id, reason="operator", by=OPERATOR_ID, operator=True)
         self._attempts.dispatch()

@@ -171,7 +171,8 @@ class AgentReadyPayload(WireModel):
     `channel` says what the connection is for: `agent` (the agent itself: it receives the agent's
     messages, and a newer one replaces an older one), or `requests` (a short-lived side channel of
     the same agent, such as a Claude Code hook call: it receives only the replies to its own
-    requests).  `session` names the Claude Code session the agent is, when it is one.
+    requests), or `watch` (a person's `sprintdeck watch`: a snapshot, then the events; engine/watchers.py).
+    `session` names the Claude Code session the agent is, when it is one.
     """
 
     agent_id: str | None = None  # the seed's agentId: must equal the envelope's `from`
@@ -182,7 +183,7 @@ class AgentReadyPayload(WireModel):
     dependencies: list[str] = Field(default=[], exclude_if=_empty)
     token: str | None = None
     session: str | None = Field(default=None, min_length=1, max_length=200)
-    channel: Literal["agent", "requests"] = Field(default="agent", exclude_if=lambda value: value == "agent")
+    channel: Literal["agent", "requests", "watch"] = Field(default="agent", exclude_if=lambda value: value == "agent")
 
 
 class AgentLeavePayload(WireModel):

@@ -56,10 +56,13 @@ from engine.transports.tokens import (
     TokenPlace,
     agents_needing_tokens,
     claude_agents,
+    ensure_operator_token,
     ensure_tokens,
+    operator_token_path,
     token_file_tokens,
     tokens_dir_for,
 )
+from engine.watchers import WatchHub
 from engine.workspace import prepare_workspace
 
 SHOWN_AGENT_COMMANDS = 5  # agent command lines printed at start (the rest are alike)
@@ -82,6 +85,7 @@ class Served:
     records: list[dict[str, Any]] | None = None  # a resumed journal's records (or a fork's: engine/fork.py)
     fork: bool = False  # the records are a parent's first ones: the workspace is rebased, not judged
     spawn: bool = False  # start the external agents as processes, and keep them alive
+    operator_token: str | None = None  # lets `sprintdeck watch --token-file` operate
 
 
 class BadInput(Exception):
@@ -205,7 +209,12 @@ def _open(
         code = EXIT_JOURNAL_FAILED if isinstance(exc, JournalFailure) else EXIT_BAD_INPUT  # a full disk
         raise BadInput(f"sprintdeck: {verb}: {exc}", code) from None
     assert workspace is not None
+    try:
+        operator_token = ensure_operator_token(tokens_at, reuse=bool(args.resume))
+    except TokenError as exc:
+        raise BadInput(f"sprintdeck: {exc}") from None
     return Served(
+        operator_token=operator_token,
         plan=plan,
         address=address,
         listener=listener,
@@ -251,6 +260,8 @@ def announce(served: Served) -> None:
     else:
         print(f"sprintdeck: resuming {served.journal_path} after seq {served.journal.last_seq}", file=out)
     print(f"sprintdeck: listening on {served.address}", file=out)
+    print(f"sprintdeck: watch it with: sprintdeck watch {served.address} "
+          f"(operator token in {operator_token_path(served.tokens_at)})", file=out)
     if not served.tokens:
         print("sprintdeck: the plan has no external agents; nobody needs to connect", file=out)
         return
@@ -334,6 +345,7 @@ def build(served: Served) -> tuple[SprintManager, SocketTransport]:
             transport.discard_queued(body.agent_id)  # its work went elsewhere
 
     manager.subscribe(on_event)
+    transport.watch_desk = WatchHub(manager, served.operator_token)  # `sprintdeck watch`
     return manager, transport
 
 

@@ -54,6 +54,7 @@ from engine.transports.connection import peer_name as _peer_name
 from engine.transports.guard import Guard
 from engine.transports.framing import Oversize, encode, read_lines
 from engine.transports.inproc import InProcessTransport, PriorityInbox
+from engine.transports.watching import WATCH_CHANNEL, WATCHER_PREFIX, WatchDesk, WatchLink
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class SocketTransport(InProcessTransport):
         self._unsent: dict[str, IPCMessage] = {}  # taken from an inbox, not known to be written
         self._inbound = True
         self._local = frozenset(local)  # agents of this process (kind: claude) whose runs open side channels
+        #: `serve` sets it: the manager's side of `sprintdeck watch` (engine/watchers.py)
+        self.watch_desk: WatchDesk | None = None
+        self._watching: dict[_Connection, WatchLink] = {}
         for agent_id in self._tokens:
             if agent_id not in self._local:
                 self.subscribe(agent_id)
@@ -148,6 +152,8 @@ class SocketTransport(InProcessTransport):
                     await asyncio.sleep(0.01)
         except TimeoutError:
             log.warning("agents %s did not take all their messages before the end", ", ".join(self.connected))
+        if self.watch_desk is not None:
+            await self.watch_desk.finish(timeout)  # the watchers see the final events
         for agent_id, connection in list(self._bound.items()):
             connection.write(_finished(agent_id))
             try:
@@ -219,7 +225,9 @@ class SocketTransport(InProcessTransport):
         except ProtocolError as exc:
             self._refuse(connection, exc.field, exc.reason, message_id=exc.message_id, close=connection.agent_id is None)
             return
-        if connection.agent_id is None:
+        if connection in self._watching:
+            self._watched(connection, message)
+        elif connection.agent_id is None:
             await self._bind(connection, message)
         else:
             await self._forward(connection, message)
@@ -237,6 +245,9 @@ class SocketTransport(InProcessTransport):
         closes the connection; a welcome makes it the agent's own connection, replacing an older
         one, or a side channel (`channel: requests`) that gets only the replies to its requests.
         """
+        if message.type == MessageType.AGENT_READY and message.payload.channel == WATCH_CHANNEL:
+            self._watch(connection, message)
+            return
         problem = self._check_hello(message)
         if problem is not None:
             field, reason = problem
@@ -252,6 +263,34 @@ class SocketTransport(InProcessTransport):
         hello = _without_token(message).model_copy(update={"requires_response": True})
         if not await self._deliver(connection, hello):
             connection.closing = True
+
+    def _watch(self, connection: _Connection, hello: IPCMessage) -> None:
+        """A watcher's hello: the desk feeds it (snapshot, then events) or refuses its token."""
+        desk = self.watch_desk
+        problem = ("", "this server takes no watchers") if desk is None else desk.refusal(hello)
+        if desk is None or problem is not None:
+            field, reason = problem or ("", "")
+            self._refuse(connection, field, reason, hello, security=True, close=True)
+            return
+        self._guard.bind(connection, WATCHER_PREFIX + hello.from_)  # a reading budget of its own
+        connection.agent_id = WATCHER_PREFIX + hello.from_  # never an agent's: nothing routes to it
+
+        async def sink(message: IPCMessage) -> None:
+            if connection.closing or connection.writer.is_closing():
+                raise ConnectionResetError("the watcher's connection closed")
+            connection.writer.write(encode(message))
+            await connection.writer.drain()
+
+        self._watching[connection] = desk.attach(hello, sink)
+
+    def _watched(self, connection: _Connection, message: IPCMessage) -> None:
+        """A watcher's later lines: operator requests, each answered."""
+        link, desk = self._watching[connection], self.watch_desk
+        if message.type != MessageType.BROADCAST_INFO or not message.requires_response or desk is None:
+            self._refuse(connection, "type", f"a watcher sends operator requests only (broadcast_info with "
+                         f"requiresResponse), not {message.type}", message)
+            return
+        connection.write(desk.operate(link, message))
 
     def _check_hello(self, message: IPCMessage) -> tuple[str, str] | None:
         if message.type != MessageType.AGENT_READY:
@@ -371,6 +410,9 @@ class SocketTransport(InProcessTransport):
             )
 
     def _drop(self, connection: _Connection) -> None:
+        link = self._watching.pop(connection, None)
+        if link is not None and self.watch_desk is not None:
+            self.watch_desk.detach(link)
         for request_id in [r for r, c in self._routes.items() if c is connection]:
             del self._routes[request_id]
         self._connections.discard(connection)

@@ -133,6 +133,33 @@ def token_file_tokens(path: Path, agent_ids: Sequence[str]) -> dict[str, str]:
     return {agent_id: tokens[agent_id] for agent_id in agent_ids}
 
 
+# ---------------------------------------------------------------- the operator (`sprintdeck watch`)
+
+
+def operator_token_path(place: TokenPlace) -> Path:
+    """Beside the agents' tokens, under a name no agent's token file can have."""
+    return place.path / "operator-token" if not place.one_file else place.path.with_name(place.path.name + ".operator")
+
+
+def ensure_operator_token(place: TokenPlace, *, reuse: bool) -> str:
+    """The token that lets a watcher operate: read back when `reuse` (a resumed serve), else new."""
+    path = operator_token_path(place)
+    token = _existing(path) if reuse else None
+    if token is None:
+        token = new_token()
+        _write_private(path, token + "\n")
+    return token
+
+
+def read_operator_token(path: Path) -> str:
+    """`watch --token-file`: the operator token serve wrote; `TokenError` naming the file otherwise."""
+    text = _read(path)
+    if text.lstrip().startswith("{"):
+        raise TokenError(f"{path} holds the agents' tokens; watch needs the operator token, in the file "
+                         "serve wrote beside them (operator-token, or TOKEN_FILE.operator)")
+    return _one_token(path, text)
+
+
 # ---------------------------------------------------------------- agents
 
 
