@@ -21,6 +21,8 @@ from app.cli import EXIT_BAD_INPUT
 from engine.agents.remote import serve_agent, until_the_sprint_ends, whole_lines_on_stderr
 from engine.transports.address import Address, AddressError, parse_address
 from engine.transports.client import ClientEvents, SocketClient
+from engine.transports.nats_client import NatsClient
+from engine.transports.nats_link import NatsCredentials
 from engine.transports.tokens import TokenError, token_source
 
 
@@ -40,7 +42,12 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     _log_to_stderr(prefix)
     give_up = args.give_up_after if args.give_up_after and args.give_up_after > 0 else None
-    return asyncio.run(run(address, args.id, token, workspace, simulate=args.simulate, give_up_after=give_up))
+    if address.kind == "nats" and not address.sprint:
+        print(f"{prefix}: --connect {address}: name the sprint as serve prints it, nats://HOST:PORT/SPRINT",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return asyncio.run(run(address, args.id, token, workspace, simulate=args.simulate, give_up_after=give_up,
+                           credentials=nats_credentials(args)))
 
 
 async def run(
@@ -51,9 +58,16 @@ async def run(
     *,
     simulate: bool,
     give_up_after: float | None,
+    credentials: NatsCredentials | None = None,
 ) -> int:
     prefix = f"sprintdeck agent {agent_id}"
-    client = SocketClient(address, agent_id, token=token, give_up_after=give_up_after, events=_events(prefix, address))
+    events = _events(prefix, address)
+    client: SocketClient
+    if address.kind == "nats":
+        client = NatsClient(address, agent_id, token=token, credentials=credentials, give_up_after=give_up_after,
+                            events=events)
+    else:
+        client = SocketClient(address, agent_id, token=token, give_up_after=give_up_after, events=events)
 
     async def serve() -> list[str] | None:
         try:
@@ -63,6 +77,13 @@ async def run(
         return None if agent is None else agent.finished_tasks
 
     return await until_the_sprint_ends(prefix, serve())
+
+
+def nats_credentials(args: argparse.Namespace) -> NatsCredentials:
+    """The `--nats-*` options (`serve` and `agent` share them), passed through to nats-py."""
+    return NatsCredentials(user=args.nats_user, password=args.nats_password, token=args.nats_token,
+                           creds=args.nats_creds, tls_ca=args.nats_tls_ca, tls_cert=args.nats_tls_cert,
+                           tls_key=args.nats_tls_key)
 
 
 def _events(prefix: str, address: Address) -> ClientEvents:
@@ -88,7 +109,7 @@ def _log_to_stderr(prefix: str) -> None:
     """What the agent decides on its own (reconciling after a reconnect) is worth a line."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{prefix}: %(message)s"))
-    for name in ("engine.agents.remote", "engine.transports.client"):
+    for name in ("engine.agents.remote", "engine.transports.client", "engine.transports.nats_client"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -39,6 +39,7 @@ from app.commands.run import (
     resume_inputs,
     resume_problem,
 )
+from app.commands.agent import nats_credentials
 from app.progress import ProgressLine
 from app.source import ServedSource
 from engine.events import AgentDead, Event, SprintFinished
@@ -50,6 +51,8 @@ from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
 from engine.supervisor import ProcessSupervisor
 from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
+from engine.transports.nats import NatsTransport
+from engine.transports.nats_link import NatsCredentials, nats_address
 from engine.transports.socket import SocketTransport
 from engine.transports.tokens import (
     TokenError,
@@ -71,7 +74,7 @@ class Served:
 
     plan: Plan
     address: Address
-    listener: socket.socket
+    listener: socket.socket | None  # None for NATS: the NATS server listens
     tokens: dict[str, str]
     tokens_at: TokenPlace
     workspace: Path
@@ -82,6 +85,7 @@ class Served:
     records: list[dict[str, Any]] | None = None  # a resumed journal's records (or a fork's: engine/fork.py)
     fork: bool = False  # the records are a parent's first ones: the workspace is rebased, not judged
     spawn: bool = False  # start the external agents as processes, and keep them alive
+    nats: NatsCredentials | None = None  # `--nats-*`: how serve (and --spawn's agents) log in to NATS
 
 
 class BadInput(Exception):
@@ -108,7 +112,8 @@ def main(args: argparse.Namespace) -> int:
         return journal_failed(failure, args)
     finally:
         served.journal.close()
-        served.listener.close()
+        if served.listener is not None:
+            served.listener.close()
     if args.json:
         print_result_json(result)
     return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
@@ -149,11 +154,12 @@ def prepare(args: argparse.Namespace) -> Served:
         if journal_path.exists() and journal_path.stat().st_size > 0:
             raise BadInput(f"sprintdeck: {journal_path}: journal already exists; refusing to overwrite it")
         workspace, seed = None, args.seed
-    listener, address = _listen(address)
+    listener, address = _listen(address, plan)
     try:
         return _open(plan, args, address, listener, journal_path, workspace, seed)
     except BadInput:
-        listener.close()
+        if listener is not None:
+            listener.close()
         _remove_socket(address)
         raise
 
@@ -165,7 +171,12 @@ def _load(plan_path: str) -> Plan:
         raise BadInput("\n".join(str(problem) for problem in exc.problems)) from None
 
 
-def _listen(address: Address) -> tuple[socket.socket, Address]:
+def _listen(address: Address, plan: Plan) -> tuple[socket.socket | None, Address]:
+    if address.kind == "nats":
+        try:
+            return None, nats_address(address, plan.sprint)
+        except AddressError as exc:
+            raise BadInput(f"sprintdeck: --listen {exc}") from None
     try:
         listener, warning = listen(address)
     except AddressError as exc:
@@ -179,7 +190,7 @@ def _open(
     plan: Plan,
     args: argparse.Namespace,
     address: Address,
-    listener: socket.socket,
+    listener: socket.socket | None,
     journal_path: Path,
     workspace: Path | None,
     seed: int,
@@ -219,6 +230,7 @@ def _open(
         records=records,
         fork=args.at is not None,
         spawn=bool(getattr(args, "spawn", False)),
+        nats=nats_credentials(args) if address.kind == "nats" else None,
     )
 
 
@@ -318,9 +330,15 @@ def spawner(served: Served, manager: SprintManager) -> ProcessSupervisor | None:
                              manager.restarts, exited=manager.recovery.disconnected)
 
 
-def build(served: Served) -> tuple[SprintManager, SocketTransport]:
-    """The manager on a socket transport; refusals are journaled, the end stops taking messages."""
-    transport = SocketTransport(served.listener, served.address, tokens=served.tokens, local=claude_agents(served.plan))
+def build(served: Served) -> tuple[SprintManager, SocketTransport | NatsTransport]:
+    """The manager on a socket or NATS transport; refusals are journaled, the end stops taking messages."""
+    transport: SocketTransport | NatsTransport
+    if served.listener is None:
+        transport = NatsTransport(served.address, tokens=served.tokens, credentials=served.nats,
+                                  local=claude_agents(served.plan))
+    else:
+        transport = SocketTransport(served.listener, served.address, tokens=served.tokens,
+                                    local=claude_agents(served.plan))
     manager = sprint_manager(served.plan, served.records, workspace=served.workspace, journal=served.journal,
                              transport=transport, seed=served.seed, speed=served.speed, fork=served.fork)
     transport.on_refused = manager.refuse  # journaled as message_rejected (a security event if `security`)
