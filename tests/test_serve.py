@@ -286,7 +286,7 @@ def test_bad_listen_addresses_and_plans_exit_2_without_a_journal(run_dir: Path) 
     plan = plan_for(run_dir)
     journal = run_dir / "run.jsonl"
     cases = [
-        (["--listen", f"nats://127.0.0.1:{free_port()}"], "no NATS server answers at nats://127.0.0.1:"),
+        (["--listen", f"nats://127.0.0.1:{free_port()}"], "cannot reach the NATS server at nats://127.0.0.1:"),
         (["--listen", "tcp:192.0.2.1:7000"], "loopback only"),
         (["--listen", "unix:/" + "x" * 120], "at most 107"),
     ]

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
-from conftest import ROOT
+import pytest
+
+from conftest import ROOT, write_plan
 from engine.events import Event, EventType
 from engine.journal import read_journal
 from engine.reducer import fold
@@ -67,3 +70,92 @@ def test_the_webrtc_sample_completes_with_every_agent_a_process_over_nats(run_di
     raw = journal.read_text()
     for token_file in (run_dir / "run.tokens").iterdir():
         assert token_file.read_text().strip() not in raw, "a token reached the journal"
+
+
+# ---------------------------------------------------------------- NATS credentials, passed through
+
+
+def solo_plan(directory: Path) -> Path:
+    write_plan(directory, {
+        "sprint": "creds",
+        "settings": {"heartbeat_interval": "100ms", "heartbeat_timeout": "20s"},
+        "agents": [{"id": "solo", "kind": "external"}],
+        "tasks": [{"id": "only", "command": "echo ran >> ran.txt", "resources": ["ran.txt"]}],
+    })
+    return directory / "plan.yaml"
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, with openssl."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=sprintdeck test CA")
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        (directory / f"{name}.ext").write_text(extension + "\n")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
+    return {name: directory / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+@pytest.mark.parametrize("scheme", ["user", "token", "tls"])
+def test_nats_credentials_reach_the_server_and_wrong_ones_are_named(run_dir: Path, scheme: str) -> None:
+    """serve and agent log in with the --nats-* options; without them the NATS server refuses
+    them, and they say so (exit 2, no journal) instead of waiting."""
+    if scheme == "user":
+        server_args, ours = ["--user", "deck", "--pass", "s3cret"], ["--nats-user", "deck", "--nats-password", "s3cret"]
+    elif scheme == "token":
+        server_args, ours = ["--auth", "t0ken"], ["--nats-token", "t0ken"]
+    else:
+        certs = make_certificates(run_dir)
+        server_args = ["--tlsverify", "--tlscert", str(certs["server.pem"]), "--tlskey", str(certs["server.key"]),
+                       "--tlscacert", str(certs["ca.pem"])]
+        ours = ["--nats-tls-ca", str(certs["ca.pem"]), "--nats-tls-cert", str(certs["client.pem"]),
+                "--nats-tls-key", str(certs["client.key"])]
+    store = run_dir / "nats"
+    store.mkdir()
+    nats = NatsServer(store, *server_args).start()
+    plan, journal = solo_plan(run_dir), run_dir / "run.jsonl"
+    try:
+        refused = serve(plan, nats.url, run_dir, "--record", str(journal), name="refused").finish()
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        why = "certificate verify failed" if scheme == "tls" else "refused the connection: Authorization Violation"
+        assert f"sprintdeck: --listen " in refused.stderr and why in refused.stderr, refused.stderr
+        assert not journal.exists()
+        server = serve(plan, nats.url, run_dir, "--record", str(journal), "--workspace", str(run_dir / "ws"), *ours)
+        solo: Proc | None = None
+        try:
+            address = listening_on(server)
+            stranger = agent(address, "solo", run_dir / "run.tokens", run_dir, "--give-up-after", "5").finish()
+            assert stranger.returncode in (1, 2) and "Traceback" not in stranger.stderr, stranger.stderr
+            assert f"NATS server at {nats.url}" in stranger.stderr and why in stranger.stderr, stranger.stderr
+            solo = agent(address, "solo", run_dir / "run.tokens", run_dir, *ours)
+            out = server.finish()
+            done = solo.finish()
+        finally:
+            server.kill()
+            if solo is not None:
+                solo.kill()
+    finally:
+        nats.stop()
+    assert out.returncode == 0, out.stderr
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.stdout)["state"]["tasks"]["only"]["status"] == "completed"
+    assert (run_dir / "ws/ran.txt").read_text() == "ran\n"
+
+
+def test_missing_nats_credential_files_are_named(run_dir: Path, nats_server: NatsServer) -> None:
+    plan, journal = solo_plan(run_dir), run_dir / "run.jsonl"
+    out = serve(plan, nats_server.url, run_dir, "--record", str(journal), "--nats-creds", str(run_dir / "none.creds")).finish()
+    assert out.returncode == 2 and f"--nats-creds {run_dir}/none.creds: no such file" in out.stderr, out.stderr
+    assert not journal.exists()
+    (run_dir / "a.token").write_text("x\n")
+    out = Proc.start(["agent", "--connect", f"{nats_server.url}/creds", "--id", "solo", "--token-file",
+                      str(run_dir / "a.token"), "--nats-password", "p"], "agent", run_dir).finish()
+    assert out.returncode == 2 and "--nats-password needs --nats-user" in out.stderr, out.stderr
+    out = Proc.start(["agent", "--connect", nats_server.url, "--id", "solo", "--token-file",
+                      str(run_dir / "a.token")], "agent2", run_dir).finish()
+    assert out.returncode == 2 and "name the sprint as serve prints it, nats://HOST:PORT/SPRINT" in out.stderr

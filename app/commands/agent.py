@@ -42,12 +42,12 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     _log_to_stderr(prefix)
     give_up = args.give_up_after if args.give_up_after and args.give_up_after > 0 else None
-    if address.kind == "nats" and not address.sprint:
-        print(f"{prefix}: --connect {address}: name the sprint as serve prints it, nats://HOST:PORT/SPRINT",
-              file=sys.stderr)
+    credentials = nats_credentials(args)
+    if address.kind == "nats" and (problem := _nats_problem(address, credentials)) is not None:
+        print(f"{prefix}: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return asyncio.run(run(address, args.id, token, workspace, simulate=args.simulate, give_up_after=give_up,
-                           credentials=nats_credentials(args)))
+                           credentials=credentials))
 
 
 async def run(
@@ -84,6 +84,12 @@ def nats_credentials(args: argparse.Namespace) -> NatsCredentials:
     return NatsCredentials(user=args.nats_user, password=args.nats_password, token=args.nats_token,
                            creds=args.nats_creds, tls_ca=args.nats_tls_ca, tls_cert=args.nats_tls_cert,
                            tls_key=args.nats_tls_key)
+
+
+def _nats_problem(address: Address, credentials: NatsCredentials) -> str | None:
+    if not address.sprint:
+        return f"--connect {address}: name the sprint as serve prints it, nats://HOST:PORT/SPRINT"
+    return credentials.problem()
 
 
 def _events(prefix: str, address: Address) -> ClientEvents:

@@ -52,7 +52,8 @@ from engine.resume import ResumeError, check_resumable, sprint_manager
 from engine.supervisor import ProcessSupervisor
 from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
 from engine.transports.nats import NatsTransport
-from engine.transports.nats_link import NatsCredentials, nats_address
+from engine.transports.base import TransportError
+from engine.transports.nats_link import NatsCredentials, nats_address, probe
 from engine.transports.socket import SocketTransport
 from engine.transports.tokens import (
     TokenError,
@@ -154,7 +155,7 @@ def prepare(args: argparse.Namespace) -> Served:
         if journal_path.exists() and journal_path.stat().st_size > 0:
             raise BadInput(f"sprintdeck: {journal_path}: journal already exists; refusing to overwrite it")
         workspace, seed = None, args.seed
-    listener, address = _listen(address, plan)
+    listener, address = _listen(address, plan, args)
     try:
         return _open(plan, args, address, listener, journal_path, workspace, seed)
     except BadInput:
@@ -171,12 +172,16 @@ def _load(plan_path: str) -> Plan:
         raise BadInput("\n".join(str(problem) for problem in exc.problems)) from None
 
 
-def _listen(address: Address, plan: Plan) -> tuple[socket.socket | None, Address]:
-    if address.kind == "nats":
+def _listen(address: Address, plan: Plan, args: argparse.Namespace) -> tuple[socket.socket | None, Address]:
+    if address.kind == "nats":  # the NATS server listens; check that it takes us, and with what we have
+        credentials = nats_credentials(args)
+        if (problem := credentials.problem()) is not None:
+            raise BadInput(f"sprintdeck: {problem}")
         try:
-            return None, nats_address(address, plan.sprint)
-        except AddressError as exc:
+            asyncio.run(probe(address, credentials))
+        except TransportError as exc:
             raise BadInput(f"sprintdeck: --listen {exc}") from None
+        return None, nats_address(address, plan.sprint)
     try:
         listener, warning = listen(address)
     except AddressError as exc:

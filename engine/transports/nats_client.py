@@ -26,7 +26,7 @@ from engine.protocol import BROADCAST, MANAGER_ID, WELCOME, IPCMessage, MessageT
 from engine.transports.address import Address
 from engine.transports.base import TransportClosed, TransportError, check_size
 from engine.transports.client import HANDSHAKE_TIMEOUT, GIVE_UP_AFTER, ClientEvents, HandshakeRefused, SocketClient, _is_finished
-from engine.transports.nats_link import SESSION_HEADER, NatsCredentials, Subjects, connect_nats
+from engine.transports.nats_link import SESSION_HEADER, NatsCredentials, NatsRefused, Subjects, connect_nats
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,10 @@ class NatsClient(SocketClient):
     async def _connect_once(self) -> None:
         """Bind with agent_ready + token, wait for the welcome and its session key, send what waited."""
         if self._nc is None:
-            await self._open_nats()
+            try:
+                await self._open_nats()
+            except NatsRefused as exc:  # wrong NATS credentials: retrying cannot help either
+                raise HandshakeRefused(str(exc)) from None
         payload = {**self._hello, **self._joining, "token": self._token()}
         hello = make_message(MessageType.AGENT_READY, self.agent_id, MANAGER_ID, payload, priority="critical",
                              requires_response=True, response_timeout=int(HANDSHAKE_TIMEOUT * 1000))

@@ -13,7 +13,8 @@ as the agent the key was given to: a client without it (or with another agent's 
 
 from __future__ import annotations
 
-import socket
+import asyncio
+import os
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,12 @@ import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
-from engine.transports.address import Address, AddressError
+from engine.transports.address import Address
 from engine.transports.base import TransportError
 
 SESSION_HEADER = "Sprintdeck-Session"
 CONNECT_TIMEOUT = 5  # seconds for one attempt to reach the NATS server
+CONNECT_GIVE_UP = 12.0  # seconds for the first connection, all attempts together
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,18 @@ class NatsCredentials:
     tls_cert: str | None = None
     tls_key: str | None = None
 
+    def problem(self) -> str | None:
+        """The first option that cannot work (a file that is not there, a password without a user)."""
+        for option, path in (("--nats-creds", self.creds), ("--nats-tls-ca", self.tls_ca),
+                             ("--nats-tls-cert", self.tls_cert), ("--nats-tls-key", self.tls_key)):
+            if path is not None and not os.path.isfile(path):
+                return f"{option} {path}: no such file"
+        if self.password is not None and self.user is None:
+            return "--nats-password needs --nats-user"
+        if self.tls_key is not None and self.tls_cert is None:
+            return "--nats-tls-key needs --nats-tls-cert"
+        return None
+
     def connect_options(self) -> dict[str, Any]:
         """nats.connect's keyword arguments for these credentials."""
         options: dict[str, Any] = {}
@@ -85,21 +99,24 @@ class NatsCredentials:
 
 
 def nats_address(address: Address, sprint: str) -> Address:
-    """The address agents connect to: the sprint's name filled in, once a NATS server answers there.
-
-    Checked before `serve` touches a journal, so a wrong host or port is a clear error (exit 2),
-    not a sprint that waits for a server that is not there.
-    """
-    try:
-        socket.create_connection((address.host, address.port), timeout=CONNECT_TIMEOUT).close()
-    except OSError as exc:
-        raise AddressError(f"no NATS server answers at {server_url(address)}: {exc.strerror or exc}") from None
+    """The address agents connect to: the sprint's name filled in when the address has none."""
     return Address("nats", host=address.host, port=address.port, sprint=address.sprint or sprint)
+
+
+async def probe(address: Address, credentials: NatsCredentials) -> None:
+    """Connect once and leave: `serve` checks the server and its credentials before it touches a
+    journal, so a wrong address, password or certificate is an error naming it, not a stuck sprint."""
+    nc = await connect_nats(address, credentials, name="sprintdeck-probe")
+    await nc.close()
 
 
 def server_url(address: Address) -> str:
     host = f"[{address.host}]" if ":" in address.host else address.host
     return f"nats://{host}:{address.port}"
+
+
+class NatsRefused(TransportError):
+    """The NATS server refused our credentials: retrying with the same ones cannot help."""
 
 
 async def connect_nats(
@@ -109,20 +126,41 @@ async def connect_nats(
     name: str,
     **callbacks: Any,
 ) -> Client:
-    """One connection to the NATS server, reconnecting by itself for as long as it is needed.
+    """One connection to the NATS server that, once made, reconnects by itself for as long as needed.
 
-    A refused connection (no server, bad credentials) raises `TransportError` naming the address.
+    The first connection is tried twice only, so that a wrong address or wrong credentials is an
+    error naming them (`TransportError`, `NatsRefused` for an authorization failure) instead of
+    nats-py's endless retrying; after it, the client retries forever (the server may restart).
     """
+    errors: list[Exception] = []
+    report = callbacks.pop("error_cb", None)
+
+    async def on_error(error: Exception) -> None:
+        errors.append(error)
+        if report is not None:
+            await report(error)
+
     try:
-        return await nats.connect(
-            servers=[server_url(address)],
-            name=name,
-            connect_timeout=CONNECT_TIMEOUT,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.2,  # seconds between attempts: a restarted server is back within ~0.2 s
-            **credentials.connect_options(),
-            **callbacks,
-        )
+        async with asyncio.timeout(CONNECT_GIVE_UP):  # nats-py can wait forever on a TLS mismatch
+            nc = await nats.connect(
+                servers=[server_url(address)],
+                name=name,
+                connect_timeout=CONNECT_TIMEOUT,
+                allow_reconnect=True,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.2,  # seconds; a restarted server is back soon
+                error_cb=on_error,
+                **credentials.connect_options(),
+                **callbacks,
+            )
     except (NatsError, OSError, TimeoutError) as exc:
-        raise TransportError(f"cannot reach the NATS server at {server_url(address)}: {exc or type(exc).__name__}") from None
+        refusals = [error for error in errors if "authori" in str(error).lower()]  # more telling than a reset
+        cause = (refusals or errors or [exc])[-1]
+        text = str(cause).removeprefix("nats: ").strip("'") or type(cause).__name__
+        if isinstance(exc, TimeoutError) and not errors:
+            text = f"no answer within {CONNECT_GIVE_UP:g}s (does it need TLS, --nats-tls-ca?)"
+        kind = NatsRefused if "authori" in text.lower() else TransportError
+        raise kind(f"the NATS server at {server_url(address)} refused the connection: {text}"
+                   if kind is NatsRefused else f"cannot reach the NATS server at {server_url(address)}: {text}") from None
+    nc.options["max_reconnect_attempts"] = -1  # from now on, wait for the server as long as it takes
+    return nc
