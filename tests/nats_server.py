@@ -28,10 +28,10 @@ def free_port() -> int:
 class NatsServer:
     """One nats-server process with JetStream; `url` is what `--listen`/`--connect` take."""
 
-    def __init__(self, store: Path, *extra: str) -> None:
+    def __init__(self, store: Path, *extra: str, jetstream: bool = True) -> None:
         self.port = free_port()
         self.store = store
-        self.extra = extra
+        self.extra = ("-js", "-sd", str(store / "js"), *extra) if jetstream else extra
         self.log = store / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -44,7 +44,7 @@ class NatsServer:
         assert executable is not None, "nats-server is not installed (apt-get install nats-server; .ci/run does)"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [executable, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store / "js"), *self.extra],
+                [executable, "-a", "127.0.0.1", "-p", str(self.port), *self.extra],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + START_GUARD

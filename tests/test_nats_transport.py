@@ -27,7 +27,7 @@ from engine.transports.address import Address, parse_address
 from engine.transports.client import HandshakeRefused
 from engine.transports.nats import NatsTransport
 from engine.transports.nats_client import NatsClient
-from engine.transports.nats_link import SESSION_HEADER, Subjects
+from engine.transports.nats_link import REPLY_HEADER, SESSION_HEADER, Subjects
 from nats_server import NatsServer
 
 from test_bus import (  # noqa: F401  tests/test_bus.py's suite, run again here on the `bus` fixture below
@@ -154,8 +154,8 @@ class Raw:
 
     async def send(self, data: bytes | IPCMessage, session: str | None = None) -> None:
         body = data.wire().encode() if isinstance(data, IPCMessage) else data
-        await self.nc.publish(self.subjects.manager, body, reply=self.inbox,
-                              headers={SESSION_HEADER: session} if session else None)
+        headers = {REPLY_HEADER: self.inbox, **({SESSION_HEADER: session} if session else {})}
+        await self.nc.publish(self.subjects.manager, body, headers=headers)  # core NATS: the stream takes it
 
     async def receive(self) -> tuple[IPCMessage, str | None]:
         return await asyncio.wait_for(self.replies.get(), GUARD)
@@ -294,5 +294,44 @@ async def test_the_client_binds_again_after_the_nats_server_was_killed_and_resta
             await client.close()
             await bus.transport.close()
     finally:
+        server.stop()
+        shutil.rmtree(store, ignore_errors=True)
+
+
+async def test_a_stored_message_survives_kill_9_of_the_server_and_comes_once() -> None:
+    """JetStream: what the server acknowledged for an agent that is away waits on disk through a
+    kill -9 and restart; once the agent has acknowledged it, it does not come again."""
+    store = Path(tempfile.mkdtemp(prefix="sd-nats-", dir="/tmp"))
+    server = NatsServer(store).start()
+    bus = await start_nats_bus(sprint_address(server.url), manager=True)
+
+    async def agent_a() -> tuple[NatsClient, Any]:
+        client = NatsClient(bus.address, "agent-a", token=lambda: TOKENS["agent-a"], give_up_after=GUARD)
+        await asyncio.wait_for(client.connect(), GUARD)
+        return client, client.subscribe("agent-a")
+
+    try:
+        first, _ = await agent_a()
+        await first.close()  # the agent's process is gone; the manager cannot tell (no connection)
+        kept = update(MANAGER_ID, to="agent-a", text="stored while you were away")
+        await bus.transport.send(kept)
+        await until(lambda: len(bus.transport._inboxes["agent-a"]) == 0 and not bus.transport._unsent, "stored")  # type: ignore[attr-defined]
+        server.kill()
+        server.start()
+        second, inbox = await agent_a()
+        assert (await asyncio.wait_for(inbox.get(), GUARD)).id == kept.id
+        await asyncio.sleep(0.2)  # its ack reaches the server
+        await second.close()
+        server.kill()
+        server.start()
+        fresh = update(MANAGER_ID, to="agent-a", text="after the second restart")
+        third, inbox = await agent_a()
+        await bus.transport.send(fresh)
+        assert (await asyncio.wait_for(inbox.get(), GUARD)).id == fresh.id  # not `kept` again
+        await asyncio.sleep(0.2)
+        assert len(inbox) == 0
+        await third.close()
+    finally:
+        await bus.transport.close()
         server.stop()
         shutil.rmtree(store, ignore_errors=True)

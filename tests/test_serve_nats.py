@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from engine.events import Event, EventType
 from engine.journal import read_journal
 from engine.reducer import fold
 from nats_server import NatsServer, nats_server  # noqa: F401 (a fixture)
-from test_serve import Proc, agent, finish_all, listening_on, records_of, run_dir, serve  # noqa: F401 (run_dir is a fixture)
+from test_serve import Proc, agent, finish_all, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (run_dir is a fixture)
 
 WEBRTC = ROOT / "sample_sprints/webrtc"
 
@@ -159,3 +160,58 @@ def test_missing_nats_credential_files_are_named(run_dir: Path, nats_server: Nat
     out = Proc.start(["agent", "--connect", nats_server.url, "--id", "solo", "--token-file",
                       str(run_dir / "a.token")], "agent2", run_dir).finish()
     assert out.returncode == 2 and "name the sprint as serve prints it, nats://HOST:PORT/SPRINT" in out.stderr
+
+
+def test_a_nats_server_without_jetstream_is_named(run_dir: Path) -> None:
+    store = run_dir / "nats"
+    store.mkdir()
+    nats = NatsServer(store, jetstream=False).start()
+    try:
+        out = serve(solo_plan(run_dir), nats.url, run_dir, "--record", str(run_dir / "run.jsonl")).finish()
+    finally:
+        nats.stop()
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"the NATS server at {nats.url} has no JetStream (start it with -js)" in out.stderr
+    assert not (run_dir / "run.jsonl").exists()
+
+
+# ---------------------------------------------------------------- the NATS server dies mid-sprint
+
+
+def test_kill_9_of_nats_server_mid_sprint_loses_nothing_and_applies_nothing_twice(run_dir: Path) -> None:
+    """JetStream keeps what was acknowledged on disk; serve and the agents reconnect to the server
+    restarted on the same port and store, messages not acknowledged come again (once applied)."""
+    plan, agent_ids = external_webrtc(run_dir)
+    store = run_dir / "nats"
+    store.mkdir()
+    nats = NatsServer(store).start()
+    journal = run_dir / "run.jsonl"
+    server = serve(plan, nats.url, run_dir, "--record", str(journal), "--workspace", str(run_dir / "ws"),
+                   "--speed", "4")
+    agents: list[Proc] = []
+    try:
+        address = listening_on(server)
+        agents = [agent(address, agent_id, run_dir / "run.tokens", run_dir, "--simulate") for agent_id in agent_ids]
+        wait_for(lambda: journal.exists() and journal.read_text().count('"task_completed"') >= 2,
+                 "two tasks completed", server.process)
+        nats.kill()
+        time.sleep(0.5)  # the sprint goes on inside serve and the agents; messages wait
+        nats.start()  # the same port and store directory
+        out = server.finish()
+    finally:
+        server.kill()
+        done = finish_all(agents)
+        nats.stop()
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    for proc in done:
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert any("NATS server" in proc.stderr for proc in done), "no agent noticed the server going away"
+    result = json.loads(out.stdout)
+    assert {task["status"] for task in result["state"]["tasks"].values()} == {"completed"}
+    _, records, _ = read_journal(journal)
+    completed = [r["data"]["taskId"] for r in records if r["type"] == EventType.TASK_COMPLETED]
+    assert sorted(completed) == sorted(result["state"]["tasks"]), "a task completed twice, or never"
+    assert records_of(journal, EventType.MESSAGE_REJECTED) == []  # no duplicate reached the manager's checks
+    assert fold(Event.from_record(r) for r in records).model_dump(mode="json") == result["state"]

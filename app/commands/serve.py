@@ -340,7 +340,7 @@ def build(served: Served) -> tuple[SprintManager, SocketTransport | NatsTranspor
     transport: SocketTransport | NatsTransport
     if served.listener is None:
         transport = NatsTransport(served.address, tokens=served.tokens, credentials=served.nats,
-                                  local=claude_agents(served.plan))
+                                  local=claude_agents(served.plan), fresh=served.records is None)
     else:
         transport = SocketTransport(served.listener, served.address, tokens=served.tokens,
                                     local=claude_agents(served.plan))

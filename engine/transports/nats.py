@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js.client import JetStreamContext
 
 from engine.protocol import (
     MANAGER_ID,
@@ -42,7 +43,17 @@ from engine.refusal import Refusal
 from engine.transports.address import Address
 from engine.transports.base import TransportClosed, TransportError, UnknownRecipient, check_size
 from engine.transports.inproc import InProcessTransport
-from engine.transports.nats_link import SESSION_HEADER, NatsCredentials, Subjects, connect_nats
+from engine.transports.nats_link import (
+    REPLY_HEADER,
+    SESSION_HEADER,
+    NatsCredentials,
+    Seen,
+    Subjects,
+    connect_nats,
+    consume,
+    ensure_stream,
+    store,
+)
 from engine.transports.socket import DRAIN_TIMEOUT, hello_problem
 
 log = logging.getLogger(__name__)
@@ -68,7 +79,10 @@ class NatsTransport(InProcessTransport):
         credentials: NatsCredentials | None = None,
         local: Collection[str] = (),
         on_refused: Callable[[Refusal], None] | None = None,
+        fresh: bool = True,
     ) -> None:
+        """`fresh`: a new sprint, whose stream starts empty; a resumed one (False) takes what the
+        stream still holds for it."""
         super().__init__()
         if not address.sprint:
             raise TransportError(f"{address}: the NATS transport needs the sprint's name in the address")
@@ -81,6 +95,9 @@ class NatsTransport(InProcessTransport):
         self._tokens = dict(tokens)
         self._local = frozenset(local)
         self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._fresh = fresh
+        self._seen = Seen()
         self._hellos: dict[str, _Hello] = {}  # agent_ready id -> its pending answer
         self._sessions: dict[str, str] = {}  # session key -> agent id
         self._bound: dict[str, str] = {}  # agent id -> its current session key
@@ -101,8 +118,13 @@ class NatsTransport(InProcessTransport):
     async def start(self) -> None:
         """Connect to the NATS server and take what agents send (raises `TransportError`)."""
         self._nc = await connect_nats(self.address, self._credentials, name=f"sprintdeck-manager-{self.address.sprint}")
-        await self._nc.subscribe(self.subjects.manager, cb=self._on_msg)
-        await self._nc.flush()
+        self._js = self._nc.jetstream()
+        try:
+            await ensure_stream(self._js, self.subjects, fresh=self._fresh)
+            await consume(self._js, self.subjects.manager, "manager", self._on_stored)
+        except NatsError as exc:
+            await self._nc.close()
+            raise TransportError(f"no JetStream on the NATS server at {self.address} (start it with -js): {exc}") from None
 
     def joining(self, agent_id: str) -> tuple[str, str] | None:
         return None  # Claude Code's hook speaks to sockets only
@@ -131,7 +153,7 @@ class NatsTransport(InProcessTransport):
         except TimeoutError:
             log.warning("agents %s did not take all their messages before the end", ", ".join(self.connected))
         for agent_id in list(self._bound):
-            await self._publish(self.subjects.agent(agent_id), _finished(agent_id))
+            await self._store(self.subjects.agent(agent_id), _finished(agent_id))
         await self.close()
 
     async def close(self) -> None:
@@ -151,11 +173,21 @@ class NatsTransport(InProcessTransport):
 
     # ------------------------------------------------------------ taking messages
 
+    async def _on_stored(self, msg: Msg) -> None:
+        """A message from the stream: applied once (a redelivery is only acknowledged), then acked,
+        so one the manager had not taken when the server died comes again."""
+        if self._seen.first_time(msg):
+            await self._on_msg(msg)
+        try:
+            await msg.ack()
+        except (NatsError, OSError):
+            pass  # the server is away: it delivers the message again, and `Seen` drops it
+
     async def _on_msg(self, msg: Msg) -> None:
         """One message from an agent (or from anyone with the NATS account)."""
         if not self._inbound:
-            if msg.reply:
-                await self._publish(msg.reply, _finished("unknown"))
+            if (reply := _reply_of(msg)) is not None:
+                await self._publish(reply, _finished("unknown"))
             return
         try:
             message = parse_message(msg.data)
@@ -183,12 +215,13 @@ class NatsTransport(InProcessTransport):
     async def _hello(self, msg: Msg, message: IPCMessage) -> None:
         """agent_ready with the token: the manager is asked to answer it (welcome or refusal)."""
         problem = hello_problem(message, self._tokens, self._local)
-        if problem is None and not msg.reply:
-            problem = "reply", "agent_ready needs a reply subject for the manager's answer"
-        if problem is not None:
-            await self._refuse(msg, *problem, message, security=True)
+        reply = _reply_of(msg)
+        if problem is None and reply is None:
+            problem = "reply", f"agent_ready needs a {REPLY_HEADER} header for the manager's answer"
+        if problem is not None or reply is None:
+            await self._refuse(msg, *(problem or ("reply", "")), message, security=True)
             return
-        self._hellos[message.id] = _Hello(message.from_, msg.reply, secrets.token_urlsafe(18))
+        self._hellos[message.id] = _Hello(message.from_, reply, secrets.token_urlsafe(18))
         payload = message.payload.model_copy(update={"token": None})  # the token stays on the wire
         hello = message.model_copy(update={"payload": payload, "requires_response": True})
         if not await self._deliver(msg, hello, message.from_):
@@ -230,8 +263,8 @@ class NatsTransport(InProcessTransport):
         for agent_id, inbox in self._inboxes.items():
             if agent_id != message.from_ and (agent_id not in self._tokens or agent_id in self._local):
                 inbox.put(message)
-        if self._nc is not None:
-            asyncio.get_running_loop().create_task(self._publish(self.subjects.broadcast, message))
+        if self._js is not None:
+            asyncio.get_running_loop().create_task(self._store(self.subjects.broadcast, message))
 
     def _bind(self, hello: _Hello) -> None:
         """The agent's new session replaces its old one; its pump starts (or goes on)."""
@@ -254,7 +287,7 @@ class NatsTransport(InProcessTransport):
             while True:
                 message = self._unsent.get(agent_id) or await inbox.get()
                 self._unsent[agent_id] = message
-                if not await self._publish(subject, message):
+                if not await self._store(subject, message):
                     await asyncio.sleep(0.1)
                     continue
                 if self._unsent.get(agent_id) is message:
@@ -262,8 +295,13 @@ class NatsTransport(InProcessTransport):
         except TransportClosed:
             pass
 
+    async def _store(self, subject: str, message: IPCMessage) -> bool:
+        """Into the stream, acknowledged by the server (an agent's messages and broadcasts)."""
+        return self._js is not None and await store(self._js, subject, message)
+
     async def _publish(self, subject: str, message: IPCMessage, headers: dict[str, str] | None = None) -> bool:
-        """Publish `message`; False when the NATS connection could not take it."""
+        """Publish `message` once, on core NATS (answers on a reply subject); False when the
+        connection could not take it."""
         if self._nc is None or self._nc.is_closed:
             return False
         try:
@@ -296,14 +334,21 @@ class NatsTransport(InProcessTransport):
             transport=f"nats:{self.subjects.manager}",
             security=security,
         )
-        if msg.reply:
-            await self._publish(msg.reply, refusal.reply(message))
+        if (reply := _reply_of(msg)) is not None:
+            await self._publish(reply, refusal.reply(message))
         log.warning("refused on NATS from %s: %s%s", refusal.sender or "?", f"{field}: " if field else "", reason)
         if self.on_refused is not None:
             try:
                 self.on_refused(refusal)
             except Exception:
                 log.exception("could not record a refused message")
+
+
+def _reply_of(msg: Msg) -> str | None:
+    """Where the sender takes answers: its `Sprintdeck-Reply` header (JetStream delivers a message
+    with an ack subject as its reply, so the sender's own reply subject travels in a header)."""
+    reply = (msg.headers or {}).get(REPLY_HEADER)
+    return reply if reply and reply.startswith("_INBOX.") else None
 
 
 def _finished(agent_id: str) -> IPCMessage:

@@ -21,12 +21,23 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js.client import JetStreamContext
 
 from engine.protocol import BROADCAST, MANAGER_ID, WELCOME, IPCMessage, MessageType, ProtocolError, make_message, parse_message
 from engine.transports.address import Address
 from engine.transports.base import TransportClosed, TransportError, check_size
 from engine.transports.client import HANDSHAKE_TIMEOUT, GIVE_UP_AFTER, ClientEvents, HandshakeRefused, SocketClient, _is_finished
-from engine.transports.nats_link import SESSION_HEADER, NatsCredentials, NatsRefused, Subjects, connect_nats
+from engine.transports.nats_link import (
+    REPLY_HEADER,
+    SESSION_HEADER,
+    NatsCredentials,
+    NatsRefused,
+    Seen,
+    Subjects,
+    connect_nats,
+    consume,
+    store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +61,8 @@ class NatsClient(SocketClient):
         self.subjects = Subjects(address.sprint)
         self._credentials = credentials or NatsCredentials()
         self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._seen = Seen()
         self._reply = ""
         self._session: str | None = None
         self._answer: tuple[str, asyncio.Future[tuple[IPCMessage, str | None]]] | None = None
@@ -73,14 +86,14 @@ class NatsClient(SocketClient):
             self._keep(message)
 
     async def _publish(self, message: IPCMessage, session: str | None) -> bool:
-        if self._nc is None or self._nc.is_closed:
+        """Into the sprint's stream, stored by the server (or False: kept, and sent again with the
+        same id after the next handshake, which the server's de-duplication makes harmless)."""
+        if self._js is None or self._nc is None or self._nc.is_closed:
             return False
-        headers = {SESSION_HEADER: session} if session is not None else None
-        try:
-            await self._nc.publish(self.subjects.manager, message.wire().encode(), reply=self._reply, headers=headers)
-        except (NatsError, OSError):
-            return False
-        return True
+        headers = {REPLY_HEADER: self._reply}
+        if session is not None:
+            headers[SESSION_HEADER] = session
+        return await store(self._js, self.subjects.manager, message, headers)
 
     async def close(self) -> None:
         self._closed = True
@@ -158,11 +171,26 @@ class NatsClient(SocketClient):
         self._nc = await connect_nats(self.address, self._credentials, name=f"sprintdeck-agent-{self.agent_id}",
                                       disconnected_cb=lost, reconnected_cb=back, error_cb=_quiet)
         self._reply = self._nc.new_inbox()
-        for subject in (self.subjects.agent(self.agent_id), self.subjects.broadcast, self._reply):
-            await self._nc.subscribe(subject, cb=self._on_msg)
-        await self._nc.flush()
+        await self._nc.subscribe(self._reply, cb=self._on_msg)  # answers to the handshake, refusals
+        self._js = self._nc.jetstream()
+        try:
+            await consume(self._js, self.subjects.agent(self.agent_id), f"agent-{self.agent_id}", self._on_stored)
+            await consume(self._js, self.subjects.broadcast, f"broadcast-{self.agent_id}", self._on_stored)
+        except NatsError as exc:
+            await self._nc.close()
+            self._nc = self._js = None
+            raise TransportError(f"the sprint's stream is not on the NATS server at {self.address} (is serve running?): {exc}") from None
 
     # ------------------------------------------------------------ receiving
+
+    async def _on_stored(self, msg: Msg) -> None:
+        """A message from the stream: taken once (a redelivery is only acknowledged), then acked."""
+        if self._seen.first_time(msg):
+            await self._on_msg(msg)
+        try:
+            await msg.ack()
+        except (NatsError, OSError):
+            pass  # delivered again once the server is back; `Seen` drops it
 
     async def _on_msg(self, msg: Msg) -> None:
         try:

@@ -16,17 +16,31 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError
+
+from engine.protocol import IPCMessage
 
 from engine.transports.address import Address
 from engine.transports.base import TransportError
 
 SESSION_HEADER = "Sprintdeck-Session"
+REPLY_HEADER = "Sprintdeck-Reply"  # where refusals go: JetStream replaces a message's reply subject
+MSG_ID_HEADER = "Nats-Msg-Id"  # JetStream drops a second message with the same id (the dedupe window)
+DEDUPE_WINDOW = 300.0  # seconds within which a message published again is dropped by the server
+STREAM_MAX_AGE = 7 * 24 * 3600.0  # seconds a sprint's messages are kept (2.9 has no per-message TTL)
+ACK_WAIT = 5.0  # seconds before a message not acknowledged by its consumer is delivered again
+PUBLISH_TIMEOUT = 2.0  # seconds for the server to acknowledge (store) a published message
+SEEN_LIMIT = 100_000  # message ids remembered to apply none twice
 CONNECT_TIMEOUT = 5  # seconds for one attempt to reach the NATS server
 CONNECT_GIVE_UP = 12.0  # seconds for the first connection, all attempts together
 
@@ -47,6 +61,62 @@ class Subjects:
 
     def agent(self, agent_id: str) -> str:
         return f"sprintdeck.{self.sprint}.agent.{agent_id}"
+
+    @property
+    def stream(self) -> str:
+        """The JetStream stream that keeps every message of the sprint until it is acknowledged."""
+        return f"SPRINTDECK_{self.sprint}"
+
+
+async def ensure_stream(js: JetStreamContext, subjects: Subjects, *, fresh: bool) -> None:
+    """The sprint's stream on file storage, with de-duplication by message id; a new sprint (not a
+    resumed one) starts from an empty stream, so no message of an earlier run is delivered."""
+    config = StreamConfig(name=subjects.stream, subjects=[f"sprintdeck.{subjects.sprint}.>"],
+                          storage=StorageType.FILE, duplicate_window=DEDUPE_WINDOW, max_age=STREAM_MAX_AGE)
+    try:
+        await js.add_stream(config)
+    except BadRequestError:  # it exists (with other settings): ours apply
+        await js.update_stream(config)
+    if fresh:
+        await js.purge_stream(subjects.stream)
+
+
+async def consume(js: JetStreamContext, subject: str, durable: str, cb: Callable[[Msg], Awaitable[None]]) -> None:
+    """A durable consumer with explicit acks: what it has not acknowledged comes again after
+    `ACK_WAIT`, after a reconnect and after a restart of the server; it starts at new messages."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT)
+    await js.subscribe(subject, durable=durable, cb=cb, manual_ack=True, config=config)
+
+
+async def store(js: JetStreamContext, subject: str, message: IPCMessage, headers: dict[str, str] | None = None) -> bool:
+    """Publish `message` into the stream and wait until the server has stored it; False when it
+    did not say so (then the caller publishes it again: the message id makes that harmless)."""
+    try:
+        # The id is per subject: a broadcast the manager passes on keeps the id of the agent's message.
+        await js.publish(subject, message.wire().encode(), timeout=PUBLISH_TIMEOUT,
+                         headers={**(headers or {}), MSG_ID_HEADER: f"{subject}:{message.id}"})
+    except (NatsError, OSError, TimeoutError):
+        return False
+    return True
+
+
+class Seen:
+    """The message ids already applied, the last `SEEN_LIMIT` of them: a redelivery (its ack was
+    lost with the server) is acknowledged again and not applied twice."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, None] = {}
+
+    def first_time(self, msg: Msg) -> bool:
+        message_id = (msg.headers or {}).get(MSG_ID_HEADER)
+        if message_id is None:
+            return True
+        if message_id in self._ids:
+            return False
+        self._ids[message_id] = None
+        if len(self._ids) > SEEN_LIMIT:
+            del self._ids[next(iter(self._ids))]
+        return True
 
 
 @dataclass(frozen=True)
@@ -104,10 +174,16 @@ def nats_address(address: Address, sprint: str) -> Address:
 
 
 async def probe(address: Address, credentials: NatsCredentials) -> None:
-    """Connect once and leave: `serve` checks the server and its credentials before it touches a
-    journal, so a wrong address, password or certificate is an error naming it, not a stuck sprint."""
+    """Connect once and leave: `serve` checks the server, its credentials and JetStream before it
+    touches a journal, so a wrong address, password or certificate is an error naming it, not a
+    stuck sprint."""
     nc = await connect_nats(address, credentials, name="sprintdeck-probe")
-    await nc.close()
+    try:
+        await nc.jetstream().account_info()
+    except (NatsError, TimeoutError) as exc:
+        raise TransportError(f"the NATS server at {server_url(address)} has no JetStream (start it with -js): {exc}") from None
+    finally:
+        await nc.close()
 
 
 def server_url(address: Address) -> str:
