@@ -50,8 +50,8 @@ def _add_nats_options(parser: argparse.ArgumentParser) -> None:
     """How `serve` and `agent` log in to a NATS server (with a nats:// address), passed to nats-py."""
     nats = parser.add_argument_group("NATS (with a nats:// address)")
     nats.add_argument("--nats-user", metavar="USER", help="NATS user name (with --nats-password)")
-    nats.add_argument("--nats-password", metavar="PASSWORD", help="NATS password")
-    nats.add_argument("--nats-token", metavar="TOKEN", help="NATS authentication token")
+    nats.add_argument("--nats-password", metavar="PASSWORD", help="NATS password (or set SPRINTDECK_NATS_PASSWORD)")
+    nats.add_argument("--nats-token", metavar="TOKEN", help="NATS authentication token (or set SPRINTDECK_NATS_TOKEN)")
     nats.add_argument("--nats-creds", metavar="FILE", help="NATS credentials file (JWT and NKey seed)")
     nats.add_argument("--nats-tls-ca", metavar="FILE", help="CA certificate to verify the NATS server with (TLS)")
     nats.add_argument("--nats-tls-cert", metavar="FILE", help="client certificate for NATS TLS")

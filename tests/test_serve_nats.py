@@ -215,3 +215,45 @@ def test_kill_9_of_nats_server_mid_sprint_loses_nothing_and_applies_nothing_twic
     assert sorted(completed) == sorted(result["state"]["tasks"]), "a task completed twice, or never"
     assert records_of(journal, EventType.MESSAGE_REJECTED) == []  # no duplicate reached the manager's checks
     assert fold(Event.from_record(r) for r in records).model_dump(mode="json") == result["state"]
+
+
+def test_spawn_over_nats_hands_the_credentials_on_but_not_on_the_command_line(run_dir: Path) -> None:
+    """serve --spawn's agents log in as serve did; the password travels in their environment
+    (SPRINTDECK_NATS_PASSWORD), never in a command line that /proc shows every user."""
+    store = run_dir / "nats"
+    store.mkdir()
+    nats = NatsServer(store, "--user", "deck", "--pass", "s3cret").start()
+    plan, journal = solo_plan(run_dir), run_dir / "run.jsonl"
+    try:
+        server = Proc.start(["serve", str(plan), "--listen", nats.url, "--headless", "--json", "--record", str(journal),
+                             "--workspace", str(run_dir / "ws"), "--spawn", "--nats-user", "deck"], "serve", run_dir,
+                            env={"SPRINTDECK_NATS_PASSWORD": "s3cret"})
+        try:
+            out = server.finish()
+        finally:
+            server.kill()
+    finally:
+        nats.stop()
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["state"]["tasks"]["only"]["status"] == "completed"
+    assert "s3cret" not in out.stderr
+    restarted = records_of(journal, EventType.AGENT_RESTARTED)
+    assert restarted == [], restarted  # the spawned agent got in the first time
+
+
+def test_the_printed_agent_command_names_the_secret_variable_not_the_secret(run_dir: Path) -> None:
+    store = run_dir / "nats"
+    store.mkdir()
+    nats = NatsServer(store, "--auth", "t0ken").start()
+    try:
+        server = serve(solo_plan(run_dir), nats.url, run_dir, "--record", str(run_dir / "run.jsonl"),
+                       "--workspace", str(run_dir / "ws"), "--nats-token", "t0ken")
+        try:
+            listening_on(server)
+            wait_for(lambda: "agent --connect" in server.stderr(), "the agent command", server.process)
+            printed = next(line for line in server.stderr().splitlines() if "agent --connect" in line)
+        finally:
+            server.kill()
+    finally:
+        nats.stop()
+    assert printed.startswith("sprintdeck: SPRINTDECK_NATS_TOKEN=... ") and "t0ken" not in printed

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -79,11 +80,35 @@ async def run(
     return await until_the_sprint_ends(prefix, serve())
 
 
+NATS_SECRETS = {"password": "SPRINTDECK_NATS_PASSWORD", "token": "SPRINTDECK_NATS_TOKEN"}
+
+
 def nats_credentials(args: argparse.Namespace) -> NatsCredentials:
-    """The `--nats-*` options (`serve` and `agent` share them), passed through to nats-py."""
-    return NatsCredentials(user=args.nats_user, password=args.nats_password, token=args.nats_token,
+    """The `--nats-*` options (`serve` and `agent` share them), passed through to nats-py.  The
+    password and token may come from the environment instead (`NATS_SECRETS`), which keeps them
+    out of the command line that every user of the machine can read in /proc."""
+    return NatsCredentials(user=args.nats_user, password=args.nats_password or os.environ.get(NATS_SECRETS["password"]),
+                           token=args.nats_token or os.environ.get(NATS_SECRETS["token"]),
                            creds=args.nats_creds, tls_ca=args.nats_tls_ca, tls_cert=args.nats_tls_cert,
                            tls_key=args.nats_tls_key)
+
+
+def nats_arguments(credentials: NatsCredentials | None) -> list[str]:
+    """The `agent` options that pass `credentials` on, all but the secrets (see `NATS_SECRETS`)."""
+    if credentials is None:
+        return []
+    options = {"--nats-user": credentials.user, "--nats-creds": credentials.creds, "--nats-tls-ca": credentials.tls_ca,
+               "--nats-tls-cert": credentials.tls_cert, "--nats-tls-key": credentials.tls_key}
+    return [part for option, value in options.items() if value is not None for part in (option, os.path.abspath(value)
+            if option != "--nats-user" else value)]
+
+
+def nats_secrets(credentials: NatsCredentials | None) -> dict[str, str]:
+    """The environment that passes the password and token on to an agent process."""
+    if credentials is None:
+        return {}
+    values = {"password": credentials.password, "token": credentials.token}
+    return {NATS_SECRETS[name]: value for name, value in values.items() if value is not None}
 
 
 def _nats_problem(address: Address, credentials: NatsCredentials) -> str | None:

@@ -39,7 +39,7 @@ from app.commands.run import (
     resume_inputs,
     resume_problem,
 )
-from app.commands.agent import nats_credentials
+from app.commands.agent import nats_arguments, nats_credentials, nats_secrets
 from app.progress import ProgressLine
 from app.source import ServedSource
 from engine.events import AgentDead, Event, SprintFinished
@@ -294,8 +294,10 @@ def join_command(served: Served, agent_id: str) -> str:
     """The shell command that starts one external agent of this sprint: what headless `serve`
     prints at start and the dashboard's agent details show (the one place it is written)."""
     token_file = served.tokens_at.file_for(agent_id)
-    return shlex.join([*sprintdeck_program(), "agent", "--connect", str(served.address), "--id", agent_id,
-                       "--token-file", str(token_file)])
+    secrets = " ".join(f"{name}=..." for name in nats_secrets(served.nats))  # never the values themselves
+    return (f"{secrets} " if secrets else "") + shlex.join([
+        *sprintdeck_program(), "agent", "--connect", str(served.address), "--id", agent_id,
+        "--token-file", str(token_file), *nats_arguments(served.nats)])
 
 
 def how_to_start(served: Served) -> Callable[[str], str | None]:
@@ -324,13 +326,14 @@ def agent_command(served: Served, agent_id: str) -> list[str]:
     """How `--spawn` starts one external agent: this Python, this sprintdeck."""
     token_file = served.tokens_at.file_for(agent_id)
     return [sys.executable, "-m", "app.cli", "agent", "--connect", str(served.address), "--id", agent_id,
-            "--token-file", str(token_file), "--workspace", str(served.workspace)]
+            "--token-file", str(token_file), "--workspace", str(served.workspace), *nats_arguments(served.nats)]
 
 
 def spawner(served: Served, manager: SprintManager) -> ProcessSupervisor | None:
     """With `--spawn`, the supervisor of the external agents' processes."""
     if not served.spawn:
         return None
+    os.environ.update(nats_secrets(served.nats))  # the agents it starts inherit them, not on their command line
     return ProcessSupervisor(external_agents(served.plan), lambda agent_id: agent_command(served, agent_id),
                              manager.restarts, exited=manager.recovery.disconnected)
 
