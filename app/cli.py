@@ -46,6 +46,18 @@ def _add_sprint_options(parser: argparse.ArgumentParser) -> None:
                              "live sprint recorded in NEW (JOURNAL is left untouched)")
 
 
+def _add_nats_options(parser: argparse.ArgumentParser) -> None:
+    """How `serve` and `agent` log in to a NATS server (with a nats:// address), passed to nats-py."""
+    nats = parser.add_argument_group("NATS (with a nats:// address)")
+    nats.add_argument("--nats-user", metavar="USER", help="NATS user name (with --nats-password)")
+    nats.add_argument("--nats-password", metavar="PASSWORD", help="NATS password (or set SPRINTDECK_NATS_PASSWORD)")
+    nats.add_argument("--nats-token", metavar="TOKEN", help="NATS authentication token (or set SPRINTDECK_NATS_TOKEN)")
+    nats.add_argument("--nats-creds", metavar="FILE", help="NATS credentials file (JWT and NKey seed)")
+    nats.add_argument("--nats-tls-ca", metavar="FILE", help="CA certificate to verify the NATS server with (TLS)")
+    nats.add_argument("--nats-tls-cert", metavar="FILE", help="client certificate for NATS TLS")
+    nats.add_argument("--nats-tls-key", metavar="FILE", help="client key for --nats-tls-cert")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sprintdeck", description="Coordinate coding agents working on one repository.",
                      epilog=EXIT_CODES)
@@ -84,11 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run a sprint whose external agents connect over a socket", epilog=EXIT_CODES)
     _add_sprint_options(serve)
-    serve.add_argument("--listen", required=True, metavar="ADDR", help="unix:PATH or tcp:HOST:PORT (loopback)")
+    serve.add_argument("--listen", required=True, metavar="ADDR",
+                       help="unix:PATH, tcp:HOST:PORT (loopback) or nats://HOST:PORT (a NATS server's)")
     serve.add_argument("--token-file", metavar="PATH",
                        help="keep the agents' tokens in this JSON file (read, or created 0600 when absent)")
     serve.add_argument("--spawn", action="store_true",
                        help="start the plan's external agents as `sprintdeck agent` processes and restart one that dies")
+    _add_nats_options(serve)
 
     agent = sub.add_parser("agent", help="be one external agent of a served sprint, in this process")
     agent.add_argument("--connect", required=True, metavar="ADDR", help="the address serve printed")
@@ -99,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--simulate", action="store_true", help="simulate the work instead of running commands")
     agent.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
                        help="stop when no server answers for this long (default 300; 0 never)")
+    _add_nats_options(agent)
 
     watch = sub.add_parser("watch", help="the dashboard attached to a running serve (read-only without --token-file)")
     watch.add_argument("address", metavar="ADDR", help="the address serve printed (unix:PATH or tcp:HOST:PORT)")

@@ -17,6 +17,7 @@ from engine.manager import SprintManager
 from engine.models import ProjectState
 from engine.reducer import apply, fold
 from engine.supervisor import ProcessSupervisor
+from engine.transports.nats import NatsTransport
 from engine.transports.socket import SocketTransport
 
 
@@ -101,7 +102,7 @@ class ServedSource(LiveSource):
     """The live source with a socket server started and ended around the sprint (`serve`, and
     `run` when Claude Code runs' hooks and MCP servers must reach the manager)."""
 
-    def __init__(self, manager: SprintManager, server: SocketTransport, *, journal: str,
+    def __init__(self, manager: SprintManager, server: SocketTransport | NatsTransport, *, journal: str,
                  spawned: ProcessSupervisor | None = None,
                  how_to_start: Callable[[str], str | None] | None = None) -> None:
         super().__init__(manager, journal=journal, transport=str(server.address))

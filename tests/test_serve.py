@@ -28,6 +28,7 @@ from engine.events import Event, EventType
 from engine.journal import read_journal
 from engine.protocol import MANAGER_ID, IPCMessage, make_message, parse_message
 from engine.reducer import fold
+from nats_server import free_port
 from test_resume import _check_resumed_run
 
 SPRINTDECK = [sys.executable, "-m", "app.cli"]
@@ -285,7 +286,7 @@ def test_bad_listen_addresses_and_plans_exit_2_without_a_journal(run_dir: Path) 
     plan = plan_for(run_dir)
     journal = run_dir / "run.jsonl"
     cases = [
-        (["--listen", "nats://127.0.0.1:4222"], "NATS is not supported yet"),
+        (["--listen", f"nats://127.0.0.1:{free_port()}"], "cannot reach the NATS server at nats://127.0.0.1:"),
         (["--listen", "tcp:192.0.2.1:7000"], "loopback only"),
         (["--listen", "unix:/" + "x" * 120], "at most 107"),
     ]

@@ -515,8 +515,13 @@ def test_framer_skips_an_oversize_line_and_reads_the_next() -> None:
 def test_addresses_are_checked_with_clear_messages(short_dir: Path) -> None:
     assert str(parse_address("tcp:127.0.0.1:0", listening=True)) == "tcp:127.0.0.1:0"
     assert parse_address(f"unix:{short_dir}/x.sock") == Address("unix", path=f"{short_dir}/x.sock")
+    nats = parse_address("nats://nats.example.org:4222/webrtc")  # any host: NATS brings its own auth and TLS
+    assert nats == Address("nats", host="nats.example.org", port=4222, sprint="webrtc")
+    assert str(nats) == "nats://nats.example.org:4222/webrtc"
     for text, words in [
-        ("nats://127.0.0.1:4222", "NATS is not supported yet"),
+        ("nats://127.0.0.1", "nats needs HOST:PORT"),
+        ("nats://127.0.0.1:0", "not a number from 1 to 65535"),
+        ("nats://127.0.0.1:4222/a.b", "letters, digits, '_' and '-' only"),
         ("127.0.0.1:80", "unknown scheme"),
         ("tcp:127.0.0.1", "tcp needs HOST:PORT"),
         ("tcp:127.0.0.1:http", "not a number"),

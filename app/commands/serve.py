@@ -39,6 +39,7 @@ from app.commands.run import (
     resume_inputs,
     resume_problem,
 )
+from app.commands.agent import nats_arguments, nats_credentials, nats_secrets
 from app.progress import ProgressLine
 from app.source import ServedSource
 from engine.events import AgentDead, Event, SprintFinished
@@ -50,6 +51,9 @@ from engine.plan import Plan, PlanError, load_plan
 from engine.resume import ResumeError, check_resumable, sprint_manager
 from engine.supervisor import ProcessSupervisor
 from engine.transports.address import Address, AddressError, bound_address, listen, parse_address
+from engine.transports.nats import NatsTransport
+from engine.transports.base import TransportError
+from engine.transports.nats_link import NatsCredentials, nats_address, probe
 from engine.transports.socket import SocketTransport
 from engine.transports.tokens import (
     TokenError,
@@ -74,7 +78,7 @@ class Served:
 
     plan: Plan
     address: Address
-    listener: socket.socket
+    listener: socket.socket | None  # None for NATS: the NATS server listens
     tokens: dict[str, str]
     tokens_at: TokenPlace
     workspace: Path
@@ -86,6 +90,7 @@ class Served:
     fork: bool = False  # the records are a parent's first ones: the workspace is rebased, not judged
     spawn: bool = False  # start the external agents as processes, and keep them alive
     operator_token: str | None = None  # lets `sprintdeck watch --token-file` operate
+    nats: NatsCredentials | None = None  # `--nats-*`: how serve (and --spawn's agents) log in to NATS
 
 
 class BadInput(Exception):
@@ -112,7 +117,8 @@ def main(args: argparse.Namespace) -> int:
         return journal_failed(failure, args)
     finally:
         served.journal.close()
-        served.listener.close()
+        if served.listener is not None:
+            served.listener.close()
     if args.json:
         print_result_json(result)
     return EXIT_OK if result.succeeded else EXIT_TASKS_FAILED
@@ -153,11 +159,12 @@ def prepare(args: argparse.Namespace) -> Served:
         if journal_path.exists() and journal_path.stat().st_size > 0:
             raise BadInput(f"sprintdeck: {journal_path}: journal already exists; refusing to overwrite it")
         workspace, seed = None, args.seed
-    listener, address = _listen(address)
+    listener, address = _listen(address, plan, args)
     try:
         return _open(plan, args, address, listener, journal_path, workspace, seed)
     except BadInput:
-        listener.close()
+        if listener is not None:
+            listener.close()
         _remove_socket(address)
         raise
 
@@ -169,7 +176,16 @@ def _load(plan_path: str) -> Plan:
         raise BadInput("\n".join(str(problem) for problem in exc.problems)) from None
 
 
-def _listen(address: Address) -> tuple[socket.socket, Address]:
+def _listen(address: Address, plan: Plan, args: argparse.Namespace) -> tuple[socket.socket | None, Address]:
+    if address.kind == "nats":  # the NATS server listens; check that it takes us, and with what we have
+        credentials = nats_credentials(args)
+        if (problem := credentials.problem()) is not None:
+            raise BadInput(f"sprintdeck: {problem}")
+        try:
+            asyncio.run(probe(address, credentials))
+        except TransportError as exc:
+            raise BadInput(f"sprintdeck: --listen {exc}") from None
+        return None, nats_address(address, plan.sprint)
     try:
         listener, warning = listen(address)
     except AddressError as exc:
@@ -183,7 +199,7 @@ def _open(
     plan: Plan,
     args: argparse.Namespace,
     address: Address,
-    listener: socket.socket,
+    listener: socket.socket | None,
     journal_path: Path,
     workspace: Path | None,
     seed: int,
@@ -228,6 +244,7 @@ def _open(
         records=records,
         fork=args.at is not None,
         spawn=bool(getattr(args, "spawn", False)),
+        nats=nats_credentials(args) if address.kind == "nats" else None,
     )
 
 
@@ -288,8 +305,10 @@ def join_command(served: Served, agent_id: str) -> str:
     """The shell command that starts one external agent of this sprint: what headless `serve`
     prints at start and the dashboard's agent details show (the one place it is written)."""
     token_file = served.tokens_at.file_for(agent_id)
-    return shlex.join([*sprintdeck_program(), "agent", "--connect", str(served.address), "--id", agent_id,
-                       "--token-file", str(token_file)])
+    secrets = " ".join(f"{name}=..." for name in nats_secrets(served.nats))  # never the values themselves
+    return (f"{secrets} " if secrets else "") + shlex.join([
+        *sprintdeck_program(), "agent", "--connect", str(served.address), "--id", agent_id,
+        "--token-file", str(token_file), *nats_arguments(served.nats)])
 
 
 def how_to_start(served: Served) -> Callable[[str], str | None]:
@@ -318,20 +337,27 @@ def agent_command(served: Served, agent_id: str) -> list[str]:
     """How `--spawn` starts one external agent: this Python, this sprintdeck."""
     token_file = served.tokens_at.file_for(agent_id)
     return [sys.executable, "-m", "app.cli", "agent", "--connect", str(served.address), "--id", agent_id,
-            "--token-file", str(token_file), "--workspace", str(served.workspace)]
+            "--token-file", str(token_file), "--workspace", str(served.workspace), *nats_arguments(served.nats)]
 
 
 def spawner(served: Served, manager: SprintManager) -> ProcessSupervisor | None:
     """With `--spawn`, the supervisor of the external agents' processes."""
     if not served.spawn:
         return None
+    os.environ.update(nats_secrets(served.nats))  # the agents it starts inherit them, not on their command line
     return ProcessSupervisor(external_agents(served.plan), lambda agent_id: agent_command(served, agent_id),
                              manager.restarts, exited=manager.recovery.disconnected)
 
 
-def build(served: Served) -> tuple[SprintManager, SocketTransport]:
-    """The manager on a socket transport; refusals are journaled, the end stops taking messages."""
-    transport = SocketTransport(served.listener, served.address, tokens=served.tokens, local=claude_agents(served.plan))
+def build(served: Served) -> tuple[SprintManager, SocketTransport | NatsTransport]:
+    """The manager on a socket or NATS transport; refusals are journaled, the end stops taking messages."""
+    transport: SocketTransport | NatsTransport
+    if served.listener is None:
+        transport = NatsTransport(served.address, tokens=served.tokens, credentials=served.nats,
+                                  local=claude_agents(served.plan), fresh=served.records is None)
+    else:
+        transport = SocketTransport(served.listener, served.address, tokens=served.tokens,
+                                    local=claude_agents(served.plan))
     manager = sprint_manager(served.plan, served.records, workspace=served.workspace, journal=served.journal,
                              transport=transport, seed=served.seed, speed=served.speed, fork=served.fork)
     transport.on_refused = manager.refuse  # journaled as message_rejected (a security event if `security`)
@@ -345,7 +371,8 @@ def build(served: Served) -> tuple[SprintManager, SocketTransport]:
             transport.discard_queued(body.agent_id)  # its work went elsewhere
 
     manager.subscribe(on_event)
-    transport.watch_desk = WatchHub(manager, served.operator_token)  # `sprintdeck watch`
+    if isinstance(transport, SocketTransport):  # `sprintdeck watch` (over NATS: not yet)
+        transport.watch_desk = WatchHub(manager, served.operator_token)
     return manager, transport
 
 

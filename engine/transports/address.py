@@ -1,4 +1,5 @@
-"""Where a socket transport listens or connects: `unix:PATH` or `tcp:HOST:PORT` (DESIGN §9, §11).
+"""Where a transport listens or connects: `unix:PATH`, `tcp:HOST:PORT` or `nats://HOST:PORT[/SPRINT]`
+(DESIGN §9, §11).
 
 The server and the agents parse the same text, so one parser names every mistake the same way.
 The listening socket is made here, synchronously, so that `serve` finds out that an address is in
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import socket
 import stat
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from pathlib import Path
 #: sun_path is 108 bytes on Linux, the last one a NUL: a longer path cannot be bound at all.
 MAX_UNIX_PATH_BYTES = 107
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-FORMS = "use unix:PATH or tcp:HOST:PORT"
+FORMS = "use unix:PATH, tcp:HOST:PORT or nats://HOST:PORT"
 
 
 class AddressError(ValueError):
@@ -29,23 +31,27 @@ class AddressError(ValueError):
 class Address:
     """A parsed address.  `port` 0 (listening only) lets the system pick a free port."""
 
-    kind: str  # "unix" or "tcp"
+    kind: str  # "unix", "tcp" or "nats"
     path: str = ""
     host: str = ""
     port: int = 0
+    sprint: str = ""  # nats: the sprint whose subjects an agent uses (serve prints it in the address)
 
     def __str__(self) -> str:
         if self.kind == "unix":
             return f"unix:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.kind == "nats":
+            return f"nats://{host}:{self.port}" + (f"/{self.sprint}" if self.sprint else "")
         return f"tcp:{host}:{self.port}"
 
 
 def parse_address(text: str, *, listening: bool = False) -> Address:
-    """`unix:PATH` (made absolute) or `tcp:HOST:PORT` on loopback; `AddressError` otherwise."""
+    """`unix:PATH` (made absolute), `tcp:HOST:PORT` on loopback or `nats://HOST:PORT[/SPRINT]`;
+    `AddressError` otherwise."""
     scheme, sep, rest = text.partition(":")
-    if text.startswith("nats://"):
-        raise AddressError(f"{text!r}: NATS is not supported yet; {FORMS}")
+    if scheme == "nats":
+        return _nats(text)
     if not sep or not rest:
         raise AddressError(f"{text!r} is not an address; {FORMS}")
     if scheme == "unix":
@@ -82,6 +88,26 @@ def _tcp(text: str, rest: str, listening: bool) -> Address:
             "messages travel unencrypted"
         )
     return Address("tcp", host=host, port=port)
+
+
+def _nats(text: str) -> Address:
+    """`nats://HOST:PORT[/SPRINT]`: any host (NATS brings its own authentication and TLS).  The
+    sprint names the subjects (`sprintdeck.<sprint>.*`); `serve` fills it in from the plan."""
+    if not text.startswith("nats://"):
+        raise AddressError(f"{text!r}: a NATS address is nats://HOST:PORT, e.g. nats://127.0.0.1:4222")
+    server, _, sprint = text.removeprefix("nats://").partition("/")
+    host, sep, port_text = server.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host:
+        raise AddressError(f"{text!r}: nats needs HOST:PORT, e.g. nats://127.0.0.1:4222")
+    if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise AddressError(f"{text!r}: port {port_text!r} is not a number from 1 to 65535")
+    if sprint and not _SUBJECT_PART.fullmatch(sprint):
+        raise AddressError(f"{text!r}: sprint {sprint!r} may hold letters, digits, '_' and '-' only")
+    return Address("nats", host=host, port=int(port_text), sprint=sprint)
+
+
+_SUBJECT_PART = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _is_loopback(host: str) -> bool:

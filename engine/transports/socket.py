@@ -293,23 +293,7 @@ class SocketTransport(InProcessTransport):
         connection.write(desk.operate(link, message))
 
     def _check_hello(self, message: IPCMessage) -> tuple[str, str] | None:
-        if message.type != MessageType.AGENT_READY:
-            return "type", f"the first message on a connection must be agent_ready with the agent's token, not {message.type}"
-        claimed = message.payload.agent_id
-        if claimed is not None and claimed != message.from_:
-            return "payload.agentId", f"{claimed!r} must equal the message's from ({message.from_!r})"
-        expected = self._tokens.get(message.from_)
-        if expected is None:
-            known = ", ".join(sorted(self._tokens)) or "none"
-            return "from", f"no external agent {message.from_!r} in this sprint (external agents: {known})"
-        token = message.payload.token
-        if not token:
-            return "payload.token", f"missing: agent {message.from_!r} must send its token"
-        if not hmac.compare_digest(token.encode(), expected.encode()):
-            return "payload.token", f"wrong token for agent {message.from_!r}"
-        if message.from_ in self._local and message.payload.channel != "requests":
-            return "payload.channel", f"agent {message.from_!r} runs in the manager's process: join with channel requests"
-        return None
+        return hello_problem(message, self._tokens, self._local)
 
     def joining(self, agent_id: str) -> tuple[str, str] | None:
         token = self._tokens.get(agent_id)
@@ -460,6 +444,28 @@ class SocketTransport(InProcessTransport):
                 self.on_refused(refusal)
             except Exception:
                 log.exception("could not record a refused message")
+
+
+def hello_problem(message: IPCMessage, tokens: Mapping[str, str], local: Collection[str]) -> tuple[str, str] | None:
+    """Why `message` cannot bind its sender (field, reason), or None: the one check of an agent's
+    token, for every transport that takes agents from other processes (socket, NATS)."""
+    if message.type != MessageType.AGENT_READY:
+        return "type", f"the first message on a connection must be agent_ready with the agent's token, not {message.type}"
+    claimed = message.payload.agent_id
+    if claimed is not None and claimed != message.from_:
+        return "payload.agentId", f"{claimed!r} must equal the message's from ({message.from_!r})"
+    expected = tokens.get(message.from_)
+    if expected is None:
+        known = ", ".join(sorted(tokens)) or "none"
+        return "from", f"no external agent {message.from_!r} in this sprint (external agents: {known})"
+    token = message.payload.token
+    if not token:
+        return "payload.token", f"missing: agent {message.from_!r} must send its token"
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        return "payload.token", f"wrong token for agent {message.from_!r}"
+    if message.from_ in local and message.payload.channel != "requests":
+        return "payload.channel", f"agent {message.from_!r} runs in the manager's process: join with channel requests"
+    return None
 
 
 def _drain(inbox: PriorityInbox) -> list[IPCMessage]:

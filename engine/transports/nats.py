@@ -1,0 +1,356 @@
+"""The manager's side of the NATS transport (DESIGN §9): external agents on any machine that
+reaches the NATS server, with the socket transport's contract.
+
+As with `SocketTransport`, the manager and the embedded agents keep in-process inboxes, and every
+external agent of the plan has an inbox from the start; while the agent is bound, a pump publishes
+that inbox onto `sprintdeck.<sprint>.agent.<id>` in delivery order (so a message to an agent that
+is not bound waits, in priority order, and the receiver's inbox orders what arrives by priority
+again).  A broadcast is published once, on `sprintdeck.<sprint>.broadcast`.
+
+Everything agents send arrives on `sprintdeck.<sprint>.manager`.  The first message of an agent is
+`agent_ready` with its token, checked by the same `hello_problem` as over a socket; the manager's
+answer goes to the message's reply subject, a welcome with a fresh session key (see
+engine/transports/nats_link.py).  A later message is taken as the agent its session key was given
+to: a missing or stale key, a `from` that is not that agent, or a type agents may not send is
+refused with an `agent_error` naming the field (on the message's reply subject) and handed to
+`on_refused`, which `serve` journals.  Tokens never reach the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.client import JetStreamContext
+
+from engine.protocol import (
+    MANAGER_ID,
+    SPRINT_FINISHED,
+    IPCMessage,
+    MessageType,
+    ProtocolError,
+    agent_traffic_refusal,
+    make_message,
+    parse_message,
+)
+from engine.refusal import Refusal
+from engine.transports.address import Address
+from engine.transports.base import TransportClosed, TransportError, UnknownRecipient, check_size
+from engine.transports.inproc import InProcessTransport
+from engine.transports.nats_link import (
+    REPLY_HEADER,
+    SESSION_HEADER,
+    NatsCredentials,
+    Seen,
+    Subjects,
+    connect_nats,
+    consume,
+    ensure_stream,
+    store,
+)
+from engine.transports.socket import DRAIN_TIMEOUT, hello_problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Hello:
+    """An agent_ready the manager has not answered yet: where the answer goes, the key it gives."""
+
+    agent_id: str
+    reply: str
+    session: str
+
+
+class NatsTransport(InProcessTransport):
+    """In-process inboxes for local parties, NATS subjects for the plan's external agents."""
+
+    def __init__(
+        self,
+        address: Address,
+        *,
+        tokens: Mapping[str, str],
+        credentials: NatsCredentials | None = None,
+        local: Collection[str] = (),
+        on_refused: Callable[[Refusal], None] | None = None,
+        fresh: bool = True,
+    ) -> None:
+        """`fresh`: a new sprint, whose stream starts empty; a resumed one (False) takes what the
+        stream still holds for it."""
+        super().__init__()
+        if not address.sprint:
+            raise TransportError(f"{address}: the NATS transport needs the sprint's name in the address")
+        self.address = address
+        self.subjects = Subjects(address.sprint)
+        self.on_refused = on_refused
+        #: Kept for `serve`'s sake: NATS tells the manager of no agent's disconnection (heartbeats do).
+        self.on_disconnected: Callable[[str, int | None], None] | None = None
+        self._credentials = credentials or NatsCredentials()
+        self._tokens = dict(tokens)
+        self._local = frozenset(local)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._fresh = fresh
+        self._seen = Seen()
+        self._hellos: dict[str, _Hello] = {}  # agent_ready id -> its pending answer
+        self._sessions: dict[str, str] = {}  # session key -> agent id
+        self._bound: dict[str, str] = {}  # agent id -> its current session key
+        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._unsent: dict[str, IPCMessage] = {}
+        self._inbound = True
+        for agent_id in self._tokens:
+            if agent_id not in self._local:
+                self.subscribe(agent_id)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def connected(self) -> list[str]:
+        """The external agents bound right now (NATS has no connections of theirs to watch)."""
+        return sorted(self._bound)
+
+    async def start(self) -> None:
+        """Connect to the NATS server and take what agents send (raises `TransportError`)."""
+        self._nc = await connect_nats(self.address, self._credentials, name=f"sprintdeck-manager-{self.address.sprint}")
+        self._js = self._nc.jetstream()
+        try:
+            await ensure_stream(self._js, self.subjects, fresh=self._fresh)
+            await consume(self._js, self.subjects.manager, "manager", self._on_stored)
+        except NatsError as exc:
+            await self._nc.close()
+            raise TransportError(f"no JetStream on the NATS server at {self.address} (start it with -js): {exc}") from None
+
+    def joining(self, agent_id: str) -> tuple[str, str] | None:
+        return None  # Claude Code's hook speaks to sockets only
+
+    def discard_queued(self, agent_id: str) -> int:
+        """Drop what waits for an agent the manager declared dead (as `SocketTransport` does)."""
+        inbox = self._inboxes.get(agent_id)
+        if inbox is None or agent_id not in self._tokens:
+            return 0
+        dropped = int(self._unsent.pop(agent_id, None) is not None)
+        while inbox.get_nowait() is not None:
+            dropped += 1
+        return dropped
+
+    def stop_inbound(self) -> None:
+        """The sprint is over: nothing more from agents is taken (or journaled); sending goes on."""
+        self._inbound = False
+
+    async def finish(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """End of sprint: bound agents get what is queued for them, then the notice, then close."""
+        self.stop_inbound()
+        try:
+            async with asyncio.timeout(timeout):
+                while any(len(self._inboxes[a]) or a in self._unsent for a in self._bound if a in self._inboxes):
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            log.warning("agents %s did not take all their messages before the end", ", ".join(self.connected))
+        for agent_id in list(self._bound):
+            await self._store(self.subjects.agent(agent_id), _finished(agent_id))
+        await self.close()
+
+    async def close(self) -> None:
+        self._inbound = False
+        pumps = list(self._pumps.values())
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        self._pumps.clear()
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                async with asyncio.timeout(2.0):
+                    await self._nc.drain()
+            except (NatsError, TimeoutError, OSError):
+                await self._nc.close()
+        await super().close()
+
+    # ------------------------------------------------------------ taking messages
+
+    async def _on_stored(self, msg: Msg) -> None:
+        """A message from the stream: applied once (a redelivery is only acknowledged), then acked,
+        so one the manager had not taken when the server died comes again."""
+        if self._seen.first_time(msg):
+            await self._on_msg(msg)
+        try:
+            await msg.ack()
+        except (NatsError, OSError):
+            pass  # the server is away: it delivers the message again, and `Seen` drops it
+
+    async def _on_msg(self, msg: Msg) -> None:
+        """One message from an agent (or from anyone with the NATS account)."""
+        if not self._inbound:
+            if (reply := _reply_of(msg)) is not None:
+                await self._publish(reply, _finished("unknown"))
+            return
+        try:
+            message = parse_message(msg.data)
+        except ProtocolError as exc:
+            await self._refuse(msg, exc.field, exc.reason, message_id=exc.message_id)
+            return
+        session = (msg.headers or {}).get(SESSION_HEADER)
+        if session is None:
+            await self._hello(msg, message)
+            return
+        bound = self._sessions.get(session)
+        if bound is None:
+            await self._refuse(msg, "session", "no agent holds this session: send agent_ready with your token first",
+                               message, security=True)
+        elif message.from_ != bound:
+            reason = f"this session is bound to agent {bound!r}; a message from {message.from_!r} is refused"
+            await self._refuse(msg, "from", reason, message, bound=bound, security=True)
+        elif message.type == MessageType.AGENT_READY:
+            await self._hello(msg, message)  # a new session for the same agent, with its token again
+        elif (refused := agent_traffic_refusal(message)) is not None:
+            await self._refuse(msg, *refused, message, bound=bound, security=True)
+        else:
+            await self._deliver(msg, message, bound)
+
+    async def _hello(self, msg: Msg, message: IPCMessage) -> None:
+        """agent_ready with the token: the manager is asked to answer it (welcome or refusal)."""
+        problem = hello_problem(message, self._tokens, self._local)
+        reply = _reply_of(msg)
+        if problem is None and reply is None:
+            problem = "reply", f"agent_ready needs a {REPLY_HEADER} header for the manager's answer"
+        if problem is not None or reply is None:
+            await self._refuse(msg, *(problem or ("reply", "")), message, security=True)
+            return
+        self._hellos[message.id] = _Hello(message.from_, reply, secrets.token_urlsafe(18))
+        payload = message.payload.model_copy(update={"token": None})  # the token stays on the wire
+        hello = message.model_copy(update={"payload": payload, "requires_response": True})
+        if not await self._deliver(msg, hello, message.from_):
+            self._hellos.pop(message.id, None)
+
+    async def _deliver(self, msg: Msg, message: IPCMessage, bound: str) -> bool:
+        try:
+            await self.send(message)
+            return True
+        except UnknownRecipient as exc:
+            await self._refuse(msg, "to", str(exc), message, bound=bound)
+        except ProtocolError as exc:
+            await self._refuse(msg, exc.field, exc.reason, message, bound=bound)
+        except TransportClosed:
+            pass
+        except TransportError as exc:
+            await self._refuse(msg, "", str(exc), message, bound=bound)
+        return False
+
+    # ------------------------------------------------------------ sending
+
+    async def send(self, message: IPCMessage) -> None:
+        """The answer to an agent_ready goes to its reply subject (binding the agent when it is a
+        welcome); everything else is routed as in-process."""
+        hello = self._hellos.pop(message.correlation_id, None) if message.correlation_id is not None else None
+        if hello is None:
+            await super().send(message)
+            return
+        check_size(message)
+        self._notify(message)
+        welcomed = message.type != MessageType.AGENT_ERROR
+        await self._publish(hello.reply, message, {SESSION_HEADER: hello.session} if welcomed else None)
+        if welcomed:
+            self._bind(hello)
+
+    def _broadcast(self, message: IPCMessage) -> None:
+        """Local subscribers get it in their inboxes; external agents on the broadcast subject, once."""
+        self._notify(message)
+        for agent_id, inbox in self._inboxes.items():
+            if agent_id != message.from_ and (agent_id not in self._tokens or agent_id in self._local):
+                inbox.put(message)
+        if self._js is not None:
+            asyncio.get_running_loop().create_task(self._store(self.subjects.broadcast, message))
+
+    def _bind(self, hello: _Hello) -> None:
+        """The agent's new session replaces its old one; its pump starts (or goes on)."""
+        old = self._bound.get(hello.agent_id)
+        if old is not None:
+            self._sessions.pop(old, None)
+        self._bound[hello.agent_id] = hello.session
+        self._sessions[hello.session] = hello.agent_id
+        pump = self._pumps.get(hello.agent_id)
+        if pump is None or pump.done():
+            self._pumps[hello.agent_id] = asyncio.get_running_loop().create_task(
+                self._pump(hello.agent_id), name=f"nats-pump-{hello.agent_id}")
+
+    async def _pump(self, agent_id: str) -> None:
+        """Publish the agent's inbox on its subject, in delivery order.  The message being published
+        is kept in `_unsent` until the server has it, so one lost with the server goes again."""
+        inbox = self._inboxes[agent_id]
+        subject = self.subjects.agent(agent_id)
+        try:
+            while True:
+                message = self._unsent.get(agent_id) or await inbox.get()
+                self._unsent[agent_id] = message
+                if not await self._store(subject, message):
+                    await asyncio.sleep(0.1)
+                    continue
+                if self._unsent.get(agent_id) is message:
+                    del self._unsent[agent_id]
+        except TransportClosed:
+            pass
+
+    async def _store(self, subject: str, message: IPCMessage) -> bool:
+        """Into the stream, acknowledged by the server (an agent's messages and broadcasts)."""
+        return self._js is not None and await store(self._js, subject, message)
+
+    async def _publish(self, subject: str, message: IPCMessage, headers: dict[str, str] | None = None) -> bool:
+        """Publish `message` once, on core NATS (answers on a reply subject); False when the
+        connection could not take it."""
+        if self._nc is None or self._nc.is_closed:
+            return False
+        try:
+            await self._nc.publish(subject, message.wire().encode(), headers=headers)
+        except (NatsError, OSError) as exc:
+            log.warning("could not publish %s %s on %s: %s", message.type, message.id, subject, exc)
+            return False
+        return True
+
+    # ------------------------------------------------------------ refusals
+
+    async def _refuse(
+        self,
+        msg: Msg,
+        field: str,
+        reason: str,
+        message: IPCMessage | None = None,
+        *,
+        message_id: str | None = None,
+        bound: str | None = None,
+        security: bool = False,
+    ) -> None:
+        """Tell the sender what was wrong (on its reply subject) and record it (`on_refused`)."""
+        refusal = Refusal(
+            field=field,
+            reason=reason,
+            message_id=message.id if message is not None else message_id,
+            claimed=message.from_ if message is not None else None,
+            bound=bound,
+            transport=f"nats:{self.subjects.manager}",
+            security=security,
+        )
+        if (reply := _reply_of(msg)) is not None:
+            await self._publish(reply, refusal.reply(message))
+        log.warning("refused on NATS from %s: %s%s", refusal.sender or "?", f"{field}: " if field else "", reason)
+        if self.on_refused is not None:
+            try:
+                self.on_refused(refusal)
+            except Exception:
+                log.exception("could not record a refused message")
+
+
+def _reply_of(msg: Msg) -> str | None:
+    """Where the sender takes answers: its `Sprintdeck-Reply` header (JetStream delivers a message
+    with an ack subject as its reply, so the sender's own reply subject travels in a header)."""
+    reply = (msg.headers or {}).get(REPLY_HEADER)
+    return reply if reply and reply.startswith("_INBOX.") else None
+
+
+def _finished(agent_id: str) -> IPCMessage:
+    return make_message(MessageType.BROADCAST_INFO, MANAGER_ID, agent_id, {"info": SPRINT_FINISHED})
+
