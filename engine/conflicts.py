@@ -391,6 +391,8 @@ class FileGuard:
             pending[0].cancel()
 
     def _recheck(self, obs: Observation, verdict: Verdict, source_conflict: ConflictRecord | None) -> None:
+        if obs.created and verdict.reason == "no_lock" and not (Path(self.workspace) / obs.path).exists():
+            return self._defer(obs, verdict, source_conflict, CREATION_GRACE)  # renamed away, the news is late
         self._deferred.pop(obs.path, None)
         if verdict.owner is not None and self._mismatch(obs.path, verdict.owner, obs.checksum, obs.content):
             report = self.reports[obs.path]

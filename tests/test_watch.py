@@ -496,6 +496,36 @@ async def test_an_atomic_save_of_a_locked_file_is_its_holders_change_not_a_confl
         assert engine.replayed_files() == engine.live_files()
 
 
+async def test_an_atomic_save_whose_rename_is_reported_late_is_still_its_holders_change(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    """On a loaded machine the watcher's word of the rename can come after the creation grace: the
+    temporary file is gone from disk by then, and must not be judged as a file nobody holds (a
+    `kind: claude` sprint ended "1 file left in conflict: web/app.js.tmp.29389…" in CI)."""
+    import engine.conflicts
+
+    monkeypatch.setattr(engine.conflicts, "CREATION_GRACE", 0.2)
+    async with Engine(tmp_path, {"web/app.js": "the old script\n"}) as engine:
+        await engine.lock("alice", "web/app.js")
+        watcher = engine.manager.files.watcher
+        deliver = watcher.on_changes
+        loop = asyncio.get_running_loop()
+
+        def late(observations: list) -> None:  # the rename's batch arrives 0.8 s late
+            if any(obs.renamed_from for obs in observations) or any(obs.kind == "deleted" for obs in observations):
+                loop.call_later(0.8, deliver, observations)
+            else:
+                deliver(observations)
+        monkeypatch.setattr(watcher, "on_changes", late)
+        temporary = "web/app.js.tmp.29389.24848bcd55b1"
+        engine.write(temporary, "new\n")
+        await engine.until(lambda: temporary in engine.manager.files.index.entries, what="the watcher saw it")
+        os.rename(engine.workspace / temporary, engine.workspace / "web/app.js")
+        await engine.until(lambda: engine.file("web/app.js").size == len("new\n"), what="the late rename")
+        assert engine.file("web/app.js").modified_by == "alice" and engine.file("web/app.js").status == "modified"
+        assert engine.file(temporary) is None
+        assert not [e for e in engine.of("file_changed") if e.body.path == temporary]
+
+
 async def test_a_temporary_file_that_comes_and_goes_is_not_recorded(tmp_path: Path, monkeypatch) -> None:
     import engine.conflicts
 
