@@ -30,19 +30,16 @@ from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 
 from engine.protocol import (
-    MANAGER_ID,
-    SPRINT_FINISHED,
     IPCMessage,
     MessageType,
     ProtocolError,
     agent_traffic_refusal,
-    make_message,
     parse_message,
 )
 from engine.refusal import Refusal
 from engine.transports.address import Address
 from engine.transports.base import TransportClosed, TransportError, UnknownRecipient, check_size
-from engine.transports.inproc import InProcessTransport
+from engine.transports.external import DRAIN_TIMEOUT, ExternalAgentsTransport, finished_notice, hello_problem
 from engine.transports.nats_link import (
     REPLY_HEADER,
     SESSION_HEADER,
@@ -54,7 +51,6 @@ from engine.transports.nats_link import (
     ensure_stream,
     store,
 )
-from engine.transports.socket import DRAIN_TIMEOUT, hello_problem
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +64,7 @@ class _Hello:
     session: str
 
 
-class NatsTransport(InProcessTransport):
+class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its session key
     """In-process inboxes for local parties, NATS subjects for the plan's external agents."""
 
     def __init__(
@@ -83,37 +79,21 @@ class NatsTransport(InProcessTransport):
     ) -> None:
         """`fresh`: a new sprint, whose stream starts empty; a resumed one (False) takes what the
         stream still holds for it."""
-        super().__init__()
         if not address.sprint:
             raise TransportError(f"{address}: the NATS transport needs the sprint's name in the address")
-        self.address = address
+        # `on_disconnected` is kept for `serve`'s sake: NATS tells of no agent's disconnection (heartbeats do).
+        super().__init__(address, tokens=tokens, local=local, on_refused=on_refused)
         self.subjects = Subjects(address.sprint)
-        self.on_refused = on_refused
-        #: Kept for `serve`'s sake: NATS tells the manager of no agent's disconnection (heartbeats do).
-        self.on_disconnected: Callable[[str, int | None], None] | None = None
         self._credentials = credentials or NatsCredentials()
-        self._tokens = dict(tokens)
-        self._local = frozenset(local)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._fresh = fresh
         self._seen = Seen()
         self._hellos: dict[str, _Hello] = {}  # agent_ready id -> its pending answer
         self._sessions: dict[str, str] = {}  # session key -> agent id
-        self._bound: dict[str, str] = {}  # agent id -> its current session key
         self._pumps: dict[str, asyncio.Task[None]] = {}
-        self._unsent: dict[str, IPCMessage] = {}
-        self._inbound = True
-        for agent_id in self._tokens:
-            if agent_id not in self._local:
-                self.subscribe(agent_id)
 
     # ------------------------------------------------------------ lifecycle
-
-    @property
-    def connected(self) -> list[str]:
-        """The external agents bound right now (NATS has no connections of theirs to watch)."""
-        return sorted(self._bound)
 
     async def start(self) -> None:
         """Connect to the NATS server and take what agents send (raises `TransportError`)."""
@@ -129,31 +109,12 @@ class NatsTransport(InProcessTransport):
     def joining(self, agent_id: str) -> tuple[str, str] | None:
         return None  # Claude Code's hook speaks to sockets only
 
-    def discard_queued(self, agent_id: str) -> int:
-        """Drop what waits for an agent the manager declared dead (as `SocketTransport` does)."""
-        inbox = self._inboxes.get(agent_id)
-        if inbox is None or agent_id not in self._tokens:
-            return 0
-        dropped = int(self._unsent.pop(agent_id, None) is not None)
-        while inbox.get_nowait() is not None:
-            dropped += 1
-        return dropped
-
-    def stop_inbound(self) -> None:
-        """The sprint is over: nothing more from agents is taken (or journaled); sending goes on."""
-        self._inbound = False
-
     async def finish(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """End of sprint: bound agents get what is queued for them, then the notice, then close."""
         self.stop_inbound()
-        try:
-            async with asyncio.timeout(timeout):
-                while any(len(self._inboxes[a]) or a in self._unsent for a in self._bound if a in self._inboxes):
-                    await asyncio.sleep(0.01)
-        except TimeoutError:
-            log.warning("agents %s did not take all their messages before the end", ", ".join(self.connected))
+        await self._until_taken(timeout)
         for agent_id in list(self._bound):
-            await self._store(self.subjects.agent(agent_id), _finished(agent_id))
+            await self._store(self.subjects.agent(agent_id), finished_notice(agent_id))
         await self.close()
 
     async def close(self) -> None:
@@ -187,7 +148,7 @@ class NatsTransport(InProcessTransport):
         """One message from an agent (or from anyone with the NATS account)."""
         if not self._inbound:
             if (reply := _reply_of(msg)) is not None:
-                await self._publish(reply, _finished("unknown"))
+                await self._publish(reply, finished_notice("unknown"))
             return
         try:
             message = parse_message(msg.data)
@@ -336,12 +297,7 @@ class NatsTransport(InProcessTransport):
         )
         if (reply := _reply_of(msg)) is not None:
             await self._publish(reply, refusal.reply(message))
-        log.warning("refused on NATS from %s: %s%s", refusal.sender or "?", f"{field}: " if field else "", reason)
-        if self.on_refused is not None:
-            try:
-                self.on_refused(refusal)
-            except Exception:
-                log.exception("could not record a refused message")
+        self._record(refusal)
 
 
 def _reply_of(msg: Msg) -> str | None:
@@ -349,8 +305,4 @@ def _reply_of(msg: Msg) -> str | None:
     with an ack subject as its reply, so the sender's own reply subject travels in a header)."""
     reply = (msg.headers or {}).get(REPLY_HEADER)
     return reply if reply and reply.startswith("_INBOX.") else None
-
-
-def _finished(agent_id: str) -> IPCMessage:
-    return make_message(MessageType.BROADCAST_INFO, MANAGER_ID, agent_id, {"info": SPRINT_FINISHED})
 

@@ -28,7 +28,6 @@ peer and recorded through one path, a burst of them as one record with a count.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import socket
@@ -37,7 +36,6 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 
 from engine.protocol import (
     MANAGER_ID,
-    SPRINT_FINISHED,
     IPCMessage,
     MessageType,
     ProtocolError,
@@ -53,15 +51,14 @@ from engine.transports.connection import accept
 from engine.transports.connection import peer_name as _peer_name
 from engine.transports.guard import Guard
 from engine.transports.framing import Oversize, encode, read_lines
-from engine.transports.inproc import InProcessTransport, PriorityInbox
+from engine.transports.external import DRAIN_TIMEOUT, ExternalAgentsTransport, finished_notice, hello_problem
 from engine.transports.watching import WATCH_CHANNEL, WATCHER_PREFIX, WatchDesk, WatchLink
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT = 5.0  # seconds `finish` waits for connected agents to receive what is queued for them
 
 
-class SocketTransport(InProcessTransport):
+class SocketTransport(ExternalAgentsTransport[_Connection]):
     """In-process inboxes for local parties, socket connections for the plan's external agents.
 
     `listener` is a bound, listening socket (`engine.transports.address.listen`); `tokens` maps
@@ -78,34 +75,17 @@ class SocketTransport(InProcessTransport):
         local: Collection[str] = (),
         on_refused: Callable[[Refusal], None] | None = None,
     ) -> None:
-        super().__init__()
-        self.address = address
-        self.on_refused = on_refused
-        #: Called with (agent id, peer pid or None) when an agent's own connection closes mid-sprint.
-        self.on_disconnected: Callable[[str, int | None], None] | None = None
+        super().__init__(address, tokens=tokens, local=local, on_refused=on_refused)
         self._listener = listener
-        self._tokens = dict(tokens)
         self._tasks: list[asyncio.Task[None]] = []  # accepting, and watching the backlogs
         self._connections: set[_Connection] = set()
         self._guard = Guard(self._queued, self._record)
-        self._bound: dict[str, _Connection] = {}
         self._routes: dict[str, _Connection] = {}  # request id -> the connection its reply goes to
-        self._unsent: dict[str, IPCMessage] = {}  # taken from an inbox, not known to be written
-        self._inbound = True
-        self._local = frozenset(local)  # agents of this process (kind: claude) whose runs open side channels
         #: `serve` sets it: the manager's side of `sprintdeck watch` (engine/watchers.py)
         self.watch_desk: WatchDesk | None = None
         self._watching: dict[_Connection, WatchLink] = {}
-        for agent_id in self._tokens:
-            if agent_id not in self._local:
-                self.subscribe(agent_id)
 
     # ------------------------------------------------------------ lifecycle
-
-    @property
-    def connected(self) -> list[str]:
-        """The external agents connected right now."""
-        return sorted(self._bound)
 
     async def start(self) -> None:
         """Accept connections (the listener already listens; early clients wait in its backlog)."""
@@ -128,34 +108,14 @@ class SocketTransport(InProcessTransport):
             return 0
         return len(inbox) + (agent_id in self._unsent)
 
-    def discard_queued(self, agent_id: str) -> int:
-        """Drop what waits for an agent the manager declared dead: its assignments went elsewhere,
-        and running them on its return would do the work twice.  Returns how many were dropped."""
-        inbox = self._inboxes.get(agent_id)
-        if inbox is None or agent_id not in self._tokens:
-            return 0
-        dropped = len(_drain(inbox)) + (self._unsent.pop(agent_id, None) is not None)
-        if dropped:
-            log.info("dropped %d messages queued for %s, declared dead", dropped, agent_id)
-        return dropped
-
-    def stop_inbound(self) -> None:
-        """The sprint is over: nothing more from agents is taken (or journaled); sending goes on."""
-        self._inbound = False
-
     async def finish(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """End of sprint: let connected agents receive what is queued, tell them, then close."""
         self.stop_inbound()
-        try:
-            async with asyncio.timeout(timeout):
-                while any(len(self._inboxes[a]) or a in self._unsent for a in self._bound if a in self._inboxes):
-                    await asyncio.sleep(0.01)
-        except TimeoutError:
-            log.warning("agents %s did not take all their messages before the end", ", ".join(self.connected))
+        await self._until_taken(timeout)
         if self.watch_desk is not None:
             await self.watch_desk.finish(timeout)  # the watchers see the final events
         for agent_id, connection in list(self._bound.items()):
-            connection.write(_finished(agent_id))
+            connection.write(finished_notice(agent_id))
             try:
                 async with asyncio.timeout(1.0):
                     await connection.writer.drain()
@@ -235,7 +195,7 @@ class SocketTransport(InProcessTransport):
     def _after_the_end(self, connection: _Connection) -> None:
         """After the sprint, a newcomer is told it is over; a bound agent's late lines are ignored."""
         if connection.agent_id is None:
-            connection.write(_finished("unknown"))
+            connection.write(finished_notice("unknown"))
             connection.closing = True
 
     async def _bind(self, connection: _Connection, message: IPCMessage) -> None:
@@ -435,51 +395,9 @@ class SocketTransport(InProcessTransport):
         if close:
             connection.closing = True
 
-    def _record(self, refusal: Refusal) -> None:
-        """The log and the journal (`on_refused`) of a refusal the digest lets through."""
-        log.warning("refused on %s from %s: %s%s", refusal.transport, refusal.sender or "?",
-                    f"{refusal.field}: " if refusal.field else "", refusal.reason)
-        if self.on_refused is not None:
-            try:
-                self.on_refused(refusal)
-            except Exception:
-                log.exception("could not record a refused message")
-
-
-def hello_problem(message: IPCMessage, tokens: Mapping[str, str], local: Collection[str]) -> tuple[str, str] | None:
-    """Why `message` cannot bind its sender (field, reason), or None: the one check of an agent's
-    token, for every transport that takes agents from other processes (socket, NATS)."""
-    if message.type != MessageType.AGENT_READY:
-        return "type", f"the first message on a connection must be agent_ready with the agent's token, not {message.type}"
-    claimed = message.payload.agent_id
-    if claimed is not None and claimed != message.from_:
-        return "payload.agentId", f"{claimed!r} must equal the message's from ({message.from_!r})"
-    expected = tokens.get(message.from_)
-    if expected is None:
-        known = ", ".join(sorted(tokens)) or "none"
-        return "from", f"no external agent {message.from_!r} in this sprint (external agents: {known})"
-    token = message.payload.token
-    if not token:
-        return "payload.token", f"missing: agent {message.from_!r} must send its token"
-    if not hmac.compare_digest(token.encode(), expected.encode()):
-        return "payload.token", f"wrong token for agent {message.from_!r}"
-    if message.from_ in local and message.payload.channel != "requests":
-        return "payload.channel", f"agent {message.from_!r} runs in the manager's process: join with channel requests"
-    return None
-
-
-def _drain(inbox: PriorityInbox) -> list[IPCMessage]:
-    messages = []
-    while (message := inbox.get_nowait()) is not None:
-        messages.append(message)
-    return messages
-
 
 def _without_token(message: IPCMessage) -> IPCMessage:
     """agent_ready as the manager (and so the journal) sees it: the token stays on the wire."""
     payload = message.payload.model_copy(update={"token": None})
     return message.model_copy(update={"payload": payload, "requires_response": False, "response_timeout": None})
 
-
-def _finished(agent_id: str) -> IPCMessage:
-    return make_message(MessageType.BROADCAST_INFO, MANAGER_ID, agent_id, {"info": SPRINT_FINISHED})
