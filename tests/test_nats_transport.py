@@ -14,8 +14,7 @@ import asyncio
 import itertools
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,17 +91,7 @@ def sprint_address(url: str) -> Address:
 class NatsBus(Bus):
     """tests/test_socket_transport.py's `Bus`, its clients `NatsClient`s."""
 
-    @asynccontextmanager
-    async def client(self, agent_id: str, token: str | None = None) -> AsyncIterator[NatsClient]:  # type: ignore[override]
-        client = NatsClient(self.address, agent_id, token=lambda: token or TOKENS[agent_id], give_up_after=GUARD)
-        await asyncio.wait_for(client.connect(), GUARD)
-        reading = asyncio.create_task(client.run())
-        try:
-            yield client
-        finally:
-            await client.close()
-            reading.cancel()
-            await asyncio.gather(reading, return_exceptions=True)
+    client_class = NatsClient
 
 
 async def start_nats_bus(address: Address, *, manager: bool = False) -> NatsBus:

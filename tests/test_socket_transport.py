@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -96,11 +96,12 @@ class Bus:
     address: Address
     refusals: list[Refusal] = field(default_factory=list)
     manager: Any = None  # the manager's inbox, when start_bus opened it
+    client_class: ClassVar[Any] = SocketClient  # the NATS suite's bus connects NatsClients
 
     @asynccontextmanager
-    async def client(self, agent_id: str, token: str | None = None) -> AsyncIterator[SocketClient]:
-        """A connected SocketClient for `agent_id`, reading (and reconnecting) in the background."""
-        client = SocketClient(self.address, agent_id, token=lambda: token or TOKENS[agent_id], give_up_after=GUARD)
+    async def client(self, agent_id: str, token: str | None = None) -> AsyncIterator[Any]:
+        """A connected client for `agent_id`, reading (and reconnecting) in the background."""
+        client = self.client_class(self.address, agent_id, token=lambda: token or TOKENS[agent_id], give_up_after=GUARD)
         await asyncio.wait_for(client.connect(), GUARD)
         reading = asyncio.create_task(client.run())
         try:
