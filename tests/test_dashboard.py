@@ -273,16 +273,22 @@ async def test_pause_agent_sprint_and_priority_keys(tmp_path: Path) -> None:
         ]
 
 
+async def ask_to_force_release(pilot, h: Harness) -> tuple[LocksPane, str]:
+    """Select the one lock in Locks and press `u`: the confirmation is on screen."""
+    await pilot.press("4")
+    locks = h.app.query_one(LocksPane)
+    await wait_for(pilot, lambda: locks.row_count == 1)
+    lock_id = locks.selected_key()
+    await pilot.press("u")
+    assert isinstance(h.app.screen, ConfirmScreen)
+    return locks, lock_id
+
+
 async def test_force_release_selected_lock_after_confirmation(tmp_path: Path) -> None:
     h = Harness(tmp_path, ops_plan())
     async with h.app.run_test(size=(120, 40)) as pilot:
         await running(pilot, h)
-        await pilot.press("4")
-        locks = h.app.query_one(LocksPane)
-        await wait_for(pilot, lambda: locks.row_count == 1)
-        lock_id = locks.selected_key()
-        await pilot.press("u")
-        assert isinstance(h.app.screen, ConfirmScreen)
+        locks, lock_id = await ask_to_force_release(pilot, h)
         await pilot.press("y")
         await wait_for(pilot, lambda: lock_id not in h.manager.state.locks)
         (action,) = h.operator_actions()
@@ -551,12 +557,7 @@ async def test_force_release_warns_what_happens_to_the_holder_enter_confirms_esc
     async with h.app.run_test(size=(120, 40), notifications=True) as pilot:
         await running(pilot, h)
         holder = h.manager.state.tasks["long"].agent
-        await pilot.press("4")
-        locks = h.app.query_one(LocksPane)
-        await wait_for(pilot, lambda: locks.row_count == 1)
-        lock_id = locks.selected_key()
-        await pilot.press("u")
-        assert isinstance(h.app.screen, ConfirmScreen)
+        _, lock_id = await ask_to_force_release(pilot, h)
         shown = screen_text(h.app)
         assert f"held by {holder}?" in shown
         assert f"{holder}'s task long will fail when it reports" in shown
