@@ -30,6 +30,14 @@ class Refusal:
     security: bool = False  # about identity (token, sender, manager-only type), not form
     count: int = 1  # how many refusals this record stands for (a collapsed burst: more than one)
 
+    @classmethod
+    def of(cls, field: str, reason: str, message: IPCMessage | None, *, message_id: str | None = None,
+           bound: str | None, transport: str, security: bool = False) -> Refusal:
+        """A transport's refusal of `message` (or of the line whose id it read, when there is none)."""
+        return cls(field=field, reason=reason, message_id=message.id if message is not None else message_id,
+                   claimed=message.from_ if message is not None else None, bound=bound, transport=transport,
+                   security=security)
+
     @property
     def sender(self) -> str:
         """Whom it is attributed to: the bound agent, else who it claimed to be ("" unknown)."""

@@ -286,15 +286,8 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         security: bool = False,
     ) -> None:
         """Tell the sender what was wrong (on its reply subject) and record it (`on_refused`)."""
-        refusal = Refusal(
-            field=field,
-            reason=reason,
-            message_id=message.id if message is not None else message_id,
-            claimed=message.from_ if message is not None else None,
-            bound=bound,
-            transport=f"nats:{self.subjects.manager}",
-            security=security,
-        )
+        refusal = Refusal.of(field, reason, message, message_id=message_id, bound=bound,
+                             transport=f"nats:{self.subjects.manager}", security=security)
         if (reply := _reply_of(msg)) is not None:
             await self._publish(reply, refusal.reply(message))
         self._record(refusal)

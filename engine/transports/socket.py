@@ -382,15 +382,8 @@ class SocketTransport(ExternalAgentsTransport[_Connection]):
         close: bool = False,
     ) -> None:
         """Tell the peer what was wrong (`agent_error` naming the field) and record it (`Guard.refused`)."""
-        refusal = Refusal(
-            field=field,
-            reason=reason,
-            message_id=message.id if message is not None else message_id,
-            claimed=message.from_ if message is not None else None,
-            bound=connection.agent_id,
-            transport=connection.peer,
-            security=security,
-        )
+        refusal = Refusal.of(field, reason, message, message_id=message_id, bound=connection.agent_id,
+                             transport=connection.peer, security=security)
         self._guard.refused(connection, refusal, message)
         if close:
             connection.closing = True
