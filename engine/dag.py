@@ -4,7 +4,7 @@ Edges run from a dependency to the task that waits for it.  Everything here is o
 topological order (or a strongly-connected-component pass for cycles), so a 10,000-task plan is
 analysed in a fraction of a second; nothing enumerates paths.
 
-The plan loader uses `find_cycles` while it checks a plan, so this module knows tasks and plans
+The plan loader uses `cycles_among` while it checks a plan, so this module knows tasks and plans
 only by the shapes below (`TaskRefs`, `GraphTask`, `GraphPlan`) and never imports `engine.plan`.
 Exports for people and tools are in `engine.export`.
 """
@@ -96,11 +96,6 @@ def build_dag(plan: GraphPlan) -> nx.DiGraph[str]:
 # ---------------------------------------------------------------- analysis
 
 
-def critical_path_lengths(graph: nx.DiGraph[str]) -> dict[str, float]:
-    """For each task, the longest estimate-weighted path from it to any sink, its own estimate included."""
-    return longest_paths(_children_of(graph), {node: _estimate(graph, node) for node in graph})
-
-
 def critical_path(graph: nx.DiGraph[str]) -> list[str]:
     """The chain of tasks with the largest summed estimate (the sprint's shortest possible length)."""
     return critical_chain(_children_of(graph), {node: _estimate(graph, node) for node in graph})
@@ -120,18 +115,14 @@ def critical_chain(children: Mapping[str, Sequence[str]], estimates: Mapping[str
     return path
 
 
-def descendant_counts(graph: nx.DiGraph[str]) -> dict[str, int]:
-    """For each task, how many tasks wait for it directly or indirectly."""
-    return reach_counts(_children_of(graph))
-
-
 def _children_of(graph: nx.DiGraph[str]) -> dict[str, list[str]]:
     return {node: list(graph.successors(node)) for node in graph}
 
 
-# ---------------------------------------------------------------- the same, on plain dicts
-# The scheduler needs only these figures and each task's dependents: it works on dicts, so that
-# running a sprint does not build (or import) a networkx graph of every task.
+# ---------------------------------------------------------------- on plain dicts
+# The scheduler and the dashboard need only these figures and each task's dependents: they work
+# on dicts, so that running or watching a sprint does not build (or import) a networkx graph;
+# the graph above is for exports.
 
 
 def task_children(tasks: Sequence[TaskRefs]) -> dict[str, list[str]]:
@@ -216,17 +207,6 @@ def _sinks_first(children: Mapping[str, Sequence[str]]) -> list[str]:
         raise ValueError("the task graph has a cycle")
     order.reverse()
     return order
-
-
-def find_cycles(graph: nx.DiGraph[str]) -> list[list[str]]:
-    """One cycle per group of mutually dependent tasks, each as `[a, b, ..., a]` along the edges."""
-    return cycles_among(list(graph), {node: list(graph.predecessors(node)) for node in graph})
-
-
-def find_cycle(graph: nx.DiGraph[str]) -> list[str] | None:
-    """The first cycle of `find_cycles`, or None when the graph is a DAG."""
-    cycles = find_cycles(graph)
-    return cycles[0] if cycles else None
 
 
 def cycles_among(order: Sequence[str], depends_on: Mapping[str, Sequence[str]]) -> list[list[str]]:

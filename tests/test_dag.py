@@ -15,17 +15,12 @@ from hypothesis import strategies as st
 from engine.dag import (
     build_dag,
     critical_path,
-    critical_path_lengths,
     dependency_graph,
-    descendant_counts,
-    find_cycle,
-    critical_chain,
     cycles_among,
     descendants_of,
     longest_paths,
     reach_counts,
     task_children,
-    find_cycles,
 )
 from engine.export import to_dot, to_json, to_mermaid
 from engine.plan import Plan, PlanError, TaskSpec, load_plan
@@ -89,24 +84,24 @@ def test_critical_path(plan: Plan) -> None:
 
 
 def test_critical_path_lengths(plan: Plan) -> None:
-    assert critical_path_lengths(build_dag(plan)) == {"a": 13.0, "b": 4.0, "c": 11.0, "d": 1.0, "e": 4.0}
+    assert longest_paths(task_children(plan.tasks), {t.id: t.estimate for t in plan.tasks}) == {"a": 13.0, "b": 4.0, "c": 11.0, "d": 1.0, "e": 4.0}
 
 
 def test_descendant_counts(plan: Plan) -> None:
-    assert descendant_counts(build_dag(plan)) == {"a": 3, "b": 1, "c": 1, "d": 0, "e": 0}
+    assert reach_counts(task_children(plan.tasks)) == {"a": 3, "b": 1, "c": 1, "d": 0, "e": 0}
 
 
 def test_descendants_counted_once_through_diamonds() -> None:
     # a fans out to b1..b50, which all feed z: a has 51 descendants, not 100.
     tasks = [TaskSpec(id="a")] + [TaskSpec(id=f"b{i}", depends_on=["a"]) for i in range(50)]
     tasks.append(TaskSpec(id="z", depends_on=[f"b{i}" for i in range(50)]))
-    counts = descendant_counts(dependency_graph(tasks))
+    counts = reach_counts(task_children(tasks))
     assert counts["a"] == 51 and counts["b7"] == 1 and counts["z"] == 0
 
 
 def test_empty_graph() -> None:
     graph = dependency_graph([])
-    assert critical_path(graph) == [] and critical_path_lengths(graph) == {} and descendant_counts(graph) == {}
+    assert critical_path(graph) == [] and longest_paths({}, {}) == {} and reach_counts({}) == {}
 
 
 def test_long_chain_and_wide_fan_are_handled() -> None:
@@ -118,8 +113,9 @@ def test_long_chain_and_wide_fan_are_handled() -> None:
     graph = dependency_graph(chain + fan)
     path = critical_path(graph)
     assert len(path) == 5000 and path[0] == "c0" and path[-1] == "c4999"
-    assert critical_path_lengths(graph)["c0"] == 5000.0
-    assert descendant_counts(graph)["c0"] == 4999 + 5000
+    children = task_children(chain + fan)
+    assert longest_paths(children, {t.id: t.estimate for t in chain + fan})["c0"] == 5000.0
+    assert reach_counts(children)["c0"] == 4999 + 5000
 
 
 def test_find_cycles() -> None:
@@ -130,10 +126,10 @@ def test_find_cycles() -> None:
         TaskSpec(id="x", depends_on=["x"]),
         TaskSpec(id="ok"),
     ]
-    graph = dependency_graph(tasks)
-    assert find_cycles(graph) == [["a", "b", "c", "a"], ["x", "x"]]  # along edges: dependency -> dependent
-    assert find_cycle(graph) == ["a", "b", "c", "a"]
-    assert find_cycle(dependency_graph(tasks[4:])) is None
+    depends_on = {task.id: task.depends_on for task in tasks}
+    # along edges: dependency -> dependent
+    assert cycles_among([t.id for t in tasks], depends_on) == [["a", "b", "c", "a"], ["x", "x"]]
+    assert cycles_among(["ok"], depends_on) == []
 
 
 # ---------------------------------------------------------------- exports
@@ -365,8 +361,10 @@ def test_the_schedulers_dict_figures_match_networkx(spec: list[tuple[list[int], 
              for i, (deps, estimate) in enumerate(spec)]
     graph = dependency_graph(tasks)
     children = task_children(tasks)
-    assert longest_paths(children, {t.id: t.estimate for t in tasks}) == critical_path_lengths(graph)
-    assert reach_counts(children) == descendant_counts(graph)
-    assert critical_chain(children, {t.id: t.estimate for t in tasks}) == critical_path(graph)
+    longest: dict[str, float] = {}
+    for node in reversed(list(nx.topological_sort(graph))):
+        longest[node] = graph.nodes[node]["estimate"] + max((longest[s] for s in graph.successors(node)), default=0.0)
+    assert longest_paths(children, {t.id: t.estimate for t in tasks}) == longest
+    assert reach_counts(children) == {node: len(nx.descendants(graph, node)) for node in graph}
     for task in tasks:
         assert descendants_of(children, task.id) == nx.descendants(graph, task.id)
