@@ -205,7 +205,7 @@ class MarkedLoader(_EventSource, SafeConstructor, Resolver):
         parent.key = key
         if isinstance(event, yaml.ScalarEvent):
             first = parent.first_lines.setdefault(key, parent.key_line)
-            if first != parent.key_line or key in parent.value:
+            if key in parent.value:  # written before (its value is placed before the next key)
                 self.duplicates.append((parent.key_line, f"duplicate key {_quoted(key)} (first on line {first}): "
                                                          "only one of the two would be kept"))
 
