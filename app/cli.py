@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -166,9 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(arguments)
     module = importlib.import_module(COMMANDS[args.command])
     try:
-        return int(module.main(args))
+        code = int(module.main(args))
+        sys.stdout.flush()  # a reader that left shows here, inside the try, not in the exit's flush
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader left early (`| head`): stop quietly, not with a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush would fail again
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ state.  Then the restart itself is recorded, so a replay tells the story too:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,23 @@ RESTART_REASON = "manager_restart"
 
 class ResumeError(ValueError):
     """The journal cannot be continued with this plan (the message says why); nothing was written."""
+
+
+def finished_seq(path: Path, tail_bytes: int = 1 << 20) -> int | None:
+    """The seq of the journal's `sprint_finished` record, or None when the sprint never finished.
+
+    Read-only, from the file's last MiB (the final record closes a journal), line by line: a
+    crashed run's torn last line is skipped, not an error, since that journal is the one to resume.
+    """
+    with path.open("rb") as file:
+        file.seek(max(0, file.seek(0, 2) - tail_bytes))
+        for line in file.read().splitlines():
+            if b'"type":"sprint_finished"' in line:
+                try:
+                    return int(json.loads(line)["seq"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return None
 
 
 def check_resumable(plan: Plan, header: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:

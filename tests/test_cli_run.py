@@ -271,3 +271,17 @@ def test_leaving_the_dashboard_prints_the_outcome_behind_the_exit_code(tmp_path:
     assert screen.returncode == 1
     after_app = out.decode(errors="replace")[out.decode(errors="replace").rindex("\x1b[?1049l"):].replace("\r", "")
     assert "sprintdeck: finished · 3/3 done · 1 file left in conflict: src/config.py" in after_app
+
+
+def test_a_reader_that_left_gets_no_traceback() -> None:
+    # `sprintdeck validate plan | head -0`, deterministically: the pipe's reading end is closed
+    # before sprintdeck writes its line.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = subprocess.run([*SPRINTDECK, "validate", str(SAMPLES / "webrtc/plan.yaml")], cwd=ROOT, stdout=write_end,
+                             stderr=subprocess.PIPE, text=True, timeout=60, env={"PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write_end)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr

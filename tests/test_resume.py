@@ -320,3 +320,21 @@ async def test_resume_judges_what_changed_while_the_manager_was_down(tmp_path: P
         writer.close()
     _, records, _ = read_journal(path)
     assert fold(Event.from_record(r) for r in records).model_dump(mode="json") == manager.state.model_dump(mode="json")
+
+
+def test_resuming_a_sprint_that_finished_is_refused_and_leaves_its_journal_alone(tmp_path: Path) -> None:
+    # Its scratch workspace is gone by then; what matters is saying there is nothing to resume
+    # (before this, a finished journal was "resumed" and appended to).
+    journal = tmp_path / "run.jsonl"
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    plan = str(SAMPLES / "webrtc/plan.yaml")
+    done = subprocess.run([sys.executable, "-m", "app.cli", "run", plan, "--headless", "--record", str(journal)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before = journal.read_bytes()
+    again = subprocess.run([sys.executable, "-m", "app.cli", "run", plan, "--headless", "--resume", str(journal)],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2
+    assert f"cannot resume {journal}: the sprint it records finished at seq" in again.stderr
+    assert "nothing to resume" in again.stderr and "Traceback" not in again.stderr
+    assert journal.read_bytes() == before

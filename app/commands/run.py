@@ -22,7 +22,7 @@ from engine.metrics import sprint_outcome, sprint_succeeded
 from engine.os_errors import os_problem
 from engine.fork import create_fork
 from engine.plan import Plan, PlanError, load_plan
-from engine.resume import ResumeError, check_resumable, sprint_manager
+from engine.resume import ResumeError, check_resumable, finished_seq, sprint_manager
 from engine.transports.private import private_transport, serving
 from engine.workspace import ScratchWorkspace, prepare_workspace
 
@@ -143,6 +143,9 @@ def resume_inputs(plan: Plan, args: argparse.Namespace) -> tuple[Path, dict[str,
         raise ResumeError(f"--record cannot be combined with --resume: the resumed run appends to {journal_path} "
                           f"(to start a new journal from a moment of it, add --at SEQ)")
     header = read_header(journal_path)
+    if (finished := finished_seq(journal_path)) is not None:
+        raise ResumeError(f"the sprint it records finished at seq {finished}: there is nothing to resume "
+                          f"(replay it, or fork it from a moment with --at SEQ --record NEW)")
     workspace_arg = args.workspace or header.get("workspace")
     if not workspace_arg:
         raise ResumeError("the journal does not record its workspace; pass --workspace DIR")
