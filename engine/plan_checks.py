@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from engine.dag import TaskRefs, cycles_among
 from engine.identifiers import shown
@@ -36,35 +33,15 @@ class AgentRefs(Protocol):
     def capabilities(self) -> Sequence[str]: ...
 
 
-class AgentLinks(BaseModel):
-    """An agent's `AgentRefs`, read even when the rest of it is broken."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-    id: str
-    capabilities: Names = []
-
-
-class TaskLinks(BaseModel):
-    """A task's `TaskRefs`, read even when the rest of it is broken."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-    id: str
-    agent: str | None = None
-    agents: Names = []
-    requires: Names = []
-    depends_on: Names = []
-
-
 Spec_co = TypeVar("Spec_co", covariant=True)
 Refs_co = TypeVar("Refs_co", covariant=True)
 Refs = TypeVar("Refs", AgentRefs, TaskRefs)
 
 
-@dataclass(frozen=True)
-class Entry(Generic[Spec_co, Refs_co]):
+class Entry(NamedTuple, Generic[Spec_co, Refs_co]):
     """One item of the `agents` or `tasks` list: its full spec if valid, its links if readable."""
 
-    index: int
+    position: int  # in its list
     raw: Any  # the item as written (a MarkedDict when it is a mapping)
     spec: Spec_co | None
     links: Refs_co | None
@@ -140,7 +117,7 @@ class _CrossCheck:
             item_id = entry.raw.get("id") if isinstance(entry.raw, dict) else None
             if not isinstance(item_id, str):
                 continue
-            line = line_at(self.report.root, (key, entry.index, "id"))
+            line = line_at(self.report.root, (key, entry.position, "id"))
             if item_id in seen:
                 self.report.add(line, f"duplicate {kind} id {shown(item_id)} (first defined on line {seen[item_id]})")
             else:
@@ -191,7 +168,7 @@ def _first_of_each(entries: Sequence[Entry[object, Refs]]) -> list[tuple[int, Re
     for entry in entries:
         if entry.links is not None and entry.links.id not in seen:
             seen.add(entry.links.id)
-            kept.append((entry.index, entry.links))
+            kept.append((entry.position, entry.links))
     return kept
 
 
@@ -302,4 +279,4 @@ def check_resource_links(report: Report, workspace: Path, tasks: Sequence[Entry[
             try:
                 canonical_resource(resource, root)
             except LockError as exc:
-                report.at(("tasks", entry.index, *loc), f"{field}: {exc}", who)
+                report.at(("tasks", entry.position, *loc), f"{field}: {exc}", who)

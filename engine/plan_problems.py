@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.identifiers import shown
 from engine.marked_yaml import line_at
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """One mistake: the file as the user named it, the line to look at, and what is wrong."""
 
     file: str
@@ -28,7 +26,7 @@ class Problem:
         return f"{self.file}:{self.line}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
 
 class PlanError(Exception):

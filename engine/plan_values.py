@@ -12,11 +12,10 @@ import math
 import re
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any
-
-from pydantic import AfterValidator, BeforeValidator
+from typing import Any
 
 from engine.identifiers import MAX_ID_LENGTH, id_problem, shown, text_problem
+from engine.plan_schema import Reader, chain, list_of, non_empty, show, string
 from engine.resources import normalise_resource
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -42,18 +41,6 @@ def _number(value: Any) -> float | None:
         return float(value)
     except OverflowError:
         return math.inf if value > 0 else -math.inf
-
-
-def show(value: Any) -> str:
-    """A short rendering of a YAML value for messages."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ---------------------------------------------------------------- durations and sizes
@@ -142,17 +129,17 @@ def _limit(value: float) -> float:
     return value
 
 
-_NAME = AfterValidator(_refusing(partial(text_problem, max_length=MAX_ID_LENGTH)))  # capabilities, tools
-_ID = AfterValidator(_refusing(id_problem))  # task ids and the sprint's name: parts of file names, too
-_ONE_LINE = AfterValidator(_refusing(partial(text_problem, max_length=1000)))  # titles
+_name = _refusing(partial(text_problem, max_length=MAX_ID_LENGTH))  # capabilities, tools
+_id = _refusing(id_problem)  # task ids and the sprint's name: parts of file names, too
+_one_line = _refusing(partial(text_problem, max_length=1000))  # titles
 
-Text = Annotated[str, BeforeValidator(_text)]
-Title = Annotated[str, BeforeValidator(_text), _ONE_LINE]
-Names = Annotated[list[Annotated[str, _NAME]], BeforeValidator(one_or_many)]
-Id = Annotated[str, _ID]
-SprintName = Annotated[str, BeforeValidator(_text), _ID]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-TimeLimit = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_limit)]
-SizeLimit = Annotated[int, BeforeValidator(parse_size), AfterValidator(_limit)]
-ResourcePath = Annotated[str, AfterValidator(normalise_resource)]
+Text: Reader = chain(_text, string)
+Title: Reader = chain(_text, string, _one_line)
+Names: Reader = chain(one_or_many, list_of(chain(string, _name)))
+Id: Reader = chain(string, non_empty, _id)
+SprintName: Reader = chain(_text, string, _id)
+Duration: Reader = parse_duration
+Size: Reader = parse_size
+TimeLimit: Reader = chain(parse_duration, _limit)
+SizeLimit: Reader = chain(parse_size, _limit)
+ResourcePath: Reader = chain(string, normalise_resource)

@@ -21,7 +21,7 @@ def welcome(plan: Plan, state: ProjectState, agent_id: str, *, workspace: Path, 
     return {
         "sprint": plan.sprint,
         "agentId": agent_id,
-        "agent": spec.model_dump(mode="json") if spec is not None else None,
+        "agent": spec.as_json() if spec is not None else None,
         "heartbeatInterval": settings.heartbeat_interval,
         "heartbeatTimeout": settings.heartbeat_timeout,
         "seed": seed,

@@ -51,6 +51,7 @@ from engine.agents.remote import (
 from engine.file_index import checksum_bytes
 from engine.payloads import LockType, Priority, TaskAssignPayload
 from engine.plan import AgentSpec
+from engine.plan_specs import read_agent_spec
 from engine.protocol import MANAGER_ID, IPCMessage, MessageType, make_message, reply_to
 from engine.transports.address import AddressError, parse_address
 from engine.transports.base import ResponseTimeout, TransportError
@@ -371,7 +372,7 @@ def _spec(agent_id: str, welcome: dict[str, Any]) -> AgentSpec:
     """The agent's plan entry, as the server's welcome describes it."""
     raw = welcome.get("agent")
     try:
-        return AgentSpec.model_validate(raw)
+        return read_agent_spec(raw)
     except ValueError:  # no entry, or one this version cannot read: the defaults do
         return AgentSpec(id=agent_id, kind="external")
 

@@ -37,6 +37,7 @@ from engine.agents.simulated import SimulatedAgent
 from engine.models import ResourceLock, TaskState
 from engine.payloads import LockRef, TaskAssignPayload
 from engine.plan import AgentSpec
+from engine.plan_specs import read_agent_spec
 from engine.protocol import AGENT_DIED, IPCMessage, MANAGER_ID, MessageType, ProtocolError, SPRINT_PAUSED, SPRINT_RESUMED, make_message
 from engine.transports.base import TransportError
 from engine.transports.client import HandshakeRefused, ServerUnreachable, SocketClient
@@ -257,7 +258,7 @@ def _spec(agent_id: str, welcome: dict[str, Any]) -> AgentSpec:
     raw = welcome.get("agent")
     if isinstance(raw, dict):
         try:
-            return AgentSpec.model_validate(raw)
+            return read_agent_spec(raw)
         except ValueError as exc:
             log.warning("the server's description of %s is unusable (%s); using defaults", agent_id, exc)
     return AgentSpec(id=agent_id, kind="external")
