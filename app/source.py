@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from engine.events import Event
 from engine.manager import SprintManager
 from engine.models import ProjectState
 from engine.reducer import apply, fold
 from engine.supervisor import ProcessSupervisor
-from engine.transports.nats import NatsTransport
 from engine.transports.socket import SocketTransport
+
+if TYPE_CHECKING:  # nats-py (with aiohttp) costs the dashboard's first paint a third of a second
+    from engine.transports.nats import NatsTransport
 
 
 class StateSource(Protocol):
