@@ -86,19 +86,31 @@ def _dot_string(text: str) -> str:
     return f'"{escaped}"'
 
 
+def _dot_label(task: TaskSpec) -> str:
+    """The task id first (what the plan, the journal and the dashboard call it), then its title
+    when that says more than the id, then who does it and for how long."""
+    lines = [task.id] + ([task.title] if task.title != task.id else [])
+    return "\n".join([*lines, f"{_owner(task)} · {format_duration(task.estimate)}"])
+
+
 def to_dot(plan: Plan) -> str:
-    """A Graphviz `digraph` of the tasks; the critical path drawn in red and bold."""
+    """A Graphviz `digraph` of the tasks; the critical path drawn in red and bold, and named
+    with its length in the graph's title so that a black-and-white print still says it."""
     graph = build_dag(plan)
     path = critical_path(graph)
     on_path, path_edges = set(path), _critical_edges(path)
     red = ', color="#dd3333", penwidth=2.5'
+    title = plan.sprint
+    if path:
+        length = format_duration(sum(plan.task(task_id).estimate for task_id in path))
+        title += f"\ncritical path in red: {len(path)} tasks, {length}"
     lines = [
         f"digraph {_dot_string(plan.sprint)} {{",
-        f"    graph [rankdir=TB, labelloc=t, label={_dot_string(plan.sprint)}];",
+        f'    graph [rankdir=TB, labelloc=t, fontname="Helvetica", label={_dot_string(title)}];',
         '    node [shape=box, style=rounded, fontname="Helvetica"];',
     ]
     for task in plan.tasks:
-        label = _dot_string(f"{task.title}\n{_owner(task)} · {format_duration(task.estimate)}")
+        label = _dot_string(_dot_label(task))
         lines.append(f"    {_dot_string(task.id)} [label={label}{red if task.id in on_path else ''}];")
     for dep, task_id in graph.edges:
         style = f" [{red[2:]}]" if (dep, task_id) in path_edges else ""
