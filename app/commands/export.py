@@ -1,6 +1,9 @@
-"""`sprintdeck export PLAN --format mermaid|dot|json`: print the task DAG for other tools.
+"""`sprintdeck export PLAN --format mermaid|dot|json|svg|png [--output FILE]`: the task DAG for
+other tools, or as a picture drawn by Graphviz.
 
-A bad plan prints its problems on stderr (as `validate` does) and exits 2.
+A bad plan prints its problems on stderr (as `validate` does) and exits 2. A picture needs
+Graphviz's `dot`: without it the command says what to install and exits 5; a `dot` that fails or
+overruns its timeout (`SPRINTDECK_DOT_TIMEOUT` seconds, default 60) is named with the plan, exit 6.
 """
 
 from __future__ import annotations
@@ -8,17 +11,32 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from app.commands.validate import EXIT_BAD_INPUT, EXIT_OK, load
 from engine.export import to_dot, to_json, to_mermaid
+from engine.graphviz import DOT_TIMEOUT, PICTURE_FORMATS, GraphvizFailed, GraphvizMissing, render
+from engine.plan import Plan
 
-FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "json": to_json}
+EXIT_NO_GRAPHVIZ = 5  # a picture was asked for and there is no `dot` to draw it
+EXIT_GRAPHVIZ_FAILED = 6  # `dot` failed or ran past its timeout
+TEXT_FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "json": to_json}
+FORMATS = (*TEXT_FORMATS, *PICTURE_FORMATS)
+
+
+class ExportRefused(Exception):
+    """The export cannot be made as asked; `code` is the exit code, the message says why."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def main(args: argparse.Namespace) -> int:
-    render = FORMATS.get(getattr(args, "format", None) or "mermaid")
-    if render is None:
-        print(f"sprintdeck export: unknown format {args.format!r} (use mermaid, dot or json)", file=sys.stderr)
+    fmt = getattr(args, "format", None) or "mermaid"
+    output = getattr(args, "output", None)
+    if fmt not in FORMATS:
+        print(f"sprintdeck export: unknown format {fmt!r} (use {', '.join(FORMATS)})", file=sys.stderr)
         return EXIT_BAD_INPUT
     plan, problems = load(args.plan)
     if plan is None:
@@ -26,7 +44,55 @@ def main(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        sys.stdout.write(render(plan))
+        data = _export(plan, args.plan, fmt)
+        if output is None and fmt == "png" and sys.stdout.isatty():
+            raise ExportRefused("a PNG is binary and stdout is a terminal: give --output FILE or "
+                                "redirect stdout to a file", EXIT_BAD_INPUT)
+    except ExportRefused as refused:
+        print(f"sprintdeck export: {refused}", file=sys.stderr)
+        return refused.code
+    return _write_file(Path(output), data) if output else _write_stdout(data)
+
+
+def _export(plan: Plan, plan_path: str, fmt: str) -> bytes:
+    """The export's bytes; a picture is the DOT export drawn by `dot`."""
+    if fmt in TEXT_FORMATS:
+        return TEXT_FORMATS[fmt](plan).encode()
+    try:
+        return render(to_dot(plan), fmt, _dot_timeout())
+    except GraphvizMissing as missing:
+        raise ExportRefused(f"cannot draw {plan_path} as {fmt}: {missing}", EXIT_NO_GRAPHVIZ) from None
+    except GraphvizFailed as failed:
+        raise ExportRefused(f"cannot draw {plan_path} as {fmt}: {failed}", EXIT_GRAPHVIZ_FAILED) from None
+
+
+def _dot_timeout() -> float:
+    """`SPRINTDECK_DOT_TIMEOUT` (seconds), else `DOT_TIMEOUT`."""
+    value = os.environ.get("SPRINTDECK_DOT_TIMEOUT")
+    if not value:
+        return DOT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ExportRefused(f"SPRINTDECK_DOT_TIMEOUT={value!r} is not a number of seconds above 0",
+                            EXIT_BAD_INPUT)
+    return seconds
+
+
+def _write_file(path: Path, data: bytes) -> int:
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        print(f"sprintdeck export: cannot write {path}: {error.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _write_stdout(data: bytes) -> int:
+    try:
+        sys.stdout.buffer.write(data)
         sys.stdout.flush()
     except BrokenPipeError:
         # `sprintdeck export big.yaml | head` closes the pipe early; that is not an error.
