@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from engine.dag import build_dag, critical_path
+from engine.export import MERMAID_MAX_EDGES, MERMAID_MAX_TEXT
 from engine.plan import Plan, load_plan
+from mermaid_parser import mermaid_limits, mermaid_verdicts
 
 ROOT = Path(__file__).resolve().parent.parent
 SPRINTDECK = Path(sys.executable).parent / "sprintdeck"
@@ -197,3 +200,122 @@ def test_an_output_file_that_cannot_be_written_is_named(tmp_path: Path) -> None:
     result = export("sample_sprints/webrtc/plan.yaml", "--format", "json", "--output", str(out))
     assert result.returncode == 2
     assert result.stderr.decode() == f"sprintdeck export: cannot write {out}: No such file or directory\n"
+
+
+# ---------------------------------------------------------------- Mermaid
+
+NODE = re.compile(r'    (\w+)\["(.*?)<br/><small>(.*?)</small>"\]')
+EDGE = re.compile(r"    (\w+) --> (\w+)")
+
+
+def mermaid_export(plan: Path, tmp_path: Path) -> list[str]:
+    """The plan's Mermaid export: stdout when it fits one diagram, else the --output parts."""
+    exported = export(plan, "--format", "mermaid")
+    if exported.returncode == 0:
+        return [exported.stdout.decode()]
+    assert exported.returncode == 4, exported.stderr.decode()
+    out = tmp_path / f"{plan.parent.name}.mmd"
+    written = export(plan, "--format", "mermaid", "--output", str(out))
+    assert written.returncode == 0, written.stderr.decode()
+    parts = sorted(tmp_path.glob(f"{plan.parent.name}-*.mmd"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    assert len(parts) > 1 and not out.exists()
+    return [part.read_text() for part in parts]
+
+
+def drawn_graph(diagrams: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The tasks drawn in full (stubs, whose label says `in part N`, left out) and the edges."""
+    nodes, edges = [], []
+    for text in diagrams:
+        nodes += [m[1] for m in NODE.finditer(text) if not m[3].startswith("in part ")]
+        edges += [(m[1], m[2]) for m in EDGE.finditer(text)]
+    return nodes, edges
+
+
+def test_our_limits_are_mermaids() -> None:
+    assert mermaid_limits() == {"maxEdges": MERMAID_MAX_EDGES, "maxTextSize": MERMAID_MAX_TEXT}
+
+
+def test_mermaids_edge_limit_counts_the_whole_diagram_not_each_subgraph() -> None:
+    """Why a big graph becomes several diagrams: subgraphs of 300 edges each are still refused."""
+    chains = "".join(f"  subgraph {name}\n" + "".join(f"    {name}{i} --> {name}{i + 1}\n" for i in range(300))
+                     + "  end\n" for name in ("a", "b"))
+    verdict = mermaid_verdicts([f"flowchart TD\n{chains}"])[0]
+    assert verdict is not None and verdict.startswith("Edge limit exceeded. 500 edges found")
+
+
+def test_every_sample_plans_mermaid_export_is_accepted_by_mermaid(tmp_path: Path) -> None:
+    """One node process parses every diagram; each plan's diagrams draw each task once and each
+    dependency once (sample_sprints/large, 1,037 edges, as parts under Mermaid's limits)."""
+    diagrams = {path.parent.name: mermaid_export(path, tmp_path) for path in SAMPLES}
+    texts = [(name, number, text) for name, parts in diagrams.items() for number, text in enumerate(parts, 1)]
+    verdicts = mermaid_verdicts([text for _, _, text in texts])
+    refused = {f"{name} part {number}": verdict for (name, number, _), verdict in zip(texts, verdicts) if verdict}
+    assert refused == {}
+    assert len(diagrams["large"]) == 3
+    for path in SAMPLES:
+        plan = load_plan(path)
+        nodes, edges = drawn_graph(diagrams[path.parent.name])
+        assert sorted(nodes) == sorted(task.id for task in plan.tasks)
+        assert sorted(edges) == sorted(build_dag(plan).edges)
+
+
+def test_a_graph_too_big_for_one_mermaid_diagram_is_refused_on_stdout() -> None:
+    result = export("sample_sprints/large/plan.yaml", "--format", "mermaid")
+    assert result.returncode == 4 and result.stdout == b""
+    assert result.stderr.decode() == (
+        "sprintdeck export: sample_sprints/large/plan.yaml is too big for one Mermaid diagram: 1,037 edges "
+        "and 82,627 characters, and Mermaid draws at most 500 edges (maxEdges) and 50,000 characters "
+        "(maxTextSize) per diagram, subgraphs included. Give --output FILE.mmd to write it as 3 diagrams "
+        "(FILE-1.mmd to FILE-3.mmd), or use --format svg, png or dot, which have no such limit\n")
+
+
+def test_the_parts_are_named_on_stderr_and_a_dependency_across_parts_is_a_stub(tmp_path: Path) -> None:
+    out = tmp_path / "large.mmd"
+    result = export("sample_sprints/large/plan.yaml", "--output", str(out))
+    parts = [tmp_path / f"large-{number}.mmd" for number in (1, 2, 3)]
+    assert result.returncode == 0 and result.stdout == b""
+    assert result.stderr.decode() == (
+        f"sprintdeck export: sample_sprints/large/plan.yaml is too big for one Mermaid diagram; wrote 3 "
+        f"diagrams: {parts[0]}, {parts[1]}, {parts[2]} (a dependency on a task in another diagram is drawn "
+        "to a dashed node naming that diagram's part)\n")
+    second = parts[1].read_text()
+    assert second.startswith("flowchart TD\n    %% sprint: large-600x24-seed1 · part 2 of 3\n")
+    stubs = {m[1]: m[3] for m in NODE.finditer(second) if m[3].startswith("in part ")}
+    first = {node for node in drawn_graph([parts[0].read_text()])[0]}
+    assert stubs and all(where == "in part 1" for where in stubs.values()) and set(stubs) <= first
+    assert f"    class {','.join(stubs)} elsewhere" in second.splitlines()
+
+
+def _write_plan(path: Path, tasks: list[str]) -> Path:
+    path.write_text("sprint: s\nagents: [{id: a}]\ntasks:\n" + "".join(tasks))
+    return path
+
+
+def test_mermaids_limits_are_kept_exactly(tmp_path: Path) -> None:
+    """500 edges is one diagram, 501 two; 100 nodes of long titles (no edges) split on text size."""
+    chain = [f"  - id: t{i}\n" + (f"    depends_on: [t{i - 1}]\n" if i else "") for i in range(502)]
+    at_limit = _write_plan(tmp_path / "at.yaml", chain[:501])
+    over = _write_plan(tmp_path / "over.yaml", chain)
+    wordy = _write_plan(tmp_path / "wordy.yaml", [f"  - id: w{i}\n    title: {'word ' * 120}\n" for i in range(100)])
+    one = export(at_limit, "--format", "mermaid")
+    assert one.returncode == 0
+    diagrams = [one.stdout.decode()]
+    for plan, count in ((over, 2), (wordy, 2)):
+        assert export(plan, "--format", "mermaid").returncode == 4
+        assert export(plan, "--format", "mermaid", "--output", str(tmp_path / f"{plan.stem}.mmd")).returncode == 0
+        parts = sorted(tmp_path.glob(f"{plan.stem}-*.mmd"))
+        assert len(parts) == count
+        diagrams += [part.read_text() for part in parts]
+    assert mermaid_verdicts(diagrams) == [None] * len(diagrams)
+    assert len(EDGE.findall(diagrams[0])) == 500
+
+
+def test_a_task_too_big_for_any_mermaid_diagram_is_named(tmp_path: Path) -> None:
+    tasks = [f"  - id: d{i}\n" for i in range(501)] + [f"  - id: hub\n    depends_on: [{', '.join(f'd{i}' for i in range(501))}]\n"]
+    plan = _write_plan(tmp_path / "hub.yaml", tasks)
+    result = export(plan, "--format", "mermaid", "--output", str(tmp_path / "hub.mmd"))
+    assert result.returncode == 4 and not list(tmp_path.glob("hub*.mmd"))
+    assert result.stderr.decode() == (
+        f"sprintdeck export: cannot write {plan} as Mermaid: task 'hub' alone, with its 501 dependencies, is "
+        "over Mermaid's limits of 500 edges and 50,000 characters per diagram; --format svg, png or dot "
+        "have no such limit\n")

@@ -1,7 +1,10 @@
 """`sprintdeck export PLAN --format mermaid|dot|json|svg|png [--output FILE]`: the task DAG for
 other tools, or as a picture drawn by Graphviz.
 
-A bad plan prints its problems on stderr (as `validate` does) and exits 2. A picture needs
+A bad plan prints its problems on stderr (as `validate` does) and exits 2. Mermaid draws at most
+500 edges and 50,000 characters per diagram: a bigger graph is written as several diagrams to
+`--output`'s FILE-1, FILE-2, ... and refused on stdout (exit 4), where one diagram is expected.
+A picture needs
 Graphviz's `dot`: without it the command says what to install and exits 5; a `dot` that fails or
 overruns its timeout (`SPRINTDECK_DOT_TIMEOUT` seconds, default 60) is named with the plan, exit 6.
 """
@@ -14,10 +17,20 @@ import sys
 from pathlib import Path
 
 from app.commands.validate import EXIT_BAD_INPUT, EXIT_OK, load
-from engine.export import to_dot, to_json, to_mermaid
+from engine.export import (
+    MERMAID_MAX_EDGES,
+    MERMAID_MAX_TEXT,
+    MermaidTooLarge,
+    mermaid_diagrams,
+    mermaid_size,
+    to_dot,
+    to_json,
+    to_mermaid,
+)
 from engine.graphviz import DOT_TIMEOUT, PICTURE_FORMATS, GraphvizFailed, GraphvizMissing, render
 from engine.plan import Plan
 
+EXIT_TOO_BIG_FOR_MERMAID = 4  # over Mermaid's limits for one diagram, and no --output for several
 EXIT_NO_GRAPHVIZ = 5  # a picture was asked for and there is no `dot` to draw it
 EXIT_GRAPHVIZ_FAILED = 6  # `dot` failed or ran past its timeout
 TEXT_FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "json": to_json}
@@ -43,6 +56,8 @@ def main(args: argparse.Namespace) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
+    if fmt == "mermaid":
+        return _mermaid(plan, args.plan, output)
     try:
         data = _export(plan, args.plan, fmt)
         if output is None and fmt == "png" and sys.stdout.isatty():
@@ -64,6 +79,37 @@ def _export(plan: Plan, plan_path: str, fmt: str) -> bytes:
         raise ExportRefused(f"cannot draw {plan_path} as {fmt}: {missing}", EXIT_NO_GRAPHVIZ) from None
     except GraphvizFailed as failed:
         raise ExportRefused(f"cannot draw {plan_path} as {fmt}: {failed}", EXIT_GRAPHVIZ_FAILED) from None
+
+
+def _mermaid(plan: Plan, plan_path: str, output: str | None) -> int:
+    """One diagram to stdout or FILE; a graph over Mermaid's limits as parts FILE-1, FILE-2, ..."""
+    try:
+        diagrams = mermaid_diagrams(plan)
+    except MermaidTooLarge as too_large:
+        print(f"sprintdeck export: cannot write {plan_path} as Mermaid: {too_large}; --format svg, png "
+              "or dot have no such limit", file=sys.stderr)
+        return EXIT_TOO_BIG_FOR_MERMAID
+    if len(diagrams) == 1:
+        data = diagrams[0].encode()
+        return _write_file(Path(output), data) if output else _write_stdout(data)
+    if output is None:
+        edges, chars = mermaid_size(to_mermaid(plan))
+        print(f"sprintdeck export: {plan_path} is too big for one Mermaid diagram: {edges:,} edges and "
+              f"{chars:,} characters, and Mermaid draws at most {MERMAID_MAX_EDGES:,} edges (maxEdges) "
+              f"and {MERMAID_MAX_TEXT:,} characters (maxTextSize) per diagram, subgraphs included. Give "
+              f"--output FILE.mmd to write it as {len(diagrams)} diagrams (FILE-1.mmd to "
+              f"FILE-{len(diagrams)}.mmd), or use --format svg, png or dot, which have no such limit",
+              file=sys.stderr)
+        return EXIT_TOO_BIG_FOR_MERMAID
+    path = Path(output)
+    parts = [path.with_name(f"{path.stem}-{number}{path.suffix}") for number in range(1, len(diagrams) + 1)]
+    for part, diagram in zip(parts, diagrams):
+        if (code := _write_file(part, diagram.encode())) != EXIT_OK:
+            return code
+    print(f"sprintdeck export: {plan_path} is too big for one Mermaid diagram; wrote {len(parts)} "
+          f"diagrams: {', '.join(map(str, parts))} (a dependency on a task in another diagram is "
+          "drawn to a dashed node naming that diagram's part)", file=sys.stderr)
+    return EXIT_OK
 
 
 def _dot_timeout() -> float:
