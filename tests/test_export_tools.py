@@ -23,7 +23,7 @@ import pytest
 from engine.dag import build_dag, critical_path
 from engine.export import MERMAID_MAX_EDGES, MERMAID_MAX_TEXT
 from engine.plan import Plan, load_plan
-from mermaid_parser import mermaid_limits, mermaid_verdicts
+from mermaid_parser import LOCAL_MODULES, MermaidNotFound, find_mermaid_modules, find_node, mermaid_limits, mermaid_verdicts
 
 ROOT = Path(__file__).resolve().parent.parent
 SPRINTDECK = Path(sys.executable).parent / "sprintdeck"
@@ -229,6 +229,23 @@ def drawn_graph(diagrams: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         nodes += [m[1] for m in NODE.finditer(text) if not m[3].startswith("in part ")]
         edges += [(m[1], m[2]) for m in EDGE.finditer(text)]
     return nodes, edges
+
+
+def test_a_missing_mermaid_says_how_to_install_it(tmp_path: Path) -> None:
+    hint = r"npm install --prefix \.cache/npm mermaid@11\.17\.2 jsdom@26\.1\.0"
+    with pytest.raises(MermaidNotFound, match=rf"no mermaid and jsdom in {tmp_path}/\.cache/npm/node_modules: .*{hint}"):
+        find_mermaid_modules({}, root=tmp_path)
+    (tmp_path / LOCAL_MODULES / "mermaid").mkdir(parents=True)
+    (tmp_path / LOCAL_MODULES / "mermaid/package.json").write_text("{}")
+    with pytest.raises(MermaidNotFound, match=rf"^no jsdom in {tmp_path}/\.cache/npm/node_modules: .*{hint}"):
+        find_mermaid_modules({}, root=tmp_path)
+    (tmp_path / LOCAL_MODULES / "jsdom").mkdir()
+    (tmp_path / LOCAL_MODULES / "jsdom/package.json").write_text("{}")
+    assert find_mermaid_modules({}, root=tmp_path) == tmp_path / LOCAL_MODULES
+    with pytest.raises(MermaidNotFound, match=rf"^no mermaid and jsdom in SPRINTDECK_MERMAID_MODULES=/nowhere: .*{hint}"):
+        find_mermaid_modules({"SPRINTDECK_MERMAID_MODULES": "/nowhere"}, root=tmp_path)
+    with pytest.raises(MermaidNotFound, match="node is not installed"):
+        find_node({"PATH": str(tmp_path)})
 
 
 def test_our_limits_are_mermaids() -> None:
