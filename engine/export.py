@@ -77,12 +77,14 @@ class _MermaidGraph:
     plan: Plan
     graph: nx.DiGraph[str]
     path: list[str]
+    path_edges: set[tuple[str, str]]
     names: dict[str, str]
 
     @classmethod
     def of(cls, plan: Plan) -> _MermaidGraph:
         graph = build_dag(plan)
-        return cls(plan, graph, critical_path(graph), _mermaid_ids(plan))
+        path = critical_path(graph)
+        return cls(plan, graph, path, _critical_edges(path), _mermaid_ids(plan))
 
     def node(self, task: TaskSpec) -> str:
         detail = f"{_owner(task)} · {format_duration(task.estimate)}"
@@ -101,11 +103,10 @@ class _MermaidGraph:
         edges = [(dep, task_id) for dep, task_id in self.graph.edges if task_id in here]
         stubs = list(dict.fromkeys(dep for dep, _ in edges if dep not in here))
         lines += [self.stub(dep, part_of[dep]) for dep in stubs]
-        path_edges = _critical_edges(self.path)
         critical_links = []
         for number, (dep, task_id) in enumerate(edges):
             lines.append(f"    {self.names[dep]} --> {self.names[task_id]}")
-            if (dep, task_id) in path_edges:
+            if (dep, task_id) in self.path_edges:
                 critical_links.append(str(number))
         on_path = [node for node in self.path if node in here]
         if on_path:
@@ -195,12 +196,14 @@ def _mermaid_parts(shared: _MermaidGraph) -> list[list[str]]:
 def _chars_added(shared: _MermaidGraph, task_id: str, drawn: set[str]) -> int:
     """At least the characters that adding the task adds to a part already drawing `drawn`:
     its node, its edges, stubs for dependencies not yet drawn (part numbers counted as six
-    digits), and its name and its critical edges' numbers in the style lines."""
-    names, path_edges = shared.names, _critical_edges(shared.path)
+    digits), and in the style lines its name (as if it were on the critical path), its stubs'
+    names and its critical edges' numbers (as six digits). An upper bound keeps the count one
+    pass over the tasks; the parts it makes are a few percent smaller than they could be."""
+    names = shared.names
     deps = list(shared.graph.predecessors(task_id))
     chars = _js_length(shared.node(shared.plan.task(task_id))) + 1
-    chars += (len(names[task_id]) + 1) * (task_id in shared.path)
-    chars += sum(len(f"    {names[dep]} --> {names[task_id]}") + 1 + 7 * ((dep, task_id) in path_edges)
+    chars += len(names[task_id]) + 1  # in the critical class line, if it is on the path
+    chars += sum(len(f"    {names[dep]} --> {names[task_id]}") + 1 + 7 * ((dep, task_id) in shared.path_edges)
                  for dep in deps)
     chars += sum(_js_length(shared.stub(dep, 999999)) + 1 + len(names[dep]) + 1
                  for dep in deps if dep not in drawn)

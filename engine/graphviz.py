@@ -32,6 +32,10 @@ class GraphvizFailed(GraphvizError):
     """`dot` ran but gave no picture: it failed, or it ran past its timeout and was stopped."""
 
 
+class GraphvizTimedOut(GraphvizFailed):
+    """`dot` ran past its timeout and was stopped (thousands of tasks take it tens of seconds)."""
+
+
 def find_dot() -> str:
     """The `dot` program on PATH."""
     program = shutil.which("dot")
@@ -58,7 +62,7 @@ def render(dot_source: str, picture_format: str, timeout: float = DOT_TIMEOUT) -
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        raise GraphvizFailed(f"`dot -T{picture_format}` did not finish within {timeout:g} s "
+        raise GraphvizTimedOut(f"`dot -T{picture_format}` did not finish within {timeout:g} s "
                              "and was stopped") from None
     if process.returncode != 0:
         said = " ".join(err.decode(errors="replace").split())[-500:] or "it printed nothing"

@@ -184,7 +184,7 @@ def test_a_dot_that_hangs_is_stopped_at_the_timeout(tmp_path: Path) -> None:
     assert result.returncode == 6 and not (tmp_path / "g.png").exists()
     assert result.stderr.decode() == (
         "sprintdeck export: cannot draw sample_sprints/webrtc/plan.yaml as png: `dot -Tpng` did not "
-        "finish within 1 s and was stopped\n")
+        "finish within 1 s and was stopped; SPRINTDECK_DOT_TIMEOUT=SECONDS waits longer\n")
 
 
 def test_a_bad_dot_timeout_is_named(tmp_path: Path) -> None:

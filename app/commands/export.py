@@ -27,7 +27,7 @@ from engine.export import (
     to_json,
     to_mermaid,
 )
-from engine.graphviz import DOT_TIMEOUT, PICTURE_FORMATS, GraphvizFailed, GraphvizMissing, render
+from engine.graphviz import DOT_TIMEOUT, PICTURE_FORMATS, GraphvizFailed, GraphvizMissing, GraphvizTimedOut, render
 from engine.plan import Plan
 
 EXIT_TOO_BIG_FOR_MERMAID = 4  # over Mermaid's limits for one diagram, and no --output for several
@@ -77,6 +77,9 @@ def _export(plan: Plan, plan_path: str, fmt: str) -> bytes:
         return render(to_dot(plan), fmt, _dot_timeout())
     except GraphvizMissing as missing:
         raise ExportRefused(f"cannot draw {plan_path} as {fmt}: {missing}", EXIT_NO_GRAPHVIZ) from None
+    except GraphvizTimedOut as late:
+        raise ExportRefused(f"cannot draw {plan_path} as {fmt}: {late}; SPRINTDECK_DOT_TIMEOUT=SECONDS "
+                            "waits longer", EXIT_GRAPHVIZ_FAILED) from None
     except GraphvizFailed as failed:
         raise ExportRefused(f"cannot draw {plan_path} as {fmt}: {failed}", EXIT_GRAPHVIZ_FAILED) from None
 
