@@ -1,5 +1,6 @@
-"""`sprintdeck export` of every sample plan, checked by the tools that read it: Graphviz's `dot`
-for the DOT export and the svg and png it draws, Mermaid's own parser for the Mermaid export.
+"""`sprintdeck export` of every sample plan, checked by the tools that read it: a JSON parser,
+Graphviz's `dot` for the DOT export and the svg and png it draws, Mermaid's own parser for the
+Mermaid export.
 
 The tools are real programs (Debian's `graphviz`; the `mermaid` npm package that `.ci/run`
 installs into .cache/npm). A missing tool fails these tests with how to install it; they are the
@@ -8,6 +9,7 @@ proof that the exports render, so they are never skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -79,6 +81,20 @@ def check_svg_shows(plan: Plan, svg: bytes) -> None:
     red = {node_id for node_id, node in nodes.items()
            if any(shape.get("stroke") == RED for shape in node.iter(f"{SVG}path"))}
     assert red == set(critical_path(graph))
+
+
+# ---------------------------------------------------------------- JSON
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.parent.name)
+def test_json_export_is_the_graph(path: Path) -> None:
+    exported = export(path, "--format", "json")
+    assert exported.returncode == 0, exported.stderr.decode()
+    document = json.loads(exported.stdout)
+    plan, graph = load_plan(path), build_dag(load_plan(path))
+    assert [node["id"] for node in document["nodes"]] == [task.id for task in plan.tasks]
+    assert [(edge["from"], edge["to"]) for edge in document["edges"]] == list(graph.edges)
+    assert document["criticalPath"] == critical_path(graph)
 
 
 # ---------------------------------------------------------------- Graphviz

@@ -59,10 +59,10 @@ def main(args: argparse.Namespace) -> int:
     if fmt == "mermaid":
         return _mermaid(plan, args.plan, output)
     try:
-        data = _export(plan, args.plan, fmt)
         if output is None and fmt == "png" and sys.stdout.isatty():
             raise ExportRefused("a PNG is binary and stdout is a terminal: give --output FILE or "
                                 "redirect stdout to a file", EXIT_BAD_INPUT)
+        data = _export(plan, args.plan, fmt)
     except ExportRefused as refused:
         print(f"sprintdeck export: {refused}", file=sys.stderr)
         return refused.code
