@@ -21,11 +21,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from mermaid_parser import (
+    LOCAL_MODULES,
+    MermaidNotFound,
+    find_mermaid_modules,
+    find_node,
+    mermaid_limits,
+    mermaid_verdicts,
+)
 
 from engine.dag import build_dag, critical_path
 from engine.export import MERMAID_MAX_EDGES, MERMAID_MAX_TEXT
 from engine.plan import Plan, load_plan
-from mermaid_parser import LOCAL_MODULES, MermaidNotFound, find_mermaid_modules, find_node, mermaid_limits, mermaid_verdicts
 
 ROOT = Path(__file__).resolve().parent.parent
 SPRINTDECK = Path(sys.executable).parent / "sprintdeck"

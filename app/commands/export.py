@@ -27,7 +27,14 @@ from engine.export import (
     to_json,
     to_mermaid,
 )
-from engine.graphviz import DOT_TIMEOUT, PICTURE_FORMATS, GraphvizFailed, GraphvizMissing, GraphvizTimedOut, render
+from engine.graphviz import (
+    DOT_TIMEOUT,
+    PICTURE_FORMATS,
+    GraphvizFailed,
+    GraphvizMissing,
+    GraphvizTimedOut,
+    render,
+)
 from engine.plan import Plan
 
 EXIT_TOO_BIG_FOR_MERMAID = 4  # over Mermaid's limits for one diagram, and no --output for several
