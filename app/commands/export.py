@@ -63,9 +63,9 @@ def main(args: argparse.Namespace) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
-    if fmt == "mermaid":
-        return _mermaid(plan, args.plan, output)
     try:
+        if fmt == "mermaid":
+            return _mermaid(plan, args.plan, output)
         if output is None and fmt == "png" and sys.stdout.isatty():
             raise ExportRefused("a PNG is binary and stdout is a terminal: give --output FILE or "
                                 "redirect stdout to a file", EXIT_BAD_INPUT)
@@ -96,21 +96,19 @@ def _mermaid(plan: Plan, plan_path: str, output: str | None) -> int:
     try:
         diagrams = mermaid_diagrams(plan)
     except MermaidTooLarge as too_large:
-        print(f"sprintdeck export: cannot write {plan_path} as Mermaid: {too_large}; --format svg, png "
-              "or dot have no such limit", file=sys.stderr)
-        return EXIT_TOO_BIG_FOR_MERMAID
+        raise ExportRefused(f"cannot write {plan_path} as Mermaid: {too_large}; --format svg, png or dot "
+                            "have no such limit", EXIT_TOO_BIG_FOR_MERMAID) from None
     if len(diagrams) == 1:
         data = diagrams[0].encode()
         return _write_file(Path(output), data) if output else _write_stdout(data)
     if output is None:
         edges, chars = mermaid_size(to_mermaid(plan))
-        print(f"sprintdeck export: {plan_path} is too big for one Mermaid diagram: {edges:,} edges and "
-              f"{chars:,} characters, and Mermaid draws at most {MERMAID_MAX_EDGES:,} edges (maxEdges) "
-              f"and {MERMAID_MAX_TEXT:,} characters (maxTextSize) per diagram, subgraphs included. Give "
-              f"--output FILE.mmd to write it as {len(diagrams)} diagrams (FILE-1.mmd to "
-              f"FILE-{len(diagrams)}.mmd), or use --format svg, png or dot, which have no such limit",
-              file=sys.stderr)
-        return EXIT_TOO_BIG_FOR_MERMAID
+        raise ExportRefused(
+            f"{plan_path} is too big for one Mermaid diagram: {edges:,} edges and {chars:,} characters, "
+            f"and Mermaid draws at most {MERMAID_MAX_EDGES:,} edges (maxEdges) and {MERMAID_MAX_TEXT:,} "
+            "characters (maxTextSize) per diagram, subgraphs included. Give --output FILE.mmd to write it "
+            f"as {len(diagrams)} diagrams (FILE-1.mmd to FILE-{len(diagrams)}.mmd), or use --format svg, "
+            "png or dot, which have no such limit", EXIT_TOO_BIG_FOR_MERMAID)
     path = Path(output)
     parts = [path.with_name(f"{path.stem}-{number}{path.suffix}") for number in range(1, len(diagrams) + 1)]
     for part, diagram in zip(parts, diagrams):
