@@ -136,9 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
                                         "session-end"])
     sub.add_parser("mcp", help="the MCP server of a Claude Code agent (stdio; who it is comes from SPRINTDECK_* variables)")
 
-    export = sub.add_parser("export", help="print the task DAG")
+    export = sub.add_parser(
+        "export", help="print the task DAG (text for other tools, or a picture drawn by Graphviz)",
+        epilog="exit codes: 0 written; 2 bad input (a bad plan: its problems name file and line); 4 too big for "
+               "one Mermaid diagram (give --output FILE to write several); 5 svg or png asked for and "
+               "Graphviz's `dot` is not installed; 6 `dot` failed or ran past SPRINTDECK_DOT_TIMEOUT seconds "
+               "(default 60)")
     export.add_argument("plan")
-    export.add_argument("--format", choices=["mermaid", "dot", "json"], default="mermaid")
+    export.add_argument("--format", choices=["mermaid", "dot", "json", "svg", "png"], default="mermaid",
+                        help="svg and png are the dot export drawn by Graphviz's `dot` (default: mermaid)")
+    export.add_argument("--output", metavar="FILE", help="write FILE instead of stdout")
 
     return parser
 

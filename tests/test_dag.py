@@ -171,12 +171,20 @@ def _dot_statements(text: str) -> list[str]:
 
 def test_dot(plan: Plan) -> None:
     statements = _dot_statements(to_dot(plan))
-    assert '"a" [label="Design \\"the\\" API\\ndev · 2s", color="#dd3333", penwidth=2.5];' in statements
-    assert '"e" [label="Docs\\nany agent · 4s"];' in statements
+    # The id first, then the title where it differs, then owner and estimate.
+    assert '"a" [label="a\\nDesign \\"the\\" API\\ndev · 2s", color="#dd3333", penwidth=2.5];' in statements
+    assert '"e" [label="e\\nDocs\\nany agent · 4s"];' in statements
+    assert statements[0].endswith('label="hand-made\\ncritical path in red: 3 tasks, 13s"];')
     edges = [s for s in statements if " -> " in s]
     assert [e.split(" [")[0].rstrip(";") for e in edges] == ['"a" -> "b"', '"a" -> "c"', '"b" -> "d"', '"c" -> "d"']
     red = [e.split(" [")[0] for e in edges if "#dd3333" in e]
     assert red == ['"a" -> "c"', '"c" -> "d"']
+
+
+def test_dot_label_leaves_out_a_title_that_is_only_the_id(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text("sprint: s\nagents: [{id: a}]\ntasks:\n  - id: build\n")
+    assert '"build" [label="build\\nany agent · 1s", color="#dd3333", penwidth=2.5];' in _dot_statements(to_dot(load_plan(path)))
 
 
 def test_json(plan: Plan) -> None:
