@@ -137,24 +137,31 @@ def wait_until(page: Page, shown: Callable[[str], bool], what: str) -> str:
 
 
 def watch_processes(web: Web) -> list[str]:
-    """The command lines of the `sprintdeck watch` processes under `web`."""
+    """The command lines of the sprintdeck processes under `web` (children, grandchildren...)."""
     found, pending = [], [web.process.pid]
     while pending:
-        pid = pending.pop()
-        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for children in Path(f"/proc/{pending.pop()}/task").glob("*/children"):
             try:
                 kids = [int(kid) for kid in children.read_text().split()]
             except OSError:
                 continue
             pending += kids
-            for kid in kids:
-                try:
-                    argv = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if b"app.cli" in argv and argv[argv.index(b"app.cli") + 1] in (b"watch", b"serve"):
-                    found.append(" ".join(a.decode() for a in argv if a))
+            found += [argv for kid in kids if (argv := _sprintdeck_argv(Path(f"/proc/{kid}")))]
     return found
+
+
+def watchers_of(address: str) -> list[str]:
+    """Every `watch ADDRESS` process on the machine, whoever its parent (an orphan included)."""
+    return [argv for proc in Path("/proc").glob("[0-9]*")
+            if (argv := _sprintdeck_argv(proc)) and f" watch {address}" in argv]
+
+
+def _sprintdeck_argv(proc: Path) -> str:
+    try:
+        argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return ""
+    return " ".join(argv) if "app.cli" in argv or "app.web_page" in argv else ""
 
 
 def test_a_browser_sees_the_six_panes_of_the_served_sprint_and_presses_question_mark_for_the_help(
@@ -178,25 +185,27 @@ def test_two_pages_are_two_watch_processes_on_the_one_manager_and_end_with_their
     web = start_web(served, "--port", "0")
     url = web.url()
     first, second = open_dashboard(browser, url), open_dashboard(browser, url)
-    watching = watch_processes(web)
-    assert len(watching) == 2, watching  # one per page, and no `serve`: the pages share the manager
-    assert all(f" watch {served}" in command for command in watching), watching
+    running = watch_processes(web)
+    assert len(running) == 2, running  # one per page, and no `serve`: the pages share the manager
+    assert all(f" watch {served}" in command for command in running), running
     first.close()
     wait_for(lambda: len(watch_processes(web)) == 1, "the closed page's watch process to end", web.process)
     wait_until(second, lambda text: "t1" in text, "the other page still attached")
     web.process.send_signal(signal.SIGTERM)
     assert web.finish() == 0, web.stderr()
-    assert watch_processes(web) == []
-    orphans = [p for p in Path("/proc").glob("[0-9]*") if _is_watch_of(p, served)]
-    assert orphans == [], "a page's watch process outlived web"
+    assert watchers_of(served) == [], "a page's watch process outlived web"
 
 
-def _is_watch_of(proc: Path, address: str) -> bool:
-    try:
-        argv = (proc / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"watch" in argv and address.encode() in argv
+def test_a_killed_web_takes_its_pages_watch_processes_with_it(
+        served: str, start_web: Callable[..., Web], browser: Browser) -> None:
+    """Killed, web cannot tell the pages' processes to quit, and Textual's web driver does not quit
+    when its input closes: without the parent-death signal the watcher would stay attached for good."""
+    web = start_web(served, "--port", "0")
+    open_dashboard(browser, web.url())
+    assert len(watchers_of(served)) == 1
+    web.process.kill()  # web alone, not its session
+    web.process.wait()
+    wait_for(lambda: watchers_of(served) == [], "the page's watch process to end with web")
 
 
 def test_binding_beyond_loopback_warns_that_the_page_is_as_powerful_as_its_token(

@@ -19,6 +19,7 @@ import asyncio
 import errno
 import importlib.util
 import ipaddress
+import os
 import shlex
 import socket
 import sys
@@ -101,13 +102,14 @@ async def manager_problem(address: Address, token: str | None) -> str | None:
 
 
 def watch_command(args: argparse.Namespace) -> str:
-    """What each page runs: `sprintdeck watch` with ADDR as given, in this Python."""
-    command = [sys.executable, "-m", "app.cli", "watch", args.address]
+    """The shell line each page runs: `sprintdeck watch` with ADDR as given, in this Python, through
+    app/web_page.py so that it ends with this process however this one ends (`exec`: no shell between)."""
+    command = [sys.executable, "-m", "app.web_page", str(os.getpid()), "watch", args.address]
     if args.token_file:
         command += ["--token-file", str(Path(args.token_file).resolve())]
     if args.theme:
         command += ["--theme", args.theme]
-    return shlex.join(command)
+    return f"exec {shlex.join(command)}"
 
 
 def page_url(sock: socket.socket) -> str:
