@@ -2,8 +2,9 @@
 package) opens the page of a real `web` process attached to a real `serve`.
 
 The page sees the six pane titles and, after `?`, the help; two pages at once are two `watch`
-processes under `web` and no manager of their own; closing a page ends its process and stopping
-`web` ends them all.  Binding beyond loopback warns; a port in use, a bad address, a manager that
+processes under `web` and no manager of their own; closing a page ends its process, and stopping
+`web`, or killing it, ends them all; with the operator token a page's `:pause` is journaled under
+the name of whoever runs `web`.  Binding beyond loopback warns; a port in use, a bad address, a manager that
 does not answer and a missing textual-serve are said before serving, without a traceback; a
 request another site makes through the visitor's browser is refused.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -31,7 +33,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from conftest import ROOT
-from test_serve import ENV, GUARD, SPRINTDECK, Proc, listening_on, run_dir, serve, wait_for  # noqa: F401 (fixture)
+from test_serve import ENV, GUARD, SPRINTDECK, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (fixture)
 from test_watch_command import watched_plan
 
 PANES = ("Tasks", "Agents", "Messages", "Locks", "Files", "Metrics")
@@ -206,6 +208,22 @@ def test_a_killed_web_takes_its_pages_watch_processes_with_it(
     web.process.kill()  # web alone, not its session
     web.process.wait()
     wait_for(lambda: watchers_of(served) == [], "the page's watch process to end with web")
+
+
+def test_with_the_operator_token_a_page_operates_the_sprint_and_the_journal_names_who_runs_web(
+        served: str, start_web: Callable[..., Web], browser: Browser, run_dir: Path) -> None:
+    web = start_web(served, "--port", "0", "--token-file", str(run_dir / "run.tokens" / "operator-token"))
+    url = web.url()
+    assert f"the dashboard of {served} at {url};" in web.stderr()  # not read-only
+    page = open_dashboard(browser, url)
+    page.locator(".xterm-screen").click()
+    page.keyboard.press(":")
+    page.keyboard.type("pause")
+    page.keyboard.press("Enter")
+    wait_until(page, lambda text: "the manager did it" in text, "the manager's answer")
+    wait_for(lambda: bool(records_of(run_dir / "run.jsonl", "operator_action")), "the operator action journaled")
+    assert records_of(run_dir / "run.jsonl", "operator_action") == [
+        {"action": "pause_sprint", "by": pwd.getpwuid(os.getuid()).pw_name}]
 
 
 def test_binding_beyond_loopback_warns_that_the_page_is_as_powerful_as_its_token(
