@@ -3,7 +3,7 @@ package) opens the page of a real `web` process attached to a real `serve`.
 
 The page sees the six pane titles and, after `?`, the help; two pages at once are two `watch`
 processes under `web` and no manager of their own; closing a page ends its process, and stopping
-`web`, or killing it, ends them all; with the operator token a page's `:pause` is journaled under
+`web`, or killing it, ends them all; a page whose `watch` is refused (serve is gone) says why; with the operator token a page's `:pause` is journaled under
 the name of whoever runs `web`.  Binding beyond loopback warns; a port in use, a bad address, a manager that
 does not answer and a missing textual-serve are said before serving, without a traceback; a
 request another site makes through the visitor's browser is refused.
@@ -224,6 +224,26 @@ def test_with_the_operator_token_a_page_operates_the_sprint_and_the_journal_name
     wait_for(lambda: bool(records_of(run_dir / "run.jsonl", "operator_action")), "the operator action journaled")
     assert records_of(run_dir / "run.jsonl", "operator_action") == [
         {"action": "pause_sprint", "by": pwd.getpwuid(os.getuid()).pw_name}]
+
+
+def test_a_page_opened_when_serve_is_gone_says_why_instead_of_a_splash_for_ever(
+        run_dir: Path, start_web: Callable[..., Web], browser: Browser) -> None:
+    server = serve(watched_plan(run_dir, tasks=1, estimate="600s"), f"unix:{run_dir}/s/sock", run_dir,
+                   "--record", str(run_dir / "run.jsonl"), "--speed", "1")
+    address = listening_on(server)
+    web = start_web(address, "--port", "0")
+    url = web.url()
+    server.kill()
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.add_init_script(CAPTURE_TERMINAL)
+    page.goto(url)
+    text = wait_until(page, lambda text: "Reload the page" in text, "why there is no dashboard")
+    assert f"cannot connect to {address}: " in text and "(is serve running there?)" in text
+    wait_for(lambda: watchers_of(address) == [], "the refused watch process to end")
+    web.process.send_signal(signal.SIGTERM)
+    assert web.finish() == 0
+    printed = web.out.read_text() + web.stderr()
+    assert printed.count(f"cannot connect to {address}") == 1 and "Traceback" not in printed, printed
 
 
 def test_binding_beyond_loopback_warns_that_the_page_is_as_powerful_as_its_token(
