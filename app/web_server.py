@@ -42,6 +42,7 @@ class DashboardServer(Server):
         super().__init__(command, host=host, port=port, title=title)
         self._sock = sock
         self._loopback = loopback
+        self._sessions: set[asyncio.Task[Any]] = set()  # each open page's websocket handler
 
     async def _make_app(self) -> web.Application:
         app = await super()._make_app()
@@ -55,7 +56,21 @@ class DashboardServer(Server):
         if problem is not None:
             log.warning("refused %s %s: %s", request.method, request.path, problem)
             raise web.HTTPForbidden(text=f"sprintdeck web: {problem}\n")
-        return await handler(request)
+        if request.path != "/ws":
+            return await handler(request)
+        session = asyncio.current_task()
+        assert session is not None
+        self._sessions.add(session)
+        try:
+            return await handler(request)
+        finally:
+            self._sessions.discard(session)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """Stopping: cancel each open page's handler, which closes its websocket and tells its
+        process to quit (textual-serve does that on cancellation); aiohttp would wait for them."""
+        for session in list(self._sessions):
+            session.cancel()
 
     async def handle_index(self, request: web.Request) -> Any:
         """The page, its websocket URL on the address it was loaded from (the Host checked above).
