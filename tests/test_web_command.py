@@ -53,8 +53,9 @@ SCREEN_TEXT = """() => {
 }"""
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One headless Chromium for the module; each test opens pages of its own."""
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is not installed (.ci/run installs it with apt-get)"
     with sync_playwright() as playwright:
