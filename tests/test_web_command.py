@@ -159,6 +159,14 @@ def watchers_of(address: str) -> list[str]:
             if (argv := _sprintdeck_argv(proc)) and f" watch {address}" in argv]
 
 
+def connections_to(address: str) -> int:
+    """How many connections the manager listening on unix:PATH holds (its side of each, which the
+    kernel lists under the socket's path, state 03: connected)."""
+    path = address.removeprefix("unix:")
+    return sum(1 for line in Path("/proc/net/unix").read_text().splitlines()[1:]
+               if line.split()[-1] == path and line.split()[5] == "03")
+
+
 def _sprintdeck_argv(proc: Path) -> str:
     try:
         argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -191,8 +199,10 @@ def test_two_pages_are_two_watch_processes_on_the_one_manager_and_end_with_their
     running = watch_processes(web)
     assert len(running) == 2, running  # one per page, and no `serve`: the pages share the manager
     assert all(f" watch {served}" in command for command in running), running
+    wait_for(lambda: connections_to(served) == 2, "the manager to hold the two pages' connections")
     first.close()
     wait_for(lambda: len(watch_processes(web)) == 1, "the closed page's watch process to end", web.process)
+    wait_for(lambda: connections_to(served) == 1, "the manager to drop the closed page's connection")
     wait_until(second, lambda text: "t1" in text, "the other page still attached")
     web.process.send_signal(signal.SIGTERM)
     assert web.finish() == 0, web.stderr()
