@@ -124,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--json", action="store_true", help="with --headless: the final state and metrics, as serve --json")
     watch.add_argument("--theme", default=None, help="dashboard theme")
 
+    web = sub.add_parser("web", help="the watch dashboard in a browser: each page runs its own `sprintdeck watch ADDR`")
+    web.add_argument("address", metavar="ADDR", help="the address serve printed, passed to watch as is")
+    web.add_argument("--port", type=int, default=8000, help="the HTTP port (default 8000; 0 picks a free one)")
+    web.add_argument("--host", default="127.0.0.1",
+                     help="the interface to listen on (default 127.0.0.1; any other is warned about: "
+                          "whoever reaches it holds the page's token)")
+    web.add_argument("--token-file", metavar="F", help="serve's operator token file: the pages' operator keys work")
+    web.add_argument("--theme", default=None, help="dashboard theme")
+
     claude = sub.add_parser("init-claude", help="add sprintdeck's hooks and MCP server to a checkout for Claude Code")
     claude.add_argument("--connect", metavar="ADDR", help="the address serve printed, for the printed commands")
     claude.add_argument("--agent", metavar="ID", help="print the command that starts this agent")
@@ -160,6 +169,7 @@ COMMANDS = {
     "serve": "app.commands.serve",
     "agent": "app.commands.agent",
     "watch": "app.commands.watch",
+    "web": "app.commands.web",
     "init-claude": "app.commands.init_claude",
     "mcp": "app.mcp_server",
 }
