@@ -1,0 +1,120 @@
+"""The Tasks pane's graph view (`v`): the layout, moving along edges, one selection with the table,
+and a status change repainting its node without a new layout.
+
+Screens are read as the pane draws them (its rendered lines), over the recorded webrtc sprint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.geometry import Region
+
+from app.screens.task_view import TaskViewScreen
+from app.source import RecordedSource
+from conftest import SAMPLES
+from engine.dag_layout import NODE_HEIGHT, layered, step
+from engine.plan import load_plan
+from test_snapshots import recorded_app, recorded_events
+from widgets.tasks import TasksPane
+
+WEBRTC = {task.id: list(task.depends_on) for task in load_plan(SAMPLES / "webrtc" / "plan.yaml").tasks}
+
+
+def screen_of(pane: TasksPane) -> str:
+    """What the pane shows, line by line."""
+    return "\n".join(pane.render_line(y).text for y in range(pane.scrollable_content_region.height))
+
+
+def node_line(pane: TasksPane, task_id: str) -> str:
+    """The second line of a task's node as drawn: its status, owner and attempt."""
+    assert pane.graph is not None
+    x, y = pane.graph.grid.origin(task_id)
+    line = pane.render_line(y + 1 - pane.scroll_offset.y).text
+    start = x - pane.scroll_offset.x
+    return line[start:start + pane.graph.grid.node_width].strip()
+
+
+def test_layers_follow_dependency_depth_and_moves_follow_edges() -> None:
+    layout = layered(WEBRTC)
+    assert layout.layers[0] == ["update_schema", "websocket_signaling", "session_management", "message_persistence"]
+    for task, deps in WEBRTC.items():
+        for dep in deps:  # every edge points down
+            assert layout.place[dep][0] < layout.place[task][0]
+    for layer in layout.layers:  # columns ascend along a layer, so nodes never overlap
+        columns = [layout.columns[task] for task in layer]
+        assert columns == sorted(set(columns))
+    assert step(layout, "update_schema", "down") == "implement_api"
+    assert step(layout, "implement_api", "up") == "update_schema"
+    assert step(layout, "unit_tests", "up", came_from="session_management") == "session_management"
+    assert step(layout, "update_schema", "right") == "websocket_signaling"
+    assert step(layout, "update_schema", "left") == "update_schema"
+    assert step(layout, "e2e_tests", "down") == "e2e_tests"
+
+
+async def test_moving_along_an_edge_selects_the_dependency(tmp_path: Path) -> None:
+    app = recorded_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.query_one(TasksPane)
+        await pilot.press("v", "z")
+        assert pane.graph_mode and pane.border_title == "Tasks · graph"
+        assert pane.selected_key() == "update_schema"
+        await pilot.press("j")  # down an edge: update_schema's dependent
+        assert pane.selected_key() == "implement_api"
+        screen = screen_of(pane)
+        assert "↑ update_schema" not in screen and "★ update_schema" in screen  # critical path keeps its ★
+        assert "↓ integrate_api" in screen  # a dependent of the selection is marked as in the table
+        await pilot.press("j", "k")  # down to a dependent and back up the same edge
+        assert pane.selected_key() == "implement_api"
+        await pilot.press("k")
+        assert pane.selected_key() == "update_schema"
+        assert "✔ done database #1" in screen_of(pane)
+        await pilot.press("right", "right", "j")  # along layer 0, then down to its dependent
+        assert pane.selected_key() == "unit_tests"
+        screen = screen_of(pane)
+        assert "↑ session_management" in screen and "↑ message_persistence" in screen
+        await pilot.press("enter")  # the task view of the selected task
+        await pilot.pause()
+        assert isinstance(app.screen, TaskViewScreen) and app.screen.task_id == "unit_tests"
+
+
+async def test_toggling_keeps_the_selection(tmp_path: Path) -> None:
+    app = recorded_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.query_one(TasksPane)
+        await pilot.press("v", "j", "j")  # graph: update_schema -> implement_api -> its first dependent
+        chosen = pane.selected_key()
+        assert chosen in ("integrate_api", "webrtc_implementation")
+        await pilot.press("v")  # back to the table, on the same task
+        assert not pane.graph_mode and pane.selected_key() == chosen
+        assert pane.render_line(pane.cursor_row - pane.scroll_offset.y + 1).text.split()[2] == chosen
+        await pilot.press("j")  # the table's own order
+        in_table = pane.selected_key()
+        assert in_table != chosen
+        await pilot.press("v")
+        assert pane.graph_mode and pane.selected_key() == in_table
+        assert in_table in screen_of(pane)
+
+
+async def test_a_status_change_repaints_its_node_without_a_new_layout(tmp_path: Path) -> None:
+    shown = recorded_events(5)
+    later = recorded_events(None)[len(shown):]
+    started = next(i for i, e in enumerate(later) if e.type == "task_started" and e.data["taskId"] == "unit_tests")
+    source = RecordedSource.from_events(shown)
+    app = recorded_app(tmp_path)
+    app.source = source
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.query_one(TasksPane)
+        await pilot.press("v", "z")
+        await pilot.pause()
+        layout = pane.graph.layout
+        assert node_line(pane, "unit_tests") == "· pending"
+        repainted: list[Region] = []
+        refresh = pane.refresh
+        pane.refresh = lambda *regions, **kw: (repainted.extend(regions or [Region(0, 0, 999, 999)]), refresh(*regions, **kw))[1]
+        for event in later[:started + 1]:
+            source.push(event)
+        await pilot.pause(0.2)
+        assert node_line(pane, "unit_tests") == "▶ running testing #1"
+        assert pane.graph.layout is layout  # the same layout object: nothing was laid out again
+        assert repainted and all(region.height <= NODE_HEIGHT for region in repainted)
