@@ -10,11 +10,13 @@ from pathlib import Path
 
 from textual.geometry import Region
 
+from app.replay_dashboard import ReplayApp
 from app.screens.task_view import TaskViewScreen
 from app.source import RecordedSource
 from conftest import SAMPLES
 from engine.dag_layout import NODE_HEIGHT, layered, step
 from engine.plan import load_plan
+from engine.replay import ReplayCursor
 from test_snapshots import recorded_app, recorded_events
 from widgets.tasks import TasksPane
 
@@ -118,3 +120,21 @@ async def test_a_status_change_repaints_its_node_without_a_new_layout(tmp_path: 
         assert node_line(pane, "unit_tests") == "▶ running testing #1"
         assert pane.graph.layout is layout  # the same layout object: nothing was laid out again
         assert repainted and all(region.height <= NODE_HEIGHT for region in repainted)
+
+
+async def test_the_replay_graph_follows_the_cursor(tmp_path: Path) -> None:
+    app = ReplayApp(ReplayCursor.open(SAMPLES / "webrtc" / "recorded.jsonl"), at=60, config_file=tmp_path / "c.json")
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.query_one(TasksPane)
+        await pilot.press("v", "z")
+        await pilot.pause()
+        assert pane.graph_mode
+        layout = pane.graph.layout
+        before = app.cursor.state.tasks["e2e_tests"].status
+        await pilot.press("end")  # the final state: every task done
+        await pilot.pause(0.2)
+        assert before != "completed" and node_line(pane, "e2e_tests") == "✔ done testing #1"
+        app.seek(2)  # back to just after the sprint started: nothing begun
+        await pilot.pause(0.2)
+        assert node_line(pane, "update_schema").startswith("· pending")
+        assert pane.graph.layout is layout  # seeking redraws the same layout

@@ -63,7 +63,7 @@ class TasksPane(PaneTable):
     COMPONENT_CLASSES = PaneTable.COMPONENT_CLASSES | {"tasks--edge", "tasks--edge-selected"}
     DEFAULT_CSS = """
     TasksPane > .tasks--edge { color: $foreground-muted; }
-    TasksPane > .tasks--edge-selected { color: $accent; text-style: bold; }
+    TasksPane > .tasks--edge-selected { color: $primary; text-style: bold; }
     """
 
     class Selected(Message):
