@@ -56,7 +56,7 @@ class TasksPane(PaneTable):
         Binding("plus,equals_sign", "app.priority(1)", "Priority +", key_display="+", id="tasks.priority_up"),
         Binding("minus", "app.priority(-1)", "Priority -", key_display="-", id="tasks.priority_down"),
         Binding("enter", "app.task_details", "Details", id="tasks.details"),
-        Binding("v", "toggle_graph", "Graph", id="tasks.graph"),
+        Binding("v", "toggle_graph", "DAG", id="tasks.graph", tooltip="table / graph of the task DAG"),
         Binding("left", "graph_step('left')", "Left", show=False, id="tasks.left"),
         Binding("right", "graph_step('right')", "Right", show=False, id="tasks.right"),
     ]
