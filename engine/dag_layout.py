@@ -16,6 +16,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from engine.dag import longest_paths
 
@@ -184,7 +185,7 @@ def _paint(cells: EdgeCells, points: list[tuple[int, int]], rank: int) -> None:
     last the node below."""
     _mark(cells, points[0], UP, rank)
     _mark(cells, points[-1], DOWN, rank)
-    for (x1, y1), (x2, y2) in zip(points, points[1:]):
+    for (x1, y1), (x2, y2) in pairwise(points):
         if (x1, y1) == (x2, y2):
             continue
         if x1 == x2:

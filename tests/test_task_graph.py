@@ -6,18 +6,20 @@ Screens are read as the pane draws them (its rendered lines), over the recorded 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from conftest import SAMPLES
+from test_snapshots import recorded_app, recorded_events
 from textual.geometry import Region
 
 from app.replay_dashboard import ReplayApp
 from app.screens.task_view import TaskViewScreen
 from app.source import RecordedSource
-from conftest import SAMPLES
 from engine.dag_layout import NODE_HEIGHT, layered, step
+from engine.events import Event
 from engine.plan import load_plan
 from engine.replay import ReplayCursor
-from test_snapshots import recorded_app, recorded_events
 from widgets.tasks import TasksPane
 
 WEBRTC = {task.id: list(task.depends_on) for task in load_plan(SAMPLES / "webrtc" / "plan.yaml").tasks}
@@ -138,3 +140,37 @@ async def test_the_replay_graph_follows_the_cursor(tmp_path: Path) -> None:
         await pilot.pause(0.2)
         assert node_line(pane, "update_schema").startswith("· pending")
         assert pane.graph.layout is layout  # seeking redraws the same layout
+
+
+async def test_large_plans_stay_navigable_in_the_graph(tmp_path: Path) -> None:
+    """sample_sprints/large (600 tasks) and a generated 10,000-task plan: one layout, the edges of
+    the selection only, and every move lands on a task that is then on screen."""
+    sys.path.insert(0, str(SAMPLES.parent / "benchmarks"))
+    from generate_large_sprint import make_plan
+
+    large = {task.id: list(task.depends_on) for task in load_plan(SAMPLES / "large" / "plan.yaml").tasks}
+    generated = {task["id"]: list(task.get("depends_on", [])) for task in make_plan(10_000, 40, 1)["tasks"]}
+    for parents in (large, generated):
+        source = RecordedSource([])
+        source.push(Event.decode(1, "2026-11-24T12:00:00Z", "sprint_started", {
+            "sprint": "big", "agents": [{"id": "a"}],
+            "tasks": [{"id": task, "dependencies": deps} for task, deps in parents.items()]}))
+        app = recorded_app(tmp_path)
+        app.source = source
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(TasksPane)
+            await pilot.press("v", "z")
+            await pilot.pause()
+            assert pane.border_subtitle == "edges of the selected task"
+            layout = pane.graph.layout
+            seen = []
+            for key in ["right"] * 3 + ["j"] * 4 + ["left", "k", "k"]:
+                await pilot.press(key)
+                selected = pane.selected_key()
+                seen.append(selected)
+                assert selected in screen_of(pane), (key, selected)
+            assert len(set(seen)) >= 6 and pane.graph.layout is layout
+            # the selected task's edges are drawn: an arrow into it, or it has no dependencies
+            x, y = pane.graph.grid.origin(selected)
+            if parents[selected]:
+                assert pane.graph.cells[y - 1][x][0]

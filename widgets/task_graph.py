@@ -19,7 +19,18 @@ from rich.style import Style
 from rich.text import Text
 from textual.geometry import Region
 
-from engine.dag_layout import DOWN, GAP, GUTTER, LEFT, PITCH_Y, RIGHT, UP, EdgeCells, Grid, Layout
+from engine.dag_layout import (
+    DOWN,
+    GAP,
+    GUTTER,
+    LEFT,
+    PITCH_Y,
+    RIGHT,
+    UP,
+    EdgeCells,
+    Grid,
+    Layout,
+)
 
 ALL_EDGES = 150  # plans up to this many tasks show every edge; bigger ones the selection's
 NODE_WIDTH = (14, 24)  # a node is as wide as the longest id needs, within these bounds
