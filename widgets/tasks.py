@@ -42,6 +42,7 @@ COLUMNS = [("status", "Status"), ("task", "Task"), ("why", "Why"), ("owner", "Ow
 # A pending task's reason changes with its dependencies, which are re-read when those change.
 WAITING = frozenset({"blocked", "retrying"})
 QUEUED = "ready"
+PRIORITY = Binding.Group("Priority")
 PRIORITY_MARK = {"critical": "!!!", "high": "!!", "medium": "!", "low": "·"}
 
 
@@ -53,8 +54,10 @@ class TasksPane(PaneTable):
         Binding("r", "app.reassign", "Reassign", id="tasks.reassign"),
         Binding("R", "app.retry", "Retry", id="tasks.retry"),
         Binding("x", "app.cancel_task", "Cancel", id="tasks.cancel"),
-        Binding("plus,equals_sign", "app.priority(1)", "Priority +", key_display="+", id="tasks.priority_up"),
-        Binding("minus", "app.priority(-1)", "Priority -", key_display="-", id="tasks.priority_down"),
+        # One footer entry for the pair ("+ - Priority"), so that `v DAG` fits beside `p Pause` at 120 columns.
+        Binding("plus,equals_sign", "app.priority(1)", "Priority +", key_display="+", id="tasks.priority_up",
+                group=PRIORITY),
+        Binding("minus", "app.priority(-1)", "Priority -", key_display="-", id="tasks.priority_down", group=PRIORITY),
         Binding("enter", "app.task_details", "Details", id="tasks.details"),
         Binding("v", "toggle_graph", "DAG", id="tasks.graph", tooltip="table / graph of the task DAG"),
         Binding("left", "graph_step('left')", "Left", show=False, id="tasks.left"),
