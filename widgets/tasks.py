@@ -89,7 +89,7 @@ class TasksPane(PaneTable):
         self._waiting: set[str] = set()  # blocked or retrying rows (see WAITING)
         self._queued: set[str] = set()  # ready rows
         self._slow_refresh: datetime | None = None  # when the ready rows were last re-read
-        self.graph: GraphView | None = None  # the drawing, kept while the plan's tasks and edges are
+        self.graph: GraphView | None = None  # the drawing, kept while the plan's tasks and edges stay the same
         self.graph_mode = False
         self._came_from: str | None = None  # the task a move along an edge left (going back returns)
 
