@@ -160,3 +160,8 @@ def test_replay_after_step_keys(snap_compare, tmp_path) -> None:
 
 def test_replay_at_the_end(snap_compare, tmp_path) -> None:
     assert snap_compare(replay_app(tmp_path), press=["end"], terminal_size=(80, 24))
+
+
+def test_replay_task_graph(snap_compare, tmp_path) -> None:
+    """The graph view in the replay dashboard, at the same paused event as the table snapshot."""
+    assert snap_compare(replay_app(tmp_path), press=["v", "z"], terminal_size=(120, 40))

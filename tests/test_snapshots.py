@@ -131,3 +131,11 @@ def blocked_app(tmp_path: Path) -> SprintDeckApp:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_main_screen_blocked_and_failed(snap_compare, tmp_path, size) -> None:
     assert snap_compare(blocked_app(tmp_path), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_task_graph_mid_sprint(snap_compare, tmp_path, size) -> None:
+    """`v` then `z`: the webrtc DAG mid-sprint, the selection on unit_tests (its three
+    dependencies marked ↑), with done, running (webrtc_implementation) and blocked
+    (integrate_api) nodes in view."""
+    assert snap_compare(recorded_app(tmp_path), press=["v", "z", "right", "j"], terminal_size=size)

@@ -5,22 +5,34 @@ sprint costs per batch what its changes cost, not what the whole table costs.  S
 marks its upstream (↑) and downstream (↓) tasks in the `Path` column.  The `Why` column says in
 words what a waiting task waits for and why a failed one failed (`engine.task_reasons`); it and the
 task id are the last columns a narrow pane gives up.
+
+`v` draws the same tasks as a graph (`widgets.task_graph`) in the same pane: one widget, so the
+table and the graph share one selection, one focus and one place in the layout; arrows and `j`/`k`
+then move along edges.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
+from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
+from textual.geometry import Size
 from textual.message import Message
+from textual.strip import Strip
 
 from engine.dag import critical_chain, descendants_of
+from engine.dag_layout import layered as layout_of
+from engine.dag_layout import signature_of, step
 from engine.models import ProjectState, TaskState
 from engine.task_reasons import why
 from widgets.changes import Changes
-from widgets.pane_table import PaneTable
+from widgets.pane_table import Cell, PaneTable
 from widgets.status import colour, task_badge
+from widgets.task_graph import GraphView
 
 COLUMNS = [("status", "Status"), ("task", "Task"), ("why", "Why"), ("owner", "Owner"), ("attempt", "Try"),
            ("priority", "Priority"), ("path", "Path"), ("deps", "Depends on")]
@@ -30,6 +42,7 @@ COLUMNS = [("status", "Status"), ("task", "Task"), ("why", "Why"), ("owner", "Ow
 # A pending task's reason changes with its dependencies, which are re-read when those change.
 WAITING = frozenset({"blocked", "retrying"})
 QUEUED = "ready"
+PRIORITY = Binding.Group("Priority")
 PRIORITY_MARK = {"critical": "!!!", "high": "!!", "medium": "!", "low": "·"}
 
 
@@ -41,10 +54,20 @@ class TasksPane(PaneTable):
         Binding("r", "app.reassign", "Reassign", id="tasks.reassign"),
         Binding("R", "app.retry", "Retry", id="tasks.retry"),
         Binding("x", "app.cancel_task", "Cancel", id="tasks.cancel"),
-        Binding("plus,equals_sign", "app.priority(1)", "Priority +", key_display="+", id="tasks.priority_up"),
-        Binding("minus", "app.priority(-1)", "Priority -", key_display="-", id="tasks.priority_down"),
+        # One footer entry for the pair ("+ - Priority"), so that `v DAG` fits beside `p Pause` at 120 columns.
+        Binding("plus,equals_sign", "app.priority(1)", "Priority +", key_display="+", id="tasks.priority_up",
+                group=PRIORITY),
+        Binding("minus", "app.priority(-1)", "Priority -", key_display="-", id="tasks.priority_down", group=PRIORITY),
         Binding("enter", "app.task_details", "Details", id="tasks.details"),
+        Binding("v", "toggle_graph", "DAG", id="tasks.graph", tooltip="table / graph of the task DAG"),
+        Binding("left", "graph_step('left')", "Left", show=False, id="tasks.left"),
+        Binding("right", "graph_step('right')", "Right", show=False, id="tasks.right"),
     ]
+    COMPONENT_CLASSES = PaneTable.COMPONENT_CLASSES | {"tasks--edge", "tasks--edge-selected"}
+    DEFAULT_CSS = """
+    TasksPane > .tasks--edge { color: $foreground-muted; }
+    TasksPane > .tasks--edge-selected { color: $primary; text-style: bold; }
+    """
 
     class Selected(Message):
         """The highlighted task changed (the App shows its neighbourhood, operations use it)."""
@@ -66,6 +89,9 @@ class TasksPane(PaneTable):
         self._waiting: set[str] = set()  # blocked or retrying rows (see WAITING)
         self._queued: set[str] = set()  # ready rows
         self._slow_refresh: datetime | None = None  # when the ready rows were last re-read
+        self.graph: GraphView | None = None  # the drawing, kept while the plan's tasks and edges stay the same
+        self.graph_mode = False
+        self._came_from: str | None = None  # the task a move along an edge left (going back returns)
 
     # ------------------------------------------------------------ state
 
@@ -103,6 +129,8 @@ class TasksPane(PaneTable):
         self._queued.clear()
         for task in state.tasks.values():
             self.add_row(*self._cells(task), key=task.id)
+        if self.graph_mode:
+            self._show_graph()
 
     def restyle(self) -> None:
         """Re-render every row, e.g. after a theme change (cell colours come from the theme)."""
@@ -155,6 +183,9 @@ class TasksPane(PaneTable):
         for key in touched:
             if key in self.rows:
                 self.update_cell(key, "path", self._path_mark(key))
+        if self.graph_mode and self.graph is not None:
+            self.graph.select(task_id, self._critical)
+            self.refresh()
 
     def related(self) -> dict[str, str]:
         return dict(self._related)
@@ -162,3 +193,117 @@ class TasksPane(PaneTable):
     @property
     def critical(self) -> set[str]:
         return set(self._critical)
+
+    # ------------------------------------------------------------ graph mode
+
+    def action_toggle_graph(self) -> None:
+        """`v`: table <-> graph, on the same selected task."""
+        self.graph_mode = not self.graph_mode
+        self.border_title = "Tasks · graph" if self.graph_mode else None
+        if self.graph_mode:
+            self._show_graph()
+        else:
+            self.scroll_to(x=0, animate=False)
+            super()._sync_size(True)
+            self._scroll_to_row(self.cursor_row)
+
+    def _show_graph(self) -> None:
+        """Lay the plan out (only if its tasks or edges changed) and draw the window around the selection."""
+        if self.graph is None or self.graph.layout.signature != signature_of(self._parents):
+            self.graph = GraphView(layout_of(self._parents))
+        self.graph.select(self.selected_key(), self._critical)
+        width, height = self.graph.grid.size
+        self.virtual_size = Size(width, height)
+        self.border_subtitle = None if self.graph.every_edge else "edges of the selected task"
+        self._scroll_to_row(self.cursor_row)
+        self.refresh()
+
+    def action_cursor(self, step_by: int) -> None:
+        if self.graph_mode:
+            self.action_graph_step("down" if step_by > 0 else "up")
+        else:
+            super().action_cursor(step_by)
+
+    def action_graph_step(self, direction: str) -> None:
+        """Move along an edge (down: a dependent, up: a dependency) or within the layer; in the
+        table, left and right scroll as they did."""
+        if not self.graph_mode:
+            self.scroll_left() if direction == "left" else self.scroll_right()
+            return
+        current = self.selected_key()
+        if self.graph is None or current is None:
+            return
+        target = step(self.graph.layout, current, direction, self._came_from)
+        self._came_from = current if direction in ("up", "down") else None
+        self.move_cursor(row=self._index[target])
+
+    def _sync_size(self, full_refresh: bool) -> None:
+        if not self.graph_mode:  # the graph's size is its layout's; the table's is set again on `v`
+            super()._sync_size(full_refresh)
+
+    def upsert(self, key: str, cells: Sequence[Cell], columns: list[str] | None = None) -> None:
+        super().upsert(key, cells, columns)
+        if self.graph_mode:
+            self._refresh_node(key)
+
+    def _refresh_row(self, row: int) -> None:
+        if not self.graph_mode:
+            super()._refresh_row(row)
+        elif row < len(self._order):
+            self._refresh_node(self._order[row])
+
+    def _refresh_node(self, task_id: str) -> None:
+        """Repaint one node's cells, if on screen (a status change touches nothing else)."""
+        if self.graph is not None and task_id in self.graph.layout.place:
+            region = self.graph.node_region(task_id).translate(-self.scroll_offset)
+            visible = region.intersection(self.scrollable_content_region.reset_offset)
+            if visible:
+                self.refresh(visible)
+
+    def _scroll_to_row(self, row: int) -> None:
+        if not self.graph_mode or self.graph is None:
+            super()._scroll_to_row(row)
+        elif row < len(self._order):
+            region = self.graph.node_region(self._order[row])
+            self.scroll_to_region(region.grow((1, 2, 1, 2)), animate=False, immediate=True, force=True)
+
+    def render_line(self, y: int) -> Strip:
+        if not self.graph_mode or self.graph is None:
+            return super().render_line(y)
+        width = self.scrollable_content_region.width
+        x0, y0 = self.scroll_offset
+        styles = [self.get_component_rich_style(name) for name in ("tasks--edge", "tasks--edge", "tasks--edge-selected")]
+        styles[1] = Style(color=colour(self.app, "critical-path") or None)
+        text = self.graph.line(y0 + y, x0, width, self._node_line, styles)
+        return Strip(list(text.render(self.app.console)), width).apply_style(self.rich_style)
+
+    def _node_line(self, task_id: str, line: int) -> Text:
+        """One of a node's two lines: its mark and id, then its status, owner and attempt."""
+        assert self.graph is not None
+        task = self._state.tasks.get(task_id) if self._state is not None else None
+        if line == 0:
+            critical = task_id in self._critical
+            mark = "★" if critical else self._related.get(task_id, " ")[0]
+            text = Text(f"{mark} ", style=colour(self.app, "critical-path") if critical else "")
+            text.append(task_id, style="bold")
+        elif task is None:
+            text = Text("")
+        else:
+            text = task_badge(self.app, task.status)
+            owners = "+".join(task.agents) if task.coordination == "collaborative" and task.agents else task.agent
+            text.append(f" {owners}" if owners else "")
+            text.append(f" #{task.attempt}" if task.attempt else "", style="dim")
+        text.truncate(self.graph.grid.node_width, overflow="ellipsis", pad=True)
+        if task_id == self.selected_key():
+            text.stylize(self.get_component_rich_style("pane-table--cursor"))
+        elif task_id in self._related:
+            text.stylize(Style(bgcolor=colour(self.app, "related-row") or None))
+        return text
+
+    def on_click(self, event: events.Click) -> None:
+        if not self.graph_mode or self.graph is None:
+            super().on_click(event)
+            return
+        task_id = self.graph.grid.node_at(event.x + self.scroll_offset.x, event.y + self.scroll_offset.y)
+        if task_id is not None:
+            self.move_cursor(row=self._index[task_id])

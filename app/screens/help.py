@@ -23,7 +23,8 @@ ANYWHERE: list[tuple[str, str]] = [
 ]
 LISTS: Section = ("Lists", [("j / k", "down / up"), ("g / G", "first / last"),
                             ("ctrl+d / ctrl+u", "half page down / up"),
-                            ("enter", "open the task, agent or file view (j: JSON)")])
+                            ("enter", "open the task, agent or file view (j: JSON)"),
+                            ("v", "Tasks: table / graph of the DAG (graph: j / k along edges, ← / → in the layer)")])
 MESSAGES: Section = ("Messages", [("f", "follow the newest message"), ("enter", "the whole message as JSON")])
 
 LIVE_KEYS: list[Section] = [
