@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from engine.dag import descendants_of, longest_paths, reach_counts, task_children
 from engine.models import AgentState, ProjectState, TaskState
@@ -65,10 +65,15 @@ class Scheduler:
         self._position = {task_id: position for position, task_id in enumerate(self._order)}
         self._span = max(1, len(self._order))
         self._deps_left = {task.id: len(task.depends_on) for task in plan.tasks}
-        self._capable = {task.id: list(plan.capable_agents(task)) for task in plan.tasks}
+        # Tasks with the same capable agents (or requirements) share one tuple (frozenset): a
+        # 100,000-task plan asks for a few dozen distinct ones, and a list and a set per task
+        # were 400 bytes of each task's memory.
+        alike: dict[Any, Any] = {}
+        self._capable: dict[str, tuple[str, ...]] = {
+            task.id: _shared(alike, tuple(plan.capable_agents(task))) for task in plan.tasks}
         self._collaborative = {task.id for task in plan.tasks if task.coordination == "collaborative"}
         self._pinned = {task.id for task in plan.tasks if task.agent}
-        self._requires = {task.id: set(task.requires) for task in plan.tasks}
+        self._requires = {task.id: _shared(alike, frozenset(task.requires)) for task in plan.tasks}
         self._groups: dict[tuple[tuple[str, ...], bool], _Group] = {}
         self._group_of: dict[str, _Group] = {}
         self._groups_with: dict[str, list[_Group]] = {}  # agent -> the groups it belongs to
@@ -97,7 +102,7 @@ class Scheduler:
         group = self._group_of.get(task_id)
         if group is None:
             collaborative = task_id in self._collaborative
-            key = (tuple(self._capable[task_id]), collaborative)
+            key = (self._capable[task_id], collaborative)
             group = self._groups.get(key)
             if group is None:
                 group = self._groups[key] = _Group(key[0], collaborative)
@@ -147,7 +152,7 @@ class Scheduler:
             if task_id in self._pinned or task_id in self._collaborative or agent.id in capable:
                 continue
             if self._requires[task_id] <= set(agent.capabilities):
-                capable.append(agent.id)
+                self._capable[task_id] = (*capable, agent.id)
                 changed = True
         if changed:
             self._regroup()
@@ -246,3 +251,12 @@ def _free_slots(agents: Iterable[AgentState]) -> defaultdict[str, int]:
         if agent.status in PLACEABLE_AGENT_STATUSES:
             free[agent.id] = max(0, agent.max_concurrent_tasks - len(agent.current_tasks))
     return free
+
+
+Alike = TypeVar("Alike")
+
+
+def _shared(alike: dict[Any, Any], value: Alike) -> Alike:
+    """The one copy kept of an immutable value equal to `value`."""
+    kept: Alike = alike.setdefault(value, value)
+    return kept
