@@ -12,7 +12,6 @@ registered under its event's body class, so a kind without a handler is an error
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -20,13 +19,11 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from engine import reducer_files, reducer_locks
-from engine.model_memory import share_fields_sets
-from engine.reducer_attempts import completed_exit_code, end_attempt, live_attempt
 from engine.events import (
     Absent,
     AgentDead,
-    AgentRestarted,
     AgentRegistered,
+    AgentRestarted,
     AgentSession,
     AgentStatus,
     CompletionRefused,
@@ -51,7 +48,12 @@ from engine.events import (
     TaskUnblocked,
     UsageRecorded,
 )
+from engine.model_memory import share_fields_sets
 from engine.models import AgentState, AttemptRecord, FileState, ProjectState, TaskState
+from engine.reducer_attempts import completed_exit_code, end_attempt, live_attempt
+from engine.state_json import (
+    state_digest as state_digest,  # callers import it from here too
+)
 
 Handler = Callable[[ProjectState, Any, Event], None]
 _AGENT_LIST = TypeAdapter(list[AgentState])
@@ -76,19 +78,6 @@ def fold(events: Iterable[Event], state: ProjectState | None = None) -> ProjectS
     for event in events:
         apply(state, event)
     return state
-
-
-def state_digest(state: ProjectState) -> str:
-    """sha256 hex of the state's wire-shape JSON (`state.model_dump_json()`).
-
-    The manager journals it every so often (a `state_digest` event, computed before that event is
-    applied) so that a replay can prove, not assume, that its fold matches the live state.
-    """
-    # pydantic's own serialiser: 8x faster than json.dumps(sort_keys=True) on 10,000 tasks, and
-    # just as canonical here, because a replay folds the same events in the same order.  Its bytes
-    # are hashed as they come (model_dump_json's str and its encoding were two more copies of the
-    # whole state: the last digest was a large sprint's peak memory).
-    return hashlib.sha256(state.__pydantic_serializer__.to_json(state)).hexdigest()
 
 
 def _seconds_between(start: datetime | None, end: datetime) -> float:
