@@ -58,6 +58,7 @@ from engine.state_json import (
 Handler = Callable[[ProjectState, Any, Event], None]
 _AGENT_LIST = TypeAdapter(list[AgentState])
 _TASK_LIST = TypeAdapter(list[TaskState])
+TASKS_AT_ONCE = 1000
 _FILE_LIST = TypeAdapter(list[FileState])
 
 
@@ -104,10 +105,14 @@ def _sprint_started(state: ProjectState, body: SprintStarted, event: Event) -> N
     # One validation call per list: per-item model_validate calls dominated a 10,000-task start.
     for agent in _AGENT_LIST.validate_python(body.agents):
         state.agents[agent.id] = agent
-    tasks = _TASK_LIST.validate_python(body.tasks)
-    share_fields_sets(tasks)  # 0.7 KB per task otherwise (a state model never adds to it)
-    for task in tasks:
-        state.tasks[task.id] = task
+    # A slice at a time: each new model has a set of its given fields (0.7 KB) until
+    # share_fields_sets swaps it for a shared one, and 100,000 of them at once were the largest
+    # part of a large sprint's peak memory.
+    for start in range(0, len(body.tasks), TASKS_AT_ONCE):
+        tasks = _TASK_LIST.validate_python(body.tasks[start:start + TASKS_AT_ONCE])
+        share_fields_sets(tasks)  # a state model never adds to it
+        for task in tasks:
+            state.tasks[task.id] = task
     for file in _FILE_LIST.validate_python(body.files if isinstance(body.files, list) else []):
         state.files[file.path] = file
 
