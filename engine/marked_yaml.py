@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
+from array import array
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +46,7 @@ class MarkedList(list[Any]):
     def __init__(self, line: int = 1) -> None:
         super().__init__()
         self.line = line
-        self.item_lines: list[int] = []
+        self.item_lines = array("l")  # machine ints: a list held an int object per item
 
 
 class UnreadableDocument(Exception):
@@ -172,7 +174,9 @@ class MarkedLoader(_EventSource, SafeConstructor, Resolver):
         if as_key and tag == _MERGE:
             return _MERGE_KEY
         if tag == _STR or (as_key and tag == _VALUE):  # a `=` key is a string, as PyYAML reads it
-            return event.value
+            # Interned: a large plan writes the same keys, capabilities and task ids (as
+            # dependencies) over and over, and each was a string of its own while it was checked.
+            return sys.intern(event.value)
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
         value = self.construct_object(node)
         self.constructed_objects.pop(node, None)  # the safe constructor's memo would keep every node
