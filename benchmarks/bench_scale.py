@@ -2,7 +2,9 @@
 
 For each size, a random DAG of zero-length tasks (up to 2 dependencies each, 50 agents; the same
 generator as `bench_scheduler.py`) is written as a YAML plan, and these run as separate processes,
-each timed from spawn to exit with its peak RSS read from `wait4`:
+each timed from spawn to exit with its peak RSS read from `wait4`, all spawned by a small helper
+process started first (Linux carries a parent's memory high-water mark into a forked child's
+`ru_maxrss`, and this benchmark's own process grows to hundreds of MB running the floors):
 - `run PLAN --headless --json --record J --workspace W` (journaled, as every user's run is);
 - `validate PLAN` and `export PLAN --format json`;
 - the same `run` of an empty plan (one agent, no task): the process's fixed cost, which the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -48,15 +51,30 @@ class Process:
     code: int
 
 
-def whole_process(*args: str) -> Process:
-    """Spawn `sprintdeck ARGS`, wait for it, and read its own peak RSS from the kernel."""
+SPAWNER = """
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    argv, cwd, env = json.loads(line)
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return Process(wall, usage.ru_maxrss * 1024, child.returncode)
+    print(json.dumps([time.perf_counter() - started, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)]), flush=True)
+"""
+_spawner: subprocess.Popen[str] | None = None
+
+
+def whole_process(*args: str) -> Process:
+    """Run `sprintdeck ARGS` to its end; its wall time and its own peak RSS, read from the kernel."""
+    global _spawner
+    if _spawner is None:  # started while this process is still small
+        _spawner = subprocess.Popen([sys.executable, "-c", SPAWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True)
+    assert _spawner.stdin is not None and _spawner.stdout is not None
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    _spawner.stdin.write(json.dumps([[sys.executable, "-m", "app.cli", *args], str(ROOT), env]) + "\n")
+    _spawner.stdin.flush()
+    wall, rss, code = json.loads(_spawner.stdout.readline())
+    return Process(wall, rss, code)
 
 
 def asyncio_floor(raw: dict) -> float:
