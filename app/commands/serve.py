@@ -371,8 +371,7 @@ def build(served: Served) -> tuple[SprintManager, SocketTransport | NatsTranspor
             transport.discard_queued(body.agent_id)  # its work went elsewhere
 
     manager.subscribe(on_event)
-    if isinstance(transport, SocketTransport):  # `sprintdeck watch` (over NATS: not yet)
-        transport.watch_desk = WatchHub(manager, served.operator_token)
+    transport.watch_desk = WatchHub(manager, served.operator_token)  # `sprintdeck watch`
     return manager, transport
 
 

@@ -14,6 +14,9 @@ engine/transports/nats_link.py).  A later message is taken as the agent its sess
 to: a missing or stale key, a `from` that is not that agent, or a type agents may not send is
 refused with an `agent_error` naming the field (on the message's reply subject) and handed to
 `on_refused`, which `serve` journals.  Tokens never reach the journal.
+
+Watchers (`sprintdeck watch nats://...`) say hello on the same subject with `channel: "watch"`;
+`NatsWatchers` (engine/transports/nats_watch.py) feeds them and takes what their sessions send.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from engine.transports.nats_link import (
     ensure_stream,
     store,
 )
+from engine.transports.nats_watch import NatsWatchers
+from engine.transports.watching import WATCH_CHANNEL, WatchDesk
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,16 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         self._hellos: dict[str, _Hello] = {}  # agent_ready id -> its pending answer
         self._sessions: dict[str, str] = {}  # session key -> agent id
         self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._watchers = NatsWatchers(lambda: self._nc, self._refuse)
+
+    @property
+    def watch_desk(self) -> WatchDesk | None:
+        """What feeds `sprintdeck watch` (serve sets it): None takes no watchers."""
+        return self._watchers.desk
+
+    @watch_desk.setter
+    def watch_desk(self, desk: WatchDesk | None) -> None:
+        self._watchers.desk = desk
 
     # ------------------------------------------------------------ lifecycle
 
@@ -113,6 +128,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         """End of sprint: bound agents get what is queued for them, then the notice, then close."""
         self.stop_inbound()
         await self._until_taken(timeout)
+        await self._watchers.finish(timeout)  # the watchers see the final events
         for agent_id in list(self._bound):
             await self._store(self.subjects.agent(agent_id), finished_notice(agent_id))
         await self.close()
@@ -124,6 +140,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
             pump.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
         self._pumps.clear()
+        await self._watchers.close()
         if self._nc is not None and not self._nc.is_closed:
             try:
                 async with asyncio.timeout(2.0):
@@ -145,7 +162,11 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
             pass  # the server is away: it delivers the message again, and `Seen` drops it
 
     async def _on_msg(self, msg: Msg) -> None:
-        """One message from an agent (or from anyone with the NATS account)."""
+        """One message from an agent or a watcher (or from anyone with the NATS account)."""
+        session = (msg.headers or {}).get(SESSION_HEADER)
+        if self._watchers.owns(session):  # watchers are fed to the very end, after agents' traffic stops
+            await self._watchers.take(msg, str(session))
+            return
         if not self._inbound:
             if (reply := _reply_of(msg)) is not None:
                 await self._publish(reply, finished_notice("unknown"))
@@ -155,7 +176,6 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         except ProtocolError as exc:
             await self._refuse(msg, exc.field, exc.reason, message_id=exc.message_id)
             return
-        session = (msg.headers or {}).get(SESSION_HEADER)
         if session is None:
             await self._hello(msg, message)
             return
@@ -175,6 +195,9 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
 
     async def _hello(self, msg: Msg, message: IPCMessage) -> None:
         """agent_ready with the token: the manager is asked to answer it (welcome or refusal)."""
+        if message.type == MessageType.AGENT_READY and message.payload.channel == WATCH_CHANNEL:
+            await self._watchers.hello(msg, message, _reply_of(msg))
+            return
         problem = hello_problem(message, self._tokens, self._local)
         reply = _reply_of(msg)
         if problem is None and reply is None:
