@@ -7,6 +7,7 @@ agent token is refused and the refusal journaled.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -14,14 +15,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import nats
 import pytest
+from nats.js.errors import NotFoundError
 
 from conftest import ROOT, write_plan
 from engine.events import Event, EventType
 from engine.journal import read_journal
 from engine.reducer import fold
 from nats_server import NatsServer, nats_server  # noqa: F401 (a fixture)
-from test_serve import Proc, agent, finish_all, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (run_dir is a fixture)
+from test_serve import GUARD, Proc, agent, finish_all, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (run_dir is a fixture)
 
 WEBRTC = ROOT / "sample_sprints/webrtc"
 
@@ -257,3 +260,48 @@ def test_the_printed_agent_command_names_the_secret_variable_not_the_secret(run_
     finally:
         nats.stop()
     assert printed.startswith("sprintdeck: SPRINTDECK_NATS_TOKEN=... ") and "t0ken" not in printed
+
+
+# ---------------------------------------------------------------- one manager per sprint on a NATS server
+
+
+def test_a_second_serve_of_the_same_sprint_on_one_nats_server_is_refused_naming_it(
+        run_dir: Path, nats_server: NatsServer) -> None:
+    """Both would use the same subjects (and the second would empty the first one's stream): the
+    second exits 2 naming the sprint and what to do, with no journal, and the first goes on."""
+    plan, journal = solo_plan(run_dir), run_dir / "run.jsonl"
+    first = serve(plan, nats_server.url, run_dir, "--record", str(journal), "--workspace", str(run_dir / "ws"))
+    solo: Proc | None = None
+    try:
+        address = listening_on(first)
+        asyncio.run(asyncio.wait_for(_until_consumed(nats_server.url, "creds"), GUARD))
+        second = serve(plan, nats_server.url, run_dir, "--record", str(run_dir / "second.jsonl"), name="second").finish()
+        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+        assert (f"sprint 'creds' is already served on the NATS server at {nats_server.url} by another serve: stop that "
+                f"one first, or serve this one under another name (--listen {nats_server.url}/OTHER)") in second.stderr
+        assert not (run_dir / "second.jsonl").exists()
+        solo = agent(address, "solo", run_dir / "run.tokens", run_dir)
+        out = first.finish()
+        assert solo.finish().returncode == 0
+    finally:
+        first.kill()
+        if solo is not None:
+            solo.kill()
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["state"]["tasks"]["only"]["status"] == "completed"
+
+
+async def _until_consumed(url: str, sprint: str) -> None:
+    """Until a manager consumes the sprint's subject (serve prints its address a moment before)."""
+    nc = await nats.connect(url)
+    try:
+        while True:
+            try:
+                if (await nc.jetstream().consumer_info(f"SPRINTDECK_{sprint}", "manager")).push_bound:
+                    return
+            except NotFoundError:
+                pass
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+

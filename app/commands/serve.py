@@ -182,7 +182,7 @@ def _listen(address: Address, plan: Plan, args: argparse.Namespace) -> tuple[soc
         if (problem := credentials.problem()) is not None:
             raise BadInput(f"sprintdeck: {problem}")
         try:
-            asyncio.run(probe(address, credentials))
+            asyncio.run(probe(nats_address(address, plan.sprint), credentials))
         except TransportError as exc:
             raise BadInput(f"sprintdeck: --listen {exc}") from None
         return None, nats_address(address, plan.sprint)

@@ -44,14 +44,17 @@ from engine.transports.address import Address
 from engine.transports.base import TransportClosed, TransportError, UnknownRecipient, check_size
 from engine.transports.external import DRAIN_TIMEOUT, ExternalAgentsTransport, finished_notice, hello_problem
 from engine.transports.nats_link import (
+    MANAGER_DURABLE,
     REPLY_HEADER,
     SESSION_HEADER,
     NatsCredentials,
     Seen,
     Subjects,
+    already_served,
     connect_nats,
     consume,
     ensure_stream,
+    served_elsewhere,
     store,
 )
 from engine.transports.nats_watch import NatsWatchers
@@ -115,8 +118,11 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         self._nc = await connect_nats(self.address, self._credentials, name=f"sprintdeck-manager-{self.address.sprint}")
         self._js = self._nc.jetstream()
         try:
+            if await served_elsewhere(self._js, self.subjects):  # started since serve's probe
+                await self._nc.close()
+                raise TransportError(already_served(self.address, self.subjects))
             await ensure_stream(self._js, self.subjects, fresh=self._fresh)
-            await consume(self._js, self.subjects.manager, "manager", self._on_stored)
+            await consume(self._js, self.subjects.manager, MANAGER_DURABLE, self._on_stored)
         except NatsError as exc:
             await self._nc.close()
             raise TransportError(f"no JetStream on the NATS server at {self.address} (start it with -js): {exc}") from None

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from engine.protocol import IPCMessage
 
@@ -43,6 +43,7 @@ PUBLISH_TIMEOUT = 2.0  # seconds for the server to acknowledge (store) a publish
 SEEN_LIMIT = 100_000  # message ids remembered to apply none twice
 CONNECT_TIMEOUT = 5  # seconds for one attempt to reach the NATS server
 CONNECT_GIVE_UP = 12.0  # seconds for the first connection, all attempts together
+MANAGER_DURABLE = "manager"  # the manager's consumer of the sprint's manager subject
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,23 @@ class Subjects:
     def stream(self) -> str:
         """The JetStream stream that keeps every message of the sprint until it is acknowledged."""
         return f"SPRINTDECK_{self.sprint}"
+
+
+async def served_elsewhere(js: JetStreamContext, subjects: Subjects) -> bool:
+    """Whether a manager consumes the sprint's subject right now: its durable consumer is bound
+    (the NATS server unbinds it as soon as that manager's connection is gone, even by kill -9).
+    A second `serve` of the sprint would share the subjects and purge the first one's stream."""
+    try:
+        info = await js.consumer_info(subjects.stream, MANAGER_DURABLE)
+    except NotFoundError:
+        return False
+    return bool(info.push_bound)
+
+
+def already_served(address: Address, subjects: Subjects) -> str:
+    """Why a second manager of the sprint is refused, and what to do instead."""
+    return (f"sprint {subjects.sprint!r} is already served on the NATS server at {server_url(address)} by another "
+            f"serve: stop that one first, or serve this one under another name (--listen {server_url(address)}/OTHER)")
 
 
 async def ensure_stream(js: JetStreamContext, subjects: Subjects, *, fresh: bool) -> None:
@@ -174,16 +192,20 @@ def nats_address(address: Address, sprint: str) -> Address:
 
 
 async def probe(address: Address, credentials: NatsCredentials) -> None:
-    """Connect once and leave: `serve` checks the server, its credentials and JetStream before it
-    touches a journal, so a wrong address, password or certificate is an error naming it, not a
-    stuck sprint."""
+    """Connect once and leave: `serve` checks the server, its credentials and JetStream, and that
+    no other manager serves the sprint, before it touches a journal, so a wrong address, password
+    or certificate, or a sprint name in use, is an error naming it, not a stuck or mixed sprint."""
     nc = await connect_nats(address, credentials, name="sprintdeck-probe")
     try:
-        await nc.jetstream().account_info()
+        js = nc.jetstream()
+        await js.account_info()
+        busy = bool(address.sprint) and await served_elsewhere(js, Subjects(address.sprint))
     except (NatsError, TimeoutError) as exc:
         raise TransportError(f"the NATS server at {server_url(address)} has no JetStream (start it with -js): {exc}") from None
     finally:
         await nc.close()
+    if busy:
+        raise TransportError(already_served(address, Subjects(address.sprint)))
 
 
 def server_url(address: Address) -> str:
