@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from conftest import ROOT, write_plan
 from engine.events import Event, EventType
 from engine.journal import read_journal
 from engine.reducer import fold
+from test_agent_lifecycle import SETTINGS, first_attempt_then_second, runner_of
 from nats_server import NatsServer, nats_server  # noqa: F401 (a fixture)
 from test_serve import GUARD, Proc, agent, finish_all, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (run_dir is a fixture)
 
@@ -305,3 +307,41 @@ async def _until_consumed(url: str, sprint: str) -> None:
     finally:
         await nc.close()
 
+
+# ---------------------------------------------------------------- an agent's process dies
+
+
+def test_kill_9_of_an_agent_over_nats_is_a_disconnection_not_a_heartbeat_timeout(run_dir: Path, nats_server: NatsServer) -> None:
+    """The NATS server unbinds the killed agent's consumer at once: the manager declares it
+    disconnected, then dead after disconnect_grace (1s), long before its heartbeats (30s) would
+    have timed out, and its task moves on to the other agent."""
+    write_plan(run_dir, {  # the killed agent's command goes on (no pid over NATS): the second attempt writes nothing
+        "sprint": "presence",
+        "settings": {**SETTINGS, "heartbeat_timeout": "30s", "disconnect_grace": "1s"},
+        "agents": [{"id": agent_id, "kind": "external", "capabilities": ["work"]} for agent_id in ("a", "b")],
+        "tasks": [{"id": "job", "requires": ["work"], "resources": ["first.done"],
+                   "command": first_attempt_then_second("sleep 120", "echo second")}],
+    })
+    plan = run_dir / "plan.yaml"
+    journal, workspace = run_dir / "run.jsonl", run_dir / "ws"
+    server = serve(plan, nats_server.url, run_dir, "--record", str(journal), "--workspace", str(workspace))
+    agents: dict[str, Proc] = {}
+    try:
+        address = listening_on(server)
+        agents = {agent_id: agent(address, agent_id, run_dir / "run.tokens", run_dir) for agent_id in ("a", "b")}
+        wait_for(lambda: (workspace / "first.done").exists(), "the first attempt's command", server.process)
+        victim = runner_of(journal, 1)
+        agents[victim].process.send_signal(signal.SIGKILL)
+        agents[victim].process.wait()
+        result = server.finish()
+    finally:
+        server.kill()
+        finish_all(list(agents.values()))
+    assert result.returncode == 0, result.stderr
+    [death] = records_of(journal, "agent_dead")
+    assert death["agentId"] == victim
+    assert death["reason"] == "connection closed and not back within 1s (disconnect_grace)"
+    disconnected = [r for r in records_of(journal, "agent_status") if r.get("reason") == "disconnected"]
+    assert [r["agentId"] for r in disconnected] == [victim]
+    assert runner_of(journal, 2) == ("b" if victim == "a" else "a")
+    assert json.loads(result.stdout)["state"]["tasks"]["job"]["status"] == "completed"

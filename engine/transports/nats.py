@@ -57,6 +57,7 @@ from engine.transports.nats_link import (
     served_elsewhere,
     store,
 )
+from engine.transports.nats_presence import Presence
 from engine.transports.nats_watch import NatsWatchers
 from engine.transports.watching import WATCH_CHANNEL, WatchDesk
 
@@ -89,7 +90,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         stream still holds for it."""
         if not address.sprint:
             raise TransportError(f"{address}: the NATS transport needs the sprint's name in the address")
-        # `on_disconnected` is kept for `serve`'s sake: NATS tells of no agent's disconnection (heartbeats do).
+        # `on_disconnected` hears of an agent whose NATS subscription is gone (engine/transports/nats_presence.py).
         super().__init__(address, tokens=tokens, local=local, on_refused=on_refused)
         self.subjects = Subjects(address.sprint)
         self._credentials = credentials or NatsCredentials()
@@ -101,6 +102,8 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         self._sessions: dict[str, str] = {}  # session key -> agent id
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._watchers = NatsWatchers(lambda: self._nc, self._refuse)
+        self._presence = Presence(lambda: self._nc, self.subjects, lambda: list(self._bound), self._gone)
+        self._presence_task: asyncio.Task[None] | None = None
 
     @property
     def watch_desk(self) -> WatchDesk | None:
@@ -115,7 +118,11 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
 
     async def start(self) -> None:
         """Connect to the NATS server and take what agents send (raises `TransportError`)."""
-        self._nc = await connect_nats(self.address, self._credentials, name=f"sprintdeck-manager-{self.address.sprint}")
+        async def reconnected() -> None:
+            self._presence.reconnected()
+
+        self._nc = await connect_nats(self.address, self._credentials, name=f"sprintdeck-manager-{self.address.sprint}",
+                                      reconnected_cb=reconnected)
         self._js = self._nc.jetstream()
         try:
             if await served_elsewhere(self._js, self.subjects):  # started since serve's probe
@@ -126,6 +133,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         except NatsError as exc:
             await self._nc.close()
             raise TransportError(f"no JetStream on the NATS server at {self.address} (start it with -js): {exc}") from None
+        self._presence_task = asyncio.get_running_loop().create_task(self._presence.run(), name="nats-presence")
 
     def joining(self, agent_id: str) -> tuple[str, str] | None:
         return None  # Claude Code's hook speaks to sockets only
@@ -141,7 +149,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
 
     async def close(self) -> None:
         self._inbound = False
-        pumps = list(self._pumps.values())
+        pumps = list(self._pumps.values()) + ([self._presence_task] if self._presence_task is not None else [])
         for pump in pumps:
             pump.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
@@ -267,6 +275,19 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         if pump is None or pump.done():
             self._pumps[hello.agent_id] = asyncio.get_running_loop().create_task(
                 self._pump(hello.agent_id), name=f"nats-pump-{hello.agent_id}")
+
+    def _gone(self, agent_id: str) -> None:
+        """The agent's NATS subscription is gone (its process died, say): unbound as a socket agent
+        whose connection closed, its messages waiting in its inbox, and the manager told."""
+        session = self._bound.pop(agent_id, None)
+        if session is None:
+            return
+        self._sessions.pop(session, None)
+        pump = self._pumps.pop(agent_id, None)
+        if pump is not None:
+            pump.cancel()
+        if self._inbound and self.on_disconnected is not None:
+            self.on_disconnected(agent_id, None)
 
     async def _pump(self, agent_id: str) -> None:
         """Publish the agent's inbox on its subject, in delivery order.  The message being published
