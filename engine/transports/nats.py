@@ -13,7 +13,9 @@ answer goes to the message's reply subject, a welcome with a fresh session key (
 engine/transports/nats_link.py).  A later message is taken as the agent its session key was given
 to: a missing or stale key, a `from` that is not that agent, or a type agents may not send is
 refused with an `agent_error` naming the field (on the message's reply subject) and handed to
-`on_refused`, which `serve` journals.  Tokens never reach the journal.
+`on_refused`, which `serve` journals.  Tokens never reach the journal.  What each sender may cost
+the manager is bounded as over a socket (engine/transports/nats_intake.py): its messages are taken
+at its own pace, a flood is dropped and journaled as one counted record, a flooder disconnected.
 
 Watchers (`sprintdeck watch nats://...`) say hello on the same subject with `channel: "watch"`;
 `NatsWatchers` (engine/transports/nats_watch.py) feeds them and takes what their sessions send.
@@ -25,7 +27,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -57,11 +59,14 @@ from engine.transports.nats_link import (
     served_elsewhere,
     store,
 )
+from engine.transports.nats_intake import CROWD, Intake, ack
 from engine.transports.nats_presence import Presence
 from engine.transports.nats_watch import NatsWatchers
 from engine.transports.watching import WATCH_CHANNEL, WatchDesk
 
 log = logging.getLogger(__name__)
+
+FORMER_SESSIONS = 1_024  # retired session keys remembered, so that what comes under them is counted
 
 
 @dataclass
@@ -100,10 +105,12 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         self._seen = Seen()
         self._hellos: dict[str, _Hello] = {}  # agent_ready id -> its pending answer
         self._sessions: dict[str, str] = {}  # session key -> agent id
+        self._former: dict[str, str] = {}  # a session key no longer valid -> the agent it was given to
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._watchers = NatsWatchers(lambda: self._nc, self._refuse)
         self._presence = Presence(lambda: self._nc, self.subjects, lambda: list(self._bound), self._gone)
         self._presence_task: asyncio.Task[None] | None = None
+        self._intake = Intake(self._handle, self._record, self._flooded)
 
     @property
     def watch_desk(self) -> WatchDesk | None:
@@ -155,6 +162,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         await asyncio.gather(*pumps, return_exceptions=True)
         self._pumps.clear()
         await self._watchers.close()
+        await self._intake.close()
         if self._nc is not None and not self._nc.is_closed:
             try:
                 async with asyncio.timeout(2.0):
@@ -166,14 +174,48 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
     # ------------------------------------------------------------ taking messages
 
     async def _on_stored(self, msg: Msg) -> None:
-        """A message from the stream: applied once (a redelivery is only acknowledged), then acked,
-        so one the manager had not taken when the server died comes again."""
-        if self._seen.first_time(msg):
-            await self._on_msg(msg)
-        try:
-            await msg.ack()
-        except (NatsError, OSError):
-            pass  # the server is away: it delivers the message again, and `Seen` drops it
+        """A message from the stream, into its sender's lane (a redelivery is only acknowledged);
+        a lane that is full drops it, and the drop is recorded as a refusal."""
+        if not self._seen.first_time(msg):
+            await ack(msg)
+            return
+        key = self._sender_of(msg)
+        dropped = self._intake.take(key, msg)
+        if dropped is not None:
+            await ack(msg)
+            refusal = replace(dropped, bound=key if key in self._tokens else None, transport=f"nats:{self.subjects.manager}")
+            self._intake.digest.add(_source(key), refusal)
+
+    async def _handle(self, msg: Msg) -> None:
+        """A message its lane lets through: applied, then acked, so one the manager had not taken
+        when the server died comes again."""
+        await self._on_msg(msg)
+        await ack(msg)
+
+    def _sender_of(self, msg: Msg) -> str:
+        """Whose lane a message goes to: its agent's when it carries a session key the agent was
+        given (even one no longer valid), else its sender's reply subject (one per connection)."""
+        agent = self._agent_of(msg)
+        if agent is not None:
+            return agent
+        reply = (msg.headers or {}).get(REPLY_HEADER)
+        return f"reply:{reply}" if reply else CROWD
+
+    def _agent_of(self, msg: Msg) -> str | None:
+        """The agent the message's session key was given to (valid or retired), if any."""
+        session = (msg.headers or {}).get(SESSION_HEADER, "")
+        return self._sessions.get(session) or self._former.get(session)
+
+    def _flooded(self, key: str, why: str, last: Msg) -> None:
+        """A sender held at its rate too long: told why, a bound agent loses its session (it is an
+        agent that disconnected), and the disconnection is recorded."""
+        bound = key if key in self._tokens else None
+        refusal = Refusal(field="", reason=f"disconnected: {why}", bound=bound, transport=f"nats:{self.subjects.manager}")
+        if (reply := _reply_of(last)) is not None:
+            asyncio.get_running_loop().create_task(self._publish(reply, refusal.reply()))
+        self._intake.digest.add(_source(key), refusal, "connections")
+        if bound is not None:
+            self._gone(bound)
 
     async def _on_msg(self, msg: Msg) -> None:
         """One message from an agent or a watcher (or from anyone with the NATS account)."""
@@ -188,7 +230,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         try:
             message = parse_message(msg.data)
         except ProtocolError as exc:
-            await self._refuse(msg, exc.field, exc.reason, message_id=exc.message_id)
+            await self._refuse(msg, exc.field, exc.reason, message_id=exc.message_id, bound=self._agent_of(msg))
             return
         if session is None:
             await self._hello(msg, message)
@@ -213,6 +255,8 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
             await self._watchers.hello(msg, message, _reply_of(msg))
             return
         problem = hello_problem(message, self._tokens, self._local)
+        if problem is None and (too_fast := self._intake.still_flooding(message.from_)) is not None:
+            problem = "", too_fast
         reply = _reply_of(msg)
         if problem is None and reply is None:
             problem = "reply", f"agent_ready needs a {REPLY_HEADER} header for the manager's answer"
@@ -268,7 +312,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         """The agent's new session replaces its old one; its pump starts (or goes on)."""
         old = self._bound.get(hello.agent_id)
         if old is not None:
-            self._sessions.pop(old, None)
+            self._retire(old)
         self._bound[hello.agent_id] = hello.session
         self._sessions[hello.session] = hello.agent_id
         pump = self._pumps.get(hello.agent_id)
@@ -276,13 +320,21 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
             self._pumps[hello.agent_id] = asyncio.get_running_loop().create_task(
                 self._pump(hello.agent_id), name=f"nats-pump-{hello.agent_id}")
 
+    def _retire(self, session: str) -> None:
+        """The session is no longer valid; what still comes under it counts against its agent."""
+        agent_id = self._sessions.pop(session, None)
+        if agent_id is not None:
+            self._former[session] = agent_id
+            if len(self._former) > FORMER_SESSIONS:
+                del self._former[next(iter(self._former))]
+
     def _gone(self, agent_id: str) -> None:
         """The agent's NATS subscription is gone (its process died, say): unbound as a socket agent
         whose connection closed, its messages waiting in its inbox, and the manager told."""
         session = self._bound.pop(agent_id, None)
         if session is None:
             return
-        self._sessions.pop(session, None)
+        self._retire(session)
         pump = self._pumps.pop(agent_id, None)
         if pump is not None:
             pump.cancel()
@@ -340,7 +392,16 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
                              transport=f"nats:{self.subjects.manager}", security=security)
         if (reply := _reply_of(msg)) is not None:
             await self._publish(reply, refusal.reply(message))
-        self._record(refusal)
+        key = self._sender_of(msg)
+        self._intake.refused(key)  # a refused message costs its sender more than a valid one
+        self._intake.digest.add(_source(key), refusal)
+
+
+def _source(key: str) -> str:
+    """Whom a lane's refusals are counted against, as the journal says it."""
+    if key == CROWD:
+        return "senders beyond the lane limit"
+    return f"the sender with reply subject {key.removeprefix('reply:')}" if key.startswith("reply:") else f"agent {key!r}"
 
 
 def _reply_of(msg: Msg) -> str | None:
