@@ -7,7 +7,10 @@ that inbox onto `sprintdeck.<sprint>.agent.<id>` in delivery order (so a message
 is not bound waits, in priority order, and the receiver's inbox orders what arrives by priority
 again).  A broadcast is published once, on `sprintdeck.<sprint>.broadcast`.
 
-Everything agents send arrives on `sprintdeck.<sprint>.manager`.  The first message of an agent is
+Agents say their first hello on `sprintdeck.<sprint>.manager`, and send the rest (a later hello
+too, so that it stays behind what the agent sent before) on their own `sprintdeck.<sprint>.manager.<id>`,
+each taken through a consumer of its own (so one agent's backlog in the stream does not hold up
+another's), into a lane of its own (engine/transports/nats_intake.py).  The first message of an agent is
 `agent_ready` with its token, checked by the same `hello_problem` as over a socket; the manager's
 answer goes to the message's reply subject, a welcome with a fresh session key (see
 engine/transports/nats_link.py).  A later message is taken as the agent its session key was given
@@ -59,7 +62,7 @@ from engine.transports.nats_link import (
     served_elsewhere,
     store,
 )
-from engine.transports.nats_intake import CROWD, Intake, ack
+from engine.transports.nats_intake import CROWD, LANE_MESSAGES, Intake, ack
 from engine.transports.nats_presence import Presence
 from engine.transports.nats_watch import NatsWatchers
 from engine.transports.watching import WATCH_CHANNEL, WatchDesk
@@ -106,6 +109,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         self._hellos: dict[str, _Hello] = {}  # agent_ready id -> its pending answer
         self._sessions: dict[str, str] = {}  # session key -> agent id
         self._former: dict[str, str] = {}  # a session key no longer valid -> the agent it was given to
+        self._subjects_of = {self.subjects.sent_by(a): a for a in set(self._tokens) - self._local}  # subject -> agent
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._watchers = NatsWatchers(lambda: self._nc, self._refuse)
         self._presence = Presence(lambda: self._nc, self.subjects, lambda: list(self._bound), self._gone)
@@ -136,6 +140,11 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
                 await self._nc.close()
                 raise TransportError(already_served(self.address, self.subjects))
             await ensure_stream(self._js, self.subjects, fresh=self._fresh)
+            # Each agent's consumer exists before any hello is taken (a consumer starts at new
+            # messages: what a welcomed agent sent before it existed would never come), and holds
+            # back what the agent's lane has no room for: the rest of a flood waits in the stream.
+            for subject, agent_id in sorted(self._subjects_of.items()):
+                await consume(self._js, subject, f"from-{agent_id}", self._on_stored, max_ack_pending=LANE_MESSAGES)
             await consume(self._js, self.subjects.manager, MANAGER_DURABLE, self._on_stored)
         except NatsError as exc:
             await self._nc.close()
@@ -193,9 +202,10 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         await ack(msg)
 
     def _sender_of(self, msg: Msg) -> str:
-        """Whose lane a message goes to: its agent's when it carries a session key the agent was
-        given (even one no longer valid), else its sender's reply subject (one per connection)."""
-        agent = self._agent_of(msg)
+        """Whose lane a message goes to: its agent's when it came on the agent's subject or carries
+        a session key the agent was given (even one no longer valid), else its sender's reply
+        subject (one per connection).  One lane per agent keeps its messages in their order."""
+        agent = self._subjects_of.get(msg.subject) or self._agent_of(msg)
         if agent is not None:
             return agent
         reply = (msg.headers or {}).get(REPLY_HEADER)
@@ -216,6 +226,16 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         self._intake.digest.add(_source(key), refusal, "connections")
         if bound is not None:
             self._gone(bound)
+            asyncio.get_running_loop().create_task(self._purge(bound))
+
+    async def _purge(self, agent_id: str) -> None:
+        """What a flooder left in the stream goes: it would only be refused, at its lane's pace."""
+        if self._js is None:
+            return
+        try:
+            await self._js.purge_stream(self.subjects.stream, subject=self.subjects.sent_by(agent_id))
+        except (NatsError, TimeoutError, OSError) as exc:
+            log.warning("could not purge what %s left in the stream: %s", agent_id, exc)
 
     async def _on_msg(self, msg: Msg) -> None:
         """One message from an agent or a watcher (or from anyone with the NATS account)."""

@@ -7,11 +7,14 @@ bound agent (whichever of its sessions sent it), else the sender's reply subject
 connection) - each a bounded queue taken at the pace of its own `Budget`.  The subscription's
 callback only sorts, so a flood in one lane never holds up another.
 
-- A lane that holds `LANE_MESSAGES` drops what comes (acknowledged, so JetStream does not deliver
+- A bound agent's messages come through a consumer of its own that delivers at most
+  `LANE_MESSAGES` unacknowledged (engine/transports/nats.py): the rest of a flood waits in the
+  stream, not in the manager, which spends on it only what its budget allows.
+- A lane that holds `LANE_MESSAGES` (another sender's) drops what comes (acknowledged, so JetStream does not deliver
   it again) and the sender is told; a refused message costs `REFUSED_LINE_COST` lines, as over a
   socket.  Refusals and drops are journaled through one `RefusalDigest`: a burst is the first few
   records, then one record with a count.
-- A sender whose lane stays full for `FLOOD_SECONDS` is disconnected (`flooded`: a bound agent
+- A sender whose lane stays full (`FULL` of it at least) for `FLOOD_SECONDS` is disconnected (`flooded`: a bound agent
   loses its session), and an agent that binds again before it paused is refused
   (`still_flooding`).  Its lane being full, not its budget, is the sign: the manager may be
   slower than the budget (all of NATS's deliveries go through its one loop), and a sender that
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 LANE_MESSAGES = 64  # messages waiting in one sender's lane before what it sends is dropped
 MAX_LANES = 256  # senders with a lane of their own; the rest share CROWD
 LANE_IDLE = 10.0  # seconds a lane waits for its sender's next message before it is let go
+FULL, EMPTY = 0.75, 0.25  # a lane this full is behind; one below EMPTY caught up again
 PAUSE = 1.0  # seconds a sender disconnected for flooding must be quiet before its agent binds again
 CROWD = "crowd"  # the lane of senders beyond MAX_LANES and of messages without a reply subject
 
@@ -75,11 +79,12 @@ class Intake:
         """Queue `msg` in its sender's lane (never waits); the refusal to answer when it is dropped."""
         lane = self._lane(key)
         lane.arrived_at = now = time.monotonic()
-        if len(lane.queue) >= LANE_MESSAGES:
+        if len(lane.queue) >= FULL * LANE_MESSAGES:
             if lane.full_since is None:
                 lane.full_since = now
             elif now - lane.full_since >= FLOOD_SECONDS:
                 self._flood(lane, msg)
+        if len(lane.queue) >= LANE_MESSAGES:
             return Refusal(field="", reason=f"dropped: more than {LANE_MESSAGES} messages waiting from this sender; "
                            f"send at most {lane.budget.describe()}", transport="")
         lane.queue.append(msg)
@@ -131,7 +136,7 @@ class Intake:
                         self._lanes.pop(lane.key, None)
                         return
             msg = lane.queue.popleft()
-            if len(lane.queue) < LANE_MESSAGES // 2:
+            if len(lane.queue) < EMPTY * LANE_MESSAGES:
                 lane.full_since = None  # it is keeping up again
             try:
                 await self._handle(msg)

@@ -1,8 +1,10 @@
 """What both sides of the NATS transport share: the subjects, the credentials, the connection.
 
 Subjects are per sprint, so that several sprints share one NATS server without seeing each other:
-`sprintdeck.<sprint>.manager` (everything agents send), `sprintdeck.<sprint>.agent.<id>` (what the
-manager sends one agent) and `sprintdeck.<sprint>.broadcast` (what it sends every agent).
+`sprintdeck.<sprint>.manager` (hellos: agents' and watchers', and what watchers send),
+`sprintdeck.<sprint>.manager.<id>` (what a bound agent sends: each agent's subject has a consumer of
+its own, so that one agent's backlog never holds up another's messages), `sprintdeck.<sprint>.agent.<id>`
+(what the manager sends one agent) and `sprintdeck.<sprint>.broadcast` (what it sends every agent).
 
 A NATS account lets a client publish; it does not make the client an agent.  The manager binds
 an agent with its token in `agent_ready`, exactly as over a socket, and answers the welcome with a
@@ -63,6 +65,10 @@ class Subjects:
     def agent(self, agent_id: str) -> str:
         return f"sprintdeck.{self.sprint}.agent.{agent_id}"
 
+    def sent_by(self, agent_id: str) -> str:
+        """What the bound agent sends the manager (its hello goes to `manager`)."""
+        return f"sprintdeck.{self.sprint}.manager.{agent_id}"
+
     @property
     def stream(self) -> str:
         """The JetStream stream that keeps every message of the sprint until it is acknowledged."""
@@ -99,10 +105,14 @@ async def ensure_stream(js: JetStreamContext, subjects: Subjects, *, fresh: bool
         await js.purge_stream(subjects.stream)
 
 
-async def consume(js: JetStreamContext, subject: str, durable: str, cb: Callable[[Msg], Awaitable[None]]) -> None:
+async def consume(js: JetStreamContext, subject: str, durable: str, cb: Callable[[Msg], Awaitable[None]],
+                  *, max_ack_pending: int | None = None) -> None:
     """A durable consumer with explicit acks: what it has not acknowledged comes again after
-    `ACK_WAIT`, after a reconnect and after a restart of the server; it starts at new messages."""
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT)
+    `ACK_WAIT`, after a reconnect and after a restart of the server; it starts at new messages.
+    With `max_ack_pending` the server delivers no more than that many unacknowledged at once: the
+    rest waits in the stream (the NATS form of not reading a socket)."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT,
+                            max_ack_pending=max_ack_pending)
     await js.subscribe(subject, durable=durable, cb=cb, manual_ack=True, config=config)
 
 
