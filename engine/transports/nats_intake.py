@@ -62,6 +62,7 @@ class Lane:
     full_since: float | None = None  # when the lane last began dropping what its sender sends
     flooded_at: float | None = None  # when its sender was last disconnected for flooding
     arrived_at: float = 0.0  # when its sender's last message came
+    quiet: float = 0.0  # how long its sender was quiet before that message
 
 
 class Intake:
@@ -78,7 +79,8 @@ class Intake:
     def take(self, key: str, msg: Msg) -> Refusal | None:
         """Queue `msg` in its sender's lane (never waits); the refusal to answer when it is dropped."""
         lane = self._lane(key)
-        lane.arrived_at = now = time.monotonic()
+        now = time.monotonic()
+        lane.quiet, lane.arrived_at = now - lane.arrived_at, now
         if len(lane.queue) >= FULL * LANE_MESSAGES:
             if lane.full_since is None:
                 lane.full_since = now
@@ -98,9 +100,14 @@ class Intake:
             lane.budget.charge(REFUSED_LINE_COST - 1)
 
     def still_flooding(self, key: str) -> str | None:
-        """Why `key` may not bind now (it was disconnected for flooding and has not paused), or None."""
+        """Why `key` may not bind now (it was disconnected for flooding and has not paused), or None.
+        Asked while its hello is taken: the pause is the one before the hello (or since it, when
+        the hello came on another lane)."""
         lane = self._lanes.get(key)
-        if lane is None or lane.flooded_at is None or time.monotonic() - lane.arrived_at >= PAUSE:
+        if lane is None or lane.flooded_at is None:
+            return None
+        if max(lane.quiet, time.monotonic() - lane.arrived_at) >= PAUSE:
+            lane.flooded_at = None
             return None
         return f"agent {key!r} keeps sending faster than {lane.budget.describe()}: pause, then join again"
 
