@@ -24,6 +24,7 @@ from conftest import ROOT, write_plan
 from engine.events import Event, EventType
 from engine.journal import read_journal
 from engine.reducer import fold
+from test_watch_command import watch
 from test_agent_lifecycle import SETTINGS, first_attempt_then_second, runner_of
 from nats_server import NatsServer, nats_server  # noqa: F401 (a fixture)
 from test_serve import GUARD, Proc, agent, finish_all, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (run_dir is a fixture)
@@ -185,7 +186,9 @@ def test_a_nats_server_without_jetstream_is_named(run_dir: Path) -> None:
 
 def test_kill_9_of_nats_server_mid_sprint_loses_nothing_and_applies_nothing_twice(run_dir: Path) -> None:
     """JetStream keeps what was acknowledged on disk; serve and the agents reconnect to the server
-    restarted on the same port and store, messages not acknowledged come again (once applied)."""
+    restarted on the same port and store, messages not acknowledged come again (once applied).  A
+    watcher reconnects too, asks for a fresh snapshot (what was published meanwhile is lost) and
+    ends with serve's final state."""
     plan, agent_ids = external_webrtc(run_dir)
     store = run_dir / "nats"
     store.mkdir()
@@ -197,6 +200,7 @@ def test_kill_9_of_nats_server_mid_sprint_loses_nothing_and_applies_nothing_twic
     try:
         address = listening_on(server)
         agents = [agent(address, agent_id, run_dir / "run.tokens", run_dir, "--simulate") for agent_id in agent_ids]
+        watcher = watch(address, run_dir, "--json")
         wait_for(lambda: journal.exists() and journal.read_text().count('"task_completed"') >= 2,
                  "two tasks completed", server.process)
         nats.kill()
@@ -220,6 +224,10 @@ def test_kill_9_of_nats_server_mid_sprint_loses_nothing_and_applies_nothing_twic
     assert sorted(completed) == sorted(result["state"]["tasks"]), "a task completed twice, or never"
     assert records_of(journal, EventType.MESSAGE_REJECTED) == []  # no duplicate reached the manager's checks
     assert fold(Event.from_record(r) for r in records).model_dump(mode="json") == result["state"]
+    watched = watcher.finish()
+    assert watched.returncode == 0 and "Traceback" not in watched.stderr, watched.stderr
+    assert "resynchronised" in watched.stderr  # it noticed what it missed
+    assert json.loads(watched.stdout) == result
 
 
 def test_spawn_over_nats_hands_the_credentials_on_but_not_on_the_command_line(run_dir: Path) -> None:
