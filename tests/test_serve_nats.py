@@ -265,11 +265,14 @@ def test_the_printed_agent_command_names_the_secret_variable_not_the_secret(run_
             listening_on(server)
             wait_for(lambda: "agent --connect" in server.stderr(), "the agent command", server.process)
             printed = next(line for line in server.stderr().splitlines() if "agent --connect" in line)
+            watching = next(line for line in server.stderr().splitlines() if "watch it with" in line)
         finally:
             server.kill()
     finally:
         nats.stop()
     assert printed.startswith("sprintdeck: SPRINTDECK_NATS_TOKEN=... ") and "t0ken" not in printed
+    assert watching.startswith(f"sprintdeck: watch it with: SPRINTDECK_NATS_TOKEN=... sprintdeck watch {nats.url}/creds ")
+    assert "t0ken" not in watching
 
 
 # ---------------------------------------------------------------- one manager per sprint on a NATS server

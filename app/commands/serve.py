@@ -277,8 +277,10 @@ def announce(served: Served) -> None:
     else:
         print(f"sprintdeck: resuming {served.journal_path} after seq {served.journal.last_seq}", file=out)
     print(f"sprintdeck: listening on {served.address}", file=out)
-    print(f"sprintdeck: watch it with: sprintdeck watch {served.address} "
-          f"(operator token in {operator_token_path(served.tokens_at)})", file=out)
+    secrets = "".join(f"{name}=... " for name in nats_secrets(served.nats))  # as join_command: never the values
+    watch = shlex.join(["sprintdeck", "watch", str(served.address), *nats_arguments(served.nats)])
+    print(f"sprintdeck: watch it with: {secrets}{watch} (operator token in {operator_token_path(served.tokens_at)})",
+          file=out)
     if not served.tokens:
         print("sprintdeck: the plan has no external agents; nobody needs to connect", file=out)
         return
