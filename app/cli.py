@@ -117,12 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats_options(agent)
 
     watch = sub.add_parser("watch", help="the dashboard attached to a running serve (read-only without --token-file)")
-    watch.add_argument("address", metavar="ADDR", help="the address serve printed (unix:PATH or tcp:HOST:PORT)")
+    watch.add_argument("address", metavar="ADDR",
+                       help="the address serve printed (unix:PATH, tcp:HOST:PORT or nats://HOST:PORT/SPRINT)")
     watch.add_argument("--token-file", metavar="F", help="serve's operator token file: the operator keys work")
     watch.add_argument("--name", help="the operator's name in the journal (default: the login name)")
     watch.add_argument("--headless", action="store_true", help="no dashboard: follow the sprint to its end")
     watch.add_argument("--json", action="store_true", help="with --headless: the final state and metrics, as serve --json")
     watch.add_argument("--theme", default=None, help="dashboard theme")
+    _add_nats_options(watch)
 
     web = sub.add_parser("web", help="the watch dashboard in a browser: each page runs its own `sprintdeck watch ADDR`")
     web.add_argument("address", metavar="ADDR", help="the address serve printed, passed to watch as is")

@@ -1,7 +1,8 @@
 """The dashboard's state from a running `serve` it is attached to (`sprintdeck watch ADDR`).
 
-`WatchedSource` speaks the watch protocol (engine/watchers.py) over a socket: its hello, the
-snapshot that answers it, then batches of events, each applied through the same reducer as the
+`WatchedSource` speaks the watch protocol (engine/watchers.py) over a `WatchWire` - a socket
+(`SocketWire`, here) or NATS (engine/transports/nats_watcher.py): its hello, the snapshot that
+answers it, then batches of events, each applied through the same reducer as the
 journal's, so the panes are those of the live dashboard.  A later snapshot (the manager resyncs a
 watcher that fell behind) replaces the state; the dashboard redraws everything once a second.
 
@@ -24,11 +25,15 @@ from engine.protocol import MANAGER_ID, SPRINT_FINISHED, IPCMessage, MessageType
 from engine.reducer import apply
 from engine.scheduler import PLACEABLE_AGENT_STATUSES
 from engine.transports.address import Address
+from engine.transports.base import TransportError
 from engine.transports.framing import Oversize, encode, read_lines
-from engine.transports.watching import WATCH_CHANNEL
+from engine.transports.nats_link import NatsCredentials
+from engine.transports.nats_watcher import NatsWatchWire
+from engine.transports.watching import WATCH_CHANNEL, WatchWire
 from engine.watchers import EVENTS_INFO, OPERATOR_INFO, restore, wire_event
 
 SNAPSHOT_LIMIT = 512 * 1024 * 1024  # a watcher reads the whole state as one line
+HELLO_TIMEOUT = 20.0  # seconds for the manager to answer the hello with the sprint's state
 READ_ONLY = ("Watching read-only: operator keys need the operator token "
              "(sprintdeck watch ADDR --token-file JOURNAL.tokens/operator-token; serve printed where it is).")
 
@@ -42,46 +47,47 @@ class WatchedSource:
     mode = "watch"
     journal: str | None = None
 
-    def __init__(self, address: Address, name: str, lines: AsyncIterator[bytes | Oversize],
-                 writer: asyncio.StreamWriter, state: ProjectState, operator: bool) -> None:
+    def __init__(self, address: Address, name: str, wire: WatchWire, state: ProjectState, operator: bool) -> None:
         self.transport = str(address)
         self.name = name
         self.state = state
         self.resyncs = 0  # snapshots after the first: the manager found this watcher behind
         self.ended = False  # the server closed the connection
-        self._writer = writer
-        self._lines = lines
+        self._wire = wire
         self._listeners: list[Callable[[Event], None]] = []
         self.operator = RemoteOperator(self) if operator else None
         self.read_only = READ_ONLY
         self._replies: dict[str, asyncio.Future[IPCMessage]] = {}
 
     @classmethod
-    async def connect(cls, address: Address, name: str, token: str | None) -> WatchedSource:
+    async def connect(cls, address: Address, name: str, token: str | None,
+                      credentials: NatsCredentials | None = None) -> WatchedSource:
         """Say hello and take the snapshot; `WatchRefused` when the server will not be watched."""
-        try:
-            if address.kind == "unix":
-                reader, writer = await asyncio.open_unix_connection(address.path, limit=SNAPSHOT_LIMIT)
-            else:
-                reader, writer = await asyncio.open_connection(address.host, address.port, limit=SNAPSHOT_LIMIT)
-        except OSError as exc:
-            raise WatchRefused(f"cannot connect to {address}: {exc.strerror or exc} (is serve running there?)") from None
+        wire = await open_wire(address, name, credentials)
         hello = make_message(MessageType.AGENT_READY, name, MANAGER_ID, {"channel": WATCH_CHANNEL, "token": token},
                              requires_response=True)
-        writer.write(encode(hello))
-        lines = read_lines(reader, SNAPSHOT_LIMIT)
-        first = await _next(lines)
+        try:
+            if not await wire.send(hello):
+                raise WatchRefused(f"{address} did not take the hello (is serve running there?)")
+            async with asyncio.timeout(HELLO_TIMEOUT):
+                first = await wire.receive()
+        except TimeoutError:
+            await wire.close()
+            raise WatchRefused(f"{address} did not answer within {HELLO_TIMEOUT:g} s with the sprint's state") from None
+        except WatchRefused:
+            await wire.close()
+            raise
         if first is None:
             raise WatchRefused(f"{address} closed the connection before sending the sprint's state")
+        if first.type != MessageType.STATE_SYNC:
+            await wire.close()
         if first.type == MessageType.AGENT_ERROR:
-            writer.close()
             raise WatchRefused(f"{address} refused to be watched: {first.payload.error}")
         if first.type == MessageType.BROADCAST_INFO and first.payload.info == SPRINT_FINISHED:
-            writer.close()
             raise WatchRefused(f"the sprint at {address} is over: watch it with `sprintdeck replay JOURNAL`")
         if first.type != MessageType.STATE_SYNC:
             raise WatchRefused(f"{address} answered {first.type} instead of the sprint's state")
-        return cls(address, name, lines, writer, restore(first.payload.state), token is not None)
+        return cls(address, name, wire, restore(first.payload.state), token is not None)
 
     # ------------------------------------------------------------ StateSource
 
@@ -100,7 +106,7 @@ class WatchedSource:
 
     async def run(self) -> None:
         """Apply what the manager sends until it closes the connection (the sprint is over)."""
-        while (message := await _next(self._lines)) is not None:
+        while (message := await self._wire.receive()) is not None:
             self._take(message)
         self.ended = True
         for future in self._replies.values():
@@ -122,7 +128,7 @@ class WatchedSource:
 
     async def stop(self) -> None:
         """Leave the sprint running: only this connection ends."""
-        self._writer.close()
+        await self._wire.close()
 
     # ------------------------------------------------------------ operating
 
@@ -132,19 +138,54 @@ class WatchedSource:
                                {"info": OPERATOR_INFO, "data": data}, requires_response=True)
         future: asyncio.Future[IPCMessage] = asyncio.get_running_loop().create_future()
         self._replies[message.id] = future
-        self._writer.write(encode(message))
+        if not await self._wire.send(message):
+            self._replies.pop(message.id, None)
+            raise OperatorError("the request did not reach the manager (the connection is down)")
         return await future
 
 
-async def _next(lines: AsyncIterator[bytes | Oversize]) -> IPCMessage | None:
-    """The next message from the manager; None once it closed the connection."""
-    while True:
+async def open_wire(address: Address, name: str, credentials: NatsCredentials | None) -> WatchWire:
+    """The watcher's end of the transport `address` names; `WatchRefused` saying why there is none."""
+    if address.kind == "nats":
         try:
-            line = await anext(lines)
-        except StopAsyncIteration:
-            return None
-        if not isinstance(line, Oversize):
-            return parse_message(line)
+            return await NatsWatchWire.open(address, name, credentials)
+        except TransportError as exc:
+            raise WatchRefused(str(exc)) from None
+    try:
+        if address.kind == "unix":
+            reader, writer = await asyncio.open_unix_connection(address.path, limit=SNAPSHOT_LIMIT)
+        else:
+            reader, writer = await asyncio.open_connection(address.host, address.port, limit=SNAPSHOT_LIMIT)
+    except OSError as exc:
+        raise WatchRefused(f"cannot connect to {address}: {exc.strerror or exc} (is serve running there?)") from None
+    return SocketWire(read_lines(reader, SNAPSHOT_LIMIT), writer)
+
+
+class SocketWire:
+    """The watcher's end of a socket: one message a line each way."""
+
+    def __init__(self, lines: AsyncIterator[bytes | Oversize], writer: asyncio.StreamWriter) -> None:
+        self._lines = lines
+        self._writer = writer
+
+    async def receive(self) -> IPCMessage | None:
+        """The next message from the manager; None once it closed the connection."""
+        while True:
+            try:
+                line = await anext(self._lines)
+            except StopAsyncIteration:
+                return None
+            if not isinstance(line, Oversize):
+                return parse_message(line)
+
+    async def send(self, message: IPCMessage) -> bool:
+        if self._writer.is_closing():
+            return False
+        self._writer.write(encode(message))
+        return True
+
+    async def close(self) -> None:
+        self._writer.close()
 
 
 class RemoteOperator:
@@ -162,7 +203,11 @@ class RemoteOperator:
 
     def _send(self, **data: Any) -> None:
         async def ask() -> None:
-            reply = await self._source.request(data)
+            try:
+                reply = await self._source.request(data)
+            except OperatorError as exc:
+                self.tell(str(exc), False)
+                return
             if reply.type == MessageType.AGENT_ERROR:
                 self.tell(str(reply.payload.error), False)
             else:

@@ -1,7 +1,7 @@
 """Watchers: people attached to a running sprint (`sprintdeck watch`), fed a snapshot then events.
 
 The watch protocol is made of ordinary `IPCMessage`s, so that any transport that carries agents'
-messages carries it too (a socket connection today, NATS subjects later):
+messages carries it too (a socket connection, or NATS subjects: engine/transports/nats_watch.py):
 
 - the watcher says `agent_ready` with `channel: "watch"`, `from` its name, and the operator token
   when it has one (`serve` writes it beside the agents' tokens);
@@ -16,7 +16,8 @@ messages carries it too (a socket connection today, NATS subjects later):
 
 A watcher never slows the manager: the manager's event listener only appends to the watcher's
 bounded list of pending events.  A watcher whose list overflows (`MAX_WATCHER_EVENTS`, it is not
-reading) loses it and is sent a fresh snapshot when it reads again (`resyncs` counts them); one
+reading) loses it and is sent a fresh snapshot when it reads again (`resyncs` counts them), as is
+one that asks for it (`resync`: over NATS, the watcher notices what was dropped on the way); one
 that takes nothing at all is disconnected by the transport's backlog checks (limits.py).
 """
 
@@ -138,6 +139,15 @@ class WatchHub:
         watcher.task = asyncio.get_running_loop().create_task(self._feed(watcher, hello.id), name=f"watch-{hello.from_}")
         self.watchers.append(watcher)
         return watcher
+
+    def resync(self, link: WatchLink) -> None:
+        """The watcher saw a gap in what reached it: what is pending is dropped for a fresh snapshot."""
+        watcher = _watcher(link)
+        if not watcher.resync:
+            watcher.pending.clear()
+            watcher.resync = True
+            watcher.resyncs += 1
+        watcher.wake.set()
 
     def detach(self, link: WatchLink) -> None:
         watcher = _watcher(link)

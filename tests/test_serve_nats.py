@@ -7,21 +7,27 @@ agent token is refused and the refusal journaled.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import nats
 import pytest
+from nats.js.errors import NotFoundError
 
 from conftest import ROOT, write_plan
 from engine.events import Event, EventType
 from engine.journal import read_journal
 from engine.reducer import fold
+from test_watch_command import watch
+from test_agent_lifecycle import SETTINGS, first_attempt_then_second, runner_of
 from nats_server import NatsServer, nats_server  # noqa: F401 (a fixture)
-from test_serve import Proc, agent, finish_all, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (run_dir is a fixture)
+from test_serve import GUARD, Proc, agent, finish_all, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (run_dir is a fixture)
 
 WEBRTC = ROOT / "sample_sprints/webrtc"
 
@@ -180,7 +186,9 @@ def test_a_nats_server_without_jetstream_is_named(run_dir: Path) -> None:
 
 def test_kill_9_of_nats_server_mid_sprint_loses_nothing_and_applies_nothing_twice(run_dir: Path) -> None:
     """JetStream keeps what was acknowledged on disk; serve and the agents reconnect to the server
-    restarted on the same port and store, messages not acknowledged come again (once applied)."""
+    restarted on the same port and store, messages not acknowledged come again (once applied).  A
+    watcher reconnects too, asks for a fresh snapshot (what was published meanwhile is lost) and
+    ends with serve's final state."""
     plan, agent_ids = external_webrtc(run_dir)
     store = run_dir / "nats"
     store.mkdir()
@@ -192,6 +200,7 @@ def test_kill_9_of_nats_server_mid_sprint_loses_nothing_and_applies_nothing_twic
     try:
         address = listening_on(server)
         agents = [agent(address, agent_id, run_dir / "run.tokens", run_dir, "--simulate") for agent_id in agent_ids]
+        watcher = watch(address, run_dir, "--json")
         wait_for(lambda: journal.exists() and journal.read_text().count('"task_completed"') >= 2,
                  "two tasks completed", server.process)
         nats.kill()
@@ -215,6 +224,10 @@ def test_kill_9_of_nats_server_mid_sprint_loses_nothing_and_applies_nothing_twic
     assert sorted(completed) == sorted(result["state"]["tasks"]), "a task completed twice, or never"
     assert records_of(journal, EventType.MESSAGE_REJECTED) == []  # no duplicate reached the manager's checks
     assert fold(Event.from_record(r) for r in records).model_dump(mode="json") == result["state"]
+    watched = watcher.finish()
+    assert watched.returncode == 0 and "Traceback" not in watched.stderr, watched.stderr
+    assert "resynchronised" in watched.stderr  # it noticed what it missed
+    assert json.loads(watched.stdout) == result
 
 
 def test_spawn_over_nats_hands_the_credentials_on_but_not_on_the_command_line(run_dir: Path) -> None:
@@ -252,8 +265,94 @@ def test_the_printed_agent_command_names_the_secret_variable_not_the_secret(run_
             listening_on(server)
             wait_for(lambda: "agent --connect" in server.stderr(), "the agent command", server.process)
             printed = next(line for line in server.stderr().splitlines() if "agent --connect" in line)
+            watching = next(line for line in server.stderr().splitlines() if "watch it with" in line)
         finally:
             server.kill()
     finally:
         nats.stop()
     assert printed.startswith("sprintdeck: SPRINTDECK_NATS_TOKEN=... ") and "t0ken" not in printed
+    assert watching.startswith(f"sprintdeck: watch it with: SPRINTDECK_NATS_TOKEN=... sprintdeck watch {nats.url}/creds ")
+    assert "t0ken" not in watching
+
+
+# ---------------------------------------------------------------- one manager per sprint on a NATS server
+
+
+def test_a_second_serve_of_the_same_sprint_on_one_nats_server_is_refused_naming_it(
+        run_dir: Path, nats_server: NatsServer) -> None:
+    """Both would use the same subjects (and the second would empty the first one's stream): the
+    second exits 2 naming the sprint and what to do, with no journal, and the first goes on."""
+    plan, journal = solo_plan(run_dir), run_dir / "run.jsonl"
+    first = serve(plan, nats_server.url, run_dir, "--record", str(journal), "--workspace", str(run_dir / "ws"))
+    solo: Proc | None = None
+    try:
+        address = listening_on(first)
+        asyncio.run(asyncio.wait_for(_until_consumed(nats_server.url, "creds"), GUARD))
+        second = serve(plan, nats_server.url, run_dir, "--record", str(run_dir / "second.jsonl"), name="second").finish()
+        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+        assert (f"sprint 'creds' is already served on the NATS server at {nats_server.url} by another serve: stop that "
+                f"one first, or serve this one under another name (--listen {nats_server.url}/OTHER)") in second.stderr
+        assert not (run_dir / "second.jsonl").exists()
+        solo = agent(address, "solo", run_dir / "run.tokens", run_dir)
+        out = first.finish()
+        assert solo.finish().returncode == 0
+    finally:
+        first.kill()
+        if solo is not None:
+            solo.kill()
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["state"]["tasks"]["only"]["status"] == "completed"
+
+
+async def _until_consumed(url: str, sprint: str) -> None:
+    """Until a manager consumes the sprint's subject (serve prints its address a moment before)."""
+    nc = await nats.connect(url)
+    try:
+        while True:
+            try:
+                if (await nc.jetstream().consumer_info(f"SPRINTDECK_{sprint}", "manager")).push_bound:
+                    return
+            except NotFoundError:
+                pass
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+
+
+# ---------------------------------------------------------------- an agent's process dies
+
+
+def test_kill_9_of_an_agent_over_nats_is_a_disconnection_not_a_heartbeat_timeout(run_dir: Path, nats_server: NatsServer) -> None:
+    """The NATS server unbinds the killed agent's consumer at once: the manager declares it
+    disconnected, then dead after disconnect_grace (1s), long before its heartbeats (30s) would
+    have timed out, and its task moves on to the other agent."""
+    write_plan(run_dir, {  # the killed agent's command goes on (no pid over NATS): the second attempt writes nothing
+        "sprint": "presence",
+        "settings": {**SETTINGS, "heartbeat_timeout": "30s", "disconnect_grace": "1s"},
+        "agents": [{"id": agent_id, "kind": "external", "capabilities": ["work"]} for agent_id in ("a", "b")],
+        "tasks": [{"id": "job", "requires": ["work"], "resources": ["first.done"],
+                   "command": first_attempt_then_second("sleep 120", "echo second")}],
+    })
+    plan = run_dir / "plan.yaml"
+    journal, workspace = run_dir / "run.jsonl", run_dir / "ws"
+    server = serve(plan, nats_server.url, run_dir, "--record", str(journal), "--workspace", str(workspace))
+    agents: dict[str, Proc] = {}
+    try:
+        address = listening_on(server)
+        agents = {agent_id: agent(address, agent_id, run_dir / "run.tokens", run_dir) for agent_id in ("a", "b")}
+        wait_for(lambda: (workspace / "first.done").exists(), "the first attempt's command", server.process)
+        victim = runner_of(journal, 1)
+        agents[victim].process.send_signal(signal.SIGKILL)
+        agents[victim].process.wait()
+        result = server.finish()
+    finally:
+        server.kill()
+        finish_all(list(agents.values()))
+    assert result.returncode == 0, result.stderr
+    [death] = records_of(journal, "agent_dead")
+    assert death["agentId"] == victim
+    assert death["reason"] == "connection closed and not back within 1s (disconnect_grace)"
+    disconnected = [r for r in records_of(journal, "agent_status") if r.get("reason") == "disconnected"]
+    assert [r["agentId"] for r in disconnected] == [victim]
+    assert runner_of(journal, 2) == ("b" if victim == "a" else "a")
+    assert json.loads(result.stdout)["state"]["tasks"]["job"]["status"] == "completed"

@@ -182,7 +182,7 @@ def _listen(address: Address, plan: Plan, args: argparse.Namespace) -> tuple[soc
         if (problem := credentials.problem()) is not None:
             raise BadInput(f"sprintdeck: {problem}")
         try:
-            asyncio.run(probe(address, credentials))
+            asyncio.run(probe(nats_address(address, plan.sprint), credentials))
         except TransportError as exc:
             raise BadInput(f"sprintdeck: --listen {exc}") from None
         return None, nats_address(address, plan.sprint)
@@ -277,8 +277,10 @@ def announce(served: Served) -> None:
     else:
         print(f"sprintdeck: resuming {served.journal_path} after seq {served.journal.last_seq}", file=out)
     print(f"sprintdeck: listening on {served.address}", file=out)
-    print(f"sprintdeck: watch it with: sprintdeck watch {served.address} "
-          f"(operator token in {operator_token_path(served.tokens_at)})", file=out)
+    secrets = "".join(f"{name}=... " for name in nats_secrets(served.nats))  # as join_command: never the values
+    watch = shlex.join(["sprintdeck", "watch", str(served.address), *nats_arguments(served.nats)])
+    print(f"sprintdeck: watch it with: {secrets}{watch} (operator token in {operator_token_path(served.tokens_at)})",
+          file=out)
     if not served.tokens:
         print("sprintdeck: the plan has no external agents; nobody needs to connect", file=out)
         return
@@ -371,8 +373,7 @@ def build(served: Served) -> tuple[SprintManager, SocketTransport | NatsTranspor
             transport.discard_queued(body.agent_id)  # its work went elsewhere
 
     manager.subscribe(on_event)
-    if isinstance(transport, SocketTransport):  # `sprintdeck watch` (over NATS: not yet)
-        transport.watch_desk = WatchHub(manager, served.operator_token)
+    transport.watch_desk = WatchHub(manager, served.operator_token)  # `sprintdeck watch`
     return manager, transport
 
 

@@ -7,13 +7,21 @@ that inbox onto `sprintdeck.<sprint>.agent.<id>` in delivery order (so a message
 is not bound waits, in priority order, and the receiver's inbox orders what arrives by priority
 again).  A broadcast is published once, on `sprintdeck.<sprint>.broadcast`.
 
-Everything agents send arrives on `sprintdeck.<sprint>.manager`.  The first message of an agent is
+Agents say their first hello on `sprintdeck.<sprint>.manager`, and send the rest (a later hello
+too, so that it stays behind what the agent sent before) on their own `sprintdeck.<sprint>.manager.<id>`,
+each taken through a consumer of its own (so one agent's backlog in the stream does not hold up
+another's), into a lane of its own (engine/transports/nats_intake.py).  The first message of an agent is
 `agent_ready` with its token, checked by the same `hello_problem` as over a socket; the manager's
 answer goes to the message's reply subject, a welcome with a fresh session key (see
 engine/transports/nats_link.py).  A later message is taken as the agent its session key was given
 to: a missing or stale key, a `from` that is not that agent, or a type agents may not send is
 refused with an `agent_error` naming the field (on the message's reply subject) and handed to
-`on_refused`, which `serve` journals.  Tokens never reach the journal.
+`on_refused`, which `serve` journals.  Tokens never reach the journal.  What each sender may cost
+the manager is bounded as over a socket (engine/transports/nats_intake.py): its messages are taken
+at its own pace, a flood is dropped and journaled as one counted record, a flooder disconnected.
+
+Watchers (`sprintdeck watch nats://...`) say hello on the same subject with `channel: "watch"`;
+`NatsWatchers` (engine/transports/nats_watch.py) feeds them and takes what their sessions send.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -41,18 +49,27 @@ from engine.transports.address import Address
 from engine.transports.base import TransportClosed, TransportError, UnknownRecipient, check_size
 from engine.transports.external import DRAIN_TIMEOUT, ExternalAgentsTransport, finished_notice, hello_problem
 from engine.transports.nats_link import (
+    MANAGER_DURABLE,
     REPLY_HEADER,
     SESSION_HEADER,
     NatsCredentials,
     Seen,
     Subjects,
+    already_served,
     connect_nats,
     consume,
     ensure_stream,
+    served_elsewhere,
     store,
 )
+from engine.transports.nats_intake import CROWD, LANE_MESSAGES, Intake, ack
+from engine.transports.nats_presence import Presence
+from engine.transports.nats_watch import NatsWatchers
+from engine.transports.watching import WATCH_CHANNEL, WatchDesk
 
 log = logging.getLogger(__name__)
+
+FORMER_SESSIONS = 1_024  # retired session keys remembered, so that what comes under them is counted
 
 
 @dataclass
@@ -81,7 +98,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         stream still holds for it."""
         if not address.sprint:
             raise TransportError(f"{address}: the NATS transport needs the sprint's name in the address")
-        # `on_disconnected` is kept for `serve`'s sake: NATS tells of no agent's disconnection (heartbeats do).
+        # `on_disconnected` hears of an agent whose NATS subscription is gone (engine/transports/nats_presence.py).
         super().__init__(address, tokens=tokens, local=local, on_refused=on_refused)
         self.subjects = Subjects(address.sprint)
         self._credentials = credentials or NatsCredentials()
@@ -91,20 +108,48 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         self._seen = Seen()
         self._hellos: dict[str, _Hello] = {}  # agent_ready id -> its pending answer
         self._sessions: dict[str, str] = {}  # session key -> agent id
+        self._former: dict[str, str] = {}  # a session key no longer valid -> the agent it was given to
+        self._subjects_of = {self.subjects.sent_by(a): a for a in set(self._tokens) - self._local}  # subject -> agent
         self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._watchers = NatsWatchers(lambda: self._nc, self._refuse)
+        self._presence = Presence(lambda: self._nc, self.subjects, lambda: list(self._bound), self._gone)
+        self._presence_task: asyncio.Task[None] | None = None
+        self._intake = Intake(self._handle, self._record, self._flooded)
+
+    @property
+    def watch_desk(self) -> WatchDesk | None:
+        """What feeds `sprintdeck watch` (serve sets it): None takes no watchers."""
+        return self._watchers.desk
+
+    @watch_desk.setter
+    def watch_desk(self, desk: WatchDesk | None) -> None:
+        self._watchers.desk = desk
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Connect to the NATS server and take what agents send (raises `TransportError`)."""
-        self._nc = await connect_nats(self.address, self._credentials, name=f"sprintdeck-manager-{self.address.sprint}")
+        async def reconnected() -> None:
+            self._presence.reconnected()
+
+        self._nc = await connect_nats(self.address, self._credentials, name=f"sprintdeck-manager-{self.address.sprint}",
+                                      reconnected_cb=reconnected)
         self._js = self._nc.jetstream()
         try:
+            if await served_elsewhere(self._js, self.subjects):  # started since serve's probe
+                await self._nc.close()
+                raise TransportError(already_served(self.address, self.subjects))
             await ensure_stream(self._js, self.subjects, fresh=self._fresh)
-            await consume(self._js, self.subjects.manager, "manager", self._on_stored)
+            # Each agent's consumer exists before any hello is taken (a consumer starts at new
+            # messages: what a welcomed agent sent before it existed would never come), and holds
+            # back what the agent's lane has no room for: the rest of a flood waits in the stream.
+            for subject, agent_id in sorted(self._subjects_of.items()):
+                await consume(self._js, subject, f"from-{agent_id}", self._on_stored, max_ack_pending=LANE_MESSAGES)
+            await consume(self._js, self.subjects.manager, MANAGER_DURABLE, self._on_stored)
         except NatsError as exc:
             await self._nc.close()
             raise TransportError(f"no JetStream on the NATS server at {self.address} (start it with -js): {exc}") from None
+        self._presence_task = asyncio.get_running_loop().create_task(self._presence.run(), name="nats-presence")
 
     def joining(self, agent_id: str) -> tuple[str, str] | None:
         return None  # Claude Code's hook speaks to sockets only
@@ -113,17 +158,20 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         """End of sprint: bound agents get what is queued for them, then the notice, then close."""
         self.stop_inbound()
         await self._until_taken(timeout)
+        await self._watchers.finish(timeout)  # the watchers see the final events
         for agent_id in list(self._bound):
             await self._store(self.subjects.agent(agent_id), finished_notice(agent_id))
         await self.close()
 
     async def close(self) -> None:
         self._inbound = False
-        pumps = list(self._pumps.values())
+        pumps = list(self._pumps.values()) + ([self._presence_task] if self._presence_task is not None else [])
         for pump in pumps:
             pump.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
         self._pumps.clear()
+        await self._watchers.close()
+        await self._intake.close()
         if self._nc is not None and not self._nc.is_closed:
             try:
                 async with asyncio.timeout(2.0):
@@ -135,17 +183,66 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
     # ------------------------------------------------------------ taking messages
 
     async def _on_stored(self, msg: Msg) -> None:
-        """A message from the stream: applied once (a redelivery is only acknowledged), then acked,
-        so one the manager had not taken when the server died comes again."""
-        if self._seen.first_time(msg):
-            await self._on_msg(msg)
+        """A message from the stream, into its sender's lane (a redelivery is only acknowledged);
+        a lane that is full drops it, and the drop is recorded as a refusal."""
+        if not self._seen.first_time(msg):
+            await ack(msg)
+            return
+        key = self._sender_of(msg)
+        dropped = self._intake.take(key, msg)
+        if dropped is not None:
+            await ack(msg)
+            refusal = replace(dropped, bound=key if key in self._tokens else None, transport=f"nats:{self.subjects.manager}")
+            self._intake.digest.add(_source(key), refusal)
+
+    async def _handle(self, msg: Msg) -> None:
+        """A message its lane lets through: applied, then acked, so one the manager had not taken
+        when the server died comes again."""
+        await self._on_msg(msg)
+        await ack(msg)
+
+    def _sender_of(self, msg: Msg) -> str:
+        """Whose lane a message goes to: its agent's when it came on the agent's subject or carries
+        a session key the agent was given (even one no longer valid), else its sender's reply
+        subject (one per connection).  One lane per agent keeps its messages in their order."""
+        agent = self._subjects_of.get(msg.subject) or self._agent_of(msg)
+        if agent is not None:
+            return agent
+        reply = (msg.headers or {}).get(REPLY_HEADER)
+        return f"reply:{reply}" if reply else CROWD
+
+    def _agent_of(self, msg: Msg) -> str | None:
+        """The agent the message's session key was given to (valid or retired), if any."""
+        session = (msg.headers or {}).get(SESSION_HEADER, "")
+        return self._sessions.get(session) or self._former.get(session)
+
+    def _flooded(self, key: str, why: str, last: Msg) -> None:
+        """A sender held at its rate too long: told why, a bound agent loses its session (it is an
+        agent that disconnected), and the disconnection is recorded."""
+        bound = key if key in self._tokens else None
+        refusal = Refusal(field="", reason=f"disconnected: {why}", bound=bound, transport=f"nats:{self.subjects.manager}")
+        if (reply := _reply_of(last)) is not None:
+            asyncio.get_running_loop().create_task(self._publish(reply, refusal.reply()))
+        self._intake.digest.add(_source(key), refusal, "connections")
+        if bound is not None:
+            self._gone(bound)
+            asyncio.get_running_loop().create_task(self._purge(bound))
+
+    async def _purge(self, agent_id: str) -> None:
+        """What a flooder left in the stream goes: it would only be refused, at its lane's pace."""
+        if self._js is None:
+            return
         try:
-            await msg.ack()
-        except (NatsError, OSError):
-            pass  # the server is away: it delivers the message again, and `Seen` drops it
+            await self._js.purge_stream(self.subjects.stream, subject=self.subjects.sent_by(agent_id))
+        except (NatsError, TimeoutError, OSError) as exc:
+            log.warning("could not purge what %s left in the stream: %s", agent_id, exc)
 
     async def _on_msg(self, msg: Msg) -> None:
-        """One message from an agent (or from anyone with the NATS account)."""
+        """One message from an agent or a watcher (or from anyone with the NATS account)."""
+        session = (msg.headers or {}).get(SESSION_HEADER)
+        if self._watchers.owns(session):  # watchers are fed to the very end, after agents' traffic stops
+            await self._watchers.take(msg, str(session))
+            return
         if not self._inbound:
             if (reply := _reply_of(msg)) is not None:
                 await self._publish(reply, finished_notice("unknown"))
@@ -153,9 +250,8 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         try:
             message = parse_message(msg.data)
         except ProtocolError as exc:
-            await self._refuse(msg, exc.field, exc.reason, message_id=exc.message_id)
+            await self._refuse(msg, exc.field, exc.reason, message_id=exc.message_id, bound=self._agent_of(msg))
             return
-        session = (msg.headers or {}).get(SESSION_HEADER)
         if session is None:
             await self._hello(msg, message)
             return
@@ -175,7 +271,12 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
 
     async def _hello(self, msg: Msg, message: IPCMessage) -> None:
         """agent_ready with the token: the manager is asked to answer it (welcome or refusal)."""
+        if message.type == MessageType.AGENT_READY and message.payload.channel == WATCH_CHANNEL:
+            await self._watchers.hello(msg, message, _reply_of(msg))
+            return
         problem = hello_problem(message, self._tokens, self._local)
+        if problem is None and (too_fast := self._intake.still_flooding(message.from_)) is not None:
+            problem = "", too_fast
         reply = _reply_of(msg)
         if problem is None and reply is None:
             problem = "reply", f"agent_ready needs a {REPLY_HEADER} header for the manager's answer"
@@ -231,13 +332,34 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         """The agent's new session replaces its old one; its pump starts (or goes on)."""
         old = self._bound.get(hello.agent_id)
         if old is not None:
-            self._sessions.pop(old, None)
+            self._retire(old)
         self._bound[hello.agent_id] = hello.session
         self._sessions[hello.session] = hello.agent_id
         pump = self._pumps.get(hello.agent_id)
         if pump is None or pump.done():
             self._pumps[hello.agent_id] = asyncio.get_running_loop().create_task(
                 self._pump(hello.agent_id), name=f"nats-pump-{hello.agent_id}")
+
+    def _retire(self, session: str) -> None:
+        """The session is no longer valid; what still comes under it counts against its agent."""
+        agent_id = self._sessions.pop(session, None)
+        if agent_id is not None:
+            self._former[session] = agent_id
+            if len(self._former) > FORMER_SESSIONS:
+                del self._former[next(iter(self._former))]
+
+    def _gone(self, agent_id: str) -> None:
+        """The agent's NATS subscription is gone (its process died, say): unbound as a socket agent
+        whose connection closed, its messages waiting in its inbox, and the manager told."""
+        session = self._bound.pop(agent_id, None)
+        if session is None:
+            return
+        self._retire(session)
+        pump = self._pumps.pop(agent_id, None)
+        if pump is not None:
+            pump.cancel()
+        if self._inbound and self.on_disconnected is not None:
+            self.on_disconnected(agent_id, None)
 
     async def _pump(self, agent_id: str) -> None:
         """Publish the agent's inbox on its subject, in delivery order.  The message being published
@@ -290,7 +412,16 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
                              transport=f"nats:{self.subjects.manager}", security=security)
         if (reply := _reply_of(msg)) is not None:
             await self._publish(reply, refusal.reply(message))
-        self._record(refusal)
+        key = self._sender_of(msg)
+        self._intake.refused(key)  # a refused message costs its sender more than a valid one
+        self._intake.digest.add(_source(key), refusal)
+
+
+def _source(key: str) -> str:
+    """Whom a lane's refusals are counted against, as the journal says it."""
+    if key == CROWD:
+        return "senders beyond the lane limit"
+    return f"the sender with reply subject {key.removeprefix('reply:')}" if key.startswith("reply:") else f"agent {key!r}"
 
 
 def _reply_of(msg: Msg) -> str | None:

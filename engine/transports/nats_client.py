@@ -3,7 +3,9 @@
 `NatsClient` is a `SocketClient` to the code that uses it (engine/agents/remote.py, `agent`): the
 same handshake (agent_ready with the token, a welcome or a refusal), the same inbox in priority
 order, the same buffer for what is sent while unbound, the same events.  What differs is the wire:
-it publishes on `sprintdeck.<sprint>.manager` with its session key and its own reply subject, and
+it says its first hello on `sprintdeck.<sprint>.manager` and, once it has been bound, publishes
+everything on `sprintdeck.<sprint>.manager.<id>` (a later hello too, so that the manager takes it
+after what the agent sent under its old session), with its session key and its own reply subject, and
 takes its messages from `sprintdeck.<sprint>.agent.<id>` and `.broadcast`.
 
 nats-py reconnects to the NATS server by itself; after it has, the client binds again (a fresh
@@ -93,7 +95,8 @@ class NatsClient(SocketClient):
         headers = {REPLY_HEADER: self._reply}
         if session is not None:
             headers[SESSION_HEADER] = session
-        return await store(self._js, self.subjects.manager, message, headers)
+        subject = self.subjects.manager if session is None and not self.connections else self.subjects.sent_by(self.agent_id)
+        return await store(self._js, subject, message, headers)
 
     async def close(self) -> None:
         self._closed = True

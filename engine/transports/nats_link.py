@@ -1,8 +1,10 @@
 """What both sides of the NATS transport share: the subjects, the credentials, the connection.
 
 Subjects are per sprint, so that several sprints share one NATS server without seeing each other:
-`sprintdeck.<sprint>.manager` (everything agents send), `sprintdeck.<sprint>.agent.<id>` (what the
-manager sends one agent) and `sprintdeck.<sprint>.broadcast` (what it sends every agent).
+`sprintdeck.<sprint>.manager` (hellos: agents' and watchers', and what watchers send),
+`sprintdeck.<sprint>.manager.<id>` (what a bound agent sends: each agent's subject has a consumer of
+its own, so that one agent's backlog never holds up another's messages), `sprintdeck.<sprint>.agent.<id>`
+(what the manager sends one agent) and `sprintdeck.<sprint>.broadcast` (what it sends every agent).
 
 A NATS account lets a client publish; it does not make the client an agent.  The manager binds
 an agent with its token in `agent_ready`, exactly as over a socket, and answers the welcome with a
@@ -26,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from engine.protocol import IPCMessage
 
@@ -43,6 +45,7 @@ PUBLISH_TIMEOUT = 2.0  # seconds for the server to acknowledge (store) a publish
 SEEN_LIMIT = 100_000  # message ids remembered to apply none twice
 CONNECT_TIMEOUT = 5  # seconds for one attempt to reach the NATS server
 CONNECT_GIVE_UP = 12.0  # seconds for the first connection, all attempts together
+MANAGER_DURABLE = "manager"  # the manager's consumer of the sprint's manager subject
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,31 @@ class Subjects:
     def agent(self, agent_id: str) -> str:
         return f"sprintdeck.{self.sprint}.agent.{agent_id}"
 
+    def sent_by(self, agent_id: str) -> str:
+        """What the bound agent sends the manager (its hello goes to `manager`)."""
+        return f"sprintdeck.{self.sprint}.manager.{agent_id}"
+
     @property
     def stream(self) -> str:
         """The JetStream stream that keeps every message of the sprint until it is acknowledged."""
         return f"SPRINTDECK_{self.sprint}"
+
+
+async def served_elsewhere(js: JetStreamContext, subjects: Subjects) -> bool:
+    """Whether a manager consumes the sprint's subject right now: its durable consumer is bound
+    (the NATS server unbinds it as soon as that manager's connection is gone, even by kill -9).
+    A second `serve` of the sprint would share the subjects and purge the first one's stream."""
+    try:
+        info = await js.consumer_info(subjects.stream, MANAGER_DURABLE)
+    except NotFoundError:
+        return False
+    return bool(info.push_bound)
+
+
+def already_served(address: Address, subjects: Subjects) -> str:
+    """Why a second manager of the sprint is refused, and what to do instead."""
+    return (f"sprint {subjects.sprint!r} is already served on the NATS server at {server_url(address)} by another "
+            f"serve: stop that one first, or serve this one under another name (--listen {server_url(address)}/OTHER)")
 
 
 async def ensure_stream(js: JetStreamContext, subjects: Subjects, *, fresh: bool) -> None:
@@ -81,10 +105,14 @@ async def ensure_stream(js: JetStreamContext, subjects: Subjects, *, fresh: bool
         await js.purge_stream(subjects.stream)
 
 
-async def consume(js: JetStreamContext, subject: str, durable: str, cb: Callable[[Msg], Awaitable[None]]) -> None:
+async def consume(js: JetStreamContext, subject: str, durable: str, cb: Callable[[Msg], Awaitable[None]],
+                  *, max_ack_pending: int | None = None) -> None:
     """A durable consumer with explicit acks: what it has not acknowledged comes again after
-    `ACK_WAIT`, after a reconnect and after a restart of the server; it starts at new messages."""
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT)
+    `ACK_WAIT`, after a reconnect and after a restart of the server; it starts at new messages.
+    With `max_ack_pending` the server delivers no more than that many unacknowledged at once: the
+    rest waits in the stream (the NATS form of not reading a socket)."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT,
+                            max_ack_pending=max_ack_pending)
     await js.subscribe(subject, durable=durable, cb=cb, manual_ack=True, config=config)
 
 
@@ -174,16 +202,20 @@ def nats_address(address: Address, sprint: str) -> Address:
 
 
 async def probe(address: Address, credentials: NatsCredentials) -> None:
-    """Connect once and leave: `serve` checks the server, its credentials and JetStream before it
-    touches a journal, so a wrong address, password or certificate is an error naming it, not a
-    stuck sprint."""
+    """Connect once and leave: `serve` checks the server, its credentials and JetStream, and that
+    no other manager serves the sprint, before it touches a journal, so a wrong address, password
+    or certificate, or a sprint name in use, is an error naming it, not a stuck or mixed sprint."""
     nc = await connect_nats(address, credentials, name="sprintdeck-probe")
     try:
-        await nc.jetstream().account_info()
+        js = nc.jetstream()
+        await js.account_info()
+        busy = bool(address.sprint) and await served_elsewhere(js, Subjects(address.sprint))
     except (NatsError, TimeoutError) as exc:
         raise TransportError(f"the NATS server at {server_url(address)} has no JetStream (start it with -js): {exc}") from None
     finally:
         await nc.close()
+    if busy:
+        raise TransportError(already_served(address, Subjects(address.sprint)))
 
 
 def server_url(address: Address) -> str:

@@ -1,6 +1,6 @@
 """What a transport needs from the manager's side of the watch protocol (engine/watchers.py).
 
-A transport that takes watchers (the socket transport; NATS later) hands each watcher's hello and
+A transport that takes watchers (the socket and NATS transports) hands each watcher's hello and
 its later requests to a `WatchDesk`, with a `Sink` that writes to that watcher.  The desk lives
 above the transports (it reads the manager's state), so this interface is all they import.
 """
@@ -14,6 +14,7 @@ from engine.protocol import IPCMessage
 
 WATCH_CHANNEL = "watch"  # agent_ready's channel for a watcher (`sprintdeck watch`)
 WATCHER_PREFIX = "watch:"  # what a watcher's connection is bound to: never an agent's id
+RESYNC_INFO = "resync"  # broadcast_info from a watcher that lost messages: send it a fresh snapshot
 
 Sink = Callable[[IPCMessage], Awaitable[None]]  # writes one message to the watcher, waiting while it is full
 
@@ -37,8 +38,26 @@ class WatchDesk(Protocol):
         """Carry out an operator request; the reply to send back."""
         ...
 
+    def resync(self, link: WatchLink) -> None:
+        """The watcher lost messages on the way (NATS dropped them): its next message is a snapshot."""
+        ...
+
     def detach(self, link: WatchLink) -> None: ...
 
     async def finish(self, timeout: float) -> None:
         """The sprint is over: let the watchers take what is pending, then stop feeding them."""
         ...
+
+
+class WatchWire(Protocol):
+    """The watcher's side of one transport (a socket, or NATS subjects): messages in order."""
+
+    async def receive(self) -> IPCMessage | None:
+        """The next message from the manager; None once the watch is over (or the server gone)."""
+        ...
+
+    async def send(self, message: IPCMessage) -> bool:
+        """To the manager; False when it could not be sent."""
+        ...
+
+    async def close(self) -> None: ...
