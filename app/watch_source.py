@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.events import Event
 from engine.models import TERMINAL_TASK_STATUSES, AgentState, ProjectState
@@ -27,10 +27,11 @@ from engine.scheduler import PLACEABLE_AGENT_STATUSES
 from engine.transports.address import Address
 from engine.transports.base import TransportError
 from engine.transports.framing import Oversize, encode, read_lines
-from engine.transports.nats_link import NatsCredentials
-from engine.transports.nats_watcher import NatsWatchWire
 from engine.transports.watching import WATCH_CHANNEL, WatchWire
 from engine.watchers import EVENTS_INFO, OPERATOR_INFO, restore, wire_event
+
+if TYPE_CHECKING:
+    from engine.transports.nats_link import NatsCredentials
 
 SNAPSHOT_LIMIT = 512 * 1024 * 1024  # a watcher reads the whole state as one line
 HELLO_TIMEOUT = 20.0  # seconds for the manager to answer the hello with the sprint's state
@@ -147,6 +148,9 @@ class WatchedSource:
 async def open_wire(address: Address, name: str, credentials: NatsCredentials | None) -> WatchWire:
     """The watcher's end of the transport `address` names; `WatchRefused` saying why there is none."""
     if address.kind == "nats":
+        # Imported here: nats-py (with aiohttp) cost every dashboard's first paint 120 ms.
+        from engine.transports.nats_watcher import NatsWatchWire
+
         try:
             return await NatsWatchWire.open(address, name, credentials)
         except TransportError as exc:

@@ -28,6 +28,9 @@ _SENTENCES = {
     errno.ENAMETOOLONG: "the file name is too long",
     errno.ELOOP: "too many levels of symbolic links",
     errno.EEXIST: "already exists and is not a directory",  # what mkdir of a workspace meets
+    errno.ECONNREFUSED: "connection refused (is the server running, and on that port?)",
+    errno.EHOSTUNREACH: "no route to the host",
+    errno.ETIMEDOUT: "the connection timed out",
 }
 
 

@@ -287,6 +287,7 @@ def test_bad_listen_addresses_and_plans_exit_2_without_a_journal(run_dir: Path) 
     journal = run_dir / "run.jsonl"
     cases = [
         (["--listen", f"nats://127.0.0.1:{free_port()}"], "cannot reach the NATS server at nats://127.0.0.1:"),
+        (["--listen", f"nats://127.0.0.1:{free_port()}"], "connection refused (is the server running, and on that port?)"),
         (["--listen", "tcp:192.0.2.1:7000"], "loopback only"),
         (["--listen", "unix:/" + "x" * 120], "at most 107"),
     ]
@@ -294,6 +295,7 @@ def test_bad_listen_addresses_and_plans_exit_2_without_a_journal(run_dir: Path) 
         out = subprocess.run([*SPRINTDECK, "serve", str(plan), *args, "--headless", "--record", str(journal)],
                              cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=GUARD)
         assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert "[Errno" not in out.stderr and "Connect call failed" not in out.stderr
         assert not journal.exists()
     (run_dir / "bad.yaml").write_text("sprint: x\nagents:\n  - id: a\n    kind: outer-space\n")
     out = subprocess.run([*SPRINTDECK, "serve", str(run_dir / "bad.yaml"), "--listen", "tcp:127.0.0.1:0"],

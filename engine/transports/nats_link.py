@@ -30,6 +30,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
+from engine.os_errors import describe
 from engine.protocol import IPCMessage
 
 from engine.transports.address import Address
@@ -264,7 +265,10 @@ async def connect_nats(
     except (NatsError, OSError, TimeoutError) as exc:
         refusals = [error for error in errors if "authori" in str(error).lower()]  # more telling than a reset
         cause = (refusals or errors or [exc])[-1]
-        text = str(cause).removeprefix("nats: ").strip("'") or type(cause).__name__
+        if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) and cause.errno is not None:
+            text = describe(cause)  # a sentence, not "[Errno 111] Connect call failed"
+        else:
+            text = str(cause).removeprefix("nats: ").strip("'") or type(cause).__name__
         if isinstance(exc, TimeoutError) and not errors:
             text = f"no answer within {CONNECT_GIVE_UP:g}s (does it need TLS, --nats-tls-ca?)"
         kind = NatsRefused if "authori" in text.lower() else TransportError
