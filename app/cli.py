@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "whoever reaches it holds the page's token)")
     web.add_argument("--token-file", metavar="F", help="serve's operator token file: the pages' operator keys work")
     web.add_argument("--theme", default=None, help="dashboard theme")
+    _add_nats_options(web)
 
     claude = sub.add_parser("init-claude", help="add sprintdeck's hooks and MCP server to a checkout for Claude Code")
     claude.add_argument("--connect", metavar="ADDR", help="the address serve printed, for the printed commands")

@@ -33,6 +33,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from conftest import ROOT
+from nats_server import NatsServer
 from test_serve import ENV, GUARD, SPRINTDECK, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (fixture)
 from test_watch_command import watched_plan
 
@@ -334,3 +335,30 @@ def _this_machine() -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+def test_over_a_nats_server_that_needs_a_login_web_passes_the_nats_options_to_its_pages(
+        run_dir: Path, start_web: Callable[..., Web], browser: Browser) -> None:
+    """`web nats://…/SPRINT --nats-user U --nats-password P`: the check before serving and each
+    page's `watch` log in to the NATS server; the password reaches the pages through the
+    environment, never on a command line."""
+    store = run_dir / "nats"
+    store.mkdir()
+    nats = NatsServer(store, "--user", "deck", "--pass", "s3cret").start()
+    login = ["--nats-user", "deck", "--nats-password", "s3cret"]
+    server = serve(watched_plan(run_dir, tasks=3, estimate="600s"), nats.url, run_dir,
+                   "--record", str(run_dir / "run.jsonl"), "--speed", "1", *login)
+    try:
+        address = listening_on(server)
+        refused = start_web(address, "--port", "0")
+        assert refused.finish() == 2
+        assert "refused the connection: Authorization Violation" in refused.stderr(), refused.stderr()
+        assert "Traceback" not in refused.stderr()
+        web = start_web(address, "--port", "0", *login)
+        page = open_dashboard(browser, web.url())
+        wait_until(page, lambda text: "t1" in text and "alpha" in text, "the served sprint's tasks and agents")
+        [watch] = watch_processes(web)
+        assert f" watch {address} " in watch and "--nats-user deck" in watch and "s3cret" not in watch, watch
+    finally:
+        server.kill()
+        nats.stop()

@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"sprintdeck: --name: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     credentials = nats_credentials(args)
-    if address.kind == "nats" and (problem := _nats_problem(address, credentials)) is not None:
+    if address.kind == "nats" and (problem := nats_problem(address, credentials)) is not None:
         print(f"sprintdeck: watch {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
@@ -57,7 +57,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
 
-def _nats_problem(address: Address, credentials: NatsCredentials) -> str | None:
+def nats_problem(address: Address, credentials: NatsCredentials) -> str | None:
+    """What is wrong with a nats:// address or its --nats-* options before connecting (web checks them too)."""
     if not address.sprint:
         return f"{address}: name the sprint as serve prints it, nats://HOST:PORT/SPRINT"
     return credentials.problem()

@@ -24,10 +24,14 @@ import shlex
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.cli import EXIT_BAD_INPUT, EXIT_OK
 from engine.transports.address import LOOPBACK_NAMES, Address, AddressError, parse_address
 from engine.transports.tokens import TokenError, read_operator_token
+
+if TYPE_CHECKING:
+    from engine.transports.nats_link import NatsCredentials
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 CHECK_SECONDS = 10.0  # how long the manager has to answer the check before serving
@@ -51,11 +55,20 @@ def main(args: argparse.Namespace) -> int:
         return _refuse(f"--token-file: {exc}")
     except WebError as exc:
         return _refuse(str(exc))
+    # Imported once textual-serve is known to be there: what a page runs needs the engine's libraries.
+    from app.commands.agent import nats_arguments, nats_credentials, nats_secrets
+    from app.commands.watch import nats_problem
+
     try:
-        problem = asyncio.run(manager_problem(address, token))
+        credentials = nats_credentials(args) if address.kind == "nats" else None
+        problem = (nats_problem(address, credentials) if credentials is not None else None) or asyncio.run(
+            manager_problem(address, token, credentials))
         if problem is not None:
             return _refuse(problem)
-        return _serve(args, sock, token is not None)
+        # The pages' watch processes inherit the NATS password and token from the environment,
+        # never on their command lines (which every user of the machine can read).
+        os.environ.update(nats_secrets(credentials))
+        return _serve(args, sock, token is not None, nats_arguments(credentials))
     finally:
         sock.close()
 
@@ -87,12 +100,12 @@ def _family(host: str) -> socket.AddressFamily:
         return socket.AF_INET  # a name: resolved by create_server
 
 
-async def manager_problem(address: Address, token: str | None) -> str | None:
+async def manager_problem(address: Address, token: str | None, credentials: NatsCredentials | None = None) -> str | None:
     """Attach once, as each page's `watch` will, and leave: why that failed, or None."""
     from app.watch_source import WatchedSource, WatchRefused
 
     try:
-        source = await asyncio.wait_for(WatchedSource.connect(address, "web", token), CHECK_SECONDS)
+        source = await asyncio.wait_for(WatchedSource.connect(address, "web", token, credentials), CHECK_SECONDS)
     except WatchRefused as exc:
         return str(exc)
     except TimeoutError:
@@ -101,7 +114,7 @@ async def manager_problem(address: Address, token: str | None) -> str | None:
     return None
 
 
-def watch_command(args: argparse.Namespace) -> str:
+def watch_command(args: argparse.Namespace, nats_options: list[str] | None = None) -> str:
     """The shell line each page runs: `sprintdeck watch` with ADDR as given, in this Python, through
     app/web_page.py so that it ends with this process however this one ends (`exec`: no shell between)."""
     command = [sys.executable, "-m", "app.web_page", str(os.getpid()), "watch", args.address]
@@ -109,6 +122,7 @@ def watch_command(args: argparse.Namespace) -> str:
         command += ["--token-file", str(Path(args.token_file).resolve())]
     if args.theme:
         command += ["--theme", args.theme]
+    command += nats_options or []
     return f"exec {shlex.join(command)}"
 
 
@@ -136,7 +150,7 @@ def exposure_warning(host: str, port: int, token_file: str | None) -> str:
             "Nothing is encrypted (use an SSH tunnel or a TLS proxy across networks).")
 
 
-def _serve(args: argparse.Namespace, sock: socket.socket, operator: bool) -> int:
+def _serve(args: argparse.Namespace, sock: socket.socket, operator: bool, nats_options: list[str]) -> int:
     from app.web_server import DashboardServer
 
     loopback = is_loopback(args.host)
@@ -147,6 +161,6 @@ def _serve(args: argparse.Namespace, sock: socket.socket, operator: bool) -> int
           f"{'' if operator else ' (read-only)'}; each page runs its own `sprintdeck watch`; ctrl+c stops",
           file=sys.stderr)
     print(url, flush=True)
-    server = DashboardServer(watch_command(args), sock, title=f"sprintdeck · {args.address}", loopback=loopback)
+    server = DashboardServer(watch_command(args, nats_options), sock, title=f"sprintdeck · {args.address}", loopback=loopback)
     server.run()
     return EXIT_OK
