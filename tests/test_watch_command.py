@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -52,6 +51,23 @@ def operator_token(directory: Path) -> Path:
     return directory / "run.tokens" / "operator-token"
 
 
+async def operator_reassigns_t1(address: str, run_dir: Path) -> tuple[str, str]:
+    """alice, with the operator token, moves t1 to the other agent once it runs and watches the
+    effect come back; (the agent it went to, t1's status when the sprint ends)."""
+    token = operator_token(run_dir).read_text().strip()
+    source = await WatchedSource.connect(parse_address(address), "alice", token)
+    run = asyncio.create_task(source.run())
+    while source.state.tasks["t1"].status != "running":
+        await asyncio.sleep(0.02)
+    other = "beta" if source.state.tasks["t1"].agent == "alpha" else "alpha"
+    reply = await source.request({"action": "reassign", "taskId": "t1", "agentId": other})
+    assert reply.type == MessageType.BROADCAST_INFO, reply.payload
+    while source.state.tasks["t1"].agent != other:  # the watcher sees the effect come back
+        await asyncio.sleep(0.02)
+    await run
+    return other, source.state.tasks["t1"].status
+
+
 @pytest.mark.parametrize("kind", ["unix", "tcp"])
 def test_headless_watchers_end_with_the_same_final_state_as_serve_json(run_dir: Path, kind: str) -> None:
     listen = f"unix:{run_dir}/s/sock" if kind == "unix" else "tcp:127.0.0.1:0"
@@ -75,22 +91,7 @@ def test_operator_watcher_reassigns_a_task_and_the_journal_names_the_operator(ru
     address = listening_on(server)
     reader = watch(address, run_dir, "--json", name="reader")  # a read-only watcher all along
 
-    async def reassign() -> tuple[str, str, str]:
-        token = operator_token(run_dir).read_text().strip()
-        source = await WatchedSource.connect(parse_address(address), "alice", token)
-        run = asyncio.create_task(source.run())
-        while source.state.tasks["t1"].status != "running":
-            await asyncio.sleep(0.02)
-        owner = source.state.tasks["t1"].agent
-        other = "beta" if owner == "alpha" else "alpha"
-        reply = await source.request({"action": "reassign", "taskId": "t1", "agentId": other})
-        assert reply.type == MessageType.BROADCAST_INFO, reply.payload
-        while source.state.tasks["t1"].agent != other:  # the watcher sees the effect come back
-            await asyncio.sleep(0.02)
-        await run
-        return owner, other, source.state.tasks["t1"].status
-
-    owner, other, status = asyncio.run(asyncio.wait_for(reassign(), GUARD))
+    other, status = asyncio.run(asyncio.wait_for(operator_reassigns_t1(address, run_dir), GUARD))
     assert status == "completed"
     assert server.finish().returncode == 0
     assert records_of(journal, "operator_action") == [

@@ -15,7 +15,6 @@ import asyncio
 import json
 from pathlib import Path
 
-from app.watch_source import WatchedSource
 from engine.protocol import MANAGER_ID, SPRINT_FINISHED, MessageType, make_message
 from engine.reducer import apply
 from engine.transports.address import parse_address
@@ -23,7 +22,7 @@ from engine.transports.nats_watcher import NatsWatchWire
 from engine.watchers import restore, wire_event
 from nats_server import NatsServer, nats_server  # noqa: F401 (a fixture)
 from test_serve import GUARD, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (fixture)
-from test_watch_command import journal_records, operator_token, watch, watched_plan
+from test_watch_command import journal_records, operator_reassigns_t1, watch, watched_plan
 
 
 def test_headless_watchers_over_nats_end_with_the_same_final_state_as_serve_json(run_dir: Path, nats_server: NatsServer) -> None:
@@ -55,22 +54,7 @@ def test_operator_watcher_over_nats_reassigns_a_task_and_a_wrong_token_is_refuse
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert f"{address} refused to be watched: wrong operator token" in refused.stderr
 
-    async def reassign() -> tuple[str, str]:
-        token = operator_token(run_dir).read_text().strip()
-        source = await WatchedSource.connect(parse_address(address), "alice", token)
-        run = asyncio.create_task(source.run())
-        while source.state.tasks["t1"].status != "running":
-            await asyncio.sleep(0.02)
-        owner = source.state.tasks["t1"].agent
-        other = "beta" if owner == "alpha" else "alpha"
-        reply = await source.request({"action": "reassign", "taskId": "t1", "agentId": other})
-        assert reply.type == MessageType.BROADCAST_INFO, reply.payload
-        while source.state.tasks["t1"].agent != other:  # the watcher sees the effect come back
-            await asyncio.sleep(0.02)
-        await run
-        return other, source.state.tasks["t1"].status
-
-    other, status = asyncio.run(asyncio.wait_for(reassign(), GUARD))
+    other, status = asyncio.run(asyncio.wait_for(operator_reassigns_t1(address, run_dir), GUARD))
     assert status == "completed"
     served = server.finish()
     assert served.returncode == 0, served.stderr

@@ -126,13 +126,18 @@ class SocketClient(Transport):
         return self._link is not None
 
     async def send(self, message: IPCMessage) -> None:
-        """Write the message, or keep it for the next connection (heartbeats are dropped)."""
+        """Send the message, or keep it for the next connection (heartbeats are dropped); the
+        agent's own agent_ready is kept for every handshake instead."""
         if self._closed:
             raise TransportClosed("transport is closed")
         check_size(message)
         if message.type == MessageType.AGENT_READY and message.from_ == self.agent_id:
             self._announce(message)
             return
+        await self._deliver(message)
+
+    async def _deliver(self, message: IPCMessage) -> None:
+        """Write the message on the connection, or keep it."""
         link = self._link
         if link is None or link.writer.is_closing():
             self._keep(message)

@@ -27,7 +27,7 @@ from nats.js.client import JetStreamContext
 
 from engine.protocol import BROADCAST, MANAGER_ID, WELCOME, IPCMessage, MessageType, ProtocolError, make_message, parse_message
 from engine.transports.address import Address
-from engine.transports.base import TransportClosed, TransportError, check_size
+from engine.transports.base import TransportClosed, TransportError
 from engine.transports.client import HANDSHAKE_TIMEOUT, GIVE_UP_AFTER, ClientEvents, HandshakeRefused, SocketClient, _is_finished
 from engine.transports.nats_link import (
     REPLY_HEADER,
@@ -76,14 +76,8 @@ class NatsClient(SocketClient):
 
     # ------------------------------------------------------------ sending
 
-    async def send(self, message: IPCMessage) -> None:
-        """Publish the message with the session key, or keep it until bound (heartbeats are dropped)."""
-        if self._closed:
-            raise TransportClosed("transport is closed")
-        check_size(message)
-        if message.type == MessageType.AGENT_READY and message.from_ == self.agent_id:
-            self._announce(message)
-            return
+    async def _deliver(self, message: IPCMessage) -> None:
+        """Publish the message with the session key, or keep it until bound."""
         if self._session is None or not await self._publish(message, self._session):
             self._keep(message)
 
