@@ -104,6 +104,7 @@ def _plan(
     task_specs: list[TaskSpec] = []
     for entry in tasks:
         if entry.spec is not None:
+            # Left out, a task takes the sprint's limit (a new tuple only when that is not the default).
             written = "max_retries" in entry.raw or entry.spec.max_retries == settings.max_retries
             task_specs.append(entry.spec if written else entry.spec._replace(max_retries=settings.max_retries))
     return Plan(

@@ -119,10 +119,7 @@ def number(low: float | None = None, high: float | None = None) -> Reader:
     def read(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise expected("a number", value)
-        try:
-            return float(_within(value, low, high))
-        except OverflowError:
-            raise refuse(f"should be less than or equal to {_bound(high or 0)}, got {show(value)}") from None
+        return float(_within(value, low, high))  # bounded first: a huge int is refused, not overflowed
 
     return read
 
@@ -212,8 +209,10 @@ class Part:
         self.prepare = prepare
         self.finish = finish
 
-    def read(self, value: Any) -> tuple[Any, list[Issue]]:
-        """(the part, []) or (None, every issue in it): field issues first, then unknown keys."""
+    def read(self, value: Any, *, whole: bool = True) -> tuple[Any, list[Issue]]:
+        """(the part, []) or (None, every issue in it): field issues first, then unknown keys.
+
+        Not `whole`: only the keys it knows are read, and `prepare`/`finish` are skipped."""
         if not isinstance(value, dict):
             return None, expected("a mapping", value).issues
         values: dict[str, Any] = {}
@@ -225,14 +224,15 @@ class Part:
                 issues.extend(problem.below(name) for problem in problems)
             elif name in self.required:
                 issues.append(Issue((name,), "missing", name))
-        allowed = tuple(self.readers)
-        issues.extend(Issue((key,), "unknown", str(key), allowed) for key in value if key not in self.readers)
+        if whole:
+            allowed = tuple(self.readers)
+            issues.extend(Issue((key,), "unknown", str(key), allowed) for key in value if key not in self.readers)
         if issues:
             return None, issues
-        if self.prepare is not None:
+        if whole and self.prepare is not None:
             self.prepare(values, value)
         built = self.build(**values)
-        if self.finish is not None:
+        if whole and self.finish is not None:
             try:
                 self.finish(built, value)
             except Invalid as exc:
@@ -243,8 +243,5 @@ class Part:
 
     def read_quietly(self, value: Any) -> Any:
         """The part read from the keys it knows, others ignored; None if even those are bad."""
-        if not isinstance(value, dict):
-            return None
-        known = {key: item for key, item in value.items() if key in self.readers}
-        built, issues = Part(self.build, self.readers, required=self.required).read(known)
+        built, issues = self.read(value, whole=False)
         return None if issues else built
