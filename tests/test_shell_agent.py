@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import os
 from pathlib import Path
 
@@ -107,3 +109,46 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_a_cancel_while_the_command_is_being_spawned_kills_its_children(tmp_path: Path) -> None:
+    """asyncio forks the command, then connects its pipes over a few loop turns; a cancel that lands
+    in between (the command already running) must still kill the whole process group.  asyncio's own
+    clean-up kills only the shell, which left the command's children running."""
+    from engine.agents.shell import ShellAgent
+    from engine.payloads import TaskAssignPayload
+    from engine.transports.inproc import InProcessTransport
+
+    pidfile = tmp_path / "child.pid"
+    command = f"sleep 30 & echo $! > {pidfile}; wait"
+    plan = write_plan(tmp_path, shell_plan([{"id": "long", "command": command}]))
+    agent = ShellAgent(plan.agents[0], InProcessTransport(), workspace=tmp_path, heartbeat_interval=0.1)
+    execution = asyncio.create_task(agent.execute(TaskAssignPayload(task_id="long", attempt=1, command=command)))
+    while not _child_running(str(pidfile)):  # a loop turn forks the shell; its pipes come later
+        await asyncio.sleep(0)
+    for _ in range(500):  # without yielding to the loop: the spawn cannot finish meanwhile
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+        time.sleep(0.01)
+    child = int(pidfile.read_text())
+    execution.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(execution, 10)
+    for _ in range(50):
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(child), "a cancel during the spawn left the command's child running"
+
+
+def _child_running(fragment: str) -> bool:
+    """Whether a child of this process has `fragment` in its command line (the command guard's
+    watchdog is a child too)."""
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    for pid in children:
+        try:
+            if fragment.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except FileNotFoundError:
+            continue
+    return False

@@ -43,15 +43,7 @@ class ShellAgent(LocalAgent):
     async def execute(self, assign: TaskAssignPayload) -> Outcome:
         if not assign.command:
             return Outcome(ok=False, error=f"task {assign.task_id} has no command to run", retryable=False)
-        process = await asyncio.create_subprocess_shell(
-            assign.command,
-            cwd=self.workspace,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=GUARD.preexec(memory_limit=self.spec.max_memory_usage),
-        )
+        process = await self._spawn(assign.command)
         self._groups[assign.task_id] = process.pid
         try:
             return await self._watch(process, assign)
@@ -59,6 +51,33 @@ class ShellAgent(LocalAgent):
             if self._groups.get(assign.task_id) == process.pid:
                 del self._groups[assign.task_id]
             GUARD.forget(process.pid)
+
+    async def _spawn(self, command: str) -> asyncio.subprocess.Process:
+        """Start `command` in a process group of its own.
+
+        asyncio forks the command at once and connects its pipes over the next loop turns.  A cancel
+        landing in between would have asyncio kill only the shell and then wait for pipes its children
+        still hold; so the spawn is shielded, and a cancel waits for it and kills the whole group.
+        """
+        spawning = asyncio.ensure_future(asyncio.create_subprocess_shell(
+            command,
+            cwd=self.workspace,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=GUARD.preexec(memory_limit=self.spec.max_memory_usage),
+        ))
+        try:
+            return await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            with contextlib.suppress(OSError):
+                process = await spawning
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+                GUARD.forget(process.pid)
+            raise
 
     async def _watch(self, process: asyncio.subprocess.Process, assign: TaskAssignPayload) -> Outcome:
         """Stream the command's output until it ends, its time runs out or the attempt is cancelled."""
