@@ -159,8 +159,9 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         self.stop_inbound()
         await self._until_taken(timeout)
         await self._watchers.finish(timeout)  # the watchers see the final events
+        deadline = asyncio.get_running_loop().time() + timeout
         for agent_id in list(self._bound):
-            await self._store(self.subjects.agent(agent_id), finished_notice(agent_id))
+            await self._store_by(deadline, self.subjects.agent(agent_id), finished_notice(agent_id))
         await self.close()
 
     async def close(self) -> None:
@@ -381,6 +382,17 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
     async def _store(self, subject: str, message: IPCMessage) -> bool:
         """Into the stream, acknowledged by the server (an agent's messages and broadcasts)."""
         return self._js is not None and await store(self._js, subject, message)
+
+    async def _store_by(self, deadline: float, subject: str, message: IPCMessage) -> bool:
+        """`_store`, tried again until the server has it or `deadline` (loop time) passes: an agent
+        that never gets its sprint's end would wait for it for good."""
+        loop = asyncio.get_running_loop()
+        while not await self._store(subject, message):
+            if loop.time() >= deadline:
+                log.warning("could not store %s for %s before the drain timeout", message.type, subject)
+                return False
+            await asyncio.sleep(0.1)
+        return True
 
     async def _publish(self, subject: str, message: IPCMessage, headers: dict[str, str] | None = None) -> bool:
         """Publish `message` once, on core NATS (answers on a reply subject); False when the
