@@ -5,7 +5,9 @@ A nats-server with JetStream is started on a free loopback port in a temporary d
 paths, each measured from the agent's side in this process (one event loop, so the Python costs
 are alike):
 - nats: a `NatsClient` (agent-a) asks a `NatsTransport` manager, whose loop answers every request
-  from its inbox: agent -> stream -> manager inbox -> reply -> agent's inbox -> pump -> stream -> agent;
+  from its inbox: the request and its reply on core NATS (agent -> server -> manager's lane -> inbox,
+  reply -> server -> agent), each behind the last message its side stored in the stream (one
+  `task_update` each way before the rounds, so the ordering headers and gates are on the path);
 - unix: the same over `SocketClient` / `SocketTransport` on a Unix socket;
 - echo: nats-py's own request/reply (core NATS) to a subscriber that responds with the same bytes,
   on a connection of its own: the floor of one round trip through the server.
@@ -114,8 +116,12 @@ class Transported(Path_):
         self.manager = asyncio.create_task(manager_loop(self.transport, self.inbox))
         await self.transport.start()
         await self.client.connect()
-        self.client.subscribe("agent-a")
+        self.agent_inbox = self.client.subscribe("agent-a")
         self.reader = asyncio.create_task(self.client.run())
+        # One ordinary (stored, over NATS) message each way first, as in any sprint.
+        await self.client.send(make_message("task_update", "agent-a", MANAGER_ID, {"taskId": "T1", "attempt": 1}))
+        await self.transport.send(make_message("task_update", MANAGER_ID, "agent-a", {"taskId": "T1", "attempt": 1}))
+        await asyncio.wait_for(self.agent_inbox.get(), 10)
 
     async def round(self, i: int) -> tuple[float, float]:
         started = time.perf_counter()

@@ -1,8 +1,8 @@
 """No NATS client is trusted with the manager either: a real `sprintdeck serve` on a real nats-server.
 
 An agent with a valid token publishes garbage under its session as fast as NATS takes it: on its
-own subject (the rest of the flood waits in the stream) or on the subject of hellos (the rest is
-dropped).  The manager takes it at the agent's own pace (engine/transports/nats_intake.py),
+own subject (the rest of the flood waits in the stream), on its subject of requests (core NATS) or
+on the subject of hellos (the rest is dropped).  The manager takes it at the agent's own pace (engine/transports/nats_intake.py),
 disconnects the flooder after FLOOD_SECONDS, and journals the burst as a few records with a count,
 while an honest agent's lock round trips go on.
 """
@@ -43,9 +43,10 @@ def limits_plan(directory: Path) -> Path:
     return directory / "plan.yaml"
 
 
-async def flood(url: str, sprint: str, token: str, seconds: float, own: bool) -> tuple[int, list[str], bool]:
+async def flood(url: str, sprint: str, token: str, seconds: float, where: str) -> tuple[int, list[str], bool]:
     """As flooder: bind with the right token, then publish garbage under the session for `seconds`
-    (on its `own` subject, as a bound agent sends, or on the subject of hellos), pause, and bind
+    (`where`: on its own subject, as a bound agent sends; on its subject of requests, core NATS; or on
+    the subject of hellos), pause, and bind
     again on its own subject as `NatsClient` does; how many were sent, the errors the manager sent
     back, and whether it was welcomed again."""
     subjects, nc = Subjects(sprint), await nats.connect(url)
@@ -62,7 +63,8 @@ async def flood(url: str, sprint: str, token: str, seconds: float, own: bool) ->
     hello = make_message("agent_ready", "flooder", MANAGER_ID, {"token": token}, requires_response=True)
     await nc.jetstream().publish(subjects.manager, hello.wire().encode(), headers={REPLY_HEADER: inbox})
     headers = {REPLY_HEADER: inbox, SESSION_HEADER: await asyncio.wait_for(welcomes.get(), GUARD)}
-    sent, until, subject = 0, time.monotonic() + seconds, subjects.sent_by("flooder") if own else subjects.manager
+    subject = {"own": subjects.sent_by("flooder"), "ask": subjects.asked_by("flooder"), "hello": subjects.manager}[where]
+    sent, until = 0, time.monotonic() + seconds
     while time.monotonic() < until:
         for _ in range(200):
             await nc.publish(subject, GARBAGE, headers=headers)
@@ -97,9 +99,9 @@ async def round_trips(client: NatsClient, count: int) -> int:
     return granted
 
 
-@pytest.mark.parametrize("own", [True, False], ids=["its-own-subject", "the-hello-subject"])
+@pytest.mark.parametrize("where", ["own", "ask", "hello"], ids=["its-own-subject", "its-requests-subject", "the-hello-subject"])
 def test_a_nats_agent_flooding_garbage_is_disconnected_and_journaled_as_a_few_records_with_a_count(
-        run_dir: Path, nats_server: NatsServer, own: bool) -> None:
+        run_dir: Path, nats_server: NatsServer, where: str) -> None:
     journal = run_dir / "run.jsonl"
     server = serve(limits_plan(run_dir), nats_server.url, run_dir, "--record", str(journal),
                    "--workspace", str(run_dir / "ws"))
@@ -110,7 +112,7 @@ def test_a_nats_agent_flooding_garbage_is_disconnected_and_journaled_as_a_few_re
         async def scenario() -> tuple[int, int, list[str], bool]:
             honest = NatsClient(parse_address(address), "honest", token=lambda: tokens["honest"])
             await honest.connect()
-            flooding = asyncio.create_task(flood(nats_server.url, "limits", tokens["flooder"], FLOOD_SECONDS + 3, own))
+            flooding = asyncio.create_task(flood(nats_server.url, "limits", tokens["flooder"], FLOOD_SECONDS + 3, where))
             granted = 0
             while not flooding.done():  # the honest agent works all through the flood
                 granted += await round_trips(honest, 10)

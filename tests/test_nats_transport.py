@@ -27,7 +27,9 @@ from engine.transports.client import HandshakeRefused
 from engine.transports.nats import NatsTransport
 from engine.transports.nats_client import NatsClient
 from engine.transports.nats_link import REPLY_HEADER, SESSION_HEADER, Subjects
+from engine.transports.nats_order import AFTER_HEADER, HOLD_LIMIT
 from nats_server import NatsServer
+from test_bus import drain
 
 from test_bus import (  # noqa: F401  tests/test_bus.py's suite, run again here on the `bus` fixture below
     test_async_for_ends_on_unsubscribe,
@@ -58,6 +60,8 @@ from test_socket_transport import (  # noqa: F401  the cross-process suite, run 
     TOKENS,
     Bus,
     drain_into,
+    grant,
+    lock_request,
     test_a_remote_request_gets_its_reply_not_the_inbox,
     test_an_agent_declared_dead_does_not_get_its_old_messages,
     test_broadcast_reaches_local_and_remote_subscribers_but_not_the_sender,
@@ -324,3 +328,85 @@ async def test_a_stored_message_survives_kill_9_of_the_server_and_comes_once() -
         await bus.transport.close()
         server.stop()
         shutil.rmtree(store, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- requests on core NATS
+
+
+async def stored_on(bus: NatsBus, subject: str) -> int:
+    """How many messages the sprint's stream holds on `subject`."""
+    info = await bus.transport._js.stream_info(bus.transport.subjects.stream, subjects_filter=subject)  # type: ignore[attr-defined]
+    return int((info.state.subjects or {}).get(subject, 0))
+
+
+async def test_a_request_is_taken_after_everything_its_agent_stored_before_it(nats_url: str) -> None:
+    """A request and its reply travel on core NATS, one hop each way, stored nowhere; the manager
+    still takes the request after the messages its agent sent before it, though those go through
+    the stream and the agent's consumer holds back all but 64 unacknowledged (the manager takes them at the
+    agent's budget, 2,000 a second)."""
+    bus = await start_nats_bus(sprint_address(nats_url), manager=True)
+    try:
+        async with bus.client("agent-a") as client:
+            # All at once: the stream has them at once, and the agent's consumer holds back all but 64.
+            await asyncio.gather(*(client.send(update("agent-a", text=f"before {i}")) for i in range(300)))
+            asking = asyncio.create_task(client.request(lock_request(), timeout=GUARD))
+            messages: list[IPCMessage] = []
+            await until(lambda: any(m.type == "resource_lock" for m in drain_into(bus.manager, messages)), "the request")
+            taken = [m.payload.message if m.type == "task_update" else m.type for m in messages if m.type != "agent_ready"]
+            assert taken == [f"before {i}" for i in range(300)] + ["resource_lock"]
+            request = messages[-1]
+            await bus.transport.send(grant(request))
+            reply = await asyncio.wait_for(asking, GUARD)
+            assert reply.correlation_id == request.id and reply.payload.lock_id == "L1"
+            subjects = bus.transport.subjects  # type: ignore[attr-defined]
+            assert await stored_on(bus, subjects.asked_by("agent-a")) == 0
+            assert await stored_on(bus, subjects.sent_by("agent-a")) == 300
+            assert await stored_on(bus, subjects.agent("agent-a")) == 0  # the reply went on core NATS too
+    finally:
+        await bus.transport.close()
+
+
+async def test_a_reply_on_core_nats_waits_for_the_stored_message_sent_before_it(nats_url: str) -> None:
+    """The manager's reply names the last message it stored for the agent (its stream sequence);
+    the client takes the reply only once that message has come through its consumer, so a reply
+    never overtakes, say, the cancel the manager sent first.  Here the manager's side is played by
+    hand: the reply says it follows a message that the stream gets only later."""
+    bus = await start_nats_bus(sprint_address(nats_url), manager=True)
+    raw = await nats.connect(nats_url)
+    try:
+        async with bus.client("agent-a") as client:
+            inbox = client.subscribe("agent-a")
+            asking = asyncio.create_task(client.request(lock_request(), timeout=GUARD))
+            messages: list[IPCMessage] = []
+            await until(lambda: any(m.type == "resource_lock" for m in drain_into(bus.manager, messages)), "the request")
+            js = raw.jetstream()
+            subjects = bus.transport.subjects  # type: ignore[attr-defined]
+            following = (await js.stream_info(subjects.stream)).state.last_seq + 1
+            await raw.publish(client._reply, grant(messages[-1]).wire().encode(), headers={AFTER_HEADER: str(following)})
+            await asyncio.sleep(0.3)
+            assert not asking.done(), "the reply was taken before the message it follows"
+            first = update(MANAGER_ID, to="agent-a", text="stored before the reply")
+            assert (await js.publish(subjects.agent("agent-a"), first.wire().encode())).seq == following
+            reply = await asyncio.wait_for(asking, GUARD)
+            assert reply.payload.lock_id == "L1"
+            assert [m.id for m in drain(inbox)] == [first.id]
+    finally:
+        await raw.close()
+        await bus.transport.close()
+
+
+async def test_a_reply_naming_a_message_that_never_comes_is_taken_after_the_hold_limit(nats_url: str) -> None:
+    bus = await start_nats_bus(sprint_address(nats_url), manager=True)
+    raw = await nats.connect(nats_url)
+    try:
+        async with bus.client("agent-a") as client:
+            asking = asyncio.create_task(client.request(lock_request(), timeout=GUARD))
+            messages: list[IPCMessage] = []
+            await until(lambda: any(m.type == "resource_lock" for m in drain_into(bus.manager, messages)), "the request")
+            await raw.publish(client._reply, grant(messages[-1]).wire().encode(), headers={AFTER_HEADER: "999999"})
+            await asyncio.sleep(HOLD_LIMIT / 2)
+            assert not asking.done()
+            assert (await asyncio.wait_for(asking, GUARD)).payload.lock_id == "L1"
+    finally:
+        await raw.close()
+        await bus.transport.close()

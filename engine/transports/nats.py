@@ -31,6 +31,7 @@ import logging
 import secrets
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -63,6 +64,7 @@ from engine.transports.nats_link import (
     store,
 )
 from engine.transports.nats_intake import CROWD, LANE_MESSAGES, Intake, ack
+from engine.transports.nats_order import AFTER_HEADER, AskedRequests, SequenceGate, after_of, stream_sequence
 from engine.transports.nats_presence import Presence
 from engine.transports.nats_watch import NatsWatchers
 from engine.transports.watching import WATCH_CHANNEL, WatchDesk
@@ -109,7 +111,14 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         self._hellos: dict[str, _Hello] = {}  # agent_ready id -> its pending answer
         self._sessions: dict[str, str] = {}  # session key -> agent id
         self._former: dict[str, str] = {}  # a session key no longer valid -> the agent it was given to
-        self._subjects_of = {self.subjects.sent_by(a): a for a in set(self._tokens) - self._local}  # subject -> agent
+        external = sorted(set(self._tokens) - self._local)
+        # subject -> agent: what the agent sends (stored) and its requests (core NATS)
+        self._subjects_of = {self.subjects.sent_by(a): a for a in external} | {self.subjects.asked_by(a): a for a in external}
+        # agent -> the gate its fast requests wait at; one that waited is not dropped for the room its
+        # agent's stored messages take in the lane (they are already bounded by the consumer)
+        self._gates = {a: SequenceGate(partial(self._queue, a, room=2 * LANE_MESSAGES)) for a in external}
+        self._asked = AskedRequests()
+        self._stored_to: dict[str, int] = {}  # agent -> the stream sequence of the last message stored for it
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._watchers = NatsWatchers(lambda: self._nc, self._refuse)
         self._presence = Presence(lambda: self._nc, self.subjects, lambda: list(self._bound), self._gone)
@@ -143,9 +152,11 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
             # Each agent's consumer exists before any hello is taken (a consumer starts at new
             # messages: what a welcomed agent sent before it existed would never come), and holds
             # back what the agent's lane has no room for: the rest of a flood waits in the stream.
-            for subject, agent_id in sorted(self._subjects_of.items()):
-                await consume(self._js, subject, f"from-{agent_id}", self._on_stored, max_ack_pending=LANE_MESSAGES)
+            for agent_id, gate in self._gates.items():
+                gate.stored(await consume(self._js, self.subjects.sent_by(agent_id), f"from-{agent_id}", self._on_stored,
+                                          max_ack_pending=LANE_MESSAGES))
             await consume(self._js, self.subjects.manager, MANAGER_DURABLE, self._on_stored)
+            await self._nc.subscribe(self.subjects.asked_by(">"), cb=self._on_asked)
         except NatsError as exc:
             await self._nc.close()
             raise TransportError(f"no JetStream on the NATS server at {self.address} (start it with -js): {exc}") from None
@@ -186,13 +197,33 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
     async def _on_stored(self, msg: Msg) -> None:
         """A message from the stream, into its sender's lane (a redelivery is only acknowledged);
         a lane that is full drops it, and the drop is recorded as a refusal."""
-        if not self._seen.first_time(msg):
+        if self._seen.first_time(msg):
+            self._queue(self._sender_of(msg), msg)
+        else:
             await ack(msg)
-            return
-        key = self._sender_of(msg)
-        dropped = self._intake.take(key, msg)
+        gate = self._gates.get(self._subjects_of.get(msg.subject, ""))
+        if gate is not None:
+            gate.stored(stream_sequence(msg))  # the agent's fast requests sent after it may go on
+
+    async def _on_asked(self, msg: Msg) -> None:
+        """A request on core NATS: into its agent's lane once what the agent stored before it came."""
+        gate = self._gates.get(self._subjects_of.get(msg.subject, ""))
+        if gate is None:
+            self._queue(self._sender_of(msg), msg)  # no such agent: refused in its sender's lane
+        elif not gate.holds(msg, after_of(msg.headers)):
+            await self._take_now(self._sender_of(msg), msg)
+
+    async def _take_now(self, key: str, msg: Msg) -> None:
+        """`_queue`, but handled in this turn when its lane is idle (nats_intake.Intake.take_now)."""
+        self._dropped(key, msg, await self._intake.take_now(key, msg))
+
+    def _queue(self, key: str, msg: Msg, room: int = LANE_MESSAGES) -> None:
+        """Into `key`'s lane; a lane that is full drops it, and the drop is recorded as a refusal."""
+        self._dropped(key, msg, self._intake.take(key, msg, room=room))
+
+    def _dropped(self, key: str, msg: Msg, dropped: Refusal | None) -> None:
         if dropped is not None:
-            await ack(msg)
+            asyncio.get_running_loop().create_task(ack(msg))
             refusal = replace(dropped, bound=key if key in self._tokens else None, transport=f"nats:{self.subjects.manager}")
             self._intake.digest.add(_source(key), refusal)
 
@@ -268,6 +299,8 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         elif (refused := agent_traffic_refusal(message)) is not None:
             await self._refuse(msg, *refused, message, bound=bound, security=True)
         else:
+            if msg.subject == self.subjects.asked_by(bound) and message.requires_response and (reply := _reply_of(msg)):
+                self._asked.remember(message.id, bound, reply)
             await self._deliver(msg, message, bound)
 
     async def _hello(self, msg: Msg, message: IPCMessage) -> None:
@@ -311,7 +344,9 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         welcome); everything else is routed as in-process."""
         hello = self._hellos.pop(message.correlation_id, None) if message.correlation_id is not None else None
         if hello is None:
-            await super().send(message)
+            asked = self._asked.answered(message.correlation_id)
+            if asked is None or not await self._answer_fast(message, *asked):
+                await super().send(message)
             return
         check_size(message)
         self._notify(message)
@@ -319,6 +354,21 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         await self._publish(hello.reply, message, {SESSION_HEADER: hello.session} if welcomed else None)
         if welcomed:
             self._bind(hello)
+
+    async def _answer_fast(self, message: IPCMessage, agent_id: str, reply: str) -> bool:
+        """The reply to a fast request, on core NATS to its reply subject, behind the last message
+        stored for the agent (engine/transports/nats_order.py); False (the stored way) when something
+        for the agent still waits to be stored, or it is not bound."""
+        if message.to != agent_id or agent_id not in self._bound or self._inboxes[agent_id] or agent_id in self._unsent:
+            return False
+        if self._nc is None or self._nc.is_closed:
+            return False
+        check_size(message)
+        self._notify(message)
+        after = {AFTER_HEADER: str(self._stored_to.get(agent_id, 0))}
+        if not await self._publish(reply, message, after):
+            self._inboxes[agent_id].put(message)  # the stored way after all
+        return True
 
     def _broadcast(self, message: IPCMessage) -> None:
         """Local subscribers get it in their inboxes; external agents on the broadcast subject, once."""
@@ -371,17 +421,19 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
             while True:
                 message = self._unsent.get(agent_id) or await inbox.get()
                 self._unsent[agent_id] = message
-                if not await self._store(subject, message):
+                if not (sequence := await self._store(subject, message)):
                     await asyncio.sleep(0.1)
                     continue
+                self._stored_to[agent_id] = sequence
                 if self._unsent.get(agent_id) is message:
                     del self._unsent[agent_id]
         except TransportClosed:
             pass
 
-    async def _store(self, subject: str, message: IPCMessage) -> bool:
-        """Into the stream, acknowledged by the server (an agent's messages and broadcasts)."""
-        return self._js is not None and await store(self._js, subject, message)
+    async def _store(self, subject: str, message: IPCMessage) -> int:
+        """Into the stream, acknowledged by the server (an agent's messages and broadcasts): its
+        sequence in the stream, 0 when the server did not take it."""
+        return 0 if self._js is None else await store(self._js, subject, message)
 
     async def _store_by(self, deadline: float, subject: str, message: IPCMessage) -> bool:
         """`_store`, tried again until the server has it or `deadline` (loop time) passes: an agent

@@ -40,6 +40,7 @@ from engine.transports.nats_link import (
     consume,
     store,
 )
+from engine.transports.nats_order import AFTER_HEADER, SequenceGate, after_of, stream_sequence
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ class NatsClient(SocketClient):
         self._session: str | None = None
         self._answer: tuple[str, asyncio.Future[tuple[IPCMessage, str | None]]] | None = None
         self._wake = asyncio.Event()  # finished, closed, or the binding must be made again
+        self._storing = 0  # stored messages on their way to the server: no request may overtake them
+        self._stored = 0  # the stream sequence of the last one it took from this agent
+        self._replies = SequenceGate(self._take)  # fast replies wait for the stored messages before them
 
     @property
     def connected(self) -> bool:
@@ -77,9 +81,25 @@ class NatsClient(SocketClient):
     # ------------------------------------------------------------ sending
 
     async def _deliver(self, message: IPCMessage) -> None:
-        """Publish the message with the session key, or keep it until bound."""
-        if self._session is None or not await self._publish(message, self._session):
+        """Publish the message with the session key, or keep it until bound.  A request goes the
+        fast way when nothing stored is still on its way (engine/transports/nats_order.py)."""
+        session = self._session
+        if session is not None and message.requires_response and not self._storing and await self._ask(message, session):
+            return
+        if session is None or not await self._publish(message, session):
             self._keep(message)
+
+    async def _ask(self, message: IPCMessage, session: str) -> bool:
+        """A request on core NATS, after the last stored message; False when it could not go."""
+        if self._nc is None or self._nc.is_closed or not self._nc.is_connected:
+            return False
+        # No message id: a request on core NATS is never sent twice (one lost goes unanswered, as over a socket).
+        headers = {REPLY_HEADER: self._reply, SESSION_HEADER: session, AFTER_HEADER: str(self._stored)}
+        try:
+            await self._nc.publish(self.subjects.asked_by(self.agent_id), message.wire().encode(), headers=headers)
+        except (NatsError, OSError):
+            return False
+        return True
 
     async def _publish(self, message: IPCMessage, session: str | None) -> bool:
         """Into the sprint's stream, stored by the server (or False: kept, and sent again with the
@@ -90,7 +110,14 @@ class NatsClient(SocketClient):
         if session is not None:
             headers[SESSION_HEADER] = session
         subject = self.subjects.manager if session is None and not self.connections else self.subjects.sent_by(self.agent_id)
-        return await store(self._js, subject, message, headers)
+        self._storing += 1
+        try:
+            sequence = await store(self._js, subject, message, headers)
+        finally:
+            self._storing -= 1
+        if sequence and subject != self.subjects.manager:
+            self._stored = max(self._stored, sequence)
+        return bool(sequence)
 
     async def close(self) -> None:
         self._closed = True
@@ -171,7 +198,8 @@ class NatsClient(SocketClient):
         await self._nc.subscribe(self._reply, cb=self._on_msg)  # answers to the handshake, refusals
         self._js = self._nc.jetstream()
         try:
-            await consume(self._js, self.subjects.agent(self.agent_id), f"agent-{self.agent_id}", self._on_stored)
+            delivered = await consume(self._js, self.subjects.agent(self.agent_id), f"agent-{self.agent_id}", self._on_stored)
+            self._replies.stored(delivered)
             await consume(self._js, self.subjects.broadcast, f"broadcast-{self.agent_id}", self._on_stored)
         except NatsError as exc:
             await self._nc.close()
@@ -183,13 +211,21 @@ class NatsClient(SocketClient):
     async def _on_stored(self, msg: Msg) -> None:
         """A message from the stream: taken once (a redelivery is only acknowledged), then acked."""
         if self._seen.first_time(msg):
-            await self._on_msg(msg)
+            self._take(msg)
+        if msg.subject == self.subjects.agent(self.agent_id):
+            self._replies.stored(stream_sequence(msg))  # the fast replies sent after it may go on
         try:
             await msg.ack()
         except (NatsError, OSError):
             pass  # delivered again once the server is back; `Seen` drops it
 
     async def _on_msg(self, msg: Msg) -> None:
+        """On the reply subject: answers to the handshake, refusals, and fast replies (which wait
+        behind the stored messages the manager sent before them)."""
+        if not self._replies.holds(msg, after_of(msg.headers)):
+            self._take(msg)
+
+    def _take(self, msg: Msg) -> None:
         try:
             message = parse_message(msg.data)
         except ProtocolError as exc:

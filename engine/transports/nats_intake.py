@@ -41,6 +41,7 @@ from engine.transports.limits import FLOOD_SECONDS, REFUSED_LINE_COST, YIELD_EVE
 
 log = logging.getLogger(__name__)
 
+JS_ACK_PREFIX = "$JS.ACK."  # the reply subject of a message a JetStream consumer delivered
 LANE_MESSAGES = 64  # messages waiting in one sender's lane before what it sends is dropped
 MAX_LANES = 256  # senders with a lane of their own; the rest share CROWD
 LANE_IDLE = 10.0  # seconds a lane waits for its sender's next message before it is let go
@@ -63,6 +64,18 @@ class Lane:
     flooded_at: float | None = None  # when its sender was last disconnected for flooding
     arrived_at: float = 0.0  # when its sender's last message came
     quiet: float = 0.0  # how long its sender was quiet before that message
+    busy: bool = False  # one of its messages is being handled (by its task, or in its sender's turn)
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever such a handling ends
+    resume_at: float = 0.0  # its budget's debt: none of its messages is handled before then
+
+    def idle(self) -> bool:
+        """Nothing waiting, nothing being handled, nothing owed: a message may be taken at once."""
+        return not self.queue and not self.busy and time.monotonic() >= self.resume_at
+
+    def arrived(self) -> float:
+        now = time.monotonic()
+        self.quiet, self.arrived_at = now - self.arrived_at, now
+        return now
 
 
 class Intake:
@@ -76,21 +89,32 @@ class Intake:
         self.digest = RefusalDigest(record)
         self._lanes: dict[str, Lane] = {}
 
-    def take(self, key: str, msg: Msg) -> Refusal | None:
-        """Queue `msg` in its sender's lane (never waits); the refusal to answer when it is dropped."""
+    def take(self, key: str, msg: Msg, *, room: int = LANE_MESSAGES) -> Refusal | None:
+        """Queue `msg` in its sender's lane (never waits); the refusal to answer when it is dropped
+        because `room` messages wait there already."""
         lane = self._lane(key)
-        now = time.monotonic()
-        lane.quiet, lane.arrived_at = now - lane.arrived_at, now
+        now = lane.arrived()
         if len(lane.queue) >= FULL * LANE_MESSAGES:
             if lane.full_since is None:
                 lane.full_since = now
             elif now - lane.full_since >= FLOOD_SECONDS:
                 self._flood(lane, msg)
-        if len(lane.queue) >= LANE_MESSAGES:
+        if len(lane.queue) >= room:
             return Refusal(field="", reason=f"dropped: more than {LANE_MESSAGES} messages waiting from this sender; "
                            f"send at most {lane.budget.describe()}", transport="")
         lane.queue.append(msg)
         lane.wake.set()
+        return None
+
+    async def take_now(self, key: str, msg: Msg) -> Refusal | None:
+        """`take`, except that a message finding its lane idle is handled in the caller's turn: a
+        request and its reply do not wait for the lane's task to be scheduled (a loop turn, a
+        tenth of a NATS round trip).  The budget is charged alike; what it owes delays the next."""
+        lane = self._lane(key)
+        if not lane.idle():
+            return self.take(key, msg)
+        lane.arrived()
+        await self._take_one(lane, msg)
         return None
 
     def refused(self, key: str) -> None:
@@ -139,28 +163,40 @@ class Intake:
                     async with asyncio.timeout(LANE_IDLE):
                         await lane.wake.wait()
                 except TimeoutError:
-                    if not lane.queue:
+                    if lane.idle() and time.monotonic() - lane.arrived_at >= LANE_IDLE:
                         self._lanes.pop(lane.key, None)
                         return
+                    continue
+            while lane.busy:  # one taken in its sender's turn is still being handled
+                lane.done.clear()
+                await lane.done.wait()
+            if (owed := lane.resume_at - time.monotonic()) > 0:
+                lane.taken = 0
+                await asyncio.sleep(owed)
+            if not lane.queue:
+                continue
             msg = lane.queue.popleft()
             if len(lane.queue) < EMPTY * LANE_MESSAGES:
                 lane.full_since = None  # it is keeping up again
-            try:
-                await self._handle(msg)
-            except Exception:  # a bug must not stop the lane; this message is lost
-                log.exception("a message from %s could not be taken", lane.key)
-            await self._pace(lane, msg)
+            await self._take_one(lane, msg)
+            if (taken := lane.taken + 1) >= YIELD_EVERY:
+                taken = 0
+                await asyncio.sleep(0)  # one lane's chunk does not hold up the others
+            lane.taken = taken
 
-    async def _pace(self, lane: Lane, msg: Msg) -> None:
+    async def _take_one(self, lane: Lane, msg: Msg) -> None:
+        """Handle one message of the lane and charge its budget (what it owes delays the next)."""
+        lane.busy = True
+        try:
+            await self._handle(msg)
+        except Exception:  # a bug must not stop the lane; this message is lost
+            log.exception("a message from %s could not be taken", lane.key)
+        finally:
+            lane.busy = False
+            lane.done.set()
         wait = lane.budget.charge(1, len(msg.data))
         if wait:
-            lane.taken = 0
-            await asyncio.sleep(wait)
-        elif (taken := lane.taken + 1) >= YIELD_EVERY:
-            lane.taken = 0
-            await asyncio.sleep(0)  # one lane's chunk does not hold up the others
-        else:
-            lane.taken = taken
+            lane.resume_at = time.monotonic() + wait
 
     def _flood(self, lane: Lane, last: Msg) -> None:
         """Disconnect the sender; what it left in its lane is dropped."""
@@ -175,7 +211,10 @@ class Intake:
 
 
 async def ack(msg: Msg) -> None:
-    """Acknowledge a message taken or dropped, so JetStream does not deliver it again."""
+    """Acknowledge a message taken or dropped, so JetStream does not deliver it again (one that
+    came on core NATS, a request, has nothing to acknowledge)."""
+    if not msg.reply.startswith(JS_ACK_PREFIX):
+        return
     try:
         await msg.ack()
     except (NatsError, OSError):

@@ -4,7 +4,9 @@ Subjects are per sprint, so that several sprints share one NATS server without s
 `sprintdeck.<sprint>.manager` (hellos: agents' and watchers', and what watchers send),
 `sprintdeck.<sprint>.manager.<id>` (what a bound agent sends: each agent's subject has a consumer of
 its own, so that one agent's backlog never holds up another's messages), `sprintdeck.<sprint>.agent.<id>`
-(what the manager sends one agent) and `sprintdeck.<sprint>.broadcast` (what it sends every agent).
+(what the manager sends one agent) and `sprintdeck.<sprint>.broadcast` (what it sends every agent),
+all kept in the sprint's stream; and `sprintdeck.<sprint>.ask.<id>`, the bound agent's requests on
+core NATS, answered on its reply subject (engine/transports/nats_order.py).
 
 A NATS account lets a client publish; it does not make the client an agent.  The manager binds
 an agent with its token in `agent_ready`, exactly as over a socket, and answers the welcome with a
@@ -70,6 +72,17 @@ class Subjects:
         """What the bound agent sends the manager (its hello goes to `manager`)."""
         return f"sprintdeck.{self.sprint}.manager.{agent_id}"
 
+    def asked_by(self, agent_id: str) -> str:
+        """The bound agent's requests, on core NATS (not stored: the reply is their acknowledgement;
+        see engine/transports/nats_order.py)."""
+        return f"sprintdeck.{self.sprint}.ask.{agent_id}"
+
+    @property
+    def stored(self) -> list[str]:
+        """The subjects the sprint's stream keeps: everything but the requests' fast way."""
+        prefix = f"sprintdeck.{self.sprint}"
+        return [f"{prefix}.manager", f"{prefix}.manager.>", f"{prefix}.agent.>", f"{prefix}.broadcast"]
+
     @property
     def stream(self) -> str:
         """The JetStream stream that keeps every message of the sprint until it is acknowledged."""
@@ -96,7 +109,7 @@ def already_served(address: Address, subjects: Subjects) -> str:
 async def ensure_stream(js: JetStreamContext, subjects: Subjects, *, fresh: bool) -> None:
     """The sprint's stream on file storage, with de-duplication by message id; a new sprint (not a
     resumed one) starts from an empty stream, so no message of an earlier run is delivered."""
-    config = StreamConfig(name=subjects.stream, subjects=[f"sprintdeck.{subjects.sprint}.>"],
+    config = StreamConfig(name=subjects.stream, subjects=subjects.stored,
                           storage=StorageType.FILE, duplicate_window=DEDUPE_WINDOW, max_age=STREAM_MAX_AGE)
     try:
         await js.add_stream(config)
@@ -107,26 +120,30 @@ async def ensure_stream(js: JetStreamContext, subjects: Subjects, *, fresh: bool
 
 
 async def consume(js: JetStreamContext, subject: str, durable: str, cb: Callable[[Msg], Awaitable[None]],
-                  *, max_ack_pending: int | None = None) -> None:
+                  *, max_ack_pending: int | None = None) -> int:
     """A durable consumer with explicit acks: what it has not acknowledged comes again after
     `ACK_WAIT`, after a reconnect and after a restart of the server; it starts at new messages.
     With `max_ack_pending` the server delivers no more than that many unacknowledged at once: the
-    rest waits in the stream (the NATS form of not reading a socket)."""
+    rest waits in the stream (the NATS form of not reading a socket).  Returns the stream sequence
+    the consumer last delivered (before this subscription: a durable one may have a past)."""
     config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT,
                             max_ack_pending=max_ack_pending)
-    await js.subscribe(subject, durable=durable, cb=cb, manual_ack=True, config=config)
+    subscription = await js.subscribe(subject, durable=durable, cb=cb, manual_ack=True, config=config)
+    info = await subscription.consumer_info()
+    return int(info.delivered.stream_seq) if info.delivered is not None else 0
 
 
-async def store(js: JetStreamContext, subject: str, message: IPCMessage, headers: dict[str, str] | None = None) -> bool:
-    """Publish `message` into the stream and wait until the server has stored it; False when it
-    did not say so (then the caller publishes it again: the message id makes that harmless)."""
+async def store(js: JetStreamContext, subject: str, message: IPCMessage, headers: dict[str, str] | None = None) -> int:
+    """Publish `message` into the stream and wait until the server has stored it: its sequence in
+    the stream, or 0 when the server did not say so (then the caller publishes it again: the message
+    id makes that harmless)."""
     try:
         # The id is per subject: a broadcast the manager passes on keeps the id of the agent's message.
-        await js.publish(subject, message.wire().encode(), timeout=PUBLISH_TIMEOUT,
-                         headers={**(headers or {}), MSG_ID_HEADER: f"{subject}:{message.id}"})
+        ack = await js.publish(subject, message.wire().encode(), timeout=PUBLISH_TIMEOUT,
+                               headers={**(headers or {}), MSG_ID_HEADER: f"{subject}:{message.id}"})
     except (NatsError, OSError, TimeoutError):
-        return False
-    return True
+        return 0
+    return int(ack.seq)
 
 
 class Seen:

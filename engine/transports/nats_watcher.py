@@ -123,7 +123,7 @@ class NatsWatchWire:
             headers[SESSION_HEADER] = self._session
         elif message.type == MessageType.AGENT_READY:
             self._hello = message
-        return await store(self._js, self.subjects.manager, message, headers)
+        return bool(await store(self._js, self.subjects.manager, message, headers))
 
     async def close(self) -> None:
         if self._keepalive is not None:
