@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ async def test_the_plan_is_on_screen_before_the_engine_and_the_engine_then_runs_
     plan = load_plan(SAMPLES / "webrtc/plan.yaml")
     journal_path = tmp_path / "journal.jsonl"
     journal = JournalWriter.create(journal_path, {"sprint": plan.sprint})
-    shown_first: dict[str, object] = {}
+    shown_first: dict[str, Any] = {}
 
     def start() -> LiveSource:
         # Called by the App once its first frame is drawn: what that frame holds.
@@ -42,9 +43,9 @@ async def test_the_plan_is_on_screen_before_the_engine_and_the_engine_then_runs_
     app = SprintDeckApp(source, config_file=tmp_path / "config.json")
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.1)
-        assert list(shown_first["rows"]) == [task.id for task in plan.tasks]  # type: ignore[arg-type]
-        assert all("pending" in row for row in shown_first["rows"].values())  # type: ignore[union-attr]
-        assert "webrtc-signaling · starting" in str(shown_first["header"])
+        assert list(shown_first["rows"]) == [task.id for task in plan.tasks]
+        assert all("pending" in row for row in shown_first["rows"].values())
+        assert "webrtc-signaling · starting" in shown_first["header"]
         assert isinstance(app.source, LiveSource)  # the App follows the engine now
         for _ in range(200):
             if app.source.finished:
