@@ -5,6 +5,11 @@ buffer 15 times a second and hands each pane the batch's changes (Textual redraw
 not once per message).  The operations themselves (reassign, retry, cancel, ...) live in
 `app/operator_actions.py`; this module lays out the panes, feeds them, and reads the keyboard's
 prompts (`:` commands, `/` filters).
+
+`run` hands the App a `StartingSource`: the first frame shows the plan's tasks, and the engine is
+built and started just after that frame is on screen (its imports are most of a third of a
+second).  So nothing here imports the engine's models, events or manager at the top; the views
+(details, help) are imported when opened.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import ComposeResult, SystemCommand
@@ -25,22 +30,15 @@ from textual.widgets import Footer
 from app.cli import EXIT_JOURNAL_FAILED
 from app.config import load_config, save_config
 from app.operator_actions import PRIORITIES, OperatorActions
-from app.screens.agent_details import AgentDetailsScreen
 from app.screens.confirm import ConfirmScreen
-from app.screens.file_view import FileViewScreen
-from app.screens.help import LIVE_KEYS, HelpScreen
-from app.screens.message_details import MessageDetailsScreen
-from app.screens.task_view import TaskViewScreen
-from app.source import StateSource
-from engine.events import Event
-from engine.file_history import FileHistory
+from app.source import StartingSource, StateSource
 from engine.journal import JournalFailure
 from engine.message_filter import Filter
 from engine.message_store import MessageStore
 from engine.metrics import sprint_metrics, sprint_outcome
 from themes.themes import DEFAULT_THEME, THEMES, resolve_theme
 from widgets.agents import AgentsPane
-from widgets.changes import Changes, collect
+from widgets.changes import Changes
 from widgets.command_line import CommandLine
 from widgets.files import FilesPane
 from widgets.header import SprintHeader
@@ -50,6 +48,10 @@ from widgets.metrics import MetricsPane
 from widgets.pane_tabs import PaneTabs
 from widgets.status import colour
 from widgets.tasks import TasksPane
+
+if TYPE_CHECKING:
+    from engine.events import Event
+    from engine.file_history import FileHistory
 
 BATCH_HZ = 15
 # The panes in reading order (left to right, top to bottom): the grid fills in this order, and
@@ -89,7 +91,7 @@ class SprintDeckApp(OperatorActions):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.config_file = config_file
         self.store = MessageStore()
-        self.file_history = FileHistory()  # every file's changes, for the file and task views
+        self._file_history: FileHistory | None = None
         self._pending: list[Event] = []
         self._flushes = 0
         self._announced_finish = False
@@ -120,12 +122,32 @@ class SprintDeckApp(OperatorActions):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.source.subscribe(self._on_engine_event)
-        self._pending.extend(self.source.history())
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         self._apply_width(self.size.width)
-        self._drain_events()
+        if isinstance(self.source, StartingSource):  # `run`: the plan now, the engine after this frame
+            self.header.show_plan(self.source.plan, journal=self.source.journal)
+            self.tasks.show_plan(self.source.plan)
+            self.call_after_refresh(self._start_engine)
+        else:
+            self._attach_source(draw=True)
         self.tasks.focus()
+
+    def _start_engine(self) -> None:
+        """Build the engine (the first frame is on screen) and follow it; a failure to build it ends
+        the App, and `run` reports it (`StartingSource.started` raises it again)."""
+        assert isinstance(self.source, StartingSource)
+        try:
+            self.source = self.source.started()
+        except Exception:
+            self.exit(return_code=1)
+            return
+        self._attach_source(draw=False)  # the first batch (the sprint's start) replaces the plan's rows
+
+    def _attach_source(self, *, draw: bool) -> None:
+        self.source.subscribe(self._on_engine_event)
+        self._pending.extend(self.source.history())
+        if draw:
+            self._drain_events()
         self.set_interval(1 / BATCH_HZ, self._drain_events)
         if self.source.live:
             self._run_sprint()
@@ -187,13 +209,28 @@ class SprintDeckApp(OperatorActions):
         self._flushes += 1
         if not events and self._flushes % BATCH_HZ != 1:
             return  # nothing new, and clocks shown (ages, TTLs) only move once a second
-        changes = collect(events) if events else Changes()
+        if events:
+            from widgets.event_changes import collect  # imports the event classes: after the first frame
+
+            changes = collect(events)
+        else:
+            changes = Changes()
         self.ingest_messages(events)
         self.refresh_panes(changes)
         if self.source.finished and not self._announced_finish:
             self._announced_finish = True
             outcome = sprint_outcome(sprint_metrics(self.source.state))
             self.notify(f"Sprint finished: {outcome}", title="sprint finished")
+
+    @property
+    def file_history(self) -> FileHistory:
+        """Every file's changes, for the file and task views; made with the first events (it
+        imports the event classes, which the first frame goes without)."""
+        if self._file_history is None:
+            from engine.file_history import FileHistory
+
+            self._file_history = FileHistory()
+        return self._file_history
 
     def ingest_messages(self, events: Iterable[Event]) -> int:
         """The one way messages reach the Messages pane, live batches and replay chunks alike:
@@ -229,16 +266,22 @@ class SprintDeckApp(OperatorActions):
 
     def on_messages_pane_selected(self, message: MessagesPane.Selected) -> None:
         """Enter on a message opens it whole, as JSON."""
+        from app.screens.message_details import MessageDetailsScreen
+
         self.push_screen(MessageDetailsScreen.of(message.pane.store, message.index))
 
     def action_task_details(self) -> None:
         """Enter on a task: its story (attempts, locks, files, messages, neighbours); `j` the JSON."""
+        from app.screens.task_view import TaskViewScreen
+
         task_id = self._selected_task()
         if task_id is not None:
             self.push_screen(TaskViewScreen(task_id, lambda: self.source.state, self.clock,
                                             store=self.store, files=self.file_history))
 
     def action_agent_details(self) -> None:
+        from app.screens.agent_details import AgentDetailsScreen
+
         agent_id = self.agents.selected_key()
         if agent_id is not None:
             self.push_screen(AgentDetailsScreen(agent_id, lambda: self.source.state, self.clock,
@@ -246,6 +289,8 @@ class SprintDeckApp(OperatorActions):
 
     def action_file_details(self) -> None:
         """Enter on a file: who changed it, under which lock, its conflicts and their resolutions."""
+        from app.screens.file_view import FileViewScreen
+
         path = self.files.selected_key()
         if path is not None:
             self.push_screen(FileViewScreen(path, lambda: self.source.state, self.clock,
@@ -254,6 +299,8 @@ class SprintDeckApp(OperatorActions):
     # ------------------------------------------------------------ navigation and prompts
 
     def action_help(self) -> None:
+        from app.screens.help import LIVE_KEYS, HelpScreen
+
         self.push_screen(HelpScreen(LIVE_KEYS))
 
     def action_focus_pane(self, pane: str) -> None:

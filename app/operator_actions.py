@@ -7,29 +7,31 @@ snapshots) has no manager: every operation says so and does nothing.
 
 The panes' keys name these as `app.<action>`, so they are methods of the App: `SprintDeckApp`
 (app/dashboard.py) derives from this class and provides the source, the panes and their redraw.
+
+The engine's classes (the manager's errors, the watched source) and the operations' screens are
+imported by the operation that uses them: the dashboard draws its first frame before the engine
+is imported (`app.source.StartingSource`), and no operation runs before that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App
 
 from app.screens.confirm import ConfirmScreen
-from app.screens.conflict import ConflictScreen
-from app.screens.reassign import Candidate, ReassignScreen
-from app.source import LiveSource
-from app.source import StateSource
-from app.watch_source import RemoteOperator, WatchedSource
-from engine.manager import SprintManager
-from engine.operators import OperatorError
-from engine.merge import MergeResult
+from app.source import LiveSource, StateSource
 from widgets.agents import AgentsPane
 from widgets.changes import Changes
 from widgets.files import FilesPane
 from widgets.locks import LocksPane
 from widgets.tasks import TasksPane
+
+if TYPE_CHECKING:
+    from app.watch_source import RemoteOperator
+    from engine.manager import SprintManager
+    from engine.merge import MergeResult
 
 PRIORITIES = ["low", "medium", "high", "critical"]  # lowest first: `+` moves one step right
 
@@ -53,6 +55,8 @@ class OperatorActions(App[int]):
     def _manager(self) -> SprintManager | RemoteOperator | None:
         """The running engine's manager, or a watched one's (app/watch_source.py); a recording has
         none, and neither has a read-only watcher: the operator is told so."""
+        from app.watch_source import WatchedSource
+
         if isinstance(self.source, WatchedSource):
             if self.source.operator is None:
                 self.notify(self.source.read_only, severity="warning")
@@ -76,6 +80,9 @@ class OperatorActions(App[int]):
 
     def _operate(self, operation: Callable[[], Any], done: str | None = None) -> bool:
         """Run one operator action; a refusal is explained and nothing changes."""
+        from app.watch_source import WatchedSource
+        from engine.operators import OperatorError
+
         try:
             operation()
         except OperatorError as exc:
@@ -89,6 +96,9 @@ class OperatorActions(App[int]):
     # ------------------------------------------------------------ operations
 
     def action_reassign(self, task_id: str | None = None) -> None:
+        from app.screens.reassign import Candidate, ReassignScreen
+        from engine.operators import OperatorError
+
         manager = self._manager()
         task_id = task_id or self._selected_task()
         if manager is None or task_id is None:
@@ -196,6 +206,8 @@ class OperatorActions(App[int]):
 
     def action_resolve_file(self, how: str, path: str | None = None) -> None:
         """Resolve the selected file's conflict; the engine refuses (and says why) when it can't."""
+        from app.watch_source import WatchedSource
+
         manager = self._manager()
         path = path or self.files.selected_key()
         if manager is None:
@@ -214,6 +226,8 @@ class OperatorActions(App[int]):
 
     def action_escalate_file(self, path: str | None = None) -> None:
         """Record the escalation, then show the diff and let the operator choose."""
+        from app.screens.conflict import ConflictScreen
+
         manager = self._manager()
         path = path or self.files.selected_key()
         if manager is None or path is None:

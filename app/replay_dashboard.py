@@ -43,7 +43,8 @@ from engine.replay_seek import (
     parse_seek,
     resolve_seek,
 )
-from widgets.changes import Changes, collect
+from widgets.changes import Changes
+from widgets.event_changes import collect
 from widgets.scrubber import MARK_LEGEND, Scrubber, TransportState
 
 PLAY_HZ = 15  # play ticks per second

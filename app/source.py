@@ -12,15 +12,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from engine.events import Event
-from engine.manager import SprintManager
-from engine.models import ProjectState
-from engine.reducer import apply, fold
-from engine.supervisor import ProcessSupervisor
-from engine.transports.socket import SocketTransport
-
-if TYPE_CHECKING:  # nats-py (with aiohttp) costs the dashboard's first paint a third of a second
-    from engine.transports.nats import NatsTransport
+if TYPE_CHECKING:  # `run`'s first frame is drawn before the engine (pydantic, the manager) is imported
+    from engine.events import Event
+    from engine.manager import SprintManager
+    from engine.models import ProjectState
+    from engine.plan import Plan
+    from engine.supervisor import ProcessSupervisor
+    from engine.transports.nats import NatsTransport  # nats-py with aiohttp: a third of a second
+    from engine.transports.socket import SocketTransport
 
 
 class StateSource(Protocol):
@@ -129,6 +128,66 @@ class ServedSource(LiveSource):
         await self.server.close()
 
 
+class StartingSource:
+    """`run`'s live source before its engine exists: the plan is known, so the dashboard's first
+    frame shows its tasks and agents; the engine (the manager and everything it imports, pydantic's
+    models among them: most of a third of a second) is built by `started`, which the App calls once
+    that frame is on screen.  Asking for anything the engine knows builds it at that moment too.
+
+    A failure to build it is kept and raised again by `started`, so `run` reports it after the
+    screen is gone, as it did when the engine was built before the App.
+    """
+
+    live = True
+    mode = "live"
+
+    def __init__(self, plan: Plan, start: Callable[[], LiveSource], *, journal: str) -> None:
+        self.plan = plan
+        self.journal = journal
+        self._start = start
+        self._source: LiveSource | None = None
+        self._failure: BaseException | None = None
+
+    def started(self) -> LiveSource:
+        """The live source, its engine built on the first call."""
+        if self._failure is not None:
+            raise self._failure
+        if self._source is None:
+            try:
+                self._source = self._start()
+            except Exception as exc:
+                self._failure = exc
+                raise
+        return self._source
+
+    @property
+    def transport(self) -> str:
+        return self.started().transport
+
+    @property
+    def state(self) -> ProjectState:
+        return self.started().state
+
+    @property
+    def finished(self) -> bool:
+        return self.started().finished
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        self.started().subscribe(listener)
+
+    def history(self) -> list[Event]:
+        return self.started().history()
+
+    def how_to_start(self, agent_id: str) -> str | None:
+        return self.started().how_to_start(agent_id)
+
+    async def run(self) -> None:
+        await self.started().run()
+
+    async def stop(self) -> None:
+        await self.started().stop()
+
+
 @dataclass
 class RecordedSource:
     """A recorded history folded once: read-only, deterministic (snapshot tests use it).
@@ -146,6 +205,8 @@ class RecordedSource:
     mode = "recorded"
 
     def __post_init__(self) -> None:
+        from engine.reducer import fold
+
         self.state = fold(self.events)
 
     @classmethod
@@ -160,6 +221,8 @@ class RecordedSource:
         self.listeners.append(listener)
 
     def push(self, event: Event) -> None:
+        from engine.reducer import apply
+
         apply(self.state, event)
         self.events.append(event)
         for listener in self.listeners:

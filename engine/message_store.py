@@ -21,10 +21,12 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from engine.events import Event, MessageRecorded
 from engine.message_summary import MessageSummary, summarize
+
+if TYPE_CHECKING:  # the Messages pane builds its (empty) store before the dashboard's first frame
+    from engine.events import Event
 
 PRIORITIES = ("critical", "high", "medium", "low")
 
@@ -129,10 +131,10 @@ class MessageStore:
 
     def append_event(self, event: Event) -> bool:
         """Take the message out of a journaled `message` event; other events are ignored."""
-        body = event.body
-        if not isinstance(body, MessageRecorded) or not isinstance(body.message, dict):
+        message = getattr(event.body, "message", None) if event.type == "message" else None
+        if not isinstance(message, dict):
             return False
-        self.append(event.seq, body.message)
+        self.append(event.seq, message)
         return True
 
     def append(self, seq: int, message: dict[str, Any]) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from engine.models import ProjectState, SprintMetrics
+if TYPE_CHECKING:  # the dashboard's header imports this before its first frame, without pydantic
+    from engine.models import ProjectState, SprintMetrics
 
 
 def _elapsed(state: ProjectState, now: datetime | None) -> float:
@@ -26,6 +28,8 @@ def sprint_metrics(state: ProjectState, now: datetime | None = None) -> SprintMe
             busy += max(0.0, (now - agent.busy_since).total_seconds())
         utilization[agent_id] = round(busy / elapsed, 4) if elapsed > 0 else 0.0
     meta = state.meta
+    from engine.models import SprintMetrics  # a state exists, so the models are imported already
+
     return SprintMetrics(
         total_tasks=len(statuses),
         completed_tasks=statuses.count("completed"),

@@ -24,8 +24,7 @@ from engine.dag import descendants_of, longest_paths, reach_counts, task_childre
 from engine.models import AgentState, ProjectState, TaskState
 from engine.plan import Plan
 from engine.payloads import PRIORITY_RANK
-
-PLACEABLE_AGENT_STATUSES = frozenset({"ready", "busy"})
+from engine.vocabulary import PLACEABLE_AGENT_STATUSES as PLACEABLE_AGENT_STATUSES
 
 
 class Placement(NamedTuple):

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from engine.models import AgentState, AttemptRecord, ProjectState, ResourceLock, TaskState
-from engine.scheduler import PLACEABLE_AGENT_STATUSES
+from engine.vocabulary import PLACEABLE_AGENT_STATUSES
+
+if TYPE_CHECKING:  # only read: the dashboard imports this before its first frame, without pydantic
+    from engine.models import AgentState, AttemptRecord, ProjectState, ResourceLock, TaskState
 
 PATH_MAX = 24  # characters of a lock's path in a reason (its end: the file's name)
 ERROR_MAX = 60  # characters of an error kept in the line (the task view shows it whole)

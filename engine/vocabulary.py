@@ -12,3 +12,5 @@ Priority = Literal["low", "medium", "high", "critical"]
 LockType = Literal["read", "write", "exclusive"]
 AgentKind = Literal["simulated", "shell", "external", "claude"]
 PRIORITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+#: The agent statuses the scheduler places work on (the Tasks pane says why a ready task waits with it).
+PLACEABLE_AGENT_STATUSES = frozenset({"ready", "busy"})

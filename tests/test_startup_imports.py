@@ -87,3 +87,52 @@ def test_the_dashboard_imports_neither_networkx_nor_nats() -> None:
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'networkx', 'nats', 'aiohttp'}))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+FIRST_FRAME_PROBE = """
+import json, sys
+from textual.app import App
+from app.cli import main
+from app.dashboard import SprintDeckApp
+
+seen = {}
+start_engine = SprintDeckApp._start_engine
+
+
+def _start_engine(self):
+    # The first frame is composed and on screen: what it shows, and what had been imported for it.
+    seen["modules"] = sorted(sys.modules)
+    seen["rows"] = self.tasks.keys()
+    seen["header"] = self.header.text.plain
+    start_engine(self)
+    self.set_interval(0.05, lambda: self.source.finished and self.action_request_quit())
+
+
+SprintDeckApp._start_engine = _start_engine
+run = App.run
+App.run = lambda self, **kwargs: run(self, headless=True, size=(120, 40))  # the test has no terminal
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, **seen}))
+"""
+
+
+def test_the_dashboard_draws_the_plan_before_it_imports_the_engine(tmp_path: Path) -> None:
+    # `run`'s first frame shows the plan's tasks, and the engine (its manager, pydantic's state and
+    # event models: most of a third of a second) is imported after it: without that, the first
+    # paint is ~2.9x an empty Textual app's (benchmarks/bench_first_paint.py), with it ~1.6x.
+    plan = ROOT / "sample_sprints/webrtc/plan.yaml"
+    out = subprocess.run([sys.executable, "-c", FIRST_FRAME_PROBE, "run", str(plan), "--speed", "100",
+                          "--record", str(tmp_path / "j.jsonl"), "--workspace", str(tmp_path / "ws")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["code"] == 0 and "finished · 10/10 done" in out.stderr  # then the sprint ran as before
+    assert result["rows"][:3] == ["update_schema", "implement_api", "integrate_api"] and len(result["rows"]) == 10
+    assert "webrtc-signaling · starting" in result["header"] and "0/10 done" in result["header"]
+    modules = set(result["modules"])
+    engine = {m for m in modules if m.startswith("engine")}
+    heavy = roots(modules) & {"pydantic", "pydantic_core", "networkx", "nats", "watchfiles", "xxhash"}
+    assert not heavy, f"imported before the first frame: {sorted(heavy)}"
+    assert not engine & {"engine.manager", "engine.models", "engine.events", "engine.protocol", "engine.reducer"}, \
+        sorted(engine)
+    assert "sprint_finished" in (tmp_path / "j.jsonl").read_text()

@@ -7,14 +7,17 @@ its current task says what it waits on, in the words of the Tasks pane's why col
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from textual.binding import Binding
 
-from engine.models import AgentState, ProjectState
 from engine.task_reasons import agent_blocked, agent_waits
 from widgets.changes import Changes
 from widgets.pane_table import PaneTable
 from widgets.status import agent_badge, shown_agent_status, task_badge
+
+if TYPE_CHECKING:  # types only: the dashboard's first frame is drawn before pydantic is imported
+    from engine.models import AgentState, ProjectState
 
 COLUMNS = [("status", "Status"), ("agent", "Agent"), ("load", "Load"), ("beat", "Heartbeat"), ("task", "Current task"),
            ("cost", "Cost"), ("done", "Done/failed"), ("kind", "Kind"), ("session", "Session")]

@@ -1,31 +1,12 @@
-"""Which rows a batch of engine events touched, so panes update those rows and nothing else."""
+"""Which rows a batch of engine events touched, so panes update those rows and nothing else.
+
+The set itself, without the event classes: panes and the dashboard's first frame (drawn before the
+engine and pydantic are imported) use it; `widgets/event_changes.py` reads it off the events.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-from engine.events import (
-    AgentDead,
-    AgentRegistered,
-    AgentStatus,
-    CompletionRefused,
-    Event,
-    EventBody,
-    FileEvent,
-    FileReported,
-    LockEvent,
-    LockGranted,
-    LockQueued,
-    LockRefused,
-    LockRenewed,
-    OperatorAction,
-    SprintStarted,
-    TaskAssigned,
-    TaskEvent,
-)
-
-_BY_AGENT = (AgentStatus, AgentDead, CompletionRefused, LockGranted, LockQueued, LockRenewed, LockRefused, FileReported)
 
 
 @dataclass
@@ -38,43 +19,3 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.tasks or self.agents or self.files or self.locks or self.everything)
-
-
-def collect(events: Iterable[Event]) -> Changes:
-    changes = Changes()
-    for event in events:
-        _note(changes, event.body)
-    return changes
-
-
-def _note(changes: Changes, body: EventBody) -> None:
-    """The rows one event touches, by its kind (a kind that names a task, an agent, a file...)."""
-    if isinstance(body, SprintStarted):
-        changes.everything = True
-    if isinstance(body, TaskEvent):
-        changes.tasks.add(body.task_id)
-    if isinstance(body, TaskAssigned):
-        changes.agents.update(body.agents)
-    if isinstance(body, _BY_AGENT):
-        changes.agents.add(body.agent_id)
-    if isinstance(body, AgentRegistered):
-        changes.agents.add(str(body.agent.get("id", "")))
-    if isinstance(body, (LockGranted, LockQueued)) and body.task_id is not None:
-        changes.tasks.add(body.task_id)
-    if isinstance(body, AgentDead):
-        changes.tasks.update(body.requeued_tasks)
-    if isinstance(body, (LockEvent, AgentDead)):
-        changes.locks = True
-    if isinstance(body, FileEvent):
-        changes.files.add(body.path)
-    if isinstance(body, OperatorAction):
-        _note_operator(changes, body)
-
-
-def _note_operator(changes: Changes, body: OperatorAction) -> None:
-    if isinstance(body.task_id, str):
-        changes.tasks.add(body.task_id)
-    if isinstance(body.agent_id, str):
-        changes.agents.add(body.agent_id)
-    if isinstance(body.path, str):
-        changes.files.add(body.path)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from textual.binding import Binding
 
-from engine.models import FileState, ProjectState
 from widgets.changes import Changes
 from widgets.pane_table import PaneTable
 from widgets.status import file_badge
+
+if TYPE_CHECKING:  # types only: the dashboard's first frame is drawn before pydantic is imported
+    from engine.models import FileState, ProjectState
 
 COLUMNS = [("status", "Status"), ("path", "Path"), ("by", "Modified by"), ("sum", "Checksum"),
            ("when", "Last change")]

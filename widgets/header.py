@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 
 from engine.metrics import sprint_metrics, sprint_outcome
-from engine.models import ProjectState
 from widgets.text_line import TextLines
+
+if TYPE_CHECKING:  # types only: the dashboard's first frame is drawn before pydantic is imported
+    from engine.models import ProjectState
+    from engine.plan import Plan
 
 
 def sprint_phase(state: ProjectState) -> str:
@@ -48,4 +52,12 @@ class SprintHeader(TextLines):
         if transport != mode:  # a replay's or a recording's source is its mode, said once already
             text.append(f" · {transport}")
         text.append(f" · journal {journal or '—'}")
+        self.set_text(text)
+
+    def show_plan(self, plan: Plan, *, journal: str | None) -> None:
+        """`run`'s first frame, before the engine has a state: the sprint and its size, `starting`."""
+        text = Text()
+        text.append(" sprintdeck ", style="bold reverse")
+        text.append(f" {plan.sprint or '—'} ", style="bold")
+        text.append(f"· starting · ⏱ 00:00 · 0/{len(plan.tasks)} done · journal {journal or '—'}")
         self.set_text(text)

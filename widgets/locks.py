@@ -4,13 +4,16 @@ the task it waits for: the operator deciding whether to force-release asks what 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from textual.binding import Binding
 
-from engine.models import LockWaiter, ProjectState, ResourceLock
 from widgets.changes import Changes
 from widgets.pane_table import PaneTable
 from widgets.status import lock_badge
+
+if TYPE_CHECKING:  # types only: the dashboard's first frame is drawn before pydantic is imported
+    from engine.models import LockWaiter, ProjectState, ResourceLock
 
 COLUMNS = [("path", "Path"), ("holder", "Holder"), ("task", "For task"), ("waiters", "Waiters (queue order)"),
            ("mode", "Mode"), ("ttl", "TTL left"), ("token", "Token")]

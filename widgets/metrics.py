@@ -8,6 +8,7 @@ with a frozen clock) draws exactly what the live dashboard drew.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -15,11 +16,13 @@ from textual.containers import VerticalScroll
 from textual.widgets import Sparkline, Static
 
 from engine.metrics import sprint_metrics
-from engine.models import ProjectState
 from widgets.agents import cost
 from widgets.changes import Changes
 from widgets.pane_table import PaneTable
 from widgets.text_line import TextLines
+
+if TYPE_CHECKING:  # types only: the dashboard's first frame is drawn before pydantic is imported
+    from engine.models import ProjectState
 
 THROUGHPUT_BINS = 30
 BAR_WIDTH = 24
@@ -63,8 +66,9 @@ class MetricsPane(VerticalScroll):
     def compose(self) -> ComposeResult:
         # Kept as attributes: the App may refresh this pane before its children are mounted.
         self.progress = TextLines(id="metrics-progress")
-        self.throughput = Sparkline([0.0], id="metrics-throughput")
-        self.utilisation = Sparkline([0.0], id="metrics-utilisation")
+        # Empty lines until the first state (`run`'s first frame has none): one value draws as a full bar.
+        self.throughput = Sparkline([0.0] * THROUGHPUT_BINS, id="metrics-throughput")
+        self.utilisation = Sparkline([0.0, 0.0], id="metrics-utilisation")
         self.summary = TextLines(id="metrics-summary")
         self.agent_table = AgentMetricsTable(id="metrics-agents")
         yield self.progress

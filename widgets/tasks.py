@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.style import Style
 from rich.text import Text
@@ -27,12 +28,15 @@ from textual.strip import Strip
 from engine.dag import critical_chain, descendants_of
 from engine.dag_layout import layered as layout_of
 from engine.dag_layout import signature_of, step
-from engine.models import ProjectState, TaskState
 from engine.task_reasons import why
 from widgets.changes import Changes
 from widgets.pane_table import Cell, PaneTable
 from widgets.status import colour, task_badge
 from widgets.task_graph import GraphView
+
+if TYPE_CHECKING:  # types only: the dashboard's first frame is drawn before pydantic is imported
+    from engine.models import ProjectState, TaskState
+    from engine.plan import Plan
 
 COLUMNS = [("status", "Status"), ("task", "Task"), ("why", "Why"), ("owner", "Owner"), ("attempt", "Try"),
            ("priority", "Priority"), ("path", "Path"), ("deps", "Depends on")]
@@ -117,13 +121,8 @@ class TasksPane(PaneTable):
                 self.upsert(task_id, self._cells(task), keys)
 
     def _rebuild(self, state: ProjectState) -> None:
-        self._children = {task_id: [] for task_id in state.tasks}
-        self._parents = {task.id: [dep for dep in task.dependencies if dep in state.tasks] for task in state.tasks.values()}
-        for task_id, deps in self._parents.items():
-            for dep in dict.fromkeys(deps):
-                self._children[dep].append(task_id)
-        estimates = {task.id: task.estimate for task in state.tasks.values()}
-        self._critical = set(critical_chain(self._children, estimates))
+        self._set_dag({task.id: task.dependencies for task in state.tasks.values()},
+                      {task.id: task.estimate for task in state.tasks.values()})
         self.clear()
         self._waiting.clear()
         self._queued.clear()
@@ -131,6 +130,26 @@ class TasksPane(PaneTable):
             self.add_row(*self._cells(task), key=task.id)
         if self.graph_mode:
             self._show_graph()
+
+    def show_plan(self, plan: Plan) -> None:
+        """`run`'s first frame, before the engine has a state: the plan's tasks, each pending, in the
+        same columns (what a task waits for and who has it come with the engine's first batch,
+        which rebuilds the rows from the state)."""
+        self._set_dag({task.id: task.depends_on for task in plan.tasks}, {task.id: task.estimate for task in plan.tasks})
+        self.clear()
+        for task in plan.tasks:
+            self.add_row(task_badge(self.app, "pending"), task.id, "—", "—", "—",
+                         f"{PRIORITY_MARK[task.priority]} {task.priority}", self._path_mark(task.id),
+                         ("← " + ", ".join(task.depends_on)) if task.depends_on else "—", key=task.id)
+
+    def _set_dag(self, dependencies: dict[str, list[str]], estimates: dict[str, float]) -> None:
+        """Each task's dependencies and dependents, and the critical chain, from the plan's edges."""
+        self._children = {task_id: [] for task_id in dependencies}
+        self._parents = {task_id: [dep for dep in deps if dep in dependencies] for task_id, deps in dependencies.items()}
+        for task_id, deps in self._parents.items():
+            for dep in dict.fromkeys(deps):
+                self._children[dep].append(task_id)
+        self._critical = set(critical_chain(self._children, estimates))
 
     def restyle(self) -> None:
         """Re-render every row, e.g. after a theme change (cell colours come from the theme)."""

@@ -2,6 +2,10 @@
 
 Headless runs report progress on stderr and, with `--json`, print exactly one JSON object on
 stdout: the final ProjectState and the sprint metrics.  Every run records a journal.
+
+The dashboard's first frame is drawn before the engine is imported (the manager, the state and
+message models: most of a third of a second), so this module imports only what reads the plan and
+opens the journal and workspace; each path imports the engine where it builds or resumes one.
 """
 
 from __future__ import annotations
@@ -13,20 +17,19 @@ import sys
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.cli import EXIT_BAD_INPUT, EXIT_JOURNAL_FAILED, EXIT_OK, EXIT_TASKS_FAILED
-from app.progress import ProgressLine
 from engine.journal import JournalError, JournalFailure, JournalWriter, read_header
-from engine.manager import SprintManager, SprintResult
 from engine.metrics import sprint_outcome, sprint_succeeded
 from engine.os_errors import os_problem
-from engine.fork import create_fork
 from engine.plan import Plan, PlanError, load_plan
-from engine.resume import ResumeError, check_resumable, finished_seq, sprint_manager
-from engine.state_json import state_json_chunks
-from engine.transports.private import private_transport, serving
 from engine.workspace import ScratchWorkspace, prepare_workspace
+
+if TYPE_CHECKING:
+    from app.source import LiveSource
+    from engine.manager import SprintManager, SprintResult
+    from engine.transports.socket import SocketTransport
 
 DEFAULT_SPEED = 20.0
 RUNS_DIR = Path(".sprintdeck/runs")
@@ -102,6 +105,8 @@ def print_result_json(result: SprintResult) -> None:
     and not even its whole JSON at once, each of which held every task once more at the end of a
     large run (45 MB at 100,000 tasks).
     """
+    from engine.state_json import state_json_chunks
+
     parts = chain((b'{"state":',), state_json_chunks(result.state),
                   (b',"metrics":', result.metrics.__pydantic_serializer__.to_json(result.metrics), b"}\n"))
     sys.stdout.flush()
@@ -140,6 +145,8 @@ def resume_inputs(plan: Plan, args: argparse.Namespace) -> tuple[Path, dict[str,
     Shared by `run` and `serve`: a wrong plan, a missing workspace or a `--record` elsewhere is
     refused (ResumeError) while the journal is still exactly as the crash left it.
     """
+    from engine.resume import ResumeError, check_resumable, finished_seq
+
     journal_path = Path(args.resume)
     if args.record and Path(args.record).resolve() != journal_path.resolve():
         raise ResumeError(f"--record cannot be combined with --resume: the resumed run appends to {journal_path} "
@@ -170,6 +177,8 @@ def resume(plan: Plan, args: argparse.Namespace) -> int:
     Everything is checked before the journal is touched (the torn-tail cut is the first write),
     so a wrong plan or a missing workspace leaves the journal exactly as the crash left it.
     """
+    from engine.resume import ResumeError, check_resumable
+
     journal_path = Path(args.resume)
     try:
         workspace, _ = resume_inputs(plan, args)
@@ -192,6 +201,8 @@ def resume(plan: Plan, args: argparse.Namespace) -> int:
 def fork_inputs(plan: Plan, args: argparse.Namespace) -> Path:
     """The checks of `--resume JOURNAL --at SEQ --record NEW` before anything is written (shared
     with `serve`): NEW is named and is not JOURNAL, and JOURNAL was recorded for this plan."""
+    from engine.resume import ResumeError, check_resumable
+
     parent = Path(args.resume)
     if not args.record:
         raise ResumeError(f"--at {args.at} starts a new journal from {parent}: name it with --record NEW "
@@ -209,6 +220,9 @@ def fork(plan: Plan, args: argparse.Namespace) -> int:
     JOURNAL is only read (engine/fork.py); NEW starts with its first SEQ records and goes on from
     there in a workspace of its own (`--workspace DIR`, else a scratch copy of the plan's).
     """
+    from engine.fork import create_fork
+    from engine.resume import ResumeError
+
     parent = Path(args.resume)
     try:
         new = fork_inputs(plan, args)
@@ -253,19 +267,33 @@ def run_recorded(plan: Plan, workspace: Path, journal: JournalWriter, journal_pa
 def run_dashboard(plan: Plan, workspace: Path, journal: JournalWriter, journal_path: Path, args,
                   records: list[dict] | None = None, fork: bool = False,
                   scratch: ScratchWorkspace | None = None) -> int:
-    """The dashboard with the engine embedded on the same event loop; stays open after the end."""
-    from app.dashboard import SprintDeckApp
-    from app.source import LiveSource, ServedSource
+    """The dashboard with the engine embedded on the same event loop; stays open after the end.
 
-    transport = private_transport(plan)  # claude agents' runs connect to it
-    manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=args.seed,
-                             speed=args.speed or DEFAULT_SPEED, transport=transport, fork=fork)
-    source: LiveSource = LiveSource(manager, journal=str(journal_path))
-    if transport is not None:
+    The App's first frame shows the plan; the engine is built (`start`) once that frame is on
+    screen.  Whatever building it raised is raised here again, after the App, as it was before."""
+    from app.dashboard import SprintDeckApp
+    from app.source import StartingSource
+
+    transports: list[SocketTransport | None] = []
+
+    def start() -> LiveSource:
+        from app.source import LiveSource, ServedSource
+        from engine.resume import sprint_manager
+        from engine.transports.private import private_transport
+
+        transport = private_transport(plan)  # claude agents' runs connect to it
+        transports.append(transport)
+        manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=args.seed,
+                                 speed=args.speed or DEFAULT_SPEED, transport=transport, fork=fork)
+        if transport is None:
+            return LiveSource(manager, journal=str(journal_path))
         transport.on_refused = manager.refuse
-        source = ServedSource(manager, transport, journal=str(journal_path))
-    app = SprintDeckApp(source, theme_name=args.theme)
-    app.run()
+        return ServedSource(manager, transport, journal=str(journal_path))
+
+    starting = StartingSource(plan, start, journal=str(journal_path))
+    SprintDeckApp(starting, theme_name=args.theme).run()
+    manager = starting.started().manager  # built by now, unless the App ended before its first frame
+    transport = transports[0]
     if scratch is not None:
         scratch.finished = manager.finished
     if transport is not None and transport.address.path:
@@ -296,6 +324,10 @@ async def run_headless(
     fork: bool = False,
 ) -> SprintResult:
     """Run to the end; with `records` (a resumed journal, or a fork's) continue that sprint instead of starting one."""
+    from app.progress import ProgressLine
+    from engine.resume import sprint_manager
+    from engine.transports.private import private_transport, serving
+
     transport = private_transport(plan)  # claude agents' runs connect to it
     manager = sprint_manager(plan, records, workspace=workspace, journal=journal, seed=seed, speed=speed,
                              transport=transport, fork=fork)
