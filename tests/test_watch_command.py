@@ -222,7 +222,8 @@ async def test_with_the_operator_token_the_watch_dashboard_reassigns_and_says_th
         "sprint": "operated",
         "settings": {"heartbeat_interval": "100ms", "heartbeat_timeout": "20s", "max_retries": 0},
         "agents": [{"id": agent, "capabilities": ["x"]} for agent in ("alpha", "beta", "gamma")],
-        "tasks": [{"id": f"t{n}", "requires": ["x"], "estimate": "4s"} for n in (1, 2)],
+        # Long enough that t2 still runs (its agent full) when the second reassign is tried, on a loaded machine too.
+        "tasks": [{"id": f"t{n}", "requires": ["x"], "estimate": "60s"} for n in (1, 2)],
     })
     server = serve(run_dir / "plan.yaml", f"unix:{run_dir}/s/sock", run_dir, "--record", str(journal), "--speed", "1")
     try:
