@@ -119,7 +119,7 @@ class SprintDeckApp(OperatorActions):
         with Grid(id="panes"):  # wide panes on the left, narrow ones on the right
             yield from (getattr(self, pane) for pane in PANE_IDS)
         yield self.command_line
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)

@@ -571,3 +571,17 @@ async def test_force_release_warns_what_happens_to_the_holder_enter_confirms_esc
         await wait_for(pilot, lambda: lock_id not in h.manager.state.locks)
         (action,) = h.operator_actions()
         assert action["action"] == "force_release" and action["holder"] == holder
+
+
+async def test_the_footer_shows_every_key_of_the_tasks_pane_and_quit_at_120_columns(tmp_path: Path) -> None:
+    """The Tasks pane has the most keys; at 120 columns they and the app's all fit, q Quit last."""
+    h = Harness(tmp_path, ops_plan())
+    async with h.app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.1)
+        assert isinstance(h.app.focused, TasksPane)
+        text = screen_text(h.app)  # the screenshot's text runs the footer's keys together
+        footer = text[text.index("r Reassign"):text.index("^p palette")].rstrip("▏ ")
+        keys = ["R Retry", "x Cancel", "+", "-", "Priority", "⏎ Details", "v DAG", "? Help", ": Command", "/ Filter",
+                "p Pause", "z Maximise", "q Quit"]
+        assert [k for k in keys if k in footer] == keys, footer
+        assert footer.endswith("q Quit"), footer  # whole, last, not cut
