@@ -16,9 +16,13 @@ monotonic clock is the system's, so the two processes' times compare):
    returned; the dashboard draws at most `BATCH_HZ` times a second by design, so half that period
    is its expected share).
 
+With `--over nats` the manager serves over NATS instead (a nats-server with JetStream started on a
+free loopback port, as `serve --listen nats://...`), the watchers attach with `nats://HOST:PORT/lag`,
+and the floor is a bare nats-py publish of the same lines to a subscriber in this process.
+
 Prints p50/p95 (ms) for each and their ratios to the floor's; asserts nothing.
 
-    .venv/bin/python benchmarks/bench_watch_lag.py [--rate 1000] [--seconds 5]
+    .venv/bin/python benchmarks/bench_watch_lag.py [--rate 1000] [--seconds 5] [--over unix|nats]
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ async def paced(count: int, rate: float, emit) -> dict[int, float]:  # type: ign
 # ---------------------------------------------------------------- the manager's process
 
 
-async def manager_role(sock_path: str, count: int, rate: float, out: str) -> None:
+async def manager_role(where: str, count: int, rate: float, out: str) -> None:
     import yaml
 
     from engine.events import TaskPriority
@@ -66,6 +70,7 @@ async def manager_role(sock_path: str, count: int, rate: float, out: str) -> Non
     from engine.manager import SprintManager
     from engine.plan import load_plan
     from engine.transports.address import parse_address, listen
+    from engine.transports.nats import NatsTransport
     from engine.transports.socket import SocketTransport
     from engine.watchers import WatchHub
 
@@ -76,9 +81,13 @@ async def manager_role(sock_path: str, count: int, rate: float, out: str) -> Non
         "tasks": [{"id": "long", "requires": ["x"], "estimate": "1h"}, {"id": "later", "requires": ["x"]}],
     }))
     plan = load_plan(directory / "plan.yaml")
-    address = parse_address(f"unix:{sock_path}", listening=True)
-    listener, _ = listen(address)
-    transport = SocketTransport(listener, address, tokens={})
+    transport: SocketTransport | NatsTransport
+    if where.startswith("nats://"):
+        transport = NatsTransport(parse_address(where), tokens={})
+    else:
+        address = parse_address(f"unix:{where}", listening=True)
+        listener, _ = listen(address)
+        transport = SocketTransport(listener, address, tokens={})
     journal = JournalWriter.create(directory / "run.jsonl", {"sprint": "lag", "planDigest": plan.digest})
     (directory / "ws").mkdir()
     manager = SprintManager(plan, workspace=directory / "ws", journal=journal, transport=transport, speed=1.0)
@@ -100,11 +109,43 @@ async def manager_role(sock_path: str, count: int, rate: float, out: str) -> Non
     Path(out).write_text(json.dumps({"sent": seqs, "resyncs": sum(w.resyncs for w in hub.watchers)}))
     run.cancel()
     await manager.stop()
-    await transport.close()
+    await transport.finish(1.0)  # the watchers are told the end (over NATS they would wait for it)
     journal.close()
 
 
-async def floor_role(sock_path: str, count: int, rate: float, out: str) -> None:
+def floor_line(i: int) -> bytes:
+    return json.dumps({"seq": i, "type": "task_priority", "data": {"taskId": "later"}}).encode()
+
+
+async def floor_role(where: str, count: int, rate: float, out: str) -> None:
+    if where.startswith("nats://"):
+        await nats_floor_role(where, count, rate, out)
+    else:
+        await unix_floor_role(where, count, rate, out)
+
+
+async def nats_floor_role(url: str, count: int, rate: float, out: str) -> None:
+    """The same pace of small JSON lines published on core NATS, once the watcher says it listens."""
+    import nats
+
+    nc = await nats.connect(url.rsplit("/", 1)[0])
+    ready = asyncio.Event()
+
+    async def on_ready(msg) -> None:  # type: ignore[no-untyped-def]
+        ready.set()
+
+    await nc.subscribe("lag.ready", cb=on_ready)
+    await asyncio.wait_for(ready.wait(), 30)
+    pending: list[asyncio.Task[None]] = []
+    sent = await paced(count, rate, lambda i: pending.append(asyncio.ensure_future(nc.publish("lag.floor", floor_line(i)))))
+    await asyncio.gather(*pending)
+    await nc.flush()
+    await asyncio.sleep(0.5)
+    Path(out).write_text(json.dumps({"sent": sent, "resyncs": 0}))
+    await nc.close()
+
+
+async def unix_floor_role(sock_path: str, count: int, rate: float, out: str) -> None:
     """The same pace of small JSON lines on a bare Unix socket."""
     connected = asyncio.Event()
     writers: list[asyncio.StreamWriter] = []
@@ -121,8 +162,7 @@ async def floor_role(sock_path: str, count: int, rate: float, out: str) -> None:
     await connected.wait()
     await asyncio.sleep(0.5)
     writer = writers[0]
-    sent = await paced(count, rate, lambda i: writer.write(json.dumps({"seq": i, "type": "task_priority",
-                                                                       "data": {"taskId": "later"}}).encode() + b"\n"))
+    sent = await paced(count, rate, lambda i: writer.write(floor_line(i) + b"\n"))
     await writer.drain()
     await asyncio.sleep(0.5)
     Path(out).write_text(json.dumps({"sent": sent, "resyncs": 0}))
@@ -134,7 +174,7 @@ async def floor_role(sock_path: str, count: int, rate: float, out: str) -> None:
 
 
 def start_role(role: str, sock: str, count: int, rate: float, out: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, __file__, "--role", role, "--socket", sock, "--count", str(count),
+    return subprocess.Popen([sys.executable, __file__, "--role", role, "--at", sock, "--count", str(count),
                              "--rate", str(rate), "--out", out], env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -144,13 +184,17 @@ async def connect(sock: str):  # type: ignore[no-untyped-def]
 
     for _ in range(500):
         try:
-            return await WatchedSource.connect(parse_address(f"unix:{sock}"), "bench", None)
+            address = parse_address(sock if sock.startswith("nats://") else f"unix:{sock}")
+            return await WatchedSource.connect(address, "bench", None)
         except Exception:
             await asyncio.sleep(0.02)
     raise SystemExit("the manager did not start")
 
 
 async def watch_floor(sock: str, seen: dict[int, float]) -> None:
+    if sock.startswith("nats://"):
+        await watch_nats_floor(sock, seen)
+        return
     for _ in range(500):
         try:
             reader, _ = await asyncio.open_unix_connection(sock)
@@ -159,6 +203,27 @@ async def watch_floor(sock: str, seen: dict[int, float]) -> None:
             await asyncio.sleep(0.02)
     while line := await reader.readline():
         seen[json.loads(line)["seq"]] = time.monotonic()
+
+
+async def watch_nats_floor(url: str, seen: dict[int, float]) -> None:
+    import nats
+
+    nc = await nats.connect(url.rsplit("/", 1)[0])
+
+    async def take(msg) -> None:  # type: ignore[no-untyped-def]
+        seen[json.loads(msg.data)["seq"]] = time.monotonic()
+
+    await nc.subscribe("lag.floor", cb=take)
+    await nc.flush()
+    while not seen:  # say so until the floor's process starts publishing
+        await nc.publish("lag.ready", b"")
+        await asyncio.sleep(0.1)
+    while True:
+        before = len(seen)
+        await asyncio.sleep(1.0)
+        if len(seen) == before:
+            break
+    await nc.close()
 
 
 async def watch_source(sock: str, seen: dict[int, float]) -> None:
@@ -186,9 +251,9 @@ async def watch_dashboard(sock: str, seen: dict[int, float]) -> None:
             await pilot.pause(0.2)
 
 
-def measure(role: str, watcher, count: int, rate: float) -> tuple[list[float], int]:  # type: ignore[no-untyped-def]
+def measure(role: str, watcher, count: int, rate: float, url: str | None) -> tuple[list[float], int]:  # type: ignore[no-untyped-def]
     directory = Path(tempfile.mkdtemp(prefix="sd-lag-"))
-    sock, out = str(directory / "s.sock"), str(directory / "sent.json")
+    sock, out = url or str(directory / "s.sock"), str(directory / "sent.json")
     process = start_role(role, sock, count, rate, out)
     seen: dict[int, float] = {}
     try:
@@ -207,28 +272,44 @@ def measure(role: str, watcher, count: int, rate: float) -> tuple[list[float], i
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--role", choices=["manager", "floor"])
-    parser.add_argument("--socket")
+    parser.add_argument("--at", help="the Unix socket's path, or the NATS address with the sprint")
     parser.add_argument("--count", type=int)
     parser.add_argument("--out")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--over", choices=["unix", "nats"], default="unix")
     args = parser.parse_args()
     if args.role == "manager":
-        asyncio.run(manager_role(args.socket, args.count, args.rate, args.out))
+        asyncio.run(manager_role(args.at, args.count, args.rate, args.out))
         return
     if args.role == "floor":
-        asyncio.run(floor_role(args.socket, args.count, args.rate, args.out))
+        asyncio.run(floor_role(args.at, args.count, args.rate, args.out))
         return
+    if args.over == "nats":
+        from bench_nats import start_nats
+
+        store = Path(tempfile.mkdtemp(prefix="sd-lag-nats-"))
+        server, port = start_nats(store)
+        try:
+            report(args, f"nats://127.0.0.1:{port}/lag")
+        finally:
+            server.terminate()
+            server.wait()
+        return
+    report(args, None)
+
+
+def report(args: argparse.Namespace, url: str | None) -> None:
     from app.dashboard import BATCH_HZ
 
     count = int(args.rate * args.seconds)
-    print(f"watch lag at {args.rate:,.0f} events/s, {count:,} events, {os.cpu_count()} cores; dashboard draws "
+    print(f"watch lag over {args.over} at {args.rate:,.0f} events/s, {count:,} events, {os.cpu_count()} cores; dashboard draws "
           f"at most {BATCH_HZ}/s (half a period: {500 / BATCH_HZ:.0f} ms)")
-    floor, _ = measure("floor", watch_floor, count, args.rate)
+    floor, _ = measure("floor", watch_floor, count, args.rate, url)
     f50, f95 = percentile(floor, 50), percentile(floor, 95)
-    print(f"  floor (bare socket lines)   p50 {f50:7.2f} ms  p95 {f95:7.2f} ms")
+    print(f"  {'floor (bare ' + args.over + ' lines)':<27} p50 {f50:7.2f} ms  p95 {f95:7.2f} ms")
     for name, watcher in (("watcher (applied)", watch_source), ("dashboard (drawn)", watch_dashboard)):
-        lags, resyncs = measure("manager", watcher, count, args.rate)
+        lags, resyncs = measure("manager", watcher, count, args.rate, url)
         p50, p95 = percentile(lags, 50), percentile(lags, 95)
         print(f"  {name:<27} p50 {p50:7.2f} ms  p95 {p95:7.2f} ms  ({p50 / f50:5.1f}x / {p95 / f95:5.1f}x the floor; "
               f"{len(lags):,} events, {resyncs} resyncs)")
