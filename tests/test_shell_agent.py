@@ -92,11 +92,16 @@ async def test_cancel_kills_the_running_command(tmp_path: Path) -> None:
     manager.op_cancel("long")
     result = await asyncio.wait_for(run, 10)
     assert result.state.tasks["long"].status == "cancelled"
+    assert await _dies(child), "cancel left the command's child running"
+
+
+async def _dies(pid: int) -> bool:
+    """Whether `pid` is gone within 2.5 s."""
     for _ in range(50):
-        if not _alive(child):
-            break
+        if not _alive(pid):
+            return True
         await asyncio.sleep(0.05)
-    assert not _alive(child), "cancel left the command's child running"
+    return not _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -134,11 +139,7 @@ async def test_a_cancel_while_the_command_is_being_spawned_kills_its_children(tm
     execution.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(execution, 10)
-    for _ in range(50):
-        if not _alive(child):
-            break
-        await asyncio.sleep(0.05)
-    assert not _alive(child), "a cancel during the spawn left the command's child running"
+    assert await _dies(child), "a cancel during the spawn left the command's child running"
 
 
 def _child_running(fragment: str) -> bool:
