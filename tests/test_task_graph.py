@@ -30,6 +30,14 @@ def screen_of(pane: TasksPane) -> str:
     return "\n".join(pane.render_line(y).text for y in range(pane.scrollable_content_region.height))
 
 
+async def show_graph(pilot) -> TasksPane:
+    """The Tasks pane switched to its graph (`v`) and maximised (`z`), drawn."""
+    pane = pilot.app.query_one(TasksPane)
+    await pilot.press("v", "z")
+    await pilot.pause()
+    return pane
+
+
 def node_line(pane: TasksPane, task_id: str) -> str:
     """The second line of a task's node as drawn: its status, owner and attempt."""
     assert pane.graph is not None
@@ -59,8 +67,7 @@ def test_layers_follow_dependency_depth_and_moves_follow_edges() -> None:
 async def test_moving_along_an_edge_selects_the_dependency(tmp_path: Path) -> None:
     app = recorded_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        pane = app.query_one(TasksPane)
-        await pilot.press("v", "z")
+        pane = await show_graph(pilot)
         assert pane.graph_mode and pane.border_title == "Tasks · graph"
         assert pane.selected_key() == "update_schema"
         await pilot.press("j")  # down an edge: update_schema's dependent
@@ -108,9 +115,7 @@ async def test_a_status_change_repaints_its_node_without_a_new_layout(tmp_path: 
     app = recorded_app(tmp_path)
     app.source = source
     async with app.run_test(size=(120, 40)) as pilot:
-        pane = app.query_one(TasksPane)
-        await pilot.press("v", "z")
-        await pilot.pause()
+        pane = await show_graph(pilot)
         layout = pane.graph.layout
         assert node_line(pane, "unit_tests") == "· pending"
         repainted: list[Region] = []
@@ -127,9 +132,7 @@ async def test_a_status_change_repaints_its_node_without_a_new_layout(tmp_path: 
 async def test_the_replay_graph_follows_the_cursor(tmp_path: Path) -> None:
     app = ReplayApp(ReplayCursor.open(SAMPLES / "webrtc" / "recorded.jsonl"), at=60, config_file=tmp_path / "c.json")
     async with app.run_test(size=(120, 40)) as pilot:
-        pane = app.query_one(TasksPane)
-        await pilot.press("v", "z")
-        await pilot.pause()
+        pane = await show_graph(pilot)
         assert pane.graph_mode
         layout = pane.graph.layout
         before = app.cursor.state.tasks["e2e_tests"].status
@@ -158,9 +161,7 @@ async def test_large_plans_stay_navigable_in_the_graph(tmp_path: Path) -> None:
         app = recorded_app(tmp_path)
         app.source = source
         async with app.run_test(size=(120, 40)) as pilot:
-            pane = app.query_one(TasksPane)
-            await pilot.press("v", "z")
-            await pilot.pause()
+            pane = await show_graph(pilot)
             assert pane.border_subtitle == "edges of the selected task"
             layout = pane.graph.layout
             seen = []

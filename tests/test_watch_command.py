@@ -72,7 +72,11 @@ async def operator_reassigns_t1(address: str, run_dir: Path) -> tuple[str, str]:
 def test_headless_watchers_end_with_the_same_final_state_as_serve_json(run_dir: Path, kind: str) -> None:
     listen = f"unix:{run_dir}/s/sock" if kind == "unix" else "tcp:127.0.0.1:0"
     server = serve(watched_plan(run_dir), listen, run_dir, "--record", str(run_dir / "run.jsonl"), "--speed", "10")
-    address = listening_on(server)
+    watchers_end_as_served(server, listening_on(server), run_dir)
+
+
+def watchers_end_as_served(server: Proc, address: str, run_dir: Path) -> None:
+    """Two headless read-only watchers of `server` end with the final state its `--json` prints."""
     assert f"sprintdeck watch {address}" in server.stderr()  # serve says how to watch it
     watchers = [watch(address, run_dir, "--json", name=f"watch-{n}") for n in range(2)]  # two at once
     served = server.finish()
@@ -81,6 +85,7 @@ def test_headless_watchers_end_with_the_same_final_state_as_serve_json(run_dir: 
         watched = watcher.finish()
         assert watched.returncode == 0, watched.stderr
         assert "(read-only)" in watched.stderr and "finished · 4/4 done" in watched.stderr
+        assert "Traceback" not in watched.stderr
         assert json.loads(watched.stdout) == json.loads(served.stdout)  # state and metrics alike
 
 

@@ -22,23 +22,14 @@ from engine.transports.nats_watcher import NatsWatchWire
 from engine.watchers import restore, wire_event
 from nats_server import NatsServer, nats_server  # noqa: F401 (a fixture)
 from test_serve import GUARD, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (fixture)
-from test_watch_command import journal_records, operator_reassigns_t1, watch, watched_plan
+from test_watch_command import journal_records, operator_reassigns_t1, watch, watched_plan, watchers_end_as_served
 
 
 def test_headless_watchers_over_nats_end_with_the_same_final_state_as_serve_json(run_dir: Path, nats_server: NatsServer) -> None:
     server = serve(watched_plan(run_dir), nats_server.url, run_dir, "--record", str(run_dir / "run.jsonl"), "--speed", "10")
     address = listening_on(server)
     assert address == f"{nats_server.url}/watched"
-    assert f"sprintdeck watch {address}" in server.stderr()  # serve says how to watch it
-    watchers = [watch(address, run_dir, "--json", name=f"watch-{n}") for n in range(2)]  # two at once
-    served = server.finish()
-    assert served.returncode == 0, served.stderr
-    for watcher in watchers:
-        watched = watcher.finish()
-        assert watched.returncode == 0, watched.stderr
-        assert "(read-only)" in watched.stderr and "finished · 4/4 done" in watched.stderr
-        assert "Traceback" not in watched.stderr
-        assert json.loads(watched.stdout) == json.loads(served.stdout)  # state and metrics alike
+    watchers_end_as_served(server, address, run_dir)
 
 
 def test_operator_watcher_over_nats_reassigns_a_task_and_a_wrong_token_is_refused_and_journaled(

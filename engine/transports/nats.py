@@ -112,8 +112,8 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         self._sessions: dict[str, str] = {}  # session key -> agent id
         self._former: dict[str, str] = {}  # a session key no longer valid -> the agent it was given to
         external = sorted(set(self._tokens) - self._local)
-        # subject -> agent: what the agent sends (stored) and its requests (core NATS)
-        self._subjects_of = {self.subjects.sent_by(a): a for a in external} | {self.subjects.asked_by(a): a for a in external}
+        self._asks_of = {self.subjects.asked_by(a): a for a in external}  # subject -> agent: its requests (core NATS)
+        self._subjects_of = {self.subjects.sent_by(a): a for a in external} | self._asks_of  # and what it stores
         # agent -> the gate its fast requests wait at; one that waited is not dropped for the room its
         # agent's stored messages take in the lane (they are already bounded by the consumer)
         self._gates = {a: SequenceGate(partial(self._queue, a, room=2 * LANE_MESSAGES)) for a in external}
@@ -299,7 +299,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         elif (refused := agent_traffic_refusal(message)) is not None:
             await self._refuse(msg, *refused, message, bound=bound, security=True)
         else:
-            if msg.subject == self.subjects.asked_by(bound) and message.requires_response and (reply := _reply_of(msg)):
+            if self._asks_of.get(msg.subject) == bound and message.requires_response and (reply := _reply_of(msg)):
                 self._asked.remember(message.id, bound, reply)
             await self._deliver(msg, message, bound)
 
@@ -360,8 +360,6 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         stored for the agent (engine/transports/nats_order.py); False (the stored way) when something
         for the agent still waits to be stored, or it is not bound."""
         if message.to != agent_id or agent_id not in self._bound or self._inboxes[agent_id] or agent_id in self._unsent:
-            return False
-        if self._nc is None or self._nc.is_closed:
             return False
         check_size(message)
         self._notify(message)

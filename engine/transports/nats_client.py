@@ -73,6 +73,7 @@ class NatsClient(SocketClient):
         self._storing = 0  # stored messages on their way to the server: no request may overtake them
         self._stored = 0  # the stream sequence of the last one it took from this agent
         self._replies = SequenceGate(self._take)  # fast replies wait for the stored messages before them
+        self._asks, self._mine = self.subjects.asked_by(agent_id), self.subjects.agent(agent_id)  # its subjects
 
     @property
     def connected(self) -> bool:
@@ -96,7 +97,7 @@ class NatsClient(SocketClient):
         # No message id: a request on core NATS is never sent twice (one lost goes unanswered, as over a socket).
         headers = {REPLY_HEADER: self._reply, SESSION_HEADER: session, AFTER_HEADER: str(self._stored)}
         try:
-            await self._nc.publish(self.subjects.asked_by(self.agent_id), message.wire().encode(), headers=headers)
+            await self._nc.publish(self._asks, message.wire().encode(), headers=headers)
         except (NatsError, OSError):
             return False
         return True
@@ -212,7 +213,7 @@ class NatsClient(SocketClient):
         """A message from the stream: taken once (a redelivery is only acknowledged), then acked."""
         if self._seen.first_time(msg):
             self._take(msg)
-        if msg.subject == self.subjects.agent(self.agent_id):
+        if msg.subject == self._mine:
             self._replies.stored(stream_sequence(msg))  # the fast replies sent after it may go on
         try:
             await msg.ack()

@@ -49,10 +49,10 @@ def stream_sequence(msg: Msg) -> int:
 class SequenceGate:
     """Lets a fast message through once the stored messages sent before it have come."""
 
-    def __init__(self, release: Callable[[Msg], None], seen: int = 0) -> None:
-        """`release(msg)` takes a held message on; `seen`: the last sequence delivered before."""
+    def __init__(self, release: Callable[[Msg], None]) -> None:
+        """`release(msg)` takes a held message on once the sequence it waits for has come."""
         self._release = release
-        self.seen = seen
+        self.seen = 0  # the last stored sequence delivered on this way
         self._held: list[tuple[int, Msg]] = []
 
     def stored(self, sequence: int) -> None:
