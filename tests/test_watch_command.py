@@ -16,13 +16,14 @@ import json
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.dashboard import SprintDeckApp
 from app.watch_source import READ_ONLY, WatchedSource, WatchRefused
 from conftest import write_plan
-from engine.protocol import MANAGER_ID, MessageType, make_message, parse_message
+from engine.protocol import MANAGER_ID, IPCMessage, MessageType, make_message, parse_message
 from engine.transports.address import parse_address
 from engine.transports.framing import LineFramer, encode
 from engine.watchers import MAX_WATCHER_EVENTS, restore, wire_event
@@ -172,14 +173,20 @@ def test_a_watcher_that_stops_reading_is_resynchronised_and_the_sprint_goes_on(r
     snapshots = [m for m in messages if m.type == MessageType.STATE_SYNC]
     assert snapshots[0].correlation_id is not None and len(snapshots) >= 2, "no resync"
     assert all(s.correlation_id is None for s in snapshots[1:])
-    state = restore(snapshots[0].payload.state)
+    assert rebuilt_state(messages) == json.loads(served.stdout)["state"]
+
+
+def rebuilt_state(messages: list[IPCMessage]) -> dict[str, Any]:
+    """The state a watcher rebuilds from what it was sent: its first snapshot, batches of events
+    applied in order, and a fresh snapshot wherever it was resynchronised (as JSON)."""
+    state = restore(messages[0].payload.state)
     for message in messages[1:]:
         if message.type == MessageType.STATE_SYNC:
             state = restore(message.payload.state)
         else:
             for record in message.payload.data["events"]:
                 apply(state, wire_event(record))
-    assert state.model_dump(mode="json") == json.loads(served.stdout)["state"]
+    return state.model_dump(mode="json")
 
 
 def journal_records(journal: Path) -> int:

@@ -16,13 +16,11 @@ import json
 from pathlib import Path
 
 from engine.protocol import MANAGER_ID, SPRINT_FINISHED, MessageType, make_message
-from engine.reducer import apply
 from engine.transports.address import parse_address
 from engine.transports.nats_watcher import NatsWatchWire
-from engine.watchers import restore, wire_event
 from nats_server import NatsServer, nats_server  # noqa: F401 (a fixture)
 from test_serve import GUARD, listening_on, records_of, run_dir, serve, wait_for  # noqa: F401 (fixture)
-from test_watch_command import journal_records, operator_reassigns_t1, watch, watched_plan, watchers_end_as_served
+from test_watch_command import journal_records, operator_reassigns_t1, watch, rebuilt_state, watched_plan, watchers_end_as_served
 
 
 def test_headless_watchers_over_nats_end_with_the_same_final_state_as_serve_json(run_dir: Path, nats_server: NatsServer) -> None:
@@ -91,11 +89,4 @@ def test_a_nats_watcher_that_falls_behind_asks_for_a_fresh_snapshot_and_ends_wit
     assert snapshots[0] is messages[0] and snapshots[0].correlation_id is not None
     assert len(snapshots) >= 2, "no fresh snapshot"
     assert messages[-1].payload.info == SPRINT_FINISHED
-    state = restore(snapshots[0].payload.state)
-    for message in messages[1:-1]:
-        if message.type == MessageType.STATE_SYNC:
-            state = restore(message.payload.state)
-        else:
-            for record in message.payload.data["events"]:
-                apply(state, wire_event(record))
-    assert state.model_dump(mode="json") == json.loads(served.stdout)["state"]
+    assert rebuilt_state(messages[:-1]) == json.loads(served.stdout)["state"]
