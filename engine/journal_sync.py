@@ -44,13 +44,22 @@ class SyncThread:
         """Sync `fd`; `done(error)` then runs on `loop`, in a later turn either way (so what runs
         between the request and its answer is the same): the sync is made here while the last
         one was quick (`INLINE_BELOW`), else by the thread (which starts with its first request)."""
-        if self._last < INLINE_BELOW:
-            loop.call_soon(done, self._sync(fd))
+        if self.quick:
+            loop.call_soon(done, self.sync_here(fd))
             return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
         self._requests.put((fd, loop, done))
+
+    @property
+    def quick(self) -> bool:
+        """The last sync took under `INLINE_BELOW`: the next may be made on the loop."""
+        return self._last < INLINE_BELOW
+
+    def sync_here(self, fd: int) -> OSError | None:
+        """`fdatasync(fd)` on the caller's thread, timed like the thread's; its error, or None."""
+        return self._sync(fd)
 
     def stop(self) -> None:
         """Finish the requests already submitted, then end the thread (before the fd is closed)."""

@@ -10,8 +10,10 @@ Two exceptions keep a lock round trip at one sync (docs/journal.md, "Durability 
 events nobody waits on (a delivered message's own record, a heartbeat) become durable within
 `SYNC_SOON`, carried by the next flush someone waits on, instead of syncing at once and making
 the next request wait behind that sync; and a batch of release answers only (`EARLY_TYPES`) goes
-out without waiting, since it hands nothing to anyone.  When the journal fails, nothing more is
-sent and `until` raises the failure, which stops the sprint.
+out without waiting, since it hands nothing to anyone.  And while the disk is fast, the inbox's
+reader makes the journal durable and sends the batch's replies itself, in the turn it decided them
+(`deliver_here`), instead of waking the flusher; one lock keeps every delivery in order.  When the
+journal fails, nothing more is sent and `until` raises the failure, which stops the sprint.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Mail:
         self._wake = asyncio.Event()
         self._sync_timer: asyncio.TimerHandle | None = None
         self._failed = asyncio.Event()
+        self._sending = asyncio.Lock()
         self.failure: JournalFailure | None = None  # the journal failed: nothing more is sent
         self._requests_seen: dict[str, float] = {}  # request message id -> arrival (for latency)
         transport.tap(self._record)
@@ -88,7 +91,8 @@ class Mail:
         while self.failure is None:
             await self._wake.wait()
             self._wake.clear()
-            await self.deliver()
+            if self._outbox or self._sync_timer is None:  # else: sent already, the timer's sync is not due
+                await self.deliver()
 
     async def until(self, done: asyncio.Event) -> None:
         """Wait for `done`; raise the journal's `JournalFailure` instead if it fails first (or meanwhile)."""
@@ -108,10 +112,25 @@ class Mail:
         Cancelled midway (the manager stopping), what was not yet sent goes back to the front of
         the outbox, so `stop` still delivers it instead of losing a reply it already decided.
         """
-        outbox, self._outbox = self._outbox, []  # taken first: a message posted mid-flush waits for the next one
+        async with self._sending:  # one delivery at a time: a later message never overtakes
+            outbox, self._outbox = self._outbox, []  # taken first: a message posted mid-flush waits for the next one
+            await self._send(outbox, durable=False)
+
+    async def deliver_here(self) -> None:
+        """`deliver` in the caller's turn, when the journal can be made durable without waiting
+        (no sync running, a fast disk): the inbox's reader sends the replies it decided without
+        waking the flusher and its sync (issue 14).  Otherwise the flusher, already woken, does."""
+        if self._sending.locked() or not self._outbox or not self._durable_now(self._outbox):
+            return
+        async with self._sending:
+            outbox, self._outbox = self._outbox, []
+            await self._send(outbox, durable=True)
+
+    async def _send(self, outbox: list[IPCMessage], *, durable: bool) -> None:
+        """Send `outbox`, once the journal is durable for it unless it is already (`durable`)."""
         sent = 0
         try:
-            if not await self._durable_for(outbox):
+            if not durable and not await self._durable_for(outbox):
                 return
             for message in outbox:
                 try:
@@ -126,20 +145,43 @@ class Mail:
     async def _durable_for(self, outbox: list[IPCMessage]) -> bool:
         """Flush the journal unless only early answers wait; False once the journal has failed."""
         journal = self._recorder.journal
+        if self._durable_now(outbox):
+            return True
+        if journal is None or self.failure is not None:
+            return False
+        try:
+            await journal.flush()
+        except JournalFailure as failure:
+            return self._journal_failed(failure)
+        self._all_durable()
+        return True
+
+    def _durable_now(self, outbox: list[IPCMessage]) -> bool:
+        """True if `outbox` may go now: nothing it announces is still to be synced, or the sync
+        was made in this turn (`JournalWriter.flush_now`)."""
+        journal = self._recorder.journal
         if self.failure is not None:
             return False  # the journal cannot keep what a message would announce: nothing more is sent
         if journal is None or (outbox and all(message.type in EARLY_TYPES for message in outbox)):
             return True
         try:
-            await journal.flush()
+            if not journal.flush_now():
+                return False
         except JournalFailure as failure:
-            self.failure = failure
-            self._failed.set()
-            return False
-        if self._sync_timer is not None and journal.durable_seq == journal.last_seq:
+            return self._journal_failed(failure)
+        self._all_durable()
+        return True
+
+    def _all_durable(self) -> None:
+        journal = self._recorder.journal
+        if self._sync_timer is not None and journal is not None and journal.durable_seq == journal.last_seq:
             self._sync_timer.cancel()  # all durable: a timer sync now would only delay the next request
             self._sync_timer = None
-        return True
+
+    def _journal_failed(self, failure: JournalFailure) -> bool:
+        self.failure = failure
+        self._failed.set()
+        return False
 
     async def deliver_rest(self) -> None:
         """At stop: send what is decided but unsent, bounded so a peer that never reads cannot hold it."""
@@ -162,3 +204,4 @@ class Mail:
                 decided += 1
                 message = self.inbox.get_nowait() if decided < INBOX_BATCH else None
             placed()
+            await self.deliver_here()

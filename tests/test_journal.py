@@ -504,3 +504,39 @@ async def test_a_sync_failing_on_the_loop_fails_the_flush_as_on_the_thread(tmp_p
     assert on_loop == [True] and failed.value.durable_seq == 1 and writer.durable_seq == 1
     writer.close()
     assert [record["seq"] for record in read_journal(writer.path)[1]] == [1]  # cut back to the durable record
+
+
+async def test_flush_now_makes_records_durable_in_the_callers_turn_while_the_disk_is_fast(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """What lets the manager answer a lock in the turn it decided it (engine/mail.py)."""
+    monkeypatch.setattr(journal_sync, "INLINE_BELOW", 0.02)
+    writer = JournalWriter.create(tmp_path / "j.jsonl", HEADER)
+    writer.append(**event(1))
+    assert writer.flush_now() is False and writer.durable_seq == 0  # no sync timed yet: as if slow
+    assert await writer.flush() == 1  # the first goes to the thread, and is fast
+    writer.append(**event(2))
+    assert writer.flush_now() is True and writer.durable_seq == 2  # no await: this turn
+    slow = asyncio.create_task(_slow_flush(writer, monkeypatch, event(3)))
+    await asyncio.sleep(0)
+    writer.append(**event(4))
+    assert writer.flush_now() is False and writer.durable_seq == 2  # a sync is running: wait for it
+    await slow
+    assert await writer.flush() == 4
+    writer.close()
+    assert [record["seq"] for record in read_journal(writer.path)[1]] == [1, 2, 3, 4]
+
+
+async def _slow_flush(writer: JournalWriter, monkeypatch: Any, record: dict[str, Any]) -> None:
+    """A flush whose sync takes 0.1 s (on the thread: the loop goes on meanwhile)."""
+    real_fdatasync = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        time.sleep(0.1)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+    monkeypatch.setattr(journal_sync, "INLINE_BELOW", 0.0)  # to the thread
+    writer.append(**record)
+    await writer.flush()
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
+    monkeypatch.setattr(journal_sync, "INLINE_BELOW", 0.02)

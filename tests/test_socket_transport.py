@@ -227,6 +227,40 @@ async def test_priority_order_then_fifo_from_an_agent(net: Bus) -> None:
     ]
 
 
+async def test_a_message_sent_as_an_agent_is_welcomed_comes_after_what_waited_for_it(net: Bus) -> None:
+    """Sent in the turn its connection is bound, before its pump has run: not written at once,
+    past the messages its inbox kept while it was away."""
+    net.transport.subscribe(MANAGER_ID)
+    for n in range(5):  # agent-a is not connected: its inbox keeps them
+        await net.transport.send(update(MANAGER_ID, to="agent-a", text=f"kept-{n}"))
+
+    def right_after_the_welcome(message: IPCMessage) -> None:
+        if message.type == "agent_ready":  # this task runs just after the one that welcomes it
+            last = update(MANAGER_ID, to="agent-a", text="sent-at-the-welcome")
+            asyncio.get_running_loop().create_task(net.transport.send(last))
+
+    net.transport.tap(right_after_the_welcome)
+    async with net.client("agent-a") as client:
+        inbox = client.subscribe("agent-a")
+        await until(lambda: len(inbox) == 6, "6 messages")
+        texts = [message.payload.message for message in drain(inbox)]
+    assert texts == [f"kept-{n}" for n in range(5)] + ["sent-at-the-welcome"]
+
+
+async def test_messages_to_a_connected_agent_keep_their_order_when_its_socket_backs_up(net: Bus) -> None:
+    """A message for an idle connection is written at once, the others go through its inbox and
+    pump: big messages fill the socket, so both ways are taken, and the agent gets them in order."""
+    net.transport.subscribe(MANAGER_ID)
+    async with net.client("agent-a") as client:
+        inbox = client.subscribe("agent-a")
+        for n in range(40):
+            await net.transport.send(update(MANAGER_ID, to="agent-a", text=f"{n:02d}" + "x" * 200_000))
+            await asyncio.sleep(0.01 if n % 7 == 0 else 0)  # a turn for the pump; now and then, time to catch up
+        await until(lambda: len(inbox) == 40, "40 messages")
+        texts = [message.payload.message[:2] for message in drain(inbox)]
+    assert texts == [f"{n:02d}" for n in range(40)]
+
+
 # ---------------------------------------------------------------- request / reply
 
 
