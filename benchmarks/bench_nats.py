@@ -17,7 +17,12 @@ agent as fast as it can, until the manager's inbox has all N (echo: N publishes 
 subscriber counted N).  The target (issue 17) is NATS p50 <= 1.5 x the bare echo p50.
 
 Figures are printed, never asserted.  Usage:
-    .venv/bin/python benchmarks/bench_nats.py [--rounds 400] [--warmup 50] [--block 50] [--messages 5000]
+    .venv/bin/python benchmarks/bench_nats.py [--rounds 400] [--warmup 50] [--block 50] [--messages 5000] [--shared]
+
+With two CPUs or more the nats-server runs on the last one and this process on the others, as a
+broker on a machine of its own would (issue 17: agents on a laptop, a cloud box and CI); on a
+shared core every microsecond of Python is added to each round trip, and on two cores the OS
+puts them together about half the time, so the p50 becomes bimodal.  `--shared` measures that.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import shutil
 import socket
@@ -56,10 +62,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_nats(store: Path, cpus: set[int] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A nats-server with JetStream; on `cpus` only, if given."""
     port = free_port()
     server = subprocess.Popen([shutil.which("nats-server") or "nats-server", "-js", "-a", "127.0.0.1", "-p", str(port),
-                               "-sd", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "-sd", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
     for _ in range(500):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -243,9 +251,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--block", type=int, default=50)
     parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--shared", action="store_true",
+                        help="leave the server and this process where the OS schedules them (default: apart)")
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="sd-bench-nats-", dir="/tmp"))
-    server, port = start_nats(directory / "js")
+    cpus = sorted(os.sched_getaffinity(0))
+    args.apart = not args.shared and len(cpus) >= 2
+    server, port = start_nats(directory / "js", {cpus[-1]} if args.apart else None)
+    if args.apart:  # as a broker on a machine of its own: it never takes this process's core
+        os.sched_setaffinity(0, set(cpus[:-1]))
     try:
         figures = asyncio.run(run(args, f"nats://127.0.0.1:{port}", directory))
     finally:
@@ -254,6 +268,7 @@ def main() -> None:
         shutil.rmtree(directory, ignore_errors=True)
     version = subprocess.run(["nats-server", "--version"], capture_output=True, text=True).stdout.strip()
     figures["machine"] = f"{platform.python_implementation()} {platform.python_version()}, {version}"
+    figures["placement"] = "server on its own CPU" if args.apart else "as the OS schedules"
     print(json.dumps(figures, indent=2))
 
 

@@ -47,8 +47,8 @@ class TaskAssignPayload(WireModel):
     description: str | None = None
     command: str | None = None
     estimate: float | None = None  # seconds
-    agents: list[str] = []  # every agent of a collaborative task
-    locks: list[LockRef] = []  # grants taken for the task's duration
+    agents: list[str] = Field(default_factory=list)  # every agent of a collaborative task
+    locks: list[LockRef] = Field(default_factory=list)  # grants taken for the task's duration
     max_execution_time: float | None = None  # seconds
 
 
@@ -64,7 +64,7 @@ class TaskCompletePayload(WireModel):
     task_id: str
     attempt: int = Field(ge=1)
     result: str | dict[str, Any] | None = None
-    locks: list[LockRef] = []  # fencing: the grants this completion relies on
+    locks: list[LockRef] = Field(default_factory=list)  # fencing: the grants this completion relies on
     usage: Usage | None = None
 
 
@@ -105,11 +105,11 @@ class ResourceLockPayload(WireModel):
     ttl: int | None = Field(default=None, gt=0)  # ms
     wait_ms: int | None = Field(default=None, ge=0)
     task_id: str | None = None
-    also: list[LockRef] = []  # further paths granted all at once with resourceId
+    also: list[LockRef] = Field(default_factory=list)  # further paths granted all at once with resourceId
     lock_id: str | None = None
     token: int | None = None
     expires_at: datetime | None = None
-    grants: list[LockRef] = []  # on a multi-path grant: every path's lockId/token
+    grants: list[LockRef] = Field(default_factory=list)  # on a multi-path grant: every path's lockId/token
 
 
 class ResourceUnlockPayload(WireModel):
@@ -140,7 +140,7 @@ class StateUpdatePayload(WireModel):
 
 class StateRequestPayload(WireModel):
     #: "conflicts" alone asks for the files in conflict only (a hook's question after each tool call)
-    sections: list[Literal["files", "tasks", "agents", "locks", "conflicts"]] = []
+    sections: list[Literal["files", "tasks", "agents", "locks", "conflicts"]] = Field(default_factory=list)
     #: true: besides this answer, push a state_sync of these sections after every change of the
     #: state (at a bounded rate, engine/state_push.py); false: stop pushing
     subscribe: bool | None = None
@@ -176,8 +176,8 @@ class AgentReadyPayload(WireModel):
     """
 
     agent_id: str | None = None  # the seed's agentId: must equal the envelope's `from`
-    capabilities: list[str] = []
-    specializations: list[str] = []
+    capabilities: list[str] = Field(default_factory=list)
+    specializations: list[str] = Field(default_factory=list)
     max_concurrent_tasks: int | None = Field(default=None, ge=1)
     resource_limits: ResourceLimits | None = None
     dependencies: list[str] = Field(default=[], exclude_if=_empty)
@@ -229,9 +229,9 @@ class ProvideAssistancePayload(WireModel):
 
 class BroadcastInfoPayload(WireModel):
     info: str
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class HeartbeatPayload(WireModel):
-    tasks: list[str] = []
+    tasks: list[str] = Field(default_factory=list)
     load: int | None = Field(default=None, ge=0)
