@@ -10,6 +10,11 @@ as `sprintdeck agent` uses it.  One round is a `resource_lock` request answered 
   journal (measured on the Unix server during the warm-up) and `os.fdatasync`, to a file beside
   the journal (same directory, same filesystem; the live journal itself must not be written by
   another process).
+- floor: the least any Python lock server could do, in another process on the same kind of
+  socket: an `asyncio.Protocol` that parses the request line (`json.loads`), appends one
+  checksummed grant record to a journal beside the served one, `fdatasync`s it in the same
+  callback and writes the answer; no validation, authentication, lock table, leases or state.
+  It shows how much of the target is left for all that (its client is the echo's).
 The target (issue 14) is acquire p50 <= 2 x echo p50 + one fsync p50.  The paths alternate in
 blocks after a warm-up, so that drift on a shared machine hits all alike.
 
@@ -65,6 +70,38 @@ async def main(kind, where):
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
+FLOOR_SERVER = """
+import asyncio, json, os, sys, zlib
+journal = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+class Floor(asyncio.Protocol):
+    seq = 0
+    def connection_made(self, transport):
+        self.transport, self.buffer = transport, b""
+    def data_received(self, data):
+        self.buffer += data
+        while b"\\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\\n", 1)
+            request = json.loads(line)
+            payload, Floor.seq = request["payload"], Floor.seq + 1
+            grant = {"resourceId": payload["resourceId"], "lockType": payload["lockType"], "lockId": f"L{Floor.seq}", "token": Floor.seq}
+            record = json.dumps({"seq": Floor.seq, "type": "lock_granted", "data": {**grant, "agentId": request["from"]}})
+            os.write(journal, f"{record} {zlib.crc32(record.encode()):08x}\\n".encode())
+            os.fdatasync(journal)
+            answer = {"id": "a" + request["id"], "type": "resource_lock", "from": request["to"], "to": request["from"],
+                      "correlationId": request["id"], "payload": grant}
+            self.transport.write(json.dumps(answer).encode() + b"\\n")
+async def main(kind, where):
+    loop = asyncio.get_running_loop()
+    if kind == "unix":
+        server = await loop.create_unix_server(Floor, where)
+    else:
+        server = await loop.create_server(Floor, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+    print("ready", flush=True)
+    await server.serve_forever()
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -93,9 +130,12 @@ def start_serve(directory: Path, kind: str) -> tuple[subprocess.Popen[bytes], st
     return serve, address, tokens, journal
 
 
-def start_echo(directory: Path, kind: str) -> tuple[subprocess.Popen[bytes], Callable[[], Awaitable[Streams]]]:
-    where = str(directory / f"echo-{kind}.sock")
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, kind, where], stdout=subprocess.PIPE)
+def start_echo(directory: Path, kind: str, server: str = ECHO_SERVER,
+               name: str = "echo") -> tuple[subprocess.Popen[bytes], Callable[[], Awaitable[Streams]]]:
+    """A line server (`server`, the echo unless told) in another process, and how to connect to it."""
+    where = str(directory / f"{name}-{kind}.sock")
+    echo = subprocess.Popen([sys.executable, "-c", server, kind, where, str(directory / f"{name}-{kind}.jsonl")],
+                            stdout=subprocess.PIPE)
     assert echo.stdout is not None
     port = int(echo.stdout.readline()) if kind == "tcp" else 0
     echo.stdout.readline()  # ready
@@ -126,15 +166,20 @@ def lock_round(client: SocketClient, kind: str) -> Round:
     return one
 
 
+def request_line() -> bytes:
+    """The lock request a round sends, as it goes on the wire."""
+    return encode(make_message("resource_lock", "agent", MANAGER_ID, {"resourceId": "bench/unix/f10.py", "lockType": "write"}))
+
+
 def request_line_size() -> int:
     """The size on the wire of the lock request a round sends (what the echo sends back and forth)."""
-    return len(encode(make_message("resource_lock", "agent", MANAGER_ID,
-                                   {"resourceId": "bench/unix/f10.py", "lockType": "write"})))
+    return len(request_line())
 
 
-def echo_round(streams: Streams, size: int) -> Round:
+def echo_round(streams: Streams, size: int, line: bytes | None = None) -> Round:
+    """Send `line` (else one of `size` bytes) and read a line back, timed."""
     reader, writer = streams
-    line = b"x" * (size - 1) + b"\n"
+    line = line or b"x" * (size - 1) + b"\n"
 
     async def one(i: int) -> tuple[float, float]:
         start = time.perf_counter()
@@ -182,12 +227,15 @@ def report(samples: dict[str, list[tuple[float, float]]], args: argparse.Namespa
         print(f"{kind + ': resource_lock -> grant':40} {pct(acquire, 50):8.3f} {pct(acquire, 99):8.3f}")
         pairs = 1000 / statistics.fmean(pair)
         print(f"{kind + ': acquire + release pair':40} {pct(pair, 50):8.3f} {pct(pair, 99):8.3f} {pairs:9,.0f}")
+        floor = ms[f"floor-{kind}"][0]
+        print(f"{kind + ': floor (parse, record, sync, answer)':40} {pct(floor, 50):8.3f} {pct(floor, 99):8.3f}")
     print()
     for kind in ("unix", "tcp"):
         echo, acquire = pct(ms[f"echo-{kind}"][0], 50), pct(ms[f"lock-{kind}"][0], 50)
         target = 2 * echo + fsync
+        floor = pct(ms[f"floor-{kind}"][0], 50)
         print(f"{kind}: acquire p50 {acquire:.3f} ms = {acquire / echo:.1f}x echo; target 2 x echo + fsync = "
-              f"{target:.3f} ms; acquire / target = {acquire / target:.2f}")
+              f"{target:.3f} ms; acquire / target = {acquire / target:.2f}; floor / target = {floor / target:.2f}")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -203,7 +251,8 @@ async def main(args: argparse.Namespace) -> None:
             for kind in ("unix", "tcp"):
                 serve, address, tokens, journal = start_serve(directory, kind)
                 echo, connect = start_echo(directory, kind)
-                processes += [serve, echo]
+                floor, connect_floor = start_echo(directory, kind, FLOOR_SERVER, "floor")
+                processes += [serve, echo, floor]
                 client = SocketClient(parse_address(address), "agent",
                                       token=lambda tokens=tokens: read_token(tokens, "agent"), give_up_after=30)
                 await client.connect()
@@ -211,6 +260,7 @@ async def main(args: argparse.Namespace) -> None:
                 readers.append(asyncio.create_task(client.run()))
                 rounds[f"lock-{kind}"] = lock_round(client, kind)
                 rounds[f"echo-{kind}"] = echo_round(await connect(), size)
+                rounds[f"floor-{kind}"] = echo_round(await connect_floor(), size, request_line())
                 if kind == "unix":
                     per_round = await journal_bytes_per_round(rounds["lock-unix"], journal)
                     rounds["fsync"] = fsync_round(journal.with_name("fsync-probe.jsonl"), per_round)

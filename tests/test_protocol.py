@@ -167,6 +167,8 @@ def test_round_trip(kind: MessageType) -> None:
     assert parsed == message
     assert type(parsed) is type(message)
     assert parsed.wire() == wire
+    from_bytes = parse_message(wire.encode())  # as off a socket: pydantic's own JSON parser
+    assert from_bytes == message and type(from_bytes) is type(message)
     # The payload survives as the wire form we wrote, camelCase keys included.
     assert {key: value for key, value in json.loads(wire)["payload"].items() if key in SAMPLES[kind][2]} == (
         SAMPLES[kind][2]
@@ -258,10 +260,12 @@ def mutate(change: Any) -> dict[str, Any]:
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
-def test_malformed_message_names_the_field(change: Any, field: str, reason: str) -> None:
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["text", "bytes"])
+def test_malformed_message_names_the_field(change: Any, field: str, reason: str, as_bytes: bool) -> None:
     wire = mutate(change)
+    text = json.dumps(wire)
     with pytest.raises(ProtocolError) as caught:
-        parse_message(json.dumps(wire))
+        parse_message(text.encode() if as_bytes else text)
     assert caught.value.field == field
     assert reason in caught.value.reason
     assert str(caught.value).startswith(f"{field}: ")
@@ -279,13 +283,18 @@ def test_malformed_message_names_the_field(change: Any, field: str, reason: str)
         (b"\xff\xfe{", "not UTF-8"),
         ('{"id": NaN}', "NaN is not a JSON number"),
         ("[" * 50_000, "nested too deeply"),
+        (b'{"id":"x1","type":"broadcast_info","from":"a","to":"b","timestamp":"2026-01-01T00:00:00Z",'
+         b'"payload":{"info":"i","data":{"v":NaN}}}', "NaN is not a JSON number"),  # valid but for the NaN
+        (b'{"id":"x1","type":"broadcast_info","from":"a","to":"b","timestamp":"2026-01-01T00:00:00Z",'
+         b'"payload":{"info":"i","data":{"v":-Infinity}}}', "Infinity is not a JSON number"),
     ],
 )
 def test_undecodable_input_is_a_protocol_error(raw: str | bytes, reason: str) -> None:
-    with pytest.raises(ProtocolError) as caught:
-        parse_message(raw)
-    assert caught.value.field == ""
-    assert reason in caught.value.reason
+    for given in (raw, raw.encode()) if isinstance(raw, str) else (raw,):  # bytes: as off a socket
+        with pytest.raises(ProtocolError) as caught:
+            parse_message(given)
+        assert caught.value.field == ""
+        assert reason in caught.value.reason
 
 
 def test_oversize_message_is_refused_before_decoding() -> None:
