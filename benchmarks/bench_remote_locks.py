@@ -54,24 +54,28 @@ PLAN = {
     "agents": [{"id": "agent", "kind": "external"}],
     "tasks": [{"id": "keep-open", "agent": "agent"}],  # never completed: the sprint stays open
 }
-ECHO_SERVER = """
+LISTEN = """
 import asyncio, sys
-async def echo(reader, writer):
-    while line := await reader.readline():
-        writer.write(line)
-async def main(kind, where):
+async def listen(start_unix, start_tcp):
+    kind, where = sys.argv[1], sys.argv[2]
     if kind == "unix":
-        server = await asyncio.start_unix_server(echo, where)
+        server = await start_unix(where)
     else:
-        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        server = await start_tcp("127.0.0.1", 0)
         print(server.sockets[0].getsockname()[1], flush=True)
     print("ready", flush=True)
     await server.serve_forever()
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+ECHO_SERVER = LISTEN + """
+async def echo(reader, writer):
+    while line := await reader.readline():
+        writer.write(line)
+asyncio.run(listen(lambda where: asyncio.start_unix_server(echo, where),
+                   lambda host, port: asyncio.start_server(echo, host, port)))
 """
 
-FLOOR_SERVER = """
-import asyncio, json, os, sys, zlib
+FLOOR_SERVER = LISTEN + """
+import json, os, zlib
 journal = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 class Floor(asyncio.Protocol):
     seq = 0
@@ -90,16 +94,11 @@ class Floor(asyncio.Protocol):
             answer = {"id": "a" + request["id"], "type": "resource_lock", "from": request["to"], "to": request["from"],
                       "correlationId": request["id"], "payload": grant}
             self.transport.write(json.dumps(answer).encode() + b"\\n")
-async def main(kind, where):
-    loop = asyncio.get_running_loop()
-    if kind == "unix":
-        server = await loop.create_unix_server(Floor, where)
-    else:
-        server = await loop.create_server(Floor, "127.0.0.1", 0)
-        print(server.sockets[0].getsockname()[1], flush=True)
-    print("ready", flush=True)
-    await server.serve_forever()
-asyncio.run(main(sys.argv[1], sys.argv[2]))
+async def start_unix(where):
+    return await asyncio.get_running_loop().create_unix_server(Floor, where)
+async def start_tcp(host, port):
+    return await asyncio.get_running_loop().create_server(Floor, host, port)
+asyncio.run(listen(start_unix, start_tcp))
 """
 
 
