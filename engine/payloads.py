@@ -180,7 +180,7 @@ class AgentReadyPayload(WireModel):
     specializations: list[str] = Field(default_factory=list)
     max_concurrent_tasks: int | None = Field(default=None, ge=1)
     resource_limits: ResourceLimits | None = None
-    dependencies: list[str] = Field(default=[], exclude_if=_empty)
+    dependencies: list[str] = Field(default_factory=list, exclude_if=_empty)
     token: str | None = None
     session: str | None = Field(default=None, min_length=1, max_length=200)
     channel: Literal["agent", "requests", "watch"] = Field(default="agent", exclude_if=lambda value: value == "agent")

@@ -63,6 +63,11 @@ class ExternalAgentsTransport(InProcessTransport, Generic[Binding]):
             log.info("dropped %d messages queued for %s, declared dead", dropped, agent_id)
         return dropped
 
+    def _waiting_for(self, agent_id: str) -> int:
+        """Messages not yet written to an agent: its inbox, and the one its writer has taken."""
+        inbox = self._inboxes.get(agent_id)
+        return (len(inbox) if inbox is not None else 0) + (agent_id in self._unsent)
+
     def stop_inbound(self) -> None:
         """The sprint is over: nothing more from agents is taken (or journaled); sending goes on."""
         self._inbound = False
@@ -71,7 +76,7 @@ class ExternalAgentsTransport(InProcessTransport, Generic[Binding]):
         """End of sprint: wait (bounded) until the bound agents took what is queued for them."""
         try:
             async with asyncio.timeout(timeout):
-                while any(len(self._inboxes[a]) or a in self._unsent for a in self._bound if a in self._inboxes):
+                while any(self._waiting_for(a) for a in self._bound):
                     await asyncio.sleep(0.01)
         except TimeoutError:
             log.warning("agents %s did not take all their messages before the end", ", ".join(self.connected))

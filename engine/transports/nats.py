@@ -359,7 +359,7 @@ class NatsTransport(ExternalAgentsTransport[str]):  # bound: agent id -> its ses
         """The reply to a fast request, on core NATS to its reply subject, behind the last message
         stored for the agent (engine/transports/nats_order.py); False (the stored way) when something
         for the agent still waits to be stored, or it is not bound."""
-        if message.to != agent_id or agent_id not in self._bound or self._inboxes[agent_id] or agent_id in self._unsent:
+        if message.to != agent_id or agent_id not in self._bound or self._waiting_for(agent_id):
             return False
         check_size(message)
         self._notify(message)

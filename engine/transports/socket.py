@@ -103,10 +103,9 @@ class SocketTransport(ExternalAgentsTransport[_Connection]):
 
     def _queued(self, agent_id: str | None) -> int:
         """Messages waiting for an external agent's own connection: its inbox, and one being written."""
-        inbox = self._inboxes.get(agent_id) if agent_id is not None and agent_id not in self._local else None
-        if inbox is None or agent_id not in self._tokens:
+        if agent_id is None or agent_id in self._local or agent_id not in self._tokens:
             return 0
-        return len(inbox) + (agent_id in self._unsent)
+        return self._waiting_for(agent_id)
 
     async def finish(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """End of sprint: let connected agents receive what is queued, tell them, then close."""
