@@ -44,6 +44,9 @@ from engine.transports.nats_order import AFTER_HEADER, SequenceGate, after_of, s
 
 log = logging.getLogger(__name__)
 
+RESEND_FIRST = 0.1  # seconds before what was kept is published again while bound; doubled up to
+RESEND_MAX = 2.0
+
 
 class NatsClient(SocketClient):
     """A `Transport` for one agent id, bound to a `NatsTransport` manager through NATS."""
@@ -73,6 +76,8 @@ class NatsClient(SocketClient):
         self._storing = 0  # stored messages on their way to the server: no request may overtake them
         self._stored = 0  # the stream sequence of the last one it took from this agent
         self._replies = SequenceGate(self._take)  # fast replies wait for the stored messages before them
+        self._sending_kept = asyncio.Lock()
+        self._resending: asyncio.Task[None] | None = None
         self._asks, self._mine = self.subjects.asked_by(agent_id), self.subjects.agent(agent_id)  # its subjects
 
     @property
@@ -82,13 +87,44 @@ class NatsClient(SocketClient):
     # ------------------------------------------------------------ sending
 
     async def _deliver(self, message: IPCMessage) -> None:
-        """Publish the message with the session key, or keep it until bound.  A request goes the
-        fast way when nothing stored is still on its way (engine/transports/nats_order.py)."""
+        """Publish the message with the session key, or keep it.  A request goes the fast way when
+        nothing stored is still on its way (engine/transports/nats_order.py).  What is kept goes
+        first, in order: on the next handshake, or, while bound, as soon as the server stores it
+        (`_resend`)."""
         session = self._session
-        if session is not None and message.requires_response and not self._storing and await self._ask(message, session):
-            return
-        if session is None or not await self._publish(message, session):
-            self._keep(message)
+        if session is not None and not self._outbox:
+            if message.requires_response and not self._storing and await self._ask(message, session):
+                return
+            if await self._publish(message, session):
+                return
+        self._keep(message)
+        if session is not None:
+            self._resend_soon()
+
+    def _resend_soon(self) -> None:
+        if self._resending is None or self._resending.done():
+            self._resending = asyncio.get_running_loop().create_task(self._resend(), name=f"nats-resend-{self.agent_id}")
+
+    async def _resend(self) -> None:
+        """While bound, publish what was kept until the server has stored all of it.  A store that
+        was not acknowledged in time (a JetStream busy with a flood drops what it cannot take)
+        would otherwise wait for a reconnect that a live connection never makes, and a request
+        among it for its caller's timeout; the message id makes a second copy harmless."""
+        delay = RESEND_FIRST
+        while not await self._send_kept():
+            if self._session is None or self._closed:
+                return  # the next handshake sends it
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RESEND_MAX)
+
+    async def _send_kept(self) -> bool:
+        """Publish what was kept, in order (one sender at a time); True once nothing is left."""
+        async with self._sending_kept:
+            while self._outbox and self._session is not None:
+                if not await self._publish(self._outbox[0], self._session):
+                    return False
+                self._outbox.popleft()
+            return not self._outbox
 
     async def _ask(self, message: IPCMessage, session: str) -> bool:
         """A request on core NATS, after the last stored message; False when it could not go."""
@@ -124,6 +160,8 @@ class NatsClient(SocketClient):
         self._closed = True
         self._session = None
         self._wake.set()
+        if self._resending is not None:
+            self._resending.cancel()
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await self._nc.close()
@@ -180,10 +218,8 @@ class NatsClient(SocketClient):
         self._session = session
         self.connections += 1
         self.events.connected(self.connections > 1)
-        while self._outbox and self._session is not None:
-            if not await self._publish(self._outbox[0], self._session):
-                break
-            self._outbox.popleft()
+        if not await self._send_kept():
+            self._resend_soon()
 
     async def _open_nats(self) -> None:
         async def lost() -> None:
